@@ -1,0 +1,298 @@
+//! Armada's agent runtime: one agent of one run, from start to shutdown.
+//!
+//! This crate owns the agent's lifecycle: read its config once, start the script's
+//! [`AgentContext`] once, then take jobs one at a time (prefetch 1) and for each start the
+//! [`JobContext`], run the [`Script`] under the run's time limit, record the outcome, and only
+//! then acknowledge the job. Failed attempts are retried with exponential backoff until the
+//! run's attempt limit; then the job is recorded as failed and dead-lettered. A panic in a
+//! script fails that job, not the agent. The loop ends when the run's queue is deleted (the run
+//! is complete or canceled) or the agent is told to shut down; then the context is stopped.
+//!
+//! [`ScriptAgent`] adapts any [`Script`] to the [`AgentRunner`] seam the orchestrator's
+//! launchers use, so the orchestrator never needs the script's types.
+//!
+//! # Features
+//! None yet; the Chromium-backed browser context will arrive behind a feature.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use armada_core::backend::Delivery;
+use armada_core::wire::{EventJob, EventKind, JobLimits, JobResult, JobStatus, WIRE_VERSION};
+use armada_core::{
+    AgentContext, AgentExit, AgentInfo, AgentRunner, AgentSpec, JobContext, JobInfo, Outcome,
+    Reporter, Result, Retry, Script, ScriptError,
+};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Runs agents of the script `S`.
+#[derive(Debug)]
+pub struct ScriptAgent<S> {
+    script: Arc<S>,
+}
+
+impl<S: Script> ScriptAgent<S> {
+    /// Wraps the script.
+    pub fn new(script: S) -> Self {
+        Self {
+            script: Arc::new(script),
+        }
+    }
+}
+
+impl<S: Script> AgentRunner for ScriptAgent<S> {
+    fn run_agent(&self, spec: AgentSpec) -> BoxFuture<'static, Result<AgentExit>> {
+        run(Arc::clone(&self.script), spec).boxed()
+    }
+}
+
+type Payload<S> = <<S as Script>::Job as JobContext>::Payload;
+
+/// Runs one agent until its run ends or `spec.shutdown` is cancelled.
+///
+/// Errors are backend failures (the store or queue could not be reached); a context that fails
+/// to start is not an error but [`AgentExit::StartFailed`].
+pub async fn run<S: Script>(script: Arc<S>, spec: AgentSpec) -> Result<AgentExit> {
+    let record = spec.store.agent_config(&spec.run_id, spec.index).await?;
+    let info = AgentInfo {
+        run_id: spec.run_id.clone(),
+        index: spec.index,
+        agents: record.agents,
+    };
+    let started = match <S::Agent as AgentContext>::Config::deserialize(&record.config) {
+        Ok(config) => AssertUnwindSafe(S::Agent::start(info, config))
+            .catch_unwind()
+            .await
+            .map_err(|panic| format!("panicked: {}", panic_message(&*panic)))
+            .and_then(|started| started.map_err(|error| error.to_string())),
+        Err(error) => Err(format!(
+            "its config does not match the agent context's config type: {error}"
+        )),
+    };
+    let mut agent = match started {
+        Ok(agent) => agent,
+        Err(error) => {
+            let error = format!("agent {} could not start: {error}", spec.index);
+            tracing::error!(run = %spec.run_id, agent = spec.index, "{error}");
+            spec.events
+                .agent_event(spec.index, EventKind::AgentStartFailed, Some(error.clone()));
+            return Ok(AgentExit::StartFailed { error });
+        }
+    };
+    spec.events.agent_event(spec.index, EventKind::AgentStarted, None);
+    tracing::debug!(run = %spec.run_id, agent = spec.index, "agent started");
+
+    let loop_result = job_loop(&*script, &mut agent, &spec, &record.limits).await;
+
+    match AssertUnwindSafe(agent.stop()).catch_unwind().await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(run = %spec.run_id, agent = spec.index, %error, "agent context stop failed");
+        }
+        Err(panic) => {
+            tracing::warn!(
+                run = %spec.run_id,
+                agent = spec.index,
+                "agent context stop panicked: {}",
+                panic_message(&*panic)
+            );
+        }
+    }
+    spec.events.agent_event(spec.index, EventKind::AgentStopped, None);
+    let attempts = loop_result?;
+    Ok(AgentExit::Finished { attempts })
+}
+
+async fn job_loop<S: Script>(
+    script: &S,
+    agent: &mut S::Agent,
+    spec: &AgentSpec,
+    limits: &JobLimits,
+) -> Result<u64> {
+    let mut consumer = spec.queue.consume(&spec.run_id, 1).await?;
+    let mut attempts = 0;
+    loop {
+        let delivery = tokio::select! {
+            biased;
+            () = spec.shutdown.cancelled() => break,
+            next = consumer.next() => match next? {
+                Some(delivery) => delivery,
+                None => break,
+            },
+        };
+        attempts += 1;
+        run_job(script, agent, delivery, spec, limits).await?;
+    }
+    Ok(attempts)
+}
+
+/// What to do with a job after one attempt.
+enum Verdict {
+    Succeeded(Value),
+    Retry { error: String, delay: Duration },
+    Fail { error: String },
+}
+
+impl Verdict {
+    fn from_result(result: Result<Value, ScriptError>, attempt: u32, limits: &JobLimits) -> Self {
+        match result {
+            Ok(output) => Self::Succeeded(output),
+            Err(error) => {
+                let message = error.to_string();
+                match error.retry_policy() {
+                    Retry::After(delay) if attempt < limits.max_attempts => Self::Retry {
+                        error: message,
+                        delay: delay.unwrap_or_else(|| limits.retry_delay(attempt + 1)),
+                    },
+                    Retry::After(_) => Self::Fail {
+                        error: format!("{message} (after {attempt} attempts)"),
+                    },
+                    Retry::Never => Self::Fail { error: message },
+                }
+            }
+        }
+    }
+
+    fn outcome(&self) -> Outcome {
+        match self {
+            Self::Succeeded(_) => Outcome::Succeeded,
+            Self::Retry { error, delay } => Outcome::Retrying {
+                error: error.clone(),
+                delay: *delay,
+            },
+            Self::Fail { error } => Outcome::Failed {
+                error: error.clone(),
+            },
+        }
+    }
+}
+
+async fn run_job<S: Script>(
+    script: &S,
+    agent: &mut S::Agent,
+    delivery: Delivery,
+    spec: &AgentSpec,
+    limits: &JobLimits,
+) -> Result<()> {
+    let message = delivery.message();
+    let (job_id, index, payload) = (message.job_id, message.index, Arc::clone(&message.payload));
+    // A message redelivered because its agent died counts the lost attempt too.
+    let attempt = message.attempt + delivery.redeliveries();
+    if delivery.redeliveries() > 0 && spec.store.is_recorded(&spec.run_id, index).await? {
+        // Recorded, but its agent died before acknowledging: nothing left to do.
+        return delivery.ack().await;
+    }
+    let report = Reporter::new(
+        spec.events.clone(),
+        spec.index,
+        EventJob {
+            id: job_id,
+            index,
+            attempt,
+        },
+    );
+    report.event(EventKind::JobStarted, None, None);
+    let started = Instant::now();
+    let verdict = match Payload::<S>::deserialize(&*payload) {
+        Err(error) => Verdict::Fail {
+            error: format!("the job message does not match the script's payload type: {error}"),
+        },
+        Ok(payload) => {
+            let info = JobInfo {
+                run_id: spec.run_id.clone(),
+                id: job_id,
+                index,
+                attempt,
+                max_attempts: limits.max_attempts,
+                agent: spec.index,
+                report: report.clone(),
+            };
+            let attempt_future = AssertUnwindSafe(attempt_job(script, agent, info, payload, limits));
+            match tokio::time::timeout(limits.job_timeout(), attempt_future.catch_unwind()).await {
+                Ok(Ok(verdict)) => verdict,
+                Ok(Err(panic)) => Verdict::Fail {
+                    error: format!("the script panicked: {}", panic_message(&*panic)),
+                },
+                Err(_) => Verdict::from_result(
+                    Err(ScriptError::retry(format!(
+                        "timed out after {:.1}s (job_timeout_secs)",
+                        limits.job_timeout().as_secs_f64()
+                    ))),
+                    attempt,
+                    limits,
+                ),
+            }
+        }
+    };
+    let duration_ms = started.elapsed().as_micros() as f64 / 1000.0;
+    let result = |status, output, error| JobResult {
+        v: WIRE_VERSION,
+        index,
+        id: job_id,
+        status,
+        attempts: attempt,
+        agent: Some(spec.index),
+        duration_ms,
+        output,
+        error,
+    };
+    match verdict {
+        Verdict::Succeeded(output) => {
+            report.event(EventKind::JobSucceeded, None, None);
+            let result = result(JobStatus::Succeeded, Some(output), None);
+            spec.store.record_result(&spec.run_id, result).await?;
+            delivery.ack().await
+        }
+        Verdict::Retry { error, delay } => {
+            let data = serde_json::json!({ "delay_ms": delay.as_millis() as u64 });
+            report.event(EventKind::Retrying, Some(error), Some(data));
+            spec.store.record_retry(&spec.run_id).await?;
+            delivery.retry(delay).await
+        }
+        Verdict::Fail { error } => {
+            report.event(EventKind::JobFailed, Some(error.clone()), None);
+            let result = result(JobStatus::Failed, None, Some(error.clone()));
+            spec.store.record_result(&spec.run_id, result).await?;
+            delivery.dead_letter(error).await
+        }
+    }
+}
+
+/// Starts the job context, runs the script, and lets the context see the outcome.
+async fn attempt_job<S: Script>(
+    script: &S,
+    agent: &mut S::Agent,
+    info: JobInfo,
+    payload: Payload<S>,
+    limits: &JobLimits,
+) -> Verdict {
+    let attempt = info.attempt;
+    let report = info.report.clone();
+    let mut job = match S::Job::start(agent, info, payload).await {
+        Ok(job) => job,
+        Err(error) => return Verdict::from_result(Err(error), attempt, limits),
+    };
+    let result = script.run(agent, &mut job).await.and_then(|output| {
+        serde_json::to_value(output).map_err(|error| {
+            ScriptError::fail(format!("the script's output cannot be encoded as JSON: {error}"))
+        })
+    });
+    let verdict = Verdict::from_result(result, attempt, limits);
+    if let Err(error) = job.finish(&verdict.outcome()).await {
+        report.failure(format!("the job context's finish failed: {error}"));
+    }
+    verdict
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic payload".to_owned())
+}

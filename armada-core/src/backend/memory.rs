@@ -1,0 +1,451 @@
+//! In-process backends: the embedded defaults, with the semantics the networked ones have.
+//!
+//! Each `memory://` connection is a new, private instance; the orchestrator hands clones of it
+//! to the agents it runs as tasks.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use super::{DeadLetter, RunProgress, RunRecord, RunStatus};
+use crate::wire::{AgentConfigRecord, Event, EventBatch, JobMessage, JobResult, JobStatus};
+use crate::{AgentIndex, Error, JobIndex, Result, RunId};
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (every critical section
+/// here is a few field updates that cannot panic halfway).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Waits until `notify` fires or `deadline` passes. The `Notified` future is enabled by the
+/// caller before checking state, so no wake-up is lost in between.
+async fn wait_for(notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>, deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => {
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+        None => notified.await,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Job queue
+
+/// An in-memory job queue with a queue per run.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryQueue {
+    runs: Arc<Mutex<HashMap<RunId, Arc<RunQueue>>>>,
+}
+
+#[derive(Debug, Default)]
+struct RunQueue {
+    state: Mutex<QueueState>,
+    changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    ready: VecDeque<Queued>,
+    /// Retries waiting for their delay, by (due time, sequence).
+    delayed: BTreeMap<(Instant, u64), Queued>,
+    sequence: u64,
+    dead: Vec<DeadLetter>,
+    deleted: bool,
+}
+
+#[derive(Debug)]
+struct Queued {
+    message: JobMessage,
+    redeliveries: u32,
+}
+
+impl QueueState {
+    fn promote_due(&mut self, now: Instant) {
+        while let Some(entry) = self.delayed.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            self.ready.push_back(entry.remove());
+        }
+    }
+}
+
+impl MemoryQueue {
+    fn run(&self, run: &RunId) -> Arc<RunQueue> {
+        lock(&self.runs).entry(run.clone()).or_default().clone()
+    }
+
+    /// Appends jobs to the run's queue.
+    pub fn publish(&self, run: &RunId, messages: impl IntoIterator<Item = JobMessage>) {
+        let queue = self.run(run);
+        lock(&queue.state)
+            .ready
+            .extend(messages.into_iter().map(|message| Queued {
+                message,
+                redeliveries: 0,
+            }));
+        queue.changed.notify_waiters();
+    }
+
+    /// A consumer with at most `prefetch` unsettled deliveries.
+    pub fn consume(&self, run: &RunId, prefetch: u16) -> MemoryConsumer {
+        MemoryConsumer {
+            queue: self.run(run),
+            prefetch: Arc::new(Semaphore::new(usize::from(prefetch.max(1)))),
+        }
+    }
+
+    /// Deletes the run's queue; its consumers see the end.
+    pub fn delete(&self, run: &RunId) {
+        if let Some(queue) = lock(&self.runs).remove(run) {
+            let mut state = lock(&queue.state);
+            state.deleted = true;
+            state.ready.clear();
+            state.delayed.clear();
+            drop(state);
+            queue.changed.notify_waiters();
+        }
+    }
+
+    /// The run's dead letters.
+    pub fn dead_letters(&self, run: &RunId) -> Vec<DeadLetter> {
+        lock(&self.runs)
+            .get(run)
+            .map(|queue| lock(&queue.state).dead.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Consumes one run's in-memory queue.
+#[derive(Debug)]
+pub struct MemoryConsumer {
+    queue: Arc<RunQueue>,
+    prefetch: Arc<Semaphore>,
+}
+
+impl MemoryConsumer {
+    /// The next delivery, waiting for one; `None` once the queue is deleted.
+    pub async fn next(&mut self) -> Option<MemoryDelivery> {
+        let permit = Arc::clone(&self.prefetch)
+            .acquire_owned()
+            .await
+            .expect("the prefetch semaphore is never closed");
+        loop {
+            let mut notified = pin!(self.queue.changed.notified());
+            notified.as_mut().enable();
+            let deadline = {
+                let mut state = lock(&self.queue.state);
+                if state.deleted {
+                    return None;
+                }
+                state.promote_due(Instant::now());
+                if let Some(queued) = state.ready.pop_front() {
+                    return Some(MemoryDelivery {
+                        queue: Arc::clone(&self.queue),
+                        queued: Some(queued),
+                        _permit: permit,
+                    });
+                }
+                state.delayed.first_key_value().map(|((due, _), _)| *due)
+            };
+            wait_for(notified, deadline).await;
+        }
+    }
+}
+
+/// A job delivered from an in-memory queue.
+#[derive(Debug)]
+pub struct MemoryDelivery {
+    queue: Arc<RunQueue>,
+    queued: Option<Queued>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl MemoryDelivery {
+    fn queued(&self) -> &Queued {
+        self.queued
+            .as_ref()
+            .expect("a delivery holds its job until it is settled")
+    }
+
+    /// The job.
+    pub fn message(&self) -> &JobMessage {
+        &self.queued().message
+    }
+
+    /// Earlier unsettled deliveries of this message.
+    pub fn redeliveries(&self) -> u32 {
+        self.queued().redeliveries
+    }
+
+    /// Removes the job from the queue.
+    pub fn ack(mut self) {
+        self.queued = None;
+    }
+
+    /// Requeues the job as its next attempt after `delay`.
+    pub fn retry(mut self, delay: Duration) {
+        let Some(mut queued) = self.queued.take() else {
+            return;
+        };
+        queued.message.attempt += 1;
+        queued.redeliveries = 0;
+        let mut state = lock(&self.queue.state);
+        if state.deleted {
+            return;
+        }
+        if delay.is_zero() {
+            state.ready.push_back(queued);
+        } else {
+            state.sequence += 1;
+            let key = (Instant::now() + delay, state.sequence);
+            state.delayed.insert(key, queued);
+        }
+        drop(state);
+        self.queue.changed.notify_waiters();
+    }
+
+    /// Moves the job to the dead letters.
+    pub fn dead_letter(mut self, reason: String) {
+        if let Some(queued) = self.queued.take() {
+            lock(&self.queue.state).dead.push(DeadLetter {
+                message: queued.message,
+                reason,
+            });
+        }
+    }
+}
+
+impl Drop for MemoryDelivery {
+    fn drop(&mut self) {
+        if let Some(mut queued) = self.queued.take() {
+            queued.redeliveries += 1;
+            let mut state = lock(&self.queue.state);
+            if !state.deleted {
+                state.ready.push_front(queued);
+                drop(state);
+                self.queue.changed.notify_waiters();
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config store
+
+/// An in-memory config store.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    runs: Arc<Mutex<HashMap<RunId, Arc<RunSlot>>>>,
+}
+
+#[derive(Debug)]
+struct RunSlot {
+    state: Mutex<RunState>,
+    changed: Notify,
+}
+
+#[derive(Debug)]
+struct RunState {
+    configs: Vec<Option<AgentConfigRecord>>,
+    results: Vec<JobResult>,
+    recorded: HashSet<JobIndex>,
+    progress: RunProgress,
+}
+
+impl MemoryStore {
+    fn slot(&self, run: &RunId) -> Result<Arc<RunSlot>> {
+        lock(&self.runs)
+            .get(run)
+            .cloned()
+            .ok_or_else(|| Error::RunNotFound(run.clone()))
+    }
+
+    fn with_state<T>(&self, run: &RunId, f: impl FnOnce(&mut RunState) -> T) -> Result<T> {
+        let slot = self.slot(run)?;
+        let mut state = lock(&slot.state);
+        Ok(f(&mut state))
+    }
+
+    /// Creates a run.
+    pub fn create_run(&self, record: RunRecord) -> Result<()> {
+        let mut runs = lock(&self.runs);
+        if runs.contains_key(&record.run_id) {
+            return Err(Error::RunExists(record.run_id));
+        }
+        let state = RunState {
+            configs: vec![None; record.agents as usize],
+            results: Vec::new(),
+            recorded: HashSet::new(),
+            progress: RunProgress {
+                jobs: record.jobs,
+                succeeded: 0,
+                failed: 0,
+                terminal: 0,
+                retries: 0,
+                status: RunStatus::Running,
+            },
+        };
+        runs.insert(
+            record.run_id,
+            Arc::new(RunSlot {
+                state: Mutex::new(state),
+                changed: Notify::new(),
+            }),
+        );
+        Ok(())
+    }
+
+    /// Stores agent configs.
+    pub fn put_agent_configs(&self, run: &RunId, configs: Vec<AgentConfigRecord>) -> Result<()> {
+        self.with_state(run, |state| {
+            for config in configs {
+                let index = config.index as usize;
+                if state.configs.len() <= index {
+                    state.configs.resize(index + 1, None);
+                }
+                state.configs[index] = Some(config);
+            }
+        })
+    }
+
+    /// One agent's config.
+    pub fn agent_config(&self, run: &RunId, index: AgentIndex) -> Result<AgentConfigRecord> {
+        self.with_state(run, |state| {
+            state.configs.get(index as usize).cloned().flatten()
+        })?
+        .ok_or_else(|| Error::AgentConfigMissing {
+            run: run.clone(),
+            index,
+        })
+    }
+
+    /// Records a terminal result once.
+    pub fn record_result(&self, run: &RunId, result: JobResult) -> Result<bool> {
+        let slot = self.slot(run)?;
+        let mut state = lock(&slot.state);
+        if !state.recorded.insert(result.index) {
+            return Ok(false);
+        }
+        let progress = &mut state.progress;
+        progress.terminal += 1;
+        match result.status {
+            JobStatus::Succeeded => progress.succeeded += 1,
+            JobStatus::Failed => progress.failed += 1,
+            JobStatus::Canceled | JobStatus::Abandoned => {}
+        }
+        state.results.push(result);
+        drop(state);
+        slot.changed.notify_waiters();
+        Ok(true)
+    }
+
+    /// Whether a job is recorded.
+    pub fn is_recorded(&self, run: &RunId, index: JobIndex) -> Result<bool> {
+        self.with_state(run, |state| state.recorded.contains(&index))
+    }
+
+    /// Counts a retry.
+    pub fn record_retry(&self, run: &RunId) -> Result<()> {
+        self.with_state(run, |state| state.progress.retries += 1)
+    }
+
+    /// Counters and status.
+    pub fn progress(&self, run: &RunId) -> Result<RunProgress> {
+        self.with_state(run, |state| state.progress)
+    }
+
+    /// Results after `cursor`, waiting up to `wait` for at least one.
+    pub async fn results_after(
+        &self,
+        run: &RunId,
+        cursor: u64,
+        wait: Duration,
+    ) -> Result<Vec<JobResult>> {
+        let slot = self.slot(run)?;
+        let deadline = Instant::now() + wait;
+        loop {
+            let mut notified = pin!(slot.changed.notified());
+            notified.as_mut().enable();
+            {
+                let state = lock(&slot.state);
+                let start = usize::try_from(cursor).unwrap_or(usize::MAX);
+                if start < state.results.len() || Instant::now() >= deadline {
+                    return Ok(state.results.get(start..).unwrap_or_default().to_vec());
+                }
+            }
+            wait_for(notified, Some(deadline)).await;
+        }
+    }
+
+    /// Sets the status.
+    pub fn set_status(&self, run: &RunId, status: RunStatus) -> Result<()> {
+        let slot = self.slot(run)?;
+        lock(&slot.state).progress.status = status;
+        slot.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Forgets the run.
+    pub fn remove_run(&self, run: &RunId) {
+        lock(&self.runs).remove(run);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event sink
+
+/// Recent events kept per run; older ones are counted, not kept.
+const RECENT_EVENTS: usize = 10_000;
+
+/// An in-memory event sink: counts every event and keeps the most recent ones of each run.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryEvents {
+    runs: Arc<Mutex<HashMap<RunId, RunEvents>>>,
+}
+
+#[derive(Debug, Default)]
+struct RunEvents {
+    batches: HashSet<crate::wire::BatchId>,
+    total: u64,
+    recent: VecDeque<Event>,
+}
+
+impl MemoryEvents {
+    /// Stores a batch once.
+    pub fn write(&self, batch: EventBatch) -> bool {
+        let mut runs = lock(&self.runs);
+        let run = runs.entry(batch.run_id).or_default();
+        if !run.batches.insert(batch.batch_id) {
+            return false;
+        }
+        run.total += batch.events.len() as u64;
+        for event in batch.events {
+            if run.recent.len() == RECENT_EVENTS {
+                run.recent.pop_front();
+            }
+            run.recent.push_back(event);
+        }
+        true
+    }
+
+    /// Events stored for the run.
+    pub fn count(&self, run: &RunId) -> u64 {
+        lock(&self.runs).get(run).map_or(0, |events| events.total)
+    }
+
+    /// The run's most recent events, oldest first.
+    pub fn recent(&self, run: &RunId) -> Vec<Event> {
+        lock(&self.runs)
+            .get(run)
+            .map(|events| events.recent.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}

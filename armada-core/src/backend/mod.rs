@@ -1,0 +1,365 @@
+//! The backend seams: where agent configs and run state live ([`ConfigStore`]), where jobs wait
+//! ([`JobQueue`]) and where events go ([`EventSink`]).
+//!
+//! Each seam is a closed enum over the backends compiled into this build, chosen at run time
+//! from a URL in one place (`connect`). No public type carries a backend type parameter. A URL
+//! whose backend exists but is not compiled in is an error naming the cargo feature.
+//!
+//! Only this module knows backend keys and message formats.
+
+pub mod memory;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{AgentConfigRecord, EventBatch, JobMessage, JobResult};
+use crate::{AgentIndex, Error, JobIndex, Result, RunId};
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Jobs are being processed.
+    Running,
+    /// Every job is terminal.
+    Completed,
+    /// The run was canceled.
+    Canceled,
+    /// The run stopped before every job was terminal (no agent left).
+    Failed,
+}
+
+/// The run as created in the store at publish time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Wire version.
+    pub v: u16,
+    /// The run.
+    pub run_id: RunId,
+    /// Agents planned.
+    pub agents: u32,
+    /// Jobs planned: the run is complete when this many are terminal.
+    pub jobs: u64,
+    /// Creation time, in milliseconds since the Unix epoch.
+    pub created_ms: u64,
+}
+
+/// Counters of a run, kept next to its configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunProgress {
+    /// Jobs planned.
+    pub jobs: u64,
+    /// Jobs that succeeded.
+    pub succeeded: u64,
+    /// Jobs that failed for good.
+    pub failed: u64,
+    /// Jobs terminal for any reason.
+    pub terminal: u64,
+    /// Retries scheduled so far.
+    pub retries: u64,
+    /// Where the run stands.
+    pub status: RunStatus,
+}
+
+/// A message that left the queue for good, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// The message as last delivered.
+    pub message: JobMessage,
+    /// Why it was dead-lettered.
+    pub reason: String,
+}
+
+fn scheme(url: &str) -> &str {
+    url.split_once(':').map_or("", |(scheme, _)| scheme)
+}
+
+/// The URL with any password replaced by `***`, safe for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split_once(':').map_or(credentials, |(user, _)| user);
+            let hidden = if credentials.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn unavailable(role: &'static str, url: &str, supported: &'static str) -> Error {
+    let feature = match scheme(url) {
+        "redis" | "rediss" => Some("redis"),
+        "amqp" | "amqps" => Some("rabbitmq"),
+        _ => None,
+    };
+    let url = redact_url(url);
+    match feature {
+        Some(feature) if supported.contains(scheme(&url)) => Error::FeatureMissing {
+            role,
+            url,
+            feature,
+        },
+        _ => Error::UnsupportedUrl {
+            role,
+            url,
+            supported,
+        },
+    }
+}
+
+/// Agent configs and run state: counters, status, cancel flag and terminal job results.
+#[derive(Debug, Clone)]
+pub enum ConfigStore {
+    /// In this process only (`memory://`).
+    Memory(memory::MemoryStore),
+}
+
+impl ConfigStore {
+    /// Connects to the store at `url`: `memory://` (a new store private to this process) or
+    /// `redis://…` (feature `redis`).
+    pub async fn connect(url: &str) -> Result<Self> {
+        match scheme(url) {
+            "memory" => Ok(Self::Memory(memory::MemoryStore::default())),
+            _ => Err(unavailable("config store", url, "memory://, redis://")),
+        }
+    }
+
+    /// Creates a run; fails if it exists.
+    pub async fn create_run(&self, record: RunRecord) -> Result<()> {
+        match self {
+            Self::Memory(store) => store.create_run(record),
+        }
+    }
+
+    /// Stores every agent's config for its run.
+    pub async fn put_agent_configs(
+        &self,
+        run: &RunId,
+        configs: Vec<AgentConfigRecord>,
+    ) -> Result<()> {
+        match self {
+            Self::Memory(store) => store.put_agent_configs(run, configs),
+        }
+    }
+
+    /// Reads one agent's config.
+    pub async fn agent_config(&self, run: &RunId, index: AgentIndex) -> Result<AgentConfigRecord> {
+        match self {
+            Self::Memory(store) => store.agent_config(run, index),
+        }
+    }
+
+    /// Records a job's terminal result once; `false` when the job was already recorded.
+    pub async fn record_result(&self, run: &RunId, result: JobResult) -> Result<bool> {
+        match self {
+            Self::Memory(store) => store.record_result(run, result),
+        }
+    }
+
+    /// Whether a job already has a terminal result.
+    pub async fn is_recorded(&self, run: &RunId, index: JobIndex) -> Result<bool> {
+        match self {
+            Self::Memory(store) => store.is_recorded(run, index),
+        }
+    }
+
+    /// Counts a scheduled retry.
+    pub async fn record_retry(&self, run: &RunId) -> Result<()> {
+        match self {
+            Self::Memory(store) => store.record_retry(run),
+        }
+    }
+
+    /// The run's counters and status.
+    pub async fn progress(&self, run: &RunId) -> Result<RunProgress> {
+        match self {
+            Self::Memory(store) => store.progress(run),
+        }
+    }
+
+    /// Results recorded after the first `cursor` ones, waiting up to `wait` for one to arrive.
+    pub async fn results_after(
+        &self,
+        run: &RunId,
+        cursor: u64,
+        wait: Duration,
+    ) -> Result<Vec<JobResult>> {
+        match self {
+            Self::Memory(store) => store.results_after(run, cursor, wait).await,
+        }
+    }
+
+    /// Sets the run's status; `Canceled` is the flag agents check.
+    pub async fn set_status(&self, run: &RunId, status: RunStatus) -> Result<()> {
+        match self {
+            Self::Memory(store) => store.set_status(run, status),
+        }
+    }
+
+    /// Removes the run's configs and state.
+    pub async fn remove_run(&self, run: &RunId) -> Result<()> {
+        match self {
+            Self::Memory(store) => {
+                store.remove_run(run);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The run's job queue: a queue per run, prefetch, manual ack, requeue of a dead consumer's
+/// unacked jobs, delayed retry and a dead-letter list.
+#[derive(Debug, Clone)]
+pub enum JobQueue {
+    /// In this process only (`memory://`).
+    Memory(memory::MemoryQueue),
+}
+
+impl JobQueue {
+    /// Connects to the queue at `url`: `memory://` (a new queue private to this process) or
+    /// `amqp://…` (feature `rabbitmq`).
+    pub async fn connect(url: &str) -> Result<Self> {
+        match scheme(url) {
+            "memory" => Ok(Self::Memory(memory::MemoryQueue::default())),
+            _ => Err(unavailable("queue", url, "memory://, amqp://")),
+        }
+    }
+
+    /// Publishes jobs to the run's queue, declaring it if needed; returns when all are held.
+    pub async fn publish(
+        &self,
+        run: &RunId,
+        messages: impl IntoIterator<Item = JobMessage> + Send,
+    ) -> Result<()> {
+        match self {
+            Self::Memory(queue) => {
+                queue.publish(run, messages);
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts consuming the run's queue with at most `prefetch` unsettled deliveries.
+    pub async fn consume(&self, run: &RunId, prefetch: u16) -> Result<Consumer> {
+        match self {
+            Self::Memory(queue) => Ok(Consumer::Memory(queue.consume(run, prefetch))),
+        }
+    }
+
+    /// Deletes the run's queue: waiting jobs are dropped and consumers see the end.
+    pub async fn delete(&self, run: &RunId) -> Result<()> {
+        match self {
+            Self::Memory(queue) => {
+                queue.delete(run);
+                Ok(())
+            }
+        }
+    }
+
+    /// Messages dead-lettered in the run so far.
+    pub async fn dead_letters(&self, run: &RunId) -> Result<Vec<DeadLetter>> {
+        match self {
+            Self::Memory(queue) => Ok(queue.dead_letters(run)),
+        }
+    }
+}
+
+/// A consumer of one run's queue.
+#[derive(Debug)]
+pub enum Consumer {
+    /// In-memory consumer.
+    Memory(memory::MemoryConsumer),
+}
+
+impl Consumer {
+    /// The next delivery; `None` when the run's queue was deleted.
+    pub async fn next(&mut self) -> Result<Option<Delivery>> {
+        match self {
+            Self::Memory(consumer) => Ok(consumer.next().await.map(Delivery::Memory)),
+        }
+    }
+}
+
+/// One delivered job. Dropping it unsettled puts it back on the queue, marked redelivered, as a
+/// broker does when a consumer's connection dies.
+#[derive(Debug)]
+pub enum Delivery {
+    /// In-memory delivery.
+    Memory(memory::MemoryDelivery),
+}
+
+impl Delivery {
+    /// The job.
+    pub fn message(&self) -> &JobMessage {
+        match self {
+            Self::Memory(delivery) => delivery.message(),
+        }
+    }
+
+    /// How many times this message was delivered before without being settled.
+    pub fn redeliveries(&self) -> u32 {
+        match self {
+            Self::Memory(delivery) => delivery.redeliveries(),
+        }
+    }
+
+    /// Done with the job: it leaves the queue.
+    pub async fn ack(self) -> Result<()> {
+        match self {
+            Self::Memory(delivery) => {
+                delivery.ack();
+                Ok(())
+            }
+        }
+    }
+
+    /// Puts the job back as its next attempt, available after `delay`.
+    pub async fn retry(self, delay: Duration) -> Result<()> {
+        match self {
+            Self::Memory(delivery) => {
+                delivery.retry(delay);
+                Ok(())
+            }
+        }
+    }
+
+    /// Moves the job to the run's dead letters with `reason`.
+    pub async fn dead_letter(self, reason: String) -> Result<()> {
+        match self {
+            Self::Memory(delivery) => {
+                delivery.dead_letter(reason);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Where agents' event batches go.
+#[derive(Debug, Clone)]
+pub enum EventSink {
+    /// Kept in this process (`memory://`).
+    Memory(memory::MemoryEvents),
+}
+
+impl EventSink {
+    /// Connects to the sink at `url`: `memory://`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        match scheme(url) {
+            "memory" => Ok(Self::Memory(memory::MemoryEvents::default())),
+            _ => Err(unavailable("event sink", url, "memory://")),
+        }
+    }
+
+    /// Stores a batch once; `false` when this batch was stored before.
+    pub async fn write(&self, batch: EventBatch) -> Result<bool> {
+        match self {
+            Self::Memory(events) => Ok(events.write(batch)),
+        }
+    }
+}

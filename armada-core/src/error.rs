@@ -1,0 +1,75 @@
+use crate::{AgentIndex, Diagnostics, RunId};
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong in the vocabulary layer: bad project input, a backend URL that cannot be
+/// served, or a run or record that a backend does not hold.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The project's files have problems; every one of them is listed.
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    /// The URL's backend exists but is not compiled into this binary.
+    #[error(
+        "the {role} URL `{url}` needs the `{feature}` feature of the `armada` crate; \
+         enable it in your Cargo.toml: armada = {{ version = \"…\", features = [\"{feature}\"] }}"
+    )]
+    FeatureMissing {
+        /// Which seam the URL was for (`queue`, `config store`, `event sink`).
+        role: &'static str,
+        /// The URL, with any password hidden.
+        url: String,
+        /// The cargo feature that compiles the backend in.
+        feature: &'static str,
+    },
+    /// No backend answers to this URL's scheme.
+    #[error("the {role} URL `{url}` is not supported; use one of: {supported}")]
+    UnsupportedUrl {
+        /// Which seam the URL was for.
+        role: &'static str,
+        /// The URL, with any password hidden.
+        url: String,
+        /// The schemes this seam accepts.
+        supported: &'static str,
+    },
+    /// A run id that cannot name queues, keys and folders.
+    #[error("`{0}` is not a valid run id: use 1 to 64 ASCII letters, digits, `-` or `_`")]
+    InvalidRunId(String),
+    /// The store holds no such run.
+    #[error(
+        "run {0} is not in the config store: check the run id and that the agent uses the same \
+         store URL as the launch (an in-memory store is only visible inside its own process)"
+    )]
+    RunNotFound(RunId),
+    /// The run exists but holds no config for this agent index.
+    #[error("run {run} has no config for agent {index}: the run was planned with fewer agents")]
+    AgentConfigMissing {
+        /// The run.
+        run: RunId,
+        /// The agent index that was asked for.
+        index: AgentIndex,
+    },
+    /// A run was created twice in one store.
+    #[error("run {0} already exists in the store; launch with a new run id")]
+    RunExists(RunId),
+    /// A file could not be read or written.
+    #[error("cannot access {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A value could not be turned into JSON (for example a script output with a map whose keys
+    /// are not strings).
+    #[error("cannot encode {what} as JSON: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}

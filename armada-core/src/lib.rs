@@ -1,0 +1,36 @@
+//! Armada's vocabulary, shared by every other crate.
+//!
+//! This crate owns:
+//! - the ids of runs, jobs and agents ([`RunId`], [`JobId`], [`AgentIndex`], [`JobIndex`]);
+//! - the project model and its loading: `config_template.json`, `$env_` substitution from a tune
+//!   file, `data_agent.csv` / `data_job.csv` deep-merged into the defaults, and typed validation
+//!   with every problem collected into [`Diagnostics`] ([`project`]);
+//! - the traits a user implements: [`AgentContext`], [`JobContext`], [`Script`], with the
+//!   ready-made [`PlainAgent`] and [`Job`] contexts ([`script`]);
+//! - the versioned wire types that cross a process boundary ([`wire`]);
+//! - the backend seams [`ConfigStore`], [`JobQueue`] and [`EventSink`], chosen by URL, with their
+//!   in-memory implementations ([`backend`]).
+//!
+//! With default features it does no network I/O and depends on no other armada crate.
+//!
+//! # Features
+//! None yet: the Redis and RabbitMQ backends will arrive behind `redis` and `rabbitmq`; a URL
+//! whose backend is not compiled in is an error that names the feature to enable.
+
+pub mod backend;
+mod error;
+mod ids;
+pub mod project;
+pub mod report;
+pub mod script;
+pub mod wire;
+
+pub use backend::{ConfigStore, EventSink, JobQueue};
+pub use error::{Error, Result};
+pub use ids::{AgentIndex, JobId, JobIndex, RunId};
+pub use project::{Diagnostic, Diagnostics, Plan, ProjectFiles, RunOverrides, RunSettings, Tune};
+pub use report::{EventSender, Reporter};
+pub use script::{
+    AgentContext, AgentExit, AgentInfo, AgentRunner, AgentSpec, BoxError, Job, JobContext,
+    JobInfo, Outcome, PlainAgent, Retry, Script, ScriptError,
+};

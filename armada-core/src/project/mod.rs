@@ -1,0 +1,409 @@
+//! The project model: from `config/` to a validated [`Plan`].
+//!
+//! Three layers, as in the original system: the template's defaults, the tune file's values for
+//! `$env_` placeholders, and per-index CSV overrides deep-merged into the defaults. Every
+//! problem is collected with its file, line, column and field path; a plan exists only when
+//! there is none.
+
+mod diagnostics;
+mod files;
+mod overrides;
+mod settings;
+mod tune;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+pub use diagnostics::{Diagnostic, Diagnostics};
+pub use files::{NamedFile, ProjectFiles, Tune};
+pub use settings::{RunOverrides, RunSettings};
+
+use crate::{AgentIndex, JobIndex};
+
+const TEMPLATE_KEYS: [&str; 3] = ["run_message", "default_agent_message", "default_job_message"];
+
+/// A validated run: its settings and every agent's and job's merged message.
+///
+/// Jobs without a CSV row share the default message, so a run of a million default jobs costs
+/// one message, not a million.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    settings: RunSettings,
+    jobs: u64,
+    agent_messages: Vec<Value>,
+    default_job: Arc<Value>,
+    job_overrides: BTreeMap<JobIndex, Arc<Value>>,
+}
+
+impl Plan {
+    /// Builds and validates a plan for a script whose agent config deserializes into `C` and
+    /// whose job payload deserializes into `P`.
+    pub fn build<C: DeserializeOwned, P: DeserializeOwned>(
+        files: &ProjectFiles,
+        overrides: &RunOverrides,
+    ) -> crate::Result<Self> {
+        let mut diagnostics = Diagnostics::default();
+        let plan = build::<C, P>(files, overrides, &mut diagnostics);
+        match plan {
+            Some(plan) if diagnostics.is_empty() => Ok(plan),
+            _ => Err(crate::Error::Invalid(diagnostics)),
+        }
+    }
+
+    /// Builds and validates a plan for the script `S`.
+    pub fn for_script<S: crate::Script>(
+        files: &ProjectFiles,
+        overrides: &RunOverrides,
+    ) -> crate::Result<Self> {
+        Self::build::<
+            <S::Agent as crate::AgentContext>::Config,
+            <S::Job as crate::JobContext>::Payload,
+        >(files, overrides)
+    }
+
+    /// The run's settings, with `jobs` resolved.
+    pub fn settings(&self) -> &RunSettings {
+        &self.settings
+    }
+
+    /// Number of agents.
+    pub fn agents(&self) -> u32 {
+        self.settings.agents
+    }
+
+    /// Number of jobs.
+    pub fn jobs(&self) -> u64 {
+        self.jobs
+    }
+
+    /// The merged message of agent `index`.
+    ///
+    /// # Panics
+    /// When `index` is not below [`Plan::agents`].
+    pub fn agent_message(&self, index: AgentIndex) -> &Value {
+        &self.agent_messages[index as usize]
+    }
+
+    /// The merged payload of job `index` (shared with every job that has no CSV row).
+    pub fn job_payload(&self, index: JobIndex) -> &Arc<Value> {
+        self.job_overrides
+            .get(&index)
+            .unwrap_or(&self.default_job)
+    }
+
+    /// Writes every merged message as JSON lines: agents first, then jobs.
+    pub fn write_json_lines(&self, mut out: impl std::io::Write) -> std::io::Result<()> {
+        for (index, message) in self.agent_messages.iter().enumerate() {
+            let line = serde_json::json!({ "agent": index, "message": message });
+            writeln!(out, "{line}")?;
+        }
+        for index in 0..self.jobs {
+            let line = serde_json::json!({ "job": index, "message": self.job_payload(index) });
+            writeln!(out, "{line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Deep merge: objects merge key by key, anything else in `overlay` replaces `base`.
+pub fn deep_merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (Value::Object(base), Value::Object(overlay)) => {
+            for (key, value) in overlay {
+                match base.get_mut(&key) {
+                    Some(existing) => deep_merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+fn parse_json_object(file: &NamedFile, diagnostics: &mut Diagnostics) -> Option<Map<String, Value>> {
+    match serde_json::from_slice::<Value>(&file.contents) {
+        Ok(Value::Object(map)) => Some(map),
+        Ok(other) => {
+            diagnostics.push(Diagnostic::file(
+                &file.name,
+                format!("must hold a JSON object, found {}", kind_of(&other)),
+            ));
+            None
+        }
+        Err(error) => {
+            let mut diagnostic = Diagnostic::file(&file.name, format!("invalid JSON: {error}"));
+            if error.line() > 0 {
+                diagnostic = diagnostic
+                    .at_line(error.line() as u64)
+                    .at_column(error.column() as u64);
+            }
+            diagnostics.push(diagnostic);
+            None
+        }
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn build<C: DeserializeOwned, P: DeserializeOwned>(
+    files: &ProjectFiles,
+    run_overrides: &RunOverrides,
+    diagnostics: &mut Diagnostics,
+) -> Option<Plan> {
+    let template_name = files.template.name.as_str();
+    let template = parse_json_object(&files.template, diagnostics);
+    let tune = files
+        .tune
+        .as_ref()
+        .and_then(|tune| parse_json_object(tune, diagnostics));
+    let agent_rows = files
+        .agent_csv
+        .as_ref()
+        .map(|file| overrides::parse(file, "targetted_agent", diagnostics))
+        .unwrap_or_default();
+    let job_rows = files
+        .job_csv
+        .as_ref()
+        .map(|file| overrides::parse(file, "targetted_job", diagnostics))
+        .unwrap_or_default();
+
+    let mut template = Value::Object(template?);
+    if files.tune.is_none() || tune.is_some() {
+        tune::substitute(
+            &mut template,
+            &mut String::new(),
+            tune.as_ref(),
+            template_name,
+            &files.tune_name,
+            diagnostics,
+        );
+    }
+    let Value::Object(mut template) = template else {
+        unreachable!("the template was parsed as an object")
+    };
+    for key in template.keys() {
+        if !TEMPLATE_KEYS.contains(&key.as_str()) {
+            diagnostics.push(
+                Diagnostic::file(
+                    template_name,
+                    format!("unknown key `{key}`: the template holds {}", TEMPLATE_KEYS.join(", ")),
+                )
+                .at_field(key.clone()),
+            );
+        }
+    }
+    let mut default_message = |key: &str| match template.remove(key) {
+        None => Some(Value::Object(Map::new())),
+        Some(value @ Value::Object(_)) => Some(value),
+        Some(other) => {
+            diagnostics.push(
+                Diagnostic::file(template_name, format!("must be an object, found {}", kind_of(&other)))
+                    .at_field(key),
+            );
+            None
+        }
+    };
+    let default_agent = default_message("default_agent_message");
+    let default_job = default_message("default_job_message");
+    let settings = run_settings(template.remove("run_message"), run_overrides, template_name, diagnostics);
+    let (settings, default_agent, default_job) = (settings?, default_agent?, default_job?);
+
+    let jobs = match settings.jobs {
+        Some(jobs) => jobs,
+        None if !job_rows.rows.is_empty() => job_rows.rows.len() as u64,
+        None => {
+            diagnostics.push(
+                Diagnostic::file(
+                    template_name,
+                    "the number of jobs is not set and data_job.csv has no rows: set \
+                     run_message.jobs or pass --jobs",
+                )
+                .at_field("run_message.jobs"),
+            );
+            return None;
+        }
+    };
+    let agent_messages = merge_rows::<C>(
+        &default_agent,
+        agent_rows,
+        u64::from(settings.agents),
+        ("agent", "agents", "targetted_agent"),
+        template_name,
+        diagnostics,
+    );
+    let job_overrides = merge_rows::<P>(
+        &default_job,
+        job_rows,
+        jobs,
+        ("job", "jobs", "targetted_job"),
+        template_name,
+        diagnostics,
+    );
+    let agent_messages = (0..u64::from(settings.agents))
+        .map(|index| {
+            merged_or_default(&agent_messages, index, &default_agent)
+        })
+        .collect();
+    let default_job = Arc::new(default_job);
+    Some(Plan {
+        settings: RunSettings {
+            jobs: Some(jobs),
+            ..settings
+        },
+        jobs,
+        agent_messages,
+        default_job,
+        job_overrides: job_overrides
+            .into_iter()
+            .map(|(index, value)| (index, Arc::new(value)))
+            .collect(),
+    })
+}
+
+fn merged_or_default(merged: &BTreeMap<u64, Value>, index: u64, default: &Value) -> Value {
+    merged.get(&index).unwrap_or(default).clone()
+}
+
+fn run_settings(
+    run_message: Option<Value>,
+    run_overrides: &RunOverrides,
+    template_name: &str,
+    diagnostics: &mut Diagnostics,
+) -> Option<RunSettings> {
+    let mut run_message = match run_message {
+        Some(Value::Object(map)) => map,
+        None => Map::new(),
+        Some(other) => {
+            diagnostics.push(
+                Diagnostic::file(template_name, format!("must be an object, found {}", kind_of(&other)))
+                    .at_field("run_message"),
+            );
+            return None;
+        }
+    };
+    run_overrides.apply(&mut run_message);
+    let value = Value::Object(run_message);
+    match serde_path_to_error::deserialize::<_, RunSettings>(&value) {
+        Ok(settings) => {
+            let problems = settings.check();
+            for (field, message) in &problems {
+                diagnostics.push(
+                    Diagnostic::file(template_name, message.clone())
+                        .at_field(format!("run_message.{field}")),
+                );
+            }
+            problems.is_empty().then_some(settings)
+        }
+        Err(error) => {
+            diagnostics.push(
+                Diagnostic::file(template_name, error.inner().to_string())
+                    .at_field(join_path("run_message", &error.path().to_string())),
+            );
+            None
+        }
+    }
+}
+
+fn join_path(prefix: &str, path: &str) -> String {
+    match path {
+        "" | "." => prefix.to_owned(),
+        path => format!("{prefix}.{path}"),
+    }
+}
+
+/// Merges each row into the default, checks ranges, and checks every message that will be used
+/// against the script's type. Returns the merged rows by index.
+fn merge_rows<T: DeserializeOwned>(
+    default: &Value,
+    overrides: overrides::Overrides,
+    count: u64,
+    (singular, plural, index_column): (&str, &str, &str),
+    template_name: &str,
+    diagnostics: &mut Diagnostics,
+) -> BTreeMap<u64, Value> {
+    let mut merged = BTreeMap::new();
+    for row in overrides.rows {
+        if row.index >= count {
+            diagnostics.push(
+                Diagnostic::file(
+                    &overrides.file,
+                    format!(
+                        "{singular} {} is out of range: the run has {count} {plural} \
+                         (indexes 0 to {})",
+                        row.index,
+                        count.saturating_sub(1)
+                    ),
+                )
+                .at_line(row.line)
+                .at_column(1)
+                .at_field(index_column),
+            );
+            continue;
+        }
+        let mut message = default.clone();
+        deep_merge(&mut message, Value::Object(row.overlay));
+        if let Err((field, problem)) = check_type::<T>(&message) {
+            diagnostics.push(
+                Diagnostic::file(
+                    &overrides.file,
+                    format!("{singular} {}: {problem}", row.index),
+                )
+                .at_line(row.line)
+                .at_field(field),
+            );
+        }
+        merged.insert(row.index, message);
+    }
+    let using_default = count - merged.len() as u64;
+    if using_default > 0
+        && let Err((field, problem)) = check_type::<T>(default)
+    {
+        diagnostics.push(
+            Diagnostic::file(
+                template_name,
+                format!(
+                    "{problem} (the default {singular} message, used by {using_default} \
+                     {plural} without a CSV row)"
+                ),
+            )
+            .at_field(join_path(&format!("default_{singular}_message"), &field)),
+        );
+    }
+    merged
+}
+
+fn check_type<T: DeserializeOwned>(message: &Value) -> Result<(), (String, String)> {
+    serde_path_to_error::deserialize::<_, T>(message)
+        .map(drop)
+        .map_err(|error| {
+            let path = error.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            let mut problem = error.inner().to_string();
+            if problem.contains("expected a string")
+                && (problem.contains("integer") || problem.contains("floating point"))
+            {
+                problem.push_str(
+                    "; a CSV cell that looks like a number is read as one: write it as a JSON \
+                     string, \"\"\"75001\"\"\"",
+                );
+            }
+            (path, problem)
+        })
+}
+
+#[cfg(test)]
+mod tests;

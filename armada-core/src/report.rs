@@ -1,0 +1,114 @@
+//! The job's reporting handle. Reporting never blocks a script: events go into a bounded
+//! channel drained by the monitoring client (`armada-monitor`); when it is full, events are
+//! dropped and counted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::AgentIndex;
+use crate::wire::{Event, EventJob, EventKind, now_ms};
+
+/// The sending half of a run's event channel; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EventSender {
+    tx: mpsc::Sender<Event>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl EventSender {
+    /// A channel holding at most `capacity` events not yet taken by the receiver.
+    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<Event>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let sender = Self {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        (sender, rx)
+    }
+
+    /// Queues an event without waiting; counts it as dropped when the channel is full or closed.
+    pub fn send(&self, event: Event) {
+        if self.tx.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Events dropped so far because the monitor could not keep up or was gone.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Sends an agent-level event (no job).
+    pub fn agent_event(&self, agent: AgentIndex, kind: EventKind, message: Option<String>) {
+        self.send(Event {
+            kind,
+            at_ms: now_ms(),
+            agent,
+            job: None,
+            message,
+            data: None,
+        });
+    }
+}
+
+/// Reports the steps of one job attempt to the monitor.
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    sender: EventSender,
+    agent: AgentIndex,
+    job: EventJob,
+}
+
+impl Reporter {
+    /// A reporter for one attempt of one job.
+    pub fn new(sender: EventSender, agent: AgentIndex, job: EventJob) -> Self {
+        Self { sender, agent, job }
+    }
+
+    /// Sends an event of any kind.
+    pub fn event(&self, kind: EventKind, message: Option<String>, data: Option<Value>) {
+        self.sender.send(Event {
+            kind,
+            at_ms: now_ms(),
+            agent: self.agent,
+            job: Some(self.job),
+            message,
+            data,
+        });
+    }
+
+    /// A step that went well ("Page loaded").
+    pub fn success(&self, message: impl Into<String>) {
+        self.event(EventKind::Success, Some(message.into()), None);
+    }
+
+    /// A step that went wrong, without failing the job.
+    pub fn failure(&self, message: impl Into<String>) {
+        self.event(EventKind::Failure, Some(message.into()), None);
+    }
+
+    /// Something worth knowing.
+    pub fn info(&self, message: impl Into<String>) {
+        self.event(EventKind::Info, Some(message.into()), None);
+    }
+
+    /// Progress within the job.
+    pub fn progress(&self, done: u64, total: u64) {
+        let data = serde_json::json!({ "done": done, "total": total });
+        self.event(EventKind::Progress, None, Some(data));
+    }
+
+    /// A structured output, stored with the run's outputs.
+    pub fn output(&self, output: &impl Serialize) -> crate::Result<()> {
+        let data = serde_json::to_value(output).map_err(|source| crate::Error::Encode {
+            what: "a job output",
+            source,
+        })?;
+        self.event(EventKind::Output, None, Some(data));
+        Ok(())
+    }
+}

@@ -1,0 +1,303 @@
+//! The traits a project implements, and ready-made contexts for simple projects.
+//!
+//! An agent starts its [`AgentContext`] once (browser, proxy, identity), then for each job
+//! starts a [`JobContext`] from the typed payload and runs the [`Script`] under the run's time
+//! limit. Users write plain `async fn`s; the framework owns the loop, retries, timeouts and
+//! shutdown.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use tokio_util::sync::CancellationToken;
+
+use crate::{AgentIndex, ConfigStore, EventSender, JobId, JobIndex, JobQueue, Reporter, RunId};
+
+/// Any error, boxed: what context start and stop may fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Who an agent is.
+#[derive(Debug, Clone)]
+pub struct AgentInfo {
+    /// The run.
+    pub run_id: RunId,
+    /// The agent's index, `0..agents`.
+    pub index: AgentIndex,
+    /// Agents in the run.
+    pub agents: u32,
+}
+
+/// Which job attempt a job context is for, and its reporting handle.
+#[derive(Debug, Clone)]
+pub struct JobInfo {
+    /// The run.
+    pub run_id: RunId,
+    /// The job's id, the same on every attempt.
+    pub id: JobId,
+    /// The job's index, `0..jobs`.
+    pub index: JobIndex,
+    /// This attempt, from 1.
+    pub attempt: u32,
+    /// The last attempt that will be made.
+    pub max_attempts: u32,
+    /// The agent running it.
+    pub agent: AgentIndex,
+    /// Reports events of this attempt to the monitor.
+    pub report: Reporter,
+}
+
+/// Resources an agent sets up once and reuses for every job: a browser, a proxy, an identity,
+/// a database connection.
+pub trait AgentContext: Sized + Send + 'static {
+    /// The agent's typed config: `default_agent_message` merged with its `data_agent.csv` row.
+    type Config: DeserializeOwned + Send;
+
+    /// Sets the agent up. An error is reported, and the agent's share of jobs goes to the others.
+    fn start(
+        agent: AgentInfo,
+        config: Self::Config,
+    ) -> impl Future<Output = Result<Self, BoxError>> + Send;
+
+    /// Releases what `start` set up; called once when the run ends or is canceled.
+    fn stop(self) -> impl Future<Output = Result<(), BoxError>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// Per-job state, built from the agent and the job's typed payload before the script runs.
+pub trait JobContext: Sized + Send {
+    /// The agent context this job runs in.
+    type Agent: AgentContext;
+    /// The job's typed payload: `default_job_message` merged with its `data_job.csv` row.
+    type Payload: DeserializeOwned + Send;
+
+    /// Sets the job up; counts against the job's time limit.
+    fn start(
+        agent: &mut Self::Agent,
+        job: JobInfo,
+        payload: Self::Payload,
+    ) -> impl Future<Output = Result<Self, ScriptError>> + Send;
+
+    /// Called once after the attempt, whatever its outcome (except a panic or time-out, when
+    /// the context is dropped instead).
+    fn finish(self, outcome: &Outcome) -> impl Future<Output = Result<(), BoxError>> + Send {
+        let _ = outcome;
+        async { Ok(()) }
+    }
+}
+
+/// The automation itself: one job, with the agent's resources at hand.
+pub trait Script: Send + Sync + 'static {
+    /// The agent context.
+    type Agent: AgentContext;
+    /// The job context.
+    type Job: JobContext<Agent = Self::Agent>;
+    /// What a successful job returns; written to the run's results.
+    type Output: Serialize + Send;
+
+    /// Runs one attempt of one job.
+    fn run(
+        &self,
+        agent: &mut Self::Agent,
+        job: &mut Self::Job,
+    ) -> impl Future<Output = Result<Self::Output, ScriptError>> + Send;
+}
+
+/// What happens after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Retry while attempts remain; `None` uses the run's exponential backoff.
+    After(Option<Duration>),
+    /// Fail the job now; it is dead-lettered with the error.
+    Never,
+}
+
+/// Why an attempt failed, and whether to retry it.
+///
+/// `?` on any error gives a retryable `ScriptError`: most failures in web automation are
+/// transient. Use [`ScriptError::fail`] for errors that another attempt cannot fix.
+pub struct ScriptError {
+    retry: Retry,
+    error: BoxError,
+}
+
+impl ScriptError {
+    /// Retry with the run's backoff while attempts remain.
+    pub fn retry(error: impl Into<BoxError>) -> Self {
+        Self {
+            retry: Retry::After(None),
+            error: error.into(),
+        }
+    }
+
+    /// Retry after `delay` while attempts remain.
+    pub fn retry_after(error: impl Into<BoxError>, delay: Duration) -> Self {
+        Self {
+            retry: Retry::After(Some(delay)),
+            error: error.into(),
+        }
+    }
+
+    /// Fail the job without retrying.
+    pub fn fail(error: impl Into<BoxError>) -> Self {
+        Self {
+            retry: Retry::Never,
+            error: error.into(),
+        }
+    }
+
+    /// Whether and when to retry.
+    pub fn retry_policy(&self) -> Retry {
+        self.retry
+    }
+
+    /// The underlying error.
+    pub fn error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.error
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for ScriptError {
+    fn from(error: E) -> Self {
+        Self::retry(error)
+    }
+}
+
+impl fmt::Display for ScriptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.error)?;
+        let mut source = self.error.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ScriptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScriptError")
+            .field("retry", &self.retry)
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+/// How an attempt ended, as the job context's `finish` sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The script returned an output.
+    Succeeded,
+    /// The attempt failed and the job will be retried after `delay`.
+    Retrying {
+        /// Why.
+        error: String,
+        /// When the next attempt becomes available.
+        delay: Duration,
+    },
+    /// The job failed for good.
+    Failed {
+        /// Why.
+        error: String,
+    },
+}
+
+/// A ready-made agent context for scripts that need no resources of their own: it keeps the
+/// agent's typed config (ignored by default).
+#[derive(Debug)]
+pub struct PlainAgent<C = IgnoredAny> {
+    /// Who the agent is.
+    pub info: AgentInfo,
+    /// Its config.
+    pub config: C,
+}
+
+impl<C: DeserializeOwned + Send + 'static> AgentContext for PlainAgent<C> {
+    type Config = C;
+
+    async fn start(info: AgentInfo, config: C) -> Result<Self, BoxError> {
+        Ok(Self { info, config })
+    }
+}
+
+/// A ready-made job context: the typed payload and the reporting handle.
+pub struct Job<P, A = PlainAgent> {
+    /// Which attempt of which job.
+    pub info: JobInfo,
+    /// The typed payload.
+    pub payload: P,
+    agent: PhantomData<fn() -> A>,
+}
+
+impl<P: fmt::Debug, A> fmt::Debug for Job<P, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job")
+            .field("info", &self.info)
+            .field("payload", &self.payload)
+            .finish()
+    }
+}
+
+impl<P, A> Job<P, A> {
+    /// The reporting handle of this attempt.
+    pub fn report(&self) -> &Reporter {
+        &self.info.report
+    }
+}
+
+impl<P: DeserializeOwned + Send, A: AgentContext> JobContext for Job<P, A> {
+    type Agent = A;
+    type Payload = P;
+
+    async fn start(_agent: &mut A, info: JobInfo, payload: P) -> Result<Self, ScriptError> {
+        Ok(Self {
+            info,
+            payload,
+            agent: PhantomData,
+        })
+    }
+}
+
+/// What an agent needs to run: which run and index, and the run's backends.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    /// The run.
+    pub run_id: RunId,
+    /// The agent's index.
+    pub index: AgentIndex,
+    /// Where its config and the run's state are.
+    pub store: ConfigStore,
+    /// Where the run's jobs are.
+    pub queue: JobQueue,
+    /// Where its events go.
+    pub events: EventSender,
+    /// Cancelled when the agent must stop taking jobs (Ctrl-C, SIGTERM).
+    pub shutdown: CancellationToken,
+}
+
+/// How an agent ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentExit {
+    /// The run ended (completed or canceled) and the agent stopped cleanly.
+    Finished {
+        /// Attempts this agent ran.
+        attempts: u64,
+    },
+    /// The agent's context failed to start; it ran no job.
+    StartFailed {
+        /// Why.
+        error: String,
+    },
+}
+
+/// Runs one agent of a script. Implemented by `armada-agent` for every [`Script`]; used by the
+/// orchestrator's launchers, which do not know the script's types.
+pub trait AgentRunner: Send + Sync + 'static {
+    /// Runs the agent until its run ends or `spec.shutdown` is cancelled.
+    fn run_agent(&self, spec: AgentSpec) -> BoxFuture<'static, crate::Result<AgentExit>>;
+}

@@ -1,0 +1,227 @@
+//! Types that cross a process boundary: the queue's job message, the config store's agent
+//! record and job results, and the monitor's event batches.
+//!
+//! Each carries `v`, the wire version. A reader refuses a version it does not know instead of
+//! guessing; internal state is never serialized straight onto a wire.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{AgentIndex, JobId, JobIndex, RunId, RunSettings};
+
+/// The wire version written by this build.
+pub const WIRE_VERSION: u16 = 1;
+
+/// One job on the run's queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobMessage {
+    /// Wire version.
+    pub v: u16,
+    /// The run the job belongs to.
+    pub run_id: RunId,
+    /// The job's id, the same on every attempt.
+    pub job_id: JobId,
+    /// The job's index in its run.
+    pub index: JobIndex,
+    /// Which attempt this message is, from 1.
+    pub attempt: u32,
+    /// The merged job message, deserialized into the script's payload type by the agent.
+    pub payload: Arc<Value>,
+}
+
+/// Limits an agent applies to every job of its run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct JobLimits {
+    /// Jobs in the run.
+    pub jobs: u64,
+    /// Attempts per job, the first included.
+    pub max_attempts: u32,
+    /// Time limit of one attempt, in milliseconds.
+    pub job_timeout_ms: u64,
+    /// Delay before the first retry, in milliseconds.
+    pub retry_backoff_ms: u64,
+    /// Upper bound of the retry delay, in milliseconds.
+    pub retry_backoff_max_ms: u64,
+}
+
+impl JobLimits {
+    /// The limits a plan's settings give.
+    pub fn from_settings(settings: &RunSettings, jobs: u64) -> Self {
+        let millis = |secs: f64| (secs * 1000.0).round() as u64;
+        Self {
+            jobs,
+            max_attempts: settings.max_attempts,
+            job_timeout_ms: millis(settings.job_timeout_secs),
+            retry_backoff_ms: millis(settings.retry_backoff_secs),
+            retry_backoff_max_ms: millis(settings.retry_backoff_max_secs),
+        }
+    }
+
+    /// The per-attempt time limit.
+    pub fn job_timeout(&self) -> Duration {
+        Duration::from_millis(self.job_timeout_ms)
+    }
+
+    /// The delay before attempt `next_attempt` (2 for the first retry): exponential, capped.
+    pub fn retry_delay(&self, next_attempt: u32) -> Duration {
+        let doublings = next_attempt.saturating_sub(2).min(32);
+        let delay = self.retry_backoff_ms.saturating_mul(1u64 << doublings);
+        Duration::from_millis(delay.min(self.retry_backoff_max_ms))
+    }
+}
+
+/// What the config store holds for one agent: read once when the agent starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentConfigRecord {
+    /// Wire version.
+    pub v: u16,
+    /// The run.
+    pub run_id: RunId,
+    /// The agent's index.
+    pub index: AgentIndex,
+    /// Agents in the run.
+    pub agents: u32,
+    /// Limits for every job.
+    pub limits: JobLimits,
+    /// The merged agent message, deserialized into the agent context's config type.
+    pub config: Value,
+}
+
+/// Where a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// The script returned an output.
+    Succeeded,
+    /// The script failed for good, or ran out of attempts.
+    Failed,
+    /// The run was canceled before the job finished.
+    Canceled,
+    /// The run stopped with no agent left to run the job.
+    Abandoned,
+}
+
+impl JobStatus {
+    /// The status as written in results and summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+            Self::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// The terminal record of one job: one line of `results.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// Wire version.
+    pub v: u16,
+    /// The job's index.
+    pub index: JobIndex,
+    /// The job's id.
+    pub id: JobId,
+    /// Where it ended.
+    pub status: JobStatus,
+    /// Attempts made, the last included (0 when it never ran).
+    pub attempts: u32,
+    /// The agent of the last attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentIndex>,
+    /// Duration of the last attempt, in milliseconds (microsecond precision).
+    pub duration_ms: f64,
+    /// The script's output, when it succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// Why it did not succeed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What happened, in one monitor event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// An agent's context started.
+    AgentStarted,
+    /// An agent's context failed to start; its share of jobs goes to the others.
+    AgentStartFailed,
+    /// An agent stopped.
+    AgentStopped,
+    /// An attempt started.
+    JobStarted,
+    /// The script reported a step that went well.
+    Success,
+    /// The script reported a step that went wrong.
+    Failure,
+    /// The script reported something worth knowing.
+    Info,
+    /// The script reported progress (`data`: `{"done": n, "total": m}`).
+    Progress,
+    /// The script produced a structured output (`data`).
+    Output,
+    /// The attempt failed and the job will be retried.
+    Retrying,
+    /// The job succeeded.
+    JobSucceeded,
+    /// The job failed for good.
+    JobFailed,
+}
+
+/// One event of a run, reported by an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The agent that reported it.
+    pub agent: AgentIndex,
+    /// The job, for job events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<EventJob>,
+    /// Text for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Structured data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+/// The job an event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventJob {
+    /// The job's id.
+    pub id: JobId,
+    /// The job's index.
+    pub index: JobIndex,
+    /// The attempt, from 1.
+    pub attempt: u32,
+}
+
+/// Identifies an event batch.
+pub type BatchId = uuid::Uuid;
+
+/// Events of one run, delivered together; `batch_id` makes a re-sent batch count once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventBatch {
+    /// Wire version.
+    pub v: u16,
+    /// Identifies the batch for idempotent ingest.
+    pub batch_id: BatchId,
+    /// The run.
+    pub run_id: RunId,
+    /// The events, in the order they happened.
+    pub events: Vec<Event>,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}

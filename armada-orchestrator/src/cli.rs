@@ -1,0 +1,359 @@
+//! The project binary's command line (`cargo run --bin orchestrate -- …`).
+//!
+//! - `launch` (the default): validate, publish, run, show progress, write results, summarize.
+//! - `validate`: report every problem of the project; publish nothing.
+//! - `plan`: print every merged agent and job message as JSON lines.
+//! - `agent` (hidden): run one agent of a run held in shared backends.
+//!
+//! Exit codes of `launch`: 0 every job succeeded; 2 the run completed with failed jobs;
+//! 3 the run stopped with no agent left; 130 canceled (Ctrl-C); 1 any other error (bad input,
+//! unreachable backend), in which case nothing was published.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use armada_core::backend::RunStatus;
+use armada_core::wire::JobResult;
+use armada_core::{AgentRunner, AgentSpec, Plan, ProjectFiles, RunId, RunOverrides, Script, Tune};
+use armada_monitor::{ClientOptions, MonitorClient};
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::progress::Progress;
+use crate::{Backends, Error, FollowEvent, Launcher, Orchestrator, Result, RunControl, Summary};
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Runs this Armada project: N agents take M jobs from one queue.",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    launch: LaunchArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate the project, start a run, show its progress and write its results (default).
+    Launch(LaunchArgs),
+    /// Check the project and report every problem; publishes nothing.
+    Validate(ProjectArgs),
+    /// Print every agent's and job's merged message as JSON lines.
+    Plan(ProjectArgs),
+    /// Run one agent of a run held in shared backends (used by launchers).
+    #[command(hide = true)]
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProjectArgs {
+    /// The project folder (holding config/); defaults to the current folder when it is a
+    /// project, else the project this binary was built from.
+    #[arg(long, value_name = "DIR")]
+    project: Option<PathBuf>,
+    /// Which tune file resolves `$env_` placeholders: local, distant, or a path.
+    #[arg(long, value_name = "TUNE", default_value = "local")]
+    tune: Tune,
+    /// Number of agents (overrides run_message.agents).
+    #[arg(long)]
+    agents: Option<u32>,
+    /// Number of jobs (overrides run_message.jobs).
+    #[arg(long)]
+    jobs: Option<u64>,
+    /// Attempts per job (overrides run_message.max_attempts).
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// Time limit of one attempt in seconds (overrides run_message.job_timeout_secs).
+    #[arg(long, value_name = "SECS")]
+    job_timeout_secs: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+struct BackendArgs {
+    /// Where jobs wait: memory:// (embedded) or amqp://… (feature `rabbitmq`).
+    #[arg(long, env = "ARMADA_AMQP_URL", hide_env_values = true, default_value = "memory://")]
+    queue: String,
+    /// Where agent configs and run state live: memory:// (embedded) or redis://… (feature
+    /// `redis`).
+    #[arg(long, env = "ARMADA_REDIS_URL", hide_env_values = true, default_value = "memory://")]
+    config_store: String,
+}
+
+#[derive(Debug, Args)]
+struct LaunchArgs {
+    #[command(flatten)]
+    project: ProjectArgs,
+    /// Where to write one JSON line per job (default: .armada/runs/<run_id>/results.jsonl in
+    /// the project).
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    backends: BackendArgs,
+    /// Seconds a canceled run gives agents to finish their current job.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    grace_secs: f64,
+}
+
+#[derive(Debug, Args)]
+struct AgentArgs {
+    /// The run to work for.
+    #[arg(long)]
+    run_id: String,
+    /// This agent's index in the run.
+    #[arg(long)]
+    index: u32,
+    #[command(flatten)]
+    backends: BackendArgs,
+}
+
+/// The project binary's `main`: parses the command line, installs a tracing subscriber (this
+/// runs in the binary, never in a library) and runs the command for the script `S`.
+pub fn main<S: Script>(runner: Arc<dyn AgentRunner>, default_project: &Path) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let cli = Cli::parse();
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)
+        .and_then(|runtime| runtime.block_on(run_command::<S>(cli, runner, default_project)));
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run_command<S: Script>(
+    cli: Cli,
+    runner: Arc<dyn AgentRunner>,
+    default_project: &Path,
+) -> Result<ExitCode> {
+    match cli.command.unwrap_or(Command::Launch(cli.launch)) {
+        Command::Launch(args) => launch::<S>(args, runner, default_project).await,
+        Command::Validate(args) => {
+            let (project, plan) = load_plan::<S>(&args, default_project)?;
+            println!(
+                "{}: valid, {} agents and {} jobs",
+                project.display(),
+                plan.agents(),
+                plan.jobs()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan(args) => {
+            let (_, plan) = load_plan::<S>(&args, default_project)?;
+            let stdout = std::io::stdout();
+            let mut out = BufWriter::new(stdout.lock());
+            plan.write_json_lines(&mut out)
+                .and_then(|()| out.flush())
+                .map_err(|source| Error::Results {
+                    path: "standard output".into(),
+                    source,
+                })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agent(args) => agent(args, runner).await,
+    }
+}
+
+fn project_dir(args: &ProjectArgs, default_project: &Path) -> PathBuf {
+    match &args.project {
+        Some(project) => project.clone(),
+        None if Path::new("config/config_template.json").is_file() => PathBuf::from("."),
+        None => default_project.to_path_buf(),
+    }
+}
+
+fn load_plan<S: Script>(args: &ProjectArgs, default_project: &Path) -> Result<(PathBuf, Plan)> {
+    let project = project_dir(args, default_project);
+    let files = ProjectFiles::read(&project, &args.tune)?;
+    let overrides = RunOverrides {
+        agents: args.agents,
+        jobs: args.jobs,
+        max_attempts: args.max_attempts,
+        job_timeout_secs: args.job_timeout_secs,
+    };
+    let plan = Plan::for_script::<S>(&files, &overrides)?;
+    Ok((project, plan))
+}
+
+async fn launch<S: Script>(
+    args: LaunchArgs,
+    runner: Arc<dyn AgentRunner>,
+    default_project: &Path,
+) -> Result<ExitCode> {
+    let (project, plan) = load_plan::<S>(&args.project, default_project)?;
+    let backends =
+        Backends::connect(&args.backends.config_store, &args.backends.queue, "memory://").await?;
+    let run_id = RunId::new();
+    let output = args.output.clone().unwrap_or_else(|| {
+        project
+            .join(".armada")
+            .join("runs")
+            .join(run_id.as_str())
+            .join("results.jsonl")
+    });
+    let mut results = ResultsFile::create(&output)?;
+    let grace = Duration::try_from_secs_f64(args.grace_secs).unwrap_or(Duration::from_secs(10));
+    let orchestrator = Orchestrator::new(backends, Launcher::InProcess(runner)).with_grace(grace);
+    let handle = orchestrator.launch_as(&plan, run_id).await?;
+    println!(
+        "run {}: {} agents, {} jobs",
+        handle.run_id(),
+        plan.agents(),
+        plan.jobs()
+    );
+    let control = handle.control();
+    let signals = CancellationToken::new();
+    let signal_task = tokio::spawn(cancel_on_ctrl_c(control.clone(), signals.clone()));
+
+    let mut progress = Progress::new(plan.jobs());
+    let mut summary = Summary::default();
+    let mut retries = 0;
+    let mut write_error = None;
+    let report = handle
+        .follow(|event| match event {
+            FollowEvent::Result(result) => {
+                summary.add(result);
+                if let Err(error) = results.write(result)
+                    && write_error.is_none()
+                {
+                    write_error = Some(error);
+                    control.cancel();
+                }
+                progress.update(&summary, retries, false);
+            }
+            FollowEvent::Progress(counters) => {
+                retries = counters.retries;
+                progress.update(&summary, retries, false);
+            }
+        })
+        .await;
+    signals.cancel();
+    let _ = signal_task.await;
+    progress.finish();
+    let report = report?;
+    results.finish()?;
+    if let Some(error) = write_error {
+        return Err(error);
+    }
+    print!("{}", summary.render(&report, Some(&output)));
+    Ok(match report.status {
+        RunStatus::Canceled => ExitCode::from(130),
+        RunStatus::Failed => ExitCode::from(3),
+        _ if summary.total() != summary.succeeded() => ExitCode::from(2),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+/// First Ctrl-C cancels the run gracefully; a second one stops it now.
+async fn cancel_on_ctrl_c(control: RunControl, done: CancellationToken) {
+    for press in 0.. {
+        tokio::select! {
+            () = done.cancelled() => return,
+            signal = tokio::signal::ctrl_c() => {
+                if signal.is_err() {
+                    return;
+                }
+            }
+        }
+        if press == 0 {
+            eprintln!(
+                "\ncanceling: agents finish their current job; press Ctrl-C again to stop now"
+            );
+            control.cancel();
+        } else {
+            control.abort();
+            return;
+        }
+    }
+}
+
+async fn agent(args: AgentArgs, runner: Arc<dyn AgentRunner>) -> Result<ExitCode> {
+    let is_memory = |url: &str| url.starts_with("memory:");
+    if is_memory(&args.backends.queue) || is_memory(&args.backends.config_store) {
+        return Err(Error::AgentNeedsSharedBackends);
+    }
+    let run_id = RunId::parse(&args.run_id)?;
+    let backends =
+        Backends::connect(&args.backends.config_store, &args.backends.queue, "memory://").await?;
+    let monitor = MonitorClient::start(run_id.clone(), backends.events, ClientOptions::default());
+    let shutdown = CancellationToken::new();
+    let spec = AgentSpec {
+        run_id,
+        index: args.index,
+        store: backends.store,
+        queue: backends.queue,
+        events: monitor.sender(),
+        shutdown: shutdown.clone(),
+    };
+    let exit = tokio::select! {
+        exit = runner.run_agent(spec) => exit,
+        _ = tokio::signal::ctrl_c() => {
+            shutdown.cancel();
+            Ok(armada_core::AgentExit::Finished { attempts: 0 })
+        }
+    };
+    monitor.close().await;
+    match exit? {
+        armada_core::AgentExit::Finished { .. } => Ok(ExitCode::SUCCESS),
+        armada_core::AgentExit::StartFailed { error } => {
+            eprintln!("error: {error}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `results.jsonl`: one JSON line per job, in the order jobs ended.
+struct ResultsFile {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl ResultsFile {
+    fn create(path: &Path) -> Result<Self> {
+        let error = |source| Error::Results {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(error)?;
+        }
+        let file = File::create(path).map_err(error)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+        })
+    }
+
+    fn write(&mut self, result: &JobResult) -> Result<()> {
+        serde_json::to_writer(&mut self.out, result)
+            .map_err(std::io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .map_err(|source| Error::Results {
+                path: self.path.display().to_string(),
+                source,
+            })
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.out.flush().map_err(|source| Error::Results {
+            path: self.path.display().to_string(),
+            source,
+        })
+    }
+}

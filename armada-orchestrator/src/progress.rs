@@ -1,0 +1,69 @@
+//! The live view of a run: a progress bar on a terminal, plain lines otherwise.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::Summary;
+
+/// How often a plain progress line is printed when stdout is not a terminal.
+const LINE_INTERVAL: Duration = Duration::from_secs(2);
+
+pub(crate) enum Progress {
+    Bar(ProgressBar),
+    Lines { started: Instant, last: Instant },
+}
+
+impl Progress {
+    pub(crate) fn new(jobs: u64) -> Self {
+        if !std::io::stdout().is_terminal() {
+            let now = Instant::now();
+            return Self::Lines {
+                started: now,
+                last: now,
+            };
+        }
+        let bar = ProgressBar::with_draw_target(Some(jobs), ProgressDrawTarget::stdout());
+        let style = ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta}  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Self::Bar(bar)
+    }
+
+    pub(crate) fn update(&mut self, summary: &Summary, retries: u64, force_line: bool) {
+        let message = format!(
+            "ok {}  failed {}  retries {retries}",
+            summary.succeeded(),
+            summary.failed()
+        );
+        match self {
+            Self::Bar(bar) => {
+                bar.set_position(summary.total());
+                bar.set_message(message);
+            }
+            Self::Lines { started, last } => {
+                if !force_line && last.elapsed() < LINE_INTERVAL {
+                    return;
+                }
+                *last = Instant::now();
+                let elapsed = started.elapsed().as_secs_f64().max(1e-3);
+                println!(
+                    "progress: {} jobs done  {message}  {:.1} jobs/s",
+                    summary.total(),
+                    summary.total() as f64 / elapsed
+                );
+            }
+        }
+    }
+
+    pub(crate) fn finish(&self) {
+        if let Self::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! A run's lifecycle: publish, launch, follow to the end, clean up.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use armada_core::backend::{RunProgress, RunRecord, RunStatus};
+use armada_core::wire::{AgentConfigRecord, JobLimits, JobMessage, JobResult, JobStatus, WIRE_VERSION, now_ms};
+use armada_core::{
+    AgentExit, AgentIndex, AgentRunner, AgentSpec, ConfigStore, EventSink, JobId, JobQueue, Plan,
+    RunId,
+};
+use armada_monitor::{ClientOptions, ClientStats, MonitorClient};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::Result;
+
+/// How often the run's counters are read while following it.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The run's backends, chosen by URL.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    /// Agent configs and run state.
+    pub store: ConfigStore,
+    /// The jobs.
+    pub queue: JobQueue,
+    /// Where events go.
+    pub events: EventSink,
+}
+
+impl Backends {
+    /// Everything in this process: no service to install.
+    pub async fn embedded() -> Result<Self> {
+        Self::connect("memory://", "memory://", "memory://").await
+    }
+
+    /// Connects to the backends at these URLs.
+    pub async fn connect(store: &str, queue: &str, events: &str) -> Result<Self> {
+        Ok(Self {
+            store: ConfigStore::connect(store).await?,
+            queue: JobQueue::connect(queue).await?,
+            events: EventSink::connect(events).await?,
+        })
+    }
+}
+
+/// Where agents run.
+#[derive(Clone)]
+pub enum Launcher {
+    /// As tasks in this process (the default with embedded backends).
+    InProcess(Arc<dyn AgentRunner>),
+}
+
+impl fmt::Debug for Launcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InProcess(_) => f.write_str("Launcher::InProcess"),
+        }
+    }
+}
+
+/// Publishes plans and launches their agents. Holds no global state: two orchestrators in one
+/// process do not interfere.
+#[derive(Debug, Clone)]
+pub struct Orchestrator {
+    backends: Backends,
+    launcher: Launcher,
+    grace: Duration,
+}
+
+impl Orchestrator {
+    /// An orchestrator over these backends and launcher.
+    pub fn new(backends: Backends, launcher: Launcher) -> Self {
+        Self {
+            backends,
+            launcher,
+            grace: Duration::from_secs(10),
+        }
+    }
+
+    /// How long a canceled run waits for agents to finish their current job before abandoning
+    /// it (default 10 s).
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Publishes the plan as a new run and launches its agents.
+    pub async fn launch(&self, plan: &Plan) -> Result<RunHandle> {
+        self.launch_as(plan, RunId::new()).await
+    }
+
+    /// Like [`Orchestrator::launch`], with a run id chosen by the caller. Nothing is left
+    /// published when this fails.
+    pub async fn launch_as(&self, plan: &Plan, run_id: RunId) -> Result<RunHandle> {
+        let backends = &self.backends;
+        let record = RunRecord {
+            v: WIRE_VERSION,
+            run_id: run_id.clone(),
+            agents: plan.agents(),
+            jobs: plan.jobs(),
+            created_ms: now_ms(),
+        };
+        backends.store.create_run(record).await?;
+        let job_ids = match self.publish(plan, &run_id).await {
+            Ok(job_ids) => job_ids,
+            Err(error) => {
+                // Best effort: the original error is what the user needs to see.
+                let _ = backends.queue.delete(&run_id).await;
+                let _ = backends.store.remove_run(&run_id).await;
+                return Err(error);
+            }
+        };
+        let monitor = MonitorClient::start(
+            run_id.clone(),
+            backends.events.clone(),
+            ClientOptions::default(),
+        );
+        let control = RunControl::default();
+        let mut agents = JoinSet::new();
+        let mut agent_tasks = HashMap::new();
+        match &self.launcher {
+            Launcher::InProcess(runner) => {
+                for index in 0..plan.agents() {
+                    let spec = AgentSpec {
+                        run_id: run_id.clone(),
+                        index,
+                        store: backends.store.clone(),
+                        queue: backends.queue.clone(),
+                        events: monitor.sender(),
+                        shutdown: control.cancel.child_token(),
+                    };
+                    let task = agents.spawn(runner.run_agent(spec));
+                    agent_tasks.insert(task.id(), index);
+                }
+            }
+        }
+        tracing::info!(run = %run_id, agents = plan.agents(), jobs = plan.jobs(), "run launched");
+        Ok(RunHandle {
+            run_id,
+            backends: backends.clone(),
+            job_ids,
+            agents,
+            agent_tasks,
+            monitor,
+            control,
+            started: Instant::now(),
+            grace: self.grace,
+        })
+    }
+
+    async fn publish(&self, plan: &Plan, run_id: &RunId) -> Result<Vec<JobId>> {
+        let limits = JobLimits::from_settings(plan.settings(), plan.jobs());
+        let configs = (0..plan.agents())
+            .map(|index| AgentConfigRecord {
+                v: WIRE_VERSION,
+                run_id: run_id.clone(),
+                index,
+                agents: plan.agents(),
+                limits,
+                config: plan.agent_message(index).clone(),
+            })
+            .collect();
+        self.backends.store.put_agent_configs(run_id, configs).await?;
+        let job_ids: Vec<JobId> = (0..plan.jobs()).map(|_| JobId::new()).collect();
+        let messages = job_ids.iter().zip(0..).map(|(job_id, index)| JobMessage {
+            v: WIRE_VERSION,
+            run_id: run_id.clone(),
+            job_id: *job_id,
+            index,
+            attempt: 1,
+            payload: Arc::clone(plan.job_payload(index)),
+        });
+        self.backends.queue.publish(run_id, messages).await?;
+        Ok(job_ids)
+    }
+}
+
+/// Cancels a run from anywhere (a signal handler, an HTTP request).
+#[derive(Debug, Clone, Default)]
+pub struct RunControl {
+    cancel: CancellationToken,
+    abort: CancellationToken,
+}
+
+impl RunControl {
+    /// Cancels the run: no new job starts; agents finish their current job within the grace
+    /// period, then are stopped. Jobs not finished are recorded as canceled.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Cancels the run and stops its agents now, without a grace period.
+    pub fn abort(&self) {
+        self.cancel.cancel();
+        self.abort.cancel();
+    }
+
+    /// Whether the run was canceled.
+    pub fn is_canceled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+/// What [`RunHandle::follow`] reports while a run goes on.
+#[derive(Debug)]
+pub enum FollowEvent<'a> {
+    /// A job reached its terminal state; each job is reported exactly once.
+    Result(&'a JobResult),
+    /// The run's counters, a few times a second.
+    Progress(&'a RunProgress),
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The run.
+    pub run_id: RunId,
+    /// Completed, canceled, or failed (no agent left).
+    pub status: RunStatus,
+    /// Final counters.
+    pub progress: RunProgress,
+    /// From launch to the end.
+    pub elapsed: Duration,
+    /// Agents that failed to start or stopped abnormally, with why.
+    pub agent_problems: Vec<String>,
+    /// What the monitoring client delivered.
+    pub events: ClientStats,
+}
+
+/// A launched run. Owns its agents: dropping the handle aborts them.
+#[derive(Debug)]
+pub struct RunHandle {
+    run_id: RunId,
+    backends: Backends,
+    job_ids: Vec<JobId>,
+    agents: JoinSet<armada_core::Result<AgentExit>>,
+    agent_tasks: HashMap<tokio::task::Id, AgentIndex>,
+    monitor: MonitorClient,
+    control: RunControl,
+    started: Instant,
+    grace: Duration,
+}
+
+enum End {
+    Completed,
+    Canceled,
+    NoAgentLeft,
+}
+
+impl RunHandle {
+    /// The run's id.
+    pub fn run_id(&self) -> &RunId {
+        &self.run_id
+    }
+
+    /// Jobs in the run.
+    pub fn jobs(&self) -> u64 {
+        self.job_ids.len() as u64
+    }
+
+    /// A handle to cancel the run.
+    pub fn control(&self) -> RunControl {
+        self.control.clone()
+    }
+
+    /// Follows the run to its end, reporting every job's result exactly once, then stops the
+    /// agents and removes the run's queue and keys.
+    pub async fn follow(self, mut on_event: impl FnMut(FollowEvent<'_>)) -> Result<RunReport> {
+        let Self {
+            run_id,
+            backends,
+            job_ids,
+            mut agents,
+            agent_tasks,
+            monitor,
+            control,
+            started,
+            grace,
+        } = self;
+        let store = &backends.store;
+        let jobs = job_ids.len() as u64;
+        let mut tally = Tally {
+            reported: vec![false; job_ids.len()],
+            terminal: 0,
+        };
+        let mut cursor = 0u64;
+        let mut agent_problems = Vec::new();
+        let mut grace_deadline: Option<tokio::time::Instant> = None;
+        let mut next_progress = Instant::now() + PROGRESS_INTERVAL;
+
+        let end = loop {
+            if tally.terminal >= jobs {
+                break End::Completed;
+            }
+            if control.abort.is_cancelled() {
+                break End::Canceled;
+            }
+            if agents.is_empty() {
+                break if control.is_canceled() { End::Canceled } else { End::NoAgentLeft };
+            }
+            tokio::select! {
+                () = control.cancel.cancelled(), if grace_deadline.is_none() => {
+                    tracing::warn!(run = %run_id, "canceling the run");
+                    store.set_status(&run_id, RunStatus::Canceled).await?;
+                    backends.queue.delete(&run_id).await?;
+                    grace_deadline = Some(tokio::time::Instant::now() + grace);
+                }
+                () = control.abort.cancelled() => {}
+                () = sleep_until(grace_deadline), if grace_deadline.is_some() => break End::Canceled,
+                Some(joined) = agents.join_next_with_id() => {
+                    agent_problems.extend(agent_problem(joined, &agent_tasks));
+                }
+                results = store.results_after(&run_id, cursor, PROGRESS_INTERVAL) => {
+                    let results = results?;
+                    cursor += results.len() as u64;
+                    for result in &results {
+                        tally.report(result, &mut on_event);
+                    }
+                }
+            }
+            if Instant::now() >= next_progress {
+                next_progress = Instant::now() + PROGRESS_INTERVAL;
+                on_event(FollowEvent::Progress(&store.progress(&run_id).await?));
+            }
+        };
+
+        let status = match end {
+            End::Completed => RunStatus::Completed,
+            End::Canceled => RunStatus::Canceled,
+            End::NoAgentLeft => RunStatus::Failed,
+        };
+        store.set_status(&run_id, status).await?;
+        // Deleting the queue ends every agent's consumer: they stop their contexts and exit.
+        backends.queue.delete(&run_id).await?;
+        let wait = if control.abort.is_cancelled() { Duration::ZERO } else { grace };
+        let stopped = tokio::time::timeout(wait, async {
+            while let Some(joined) = agents.join_next_with_id().await {
+                agent_problems.extend(agent_problem(joined, &agent_tasks));
+            }
+        })
+        .await;
+        if stopped.is_err() {
+            tracing::warn!(run = %run_id, agents = agents.len(), "stopping agents that did not finish in time");
+            agents.shutdown().await;
+        }
+        for result in store.results_after(&run_id, cursor, Duration::ZERO).await? {
+            tally.report(&result, &mut on_event);
+        }
+        let (missing_status, missing_error) = match status {
+            RunStatus::Canceled => (JobStatus::Canceled, "the run was canceled before this job finished".to_owned()),
+            _ => (
+                JobStatus::Abandoned,
+                format!("no agent was left to run this job ({})", agent_problems.join("; ")),
+            ),
+        };
+        let missing: Vec<u64> = (0..jobs).filter(|&index| !tally.reported[index as usize]).collect();
+        for index in missing {
+            let result = JobResult {
+                v: WIRE_VERSION,
+                index,
+                id: job_ids[index as usize],
+                status: missing_status,
+                attempts: 0,
+                agent: None,
+                duration_ms: 0.0,
+                output: None,
+                error: Some(missing_error.clone()),
+            };
+            store.record_result(&run_id, result.clone()).await?;
+            tally.report(&result, &mut on_event);
+        }
+        let progress = store.progress(&run_id).await?;
+        on_event(FollowEvent::Progress(&progress));
+        let events = monitor.close().await;
+        store.remove_run(&run_id).await?;
+        tracing::info!(run = %run_id, ?status, "run ended");
+        Ok(RunReport {
+            run_id,
+            status,
+            progress,
+            elapsed: started.elapsed(),
+            agent_problems,
+            events,
+        })
+    }
+}
+
+/// Which jobs were reported, so each is reported once.
+struct Tally {
+    reported: Vec<bool>,
+    terminal: u64,
+}
+
+impl Tally {
+    fn report(&mut self, result: &JobResult, on_event: &mut impl FnMut(FollowEvent<'_>)) {
+        let index = usize::try_from(result.index).unwrap_or(usize::MAX);
+        if let Some(seen @ false) = self.reported.get_mut(index) {
+            *seen = true;
+            self.terminal += 1;
+            on_event(FollowEvent::Result(result));
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Describes an agent that did not end cleanly.
+fn agent_problem(
+    joined: Result<(tokio::task::Id, armada_core::Result<AgentExit>), tokio::task::JoinError>,
+    agent_tasks: &HashMap<tokio::task::Id, AgentIndex>,
+) -> Option<String> {
+    let name = |id| {
+        agent_tasks
+            .get(&id)
+            .map_or_else(|| "an agent".to_owned(), |index| format!("agent {index}"))
+    };
+    let problem = match joined {
+        Ok((_, Ok(AgentExit::Finished { .. }))) => return None,
+        Ok((_, Ok(AgentExit::StartFailed { error }))) => error,
+        Ok((id, Err(error))) => format!("{} stopped: {error}", name(id)),
+        Err(error) if error.is_cancelled() => return None,
+        Err(error) => format!("{} crashed: {error}", name(error.id())),
+    };
+    tracing::error!("{problem}");
+    Some(problem)
+}
