@@ -1,1 +1,106 @@
-fn main(){}
+//! Project automation, run as `cargo xtask <task>` (alias in `.cargo/config.toml`).
+//!
+//! - `demo`: runs the main example (examples/hello, 4 agents, 100 jobs) and checks that it wrote
+//!   exactly one result line per job.
+//! - `test`: every check CI runs: formatting, clippy with warnings denied, all tests.
+//! - `bench`: the benchmarks, each next to the plain library it is built on.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Armada's project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Run examples/hello with 4 agents and 100 jobs and check its results.
+    Demo,
+    /// Check formatting, run clippy with warnings denied, and run every test.
+    Test,
+    /// Run the benchmarks (release build) and print their tables.
+    Bench,
+}
+
+fn main() -> Result<()> {
+    let root = workspace_root();
+    match Cli::parse().task {
+        Task::Demo => demo(&root),
+        Task::Test => test(&root),
+        Task::Bench => bench(&root),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn cargo(root: &Path) -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(root);
+    command
+}
+
+fn run(mut command: Command) -> Result<()> {
+    eprintln!("$ {command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    ensure!(status.success(), "{command:?} failed with {status}");
+    Ok(())
+}
+
+fn demo(root: &Path) -> Result<()> {
+    let output = root.join("target").join("demo").join("results.jsonl");
+    let mut command = cargo(root);
+    command.args(["run", "--quiet", "-p", "hello", "--bin", "orchestrate", "--"]);
+    command.args(["launch", "--agents", "4", "--jobs", "100", "--output"]);
+    command.arg(&output);
+    run(command)?;
+    let text = std::fs::read_to_string(&output)
+        .with_context(|| format!("the demo wrote no results at {}", output.display()))?;
+    let mut indexes = BTreeSet::new();
+    for (number, line) in text.lines().enumerate() {
+        let result: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", output.display(), number + 1))?;
+        let index = result["index"]
+            .as_u64()
+            .with_context(|| format!("{}:{}: no job index", output.display(), number + 1))?;
+        ensure!(indexes.insert(index), "job {index} has two result lines");
+    }
+    if indexes != (0..100).collect() {
+        bail!("expected one result line for each of the 100 jobs, found {}", indexes.len());
+    }
+    eprintln!("demo OK: one result line for each of the 100 jobs in {}", output.display());
+    Ok(())
+}
+
+fn test(root: &Path) -> Result<()> {
+    let mut fmt = cargo(root);
+    fmt.args(["fmt", "--all", "--", "--check"]);
+    run(fmt)?;
+    let mut clippy = cargo(root);
+    clippy.args(["clippy", "--locked", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    run(clippy)?;
+    let mut tests = cargo(root);
+    tests.args(["test", "--locked", "--workspace", "--all-targets"]);
+    run(tests)?;
+    let mut doc_tests = cargo(root);
+    doc_tests.args(["test", "--locked", "--workspace", "--doc"]);
+    run(doc_tests)
+}
+
+fn bench(root: &Path) -> Result<()> {
+    let mut command = cargo(root);
+    command.args(["bench", "--locked", "-p", "armada", "--bench", "embedded"]);
+    run(command)
+}

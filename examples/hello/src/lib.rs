@@ -33,6 +33,9 @@ pub struct Task {
     /// Fail the first attempt on purpose.
     #[serde(default)]
     pub flaky: bool,
+    /// Milliseconds of simulated work, standing in for a page load.
+    #[serde(default)]
+    pub work_ms: u64,
 }
 
 /// What a job returns.
@@ -68,6 +71,7 @@ impl Script for Hello {
             job.report().failure("first attempt fails on purpose");
             return Err(ScriptError::retry("flaky on the first attempt, on purpose"));
         }
+        tokio::time::sleep(std::time::Duration::from_millis(task.work_ms)).await;
         let style = &agent.config.style;
         let mut text = format!("{}, {}{}", agent.config.greeting, task.name, style.suffix);
         if style.uppercase {

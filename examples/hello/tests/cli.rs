@@ -1,0 +1,122 @@
+//! The hello project's binary, as a user runs it.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn orchestrate(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_orchestrate"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("ARMADA_AMQP_URL")
+        .env_remove("ARMADA_REDIS_URL")
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn project() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn launch_writes_one_result_line_per_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = orchestrate(
+        &["launch", "--agents", "3", "--jobs", "50", "--output", "r.jsonl"],
+        dir.path(),
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let results: Vec<Value> = std::fs::read_to_string(dir.path().join("r.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let indexes: BTreeSet<u64> = results.iter().map(|r| r["index"].as_u64().unwrap()).collect();
+    assert_eq!(results.len(), 50);
+    assert_eq!(indexes, (0..50).collect());
+    for result in &results {
+        assert_eq!(result["status"], "succeeded");
+        assert!(result["agent"].as_u64().unwrap() < 3);
+    }
+    let job = |index: u64| results.iter().find(|r| r["index"] == index).unwrap();
+    // Row 2 of data_job.csv: number 19 plus the job index.
+    assert_eq!(job(2)["output"]["start"], 21);
+    assert_eq!(job(2)["output"]["steps"], 7);
+    // No row: the default number comes from config_local.json ($env_DEFAULT_NUMBER = 27).
+    assert_eq!(job(10)["output"]["start"], 37);
+    // Jobs marked flaky, and every tenth from 3, succeed on their second attempt.
+    assert_eq!(job(1)["attempts"], 2);
+    assert_eq!(job(13)["attempts"], 2);
+    assert_eq!(job(0)["attempts"], 1);
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("succeeded   50"), "{stdout}");
+}
+
+#[test]
+fn the_distant_tune_changes_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = orchestrate(&["plan", "--tune", "distant", "--jobs", "8"], dir.path());
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let lines: Vec<Value> = text(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4 + 8);
+    assert_eq!(lines[4 + 7]["message"]["number"], 97);
+    assert_eq!(lines[1]["message"]["style"]["uppercase"], true);
+    assert_eq!(lines[2]["message"]["style"]["suffix"], " :)");
+    assert_eq!(lines[2]["message"]["style"]["uppercase"], false);
+}
+
+#[test]
+fn bad_input_is_reported_whole_and_nothing_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    for file in ["config_template.json", "config_local.json", "data_agent.csv"] {
+        std::fs::copy(project().join("config").join(file), config.join(file)).unwrap();
+    }
+    std::fs::write(
+        config.join("data_job.csv"),
+        "targetted_job,name,number\n0,Ada,seven\n1,Bob,{oops\nx,Eve,3\n200,Zed,4\n",
+    )
+    .unwrap();
+    let output = orchestrate(&["launch", "--output", "r.jsonl"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("4 problems"), "{stderr}");
+    assert!(stderr.contains("data_job.csv:2: field `number`: job 0: invalid type: string \"seven\", expected u64"), "{stderr}");
+    assert!(stderr.contains("data_job.csv:3:3: field `number`: the cell starts like JSON"), "{stderr}");
+    assert!(stderr.contains("data_job.csv:4:1: field `targetted_job`: `x` is not an index"), "{stderr}");
+    assert!(stderr.contains("data_job.csv:5:1: field `targetted_job`: job 200 is out of range"), "{stderr}");
+    assert!(!dir.path().join("r.jsonl").exists(), "nothing may be written");
+    assert!(!dir.path().join(".armada").exists(), "nothing may be written");
+}
+
+#[test]
+fn a_backend_that_is_not_compiled_in_names_its_feature_and_hides_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = orchestrate(
+        &["launch", "--queue", "amqp://guest:hunter2@127.0.0.1:5672/%2f", "--output", "r.jsonl"],
+        dir.path(),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("`rabbitmq` feature"), "{stderr}");
+    assert!(stderr.contains("amqp://guest:***@127.0.0.1:5672/%2f"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[test]
+fn the_agent_subcommand_refuses_in_memory_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = orchestrate(&["agent", "--run-id", "r1", "--index", "0"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("shared backends"));
+}

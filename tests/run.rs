@@ -1,0 +1,297 @@
+//! Whole embedded runs through the facade: retries, time-outs, panics, agents that cannot
+//! start, cancel, and isolation of concurrent runs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use armada::prelude::*;
+use armada::{
+    Backends, FollowEvent, JobResult, JobStatus, Launcher, NamedFile, Orchestrator, Plan,
+    ProjectFiles, RunOverrides, RunReport, RunStatus, ScriptAgent,
+};
+use serde_json::{Value, json};
+
+fn plan<S: Script>(run_message: Value, default_job_message: Value) -> Plan {
+    let template = json!({
+        "run_message": run_message,
+        "default_agent_message": {},
+        "default_job_message": default_job_message,
+    });
+    let files = ProjectFiles {
+        template: NamedFile::new("config_template.json", template.to_string()),
+        tune: None,
+        tune_name: "config_local.json".into(),
+        agent_csv: None,
+        job_csv: None,
+    };
+    Plan::for_script::<S>(&files, &RunOverrides::default()).expect("a valid plan")
+}
+
+async fn run<S: Script>(script: S, plan: &Plan) -> (RunReport, BTreeMap<u64, JobResult>) {
+    let backends = Backends::embedded().await.unwrap();
+    let launcher = Launcher::InProcess(Arc::new(ScriptAgent::new(script)));
+    let orchestrator = Orchestrator::new(backends, launcher).with_grace(Duration::from_secs(5));
+    let handle = orchestrator.launch(plan).await.unwrap();
+    follow(handle, |_| {}).await
+}
+
+async fn follow(
+    handle: armada::RunHandle,
+    mut on_result: impl FnMut(&JobResult),
+) -> (RunReport, BTreeMap<u64, JobResult>) {
+    let mut results = BTreeMap::new();
+    let report = handle
+        .follow(|event| {
+            if let FollowEvent::Result(result) = event {
+                on_result(result);
+                let previous = results.insert(result.index, result.clone());
+                assert!(previous.is_none(), "job {} reported twice", result.index);
+            }
+        })
+        .await
+        .unwrap();
+    (report, results)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Behavior {
+    Panic,
+    /// Retryable failure on the first n attempts.
+    FailAttempts(u32),
+    Fail,
+    /// Sleeps this long on the first attempt.
+    SlowFirstAttempt(Duration),
+    /// Sleeps this long on every attempt.
+    Slow(Duration),
+}
+
+#[derive(Default)]
+struct Scripted {
+    behaviors: HashMap<u64, Behavior>,
+    default: Option<Behavior>,
+}
+
+impl Script for Scripted {
+    type Agent = PlainAgent;
+    type Job = Job<Value>;
+    type Output = u64;
+
+    async fn run(&self, _: &mut PlainAgent, job: &mut Job<Value>) -> Result<u64, ScriptError> {
+        let (index, attempt) = (job.info.index, job.info.attempt);
+        match self.behaviors.get(&index).copied().or(self.default) {
+            Some(Behavior::Panic) => panic!("job {index} panics on purpose"),
+            Some(Behavior::FailAttempts(n)) if attempt <= n => {
+                return Err(ScriptError::retry(format!("attempt {attempt} fails")));
+            }
+            Some(Behavior::Fail) => return Err(ScriptError::fail("cannot be done")),
+            Some(Behavior::SlowFirstAttempt(time)) if attempt == 1 => tokio::time::sleep(time).await,
+            Some(Behavior::Slow(time)) => tokio::time::sleep(time).await,
+            _ => {}
+        }
+        Ok(index)
+    }
+}
+
+fn assert_every_job_once(results: &BTreeMap<u64, JobResult>, jobs: u64) {
+    assert_eq!(results.keys().copied().collect::<Vec<_>>(), (0..jobs).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_panic_fails_its_job_and_nothing_else() {
+    let script = Scripted {
+        behaviors: HashMap::from([(5, Behavior::Panic)]),
+        ..Scripted::default()
+    };
+    let plan = plan::<Scripted>(json!({ "agents": 3, "jobs": 20 }), json!({}));
+    let (report, results) = run(script, &plan).await;
+    assert_eq!(report.status, RunStatus::Completed);
+    assert_every_job_once(&results, 20);
+    let panicked = &results[&5];
+    assert_eq!(panicked.status, JobStatus::Failed);
+    assert_eq!(panicked.attempts, 1);
+    let error = panicked.error.as_deref().unwrap();
+    assert!(error.contains("panicked") && error.contains("job 5 panics on purpose"), "{error}");
+    for (index, result) in &results {
+        if *index != 5 {
+            assert_eq!(result.status, JobStatus::Succeeded, "job {index}");
+            assert_eq!(result.output, Some(json!(index)));
+        }
+    }
+    assert_eq!((report.progress.succeeded, report.progress.failed), (19, 1));
+}
+
+#[tokio::test]
+async fn failed_attempts_retry_until_success_or_the_attempt_limit() {
+    let script = Scripted {
+        behaviors: HashMap::from([
+            (1, Behavior::FailAttempts(2)),
+            (2, Behavior::FailAttempts(u32::MAX)),
+            (3, Behavior::Fail),
+        ]),
+        ..Scripted::default()
+    };
+    let run_message = json!({
+        "agents": 2, "jobs": 6, "max_attempts": 3,
+        "retry_backoff_secs": 0.01, "retry_backoff_max_secs": 0.05
+    });
+    let (report, results) = run(script, &plan::<Scripted>(run_message, json!({}))).await;
+    assert_every_job_once(&results, 6);
+    assert_eq!((results[&1].status, results[&1].attempts), (JobStatus::Succeeded, 3));
+    assert_eq!((results[&2].status, results[&2].attempts), (JobStatus::Failed, 3));
+    assert_eq!(
+        results[&2].error.as_deref(),
+        Some("attempt 3 fails (after 3 attempts)")
+    );
+    assert_eq!((results[&3].status, results[&3].attempts), (JobStatus::Failed, 1));
+    assert_eq!(results[&3].error.as_deref(), Some("cannot be done"));
+    assert_eq!(report.progress.retries, 4);
+    assert_eq!(report.status, RunStatus::Completed);
+}
+
+#[tokio::test]
+async fn an_attempt_over_the_time_limit_is_retried() {
+    let script = Scripted {
+        behaviors: HashMap::from([(0, Behavior::SlowFirstAttempt(Duration::from_secs(30)))]),
+        ..Scripted::default()
+    };
+    let run_message = json!({
+        "agents": 1, "jobs": 2, "job_timeout_secs": 0.3, "retry_backoff_secs": 0.0
+    });
+    let (_, results) = run(script, &plan::<Scripted>(run_message, json!({}))).await;
+    assert_eq!((results[&0].status, results[&0].attempts), (JobStatus::Succeeded, 2));
+    assert_eq!((results[&1].status, results[&1].attempts), (JobStatus::Succeeded, 1));
+}
+
+/// An agent context that cannot start on the agents listed in its config.
+struct Picky;
+
+impl AgentContext for Picky {
+    type Config = Value;
+
+    async fn start(agent: AgentInfo, config: Value) -> Result<Self, BoxError> {
+        let broken = config["broken"].as_array().cloned().unwrap_or_default();
+        if broken.contains(&json!(agent.index)) {
+            return Err(format!("no browser for agent {}", agent.index).into());
+        }
+        Ok(Self)
+    }
+}
+
+struct OnPicky;
+
+impl Script for OnPicky {
+    type Agent = Picky;
+    type Job = Job<Value, Picky>;
+    type Output = ();
+
+    async fn run(&self, _: &mut Picky, _: &mut Self::Job) -> Result<(), ScriptError> {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        Ok(())
+    }
+}
+
+fn picky_plan(agents: u32, jobs: u64, broken: &[u32]) -> Plan {
+    let template = json!({
+        "run_message": { "agents": agents, "jobs": jobs },
+        "default_agent_message": { "broken": broken },
+    });
+    let files = ProjectFiles {
+        template: NamedFile::new("config_template.json", template.to_string()),
+        tune: None,
+        tune_name: "config_local.json".into(),
+        agent_csv: None,
+        job_csv: None,
+    };
+    Plan::for_script::<OnPicky>(&files, &RunOverrides::default()).unwrap()
+}
+
+#[tokio::test]
+async fn an_agent_that_cannot_start_leaves_its_jobs_to_the_others() {
+    let (report, results) = run(OnPicky, &picky_plan(3, 30, &[0])).await;
+    assert_eq!(report.status, RunStatus::Completed);
+    assert_every_job_once(&results, 30);
+    assert!(results.values().all(|r| r.status == JobStatus::Succeeded));
+    assert!(results.values().all(|r| r.agent != Some(0)));
+    assert_eq!(report.agent_problems.len(), 1, "{:?}", report.agent_problems);
+    assert!(report.agent_problems[0].contains("no browser for agent 0"));
+}
+
+#[tokio::test]
+async fn a_run_without_any_agent_able_to_start_fails_and_abandons_its_jobs() {
+    let (report, results) = run(OnPicky, &picky_plan(2, 10, &[0, 1])).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    assert_every_job_once(&results, 10);
+    for result in results.values() {
+        assert_eq!((result.status, result.attempts), (JobStatus::Abandoned, 0));
+        assert!(result.error.as_deref().unwrap().contains("no browser for agent 1"));
+    }
+    assert_eq!(report.agent_problems.len(), 2);
+}
+
+#[tokio::test]
+async fn cancel_stops_the_run_and_still_reports_every_job() {
+    let script = Scripted {
+        default: Some(Behavior::Slow(Duration::from_millis(20))),
+        ..Scripted::default()
+    };
+    let plan = plan::<Scripted>(json!({ "agents": 2, "jobs": 200 }), json!({}));
+    let backends = Backends::embedded().await.unwrap();
+    let launcher = Launcher::InProcess(Arc::new(ScriptAgent::new(script)));
+    let handle = Orchestrator::new(backends, launcher).launch(&plan).await.unwrap();
+    let control = handle.control();
+    let mut seen = 0;
+    let (report, results) = follow(handle, |_| {
+        seen += 1;
+        if seen == 10 {
+            control.cancel();
+        }
+    })
+    .await;
+    assert_eq!(report.status, RunStatus::Canceled);
+    assert_every_job_once(&results, 200);
+    let succeeded = results.values().filter(|r| r.status == JobStatus::Succeeded).count();
+    let canceled = results.values().filter(|r| r.status == JobStatus::Canceled).count();
+    // The two jobs in flight at cancel time finish; nothing new starts.
+    assert!((10..=14).contains(&succeeded), "{succeeded} succeeded");
+    assert_eq!(succeeded + canceled, 200);
+}
+
+struct Echo;
+
+impl Script for Echo {
+    type Agent = PlainAgent;
+    type Job = Job<Value>;
+    type Output = Value;
+
+    async fn run(&self, _: &mut PlainAgent, job: &mut Job<Value>) -> Result<Value, ScriptError> {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        Ok(job.payload["tag"].clone())
+    }
+}
+
+#[tokio::test]
+async fn concurrent_runs_on_one_orchestrator_and_on_two_stay_apart() {
+    let shared = Orchestrator::new(
+        Backends::embedded().await.unwrap(),
+        Launcher::InProcess(Arc::new(ScriptAgent::new(Echo))),
+    );
+    let other = Orchestrator::new(
+        Backends::embedded().await.unwrap(),
+        Launcher::InProcess(Arc::new(ScriptAgent::new(Echo))),
+    );
+    let plans: Vec<Plan> = ["a", "b", "c"]
+        .iter()
+        .map(|tag| plan::<Echo>(json!({ "agents": 3, "jobs": 60 }), json!({ "tag": tag })))
+        .collect();
+    let (a, b, c) = tokio::join!(
+        async { follow(shared.launch(&plans[0]).await.unwrap(), |_| {}).await },
+        async { follow(shared.launch(&plans[1]).await.unwrap(), |_| {}).await },
+        async { follow(other.launch(&plans[2]).await.unwrap(), |_| {}).await },
+    );
+    for ((report, results), tag) in [(a, "a"), (b, "b"), (c, "c")] {
+        assert_eq!(report.status, RunStatus::Completed);
+        assert_every_job_once(&results, 60);
+        assert!(results.values().all(|r| r.output == Some(json!(tag))), "run {tag}");
+    }
+}
