@@ -44,15 +44,15 @@
 
 pub use armada_agent::ScriptAgent;
 pub use armada_core::backend::{RunProgress, RunStatus};
-pub use armada_core::wire::{JobResult, JobStatus};
-pub use armada_core::{
-    AgentContext, AgentExit, AgentIndex, AgentInfo, AgentRunner, AgentSpec, BoxError,
-    ConfigStore, Diagnostic, Diagnostics, Error, EventSink, Job, JobContext, JobId, JobIndex,
-    JobInfo, JobQueue, Outcome, Plan, PlainAgent, ProjectFiles, Reporter, Retry, RunId,
-    RunOverrides, RunSettings, Script, ScriptError, Tune,
-};
 /// Project files held in memory, for [`ProjectFiles`].
 pub use armada_core::project::NamedFile;
+pub use armada_core::wire::{JobResult, JobStatus};
+pub use armada_core::{
+    AgentContext, AgentExit, AgentIndex, AgentInfo, AgentRunner, AgentSpec, BoxError, ConfigStore,
+    Diagnostic, Diagnostics, Error, EventSink, Job, JobContext, JobId, JobIndex, JobInfo, JobQueue,
+    Outcome, PlainAgent, Plan, ProjectFiles, Reporter, Retry, RunId, RunOverrides, RunSettings,
+    Script, ScriptError, Tune,
+};
 /// Defines the project binary's `main` for a script: `armada::main!(MyScript);`.
 pub use armada_macros::main;
 pub use armada_orchestrator::{
@@ -62,8 +62,8 @@ pub use armada_orchestrator::{
 /// What a project's `lib.rs` usually needs.
 pub mod prelude {
     pub use crate::{
-        AgentContext, AgentInfo, BoxError, Job, JobContext, JobInfo, Outcome, PlainAgent,
-        Script, ScriptError,
+        AgentContext, AgentInfo, BoxError, Job, JobContext, JobInfo, Outcome, PlainAgent, Script,
+        ScriptError,
     };
 }
 

@@ -1,6 +1,8 @@
 //! Whole embedded runs through the facade: retries, time-outs, panics, agents that cannot
 //! start, cancel, and isolation of concurrent runs.
 
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,7 +87,9 @@ impl Script for Scripted {
                 return Err(ScriptError::retry(format!("attempt {attempt} fails")));
             }
             Some(Behavior::Fail) => return Err(ScriptError::fail("cannot be done")),
-            Some(Behavior::SlowFirstAttempt(time)) if attempt == 1 => tokio::time::sleep(time).await,
+            Some(Behavior::SlowFirstAttempt(time)) if attempt == 1 => {
+                tokio::time::sleep(time).await
+            }
             Some(Behavior::Slow(time)) => tokio::time::sleep(time).await,
             _ => {}
         }
@@ -94,7 +98,10 @@ impl Script for Scripted {
 }
 
 fn assert_every_job_once(results: &BTreeMap<u64, JobResult>, jobs: u64) {
-    assert_eq!(results.keys().copied().collect::<Vec<_>>(), (0..jobs).collect::<Vec<_>>());
+    assert_eq!(
+        results.keys().copied().collect::<Vec<_>>(),
+        (0..jobs).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -111,7 +118,10 @@ async fn a_panic_fails_its_job_and_nothing_else() {
     assert_eq!(panicked.status, JobStatus::Failed);
     assert_eq!(panicked.attempts, 1);
     let error = panicked.error.as_deref().unwrap();
-    assert!(error.contains("panicked") && error.contains("job 5 panics on purpose"), "{error}");
+    assert!(
+        error.contains("panicked") && error.contains("job 5 panics on purpose"),
+        "{error}"
+    );
     for (index, result) in &results {
         if *index != 5 {
             assert_eq!(result.status, JobStatus::Succeeded, "job {index}");
@@ -137,13 +147,22 @@ async fn failed_attempts_retry_until_success_or_the_attempt_limit() {
     });
     let (report, results) = run(script, &plan::<Scripted>(run_message, json!({}))).await;
     assert_every_job_once(&results, 6);
-    assert_eq!((results[&1].status, results[&1].attempts), (JobStatus::Succeeded, 3));
-    assert_eq!((results[&2].status, results[&2].attempts), (JobStatus::Failed, 3));
+    assert_eq!(
+        (results[&1].status, results[&1].attempts),
+        (JobStatus::Succeeded, 3)
+    );
+    assert_eq!(
+        (results[&2].status, results[&2].attempts),
+        (JobStatus::Failed, 3)
+    );
     assert_eq!(
         results[&2].error.as_deref(),
         Some("attempt 3 fails (after 3 attempts)")
     );
-    assert_eq!((results[&3].status, results[&3].attempts), (JobStatus::Failed, 1));
+    assert_eq!(
+        (results[&3].status, results[&3].attempts),
+        (JobStatus::Failed, 1)
+    );
     assert_eq!(results[&3].error.as_deref(), Some("cannot be done"));
     assert_eq!(report.progress.retries, 4);
     assert_eq!(report.status, RunStatus::Completed);
@@ -159,8 +178,14 @@ async fn an_attempt_over_the_time_limit_is_retried() {
         "agents": 1, "jobs": 2, "job_timeout_secs": 0.3, "retry_backoff_secs": 0.0
     });
     let (_, results) = run(script, &plan::<Scripted>(run_message, json!({}))).await;
-    assert_eq!((results[&0].status, results[&0].attempts), (JobStatus::Succeeded, 2));
-    assert_eq!((results[&1].status, results[&1].attempts), (JobStatus::Succeeded, 1));
+    assert_eq!(
+        (results[&0].status, results[&0].attempts),
+        (JobStatus::Succeeded, 2)
+    );
+    assert_eq!(
+        (results[&1].status, results[&1].attempts),
+        (JobStatus::Succeeded, 1)
+    );
 }
 
 /// An agent context that cannot start on the agents listed in its config.
@@ -213,7 +238,12 @@ async fn an_agent_that_cannot_start_leaves_its_jobs_to_the_others() {
     assert_every_job_once(&results, 30);
     assert!(results.values().all(|r| r.status == JobStatus::Succeeded));
     assert!(results.values().all(|r| r.agent != Some(0)));
-    assert_eq!(report.agent_problems.len(), 1, "{:?}", report.agent_problems);
+    assert_eq!(
+        report.agent_problems.len(),
+        1,
+        "{:?}",
+        report.agent_problems
+    );
     assert!(report.agent_problems[0].contains("no browser for agent 0"));
 }
 
@@ -224,7 +254,13 @@ async fn a_run_without_any_agent_able_to_start_fails_and_abandons_its_jobs() {
     assert_every_job_once(&results, 10);
     for result in results.values() {
         assert_eq!((result.status, result.attempts), (JobStatus::Abandoned, 0));
-        assert!(result.error.as_deref().unwrap().contains("no browser for agent 1"));
+        assert!(
+            result
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("no browser for agent 1")
+        );
     }
     assert_eq!(report.agent_problems.len(), 2);
 }
@@ -238,7 +274,10 @@ async fn cancel_stops_the_run_and_still_reports_every_job() {
     let plan = plan::<Scripted>(json!({ "agents": 2, "jobs": 200 }), json!({}));
     let backends = Backends::embedded().await.unwrap();
     let launcher = Launcher::InProcess(Arc::new(ScriptAgent::new(script)));
-    let handle = Orchestrator::new(backends, launcher).launch(&plan).await.unwrap();
+    let handle = Orchestrator::new(backends, launcher)
+        .launch(&plan)
+        .await
+        .unwrap();
     let control = handle.control();
     let mut seen = 0;
     let (report, results) = follow(handle, |_| {
@@ -250,8 +289,14 @@ async fn cancel_stops_the_run_and_still_reports_every_job() {
     .await;
     assert_eq!(report.status, RunStatus::Canceled);
     assert_every_job_once(&results, 200);
-    let succeeded = results.values().filter(|r| r.status == JobStatus::Succeeded).count();
-    let canceled = results.values().filter(|r| r.status == JobStatus::Canceled).count();
+    let succeeded = results
+        .values()
+        .filter(|r| r.status == JobStatus::Succeeded)
+        .count();
+    let canceled = results
+        .values()
+        .filter(|r| r.status == JobStatus::Canceled)
+        .count();
     // The two jobs in flight at cancel time finish; nothing new starts.
     assert!((10..=14).contains(&succeeded), "{succeeded} succeeded");
     assert_eq!(succeeded + canceled, 200);
@@ -292,6 +337,9 @@ async fn concurrent_runs_on_one_orchestrator_and_on_two_stay_apart() {
     for ((report, results), tag) in [(a, "a"), (b, "b"), (c, "c")] {
         assert_eq!(report.status, RunStatus::Completed);
         assert_every_job_once(&results, 60);
-        assert!(results.values().all(|r| r.output == Some(json!(tag))), "run {tag}");
+        assert!(
+            results.values().all(|r| r.output == Some(json!(tag))),
+            "run {tag}"
+        );
     }
 }

@@ -84,7 +84,8 @@ pub async fn run<S: Script>(script: Arc<S>, spec: AgentSpec) -> Result<AgentExit
             return Ok(AgentExit::StartFailed { error });
         }
     };
-    spec.events.agent_event(spec.index, EventKind::AgentStarted, None);
+    spec.events
+        .agent_event(spec.index, EventKind::AgentStarted, None);
     tracing::debug!(run = %spec.run_id, agent = spec.index, "agent started");
 
     let loop_result = job_loop(&*script, &mut agent, &spec, &record.limits).await;
@@ -103,7 +104,8 @@ pub async fn run<S: Script>(script: Arc<S>, spec: AgentSpec) -> Result<AgentExit
             );
         }
     }
-    spec.events.agent_event(spec.index, EventKind::AgentStopped, None);
+    spec.events
+        .agent_event(spec.index, EventKind::AgentStopped, None);
     let attempts = loop_result?;
     Ok(AgentExit::Finished { attempts })
 }
@@ -212,7 +214,8 @@ async fn run_job<S: Script>(
                 agent: spec.index,
                 report: report.clone(),
             };
-            let attempt_future = AssertUnwindSafe(attempt_job(script, agent, info, payload, limits));
+            let attempt_future =
+                AssertUnwindSafe(attempt_job(script, agent, info, payload, limits));
             match tokio::time::timeout(limits.job_timeout(), attempt_future.catch_unwind()).await {
                 Ok(Ok(verdict)) => verdict,
                 Ok(Err(panic)) => Verdict::Fail {
@@ -279,7 +282,9 @@ async fn attempt_job<S: Script>(
     };
     let result = script.run(agent, &mut job).await.and_then(|output| {
         serde_json::to_value(output).map_err(|error| {
-            ScriptError::fail(format!("the script's output cannot be encoded as JSON: {error}"))
+            ScriptError::fail(format!(
+                "the script's output cannot be encoded as JSON: {error}"
+            ))
         })
     });
     let verdict = Verdict::from_result(result, attempt, limits);

@@ -31,6 +31,6 @@ pub use ids::{AgentIndex, JobId, JobIndex, RunId};
 pub use project::{Diagnostic, Diagnostics, Plan, ProjectFiles, RunOverrides, RunSettings, Tune};
 pub use report::{EventSender, Reporter};
 pub use script::{
-    AgentContext, AgentExit, AgentInfo, AgentRunner, AgentSpec, BoxError, Job, JobContext,
-    JobInfo, Outcome, PlainAgent, Retry, Script, ScriptError,
+    AgentContext, AgentExit, AgentInfo, AgentRunner, AgentSpec, BoxError, Job, JobContext, JobInfo,
+    Outcome, PlainAgent, Retry, Script, ScriptError,
 };

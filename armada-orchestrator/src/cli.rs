@@ -78,11 +78,21 @@ struct ProjectArgs {
 #[derive(Debug, Args)]
 struct BackendArgs {
     /// Where jobs wait: memory:// (embedded) or amqp://… (feature `rabbitmq`).
-    #[arg(long, env = "ARMADA_AMQP_URL", hide_env_values = true, default_value = "memory://")]
+    #[arg(
+        long,
+        env = "ARMADA_AMQP_URL",
+        hide_env_values = true,
+        default_value = "memory://"
+    )]
     queue: String,
     /// Where agent configs and run state live: memory:// (embedded) or redis://… (feature
     /// `redis`).
-    #[arg(long, env = "ARMADA_REDIS_URL", hide_env_values = true, default_value = "memory://")]
+    #[arg(
+        long,
+        env = "ARMADA_REDIS_URL",
+        hide_env_values = true,
+        default_value = "memory://"
+    )]
     config_store: String,
 }
 
@@ -197,8 +207,12 @@ async fn launch<S: Script>(
     default_project: &Path,
 ) -> Result<ExitCode> {
     let (project, plan) = load_plan::<S>(&args.project, default_project)?;
-    let backends =
-        Backends::connect(&args.backends.config_store, &args.backends.queue, "memory://").await?;
+    let backends = Backends::connect(
+        &args.backends.config_store,
+        &args.backends.queue,
+        "memory://",
+    )
+    .await?;
     let run_id = RunId::new();
     let output = args.output.clone().unwrap_or_else(|| {
         project
@@ -289,8 +303,12 @@ async fn agent(args: AgentArgs, runner: Arc<dyn AgentRunner>) -> Result<ExitCode
         return Err(Error::AgentNeedsSharedBackends);
     }
     let run_id = RunId::parse(&args.run_id)?;
-    let backends =
-        Backends::connect(&args.backends.config_store, &args.backends.queue, "memory://").await?;
+    let backends = Backends::connect(
+        &args.backends.config_store,
+        &args.backends.queue,
+        "memory://",
+    )
+    .await?;
     let monitor = MonitorClient::start(run_id.clone(), backends.events, ClientOptions::default());
     let shutdown = CancellationToken::new();
     let spec = AgentSpec {
@@ -330,7 +348,10 @@ impl ResultsFile {
             path: path.display().to_string(),
             source,
         };
-        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(parent).map_err(error)?;
         }
         let file = File::create(path).map_err(error)?;

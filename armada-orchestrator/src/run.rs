@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use armada_core::backend::{RunProgress, RunRecord, RunStatus};
-use armada_core::wire::{AgentConfigRecord, JobLimits, JobMessage, JobResult, JobStatus, WIRE_VERSION, now_ms};
+use armada_core::wire::{
+    AgentConfigRecord, JobLimits, JobMessage, JobResult, JobStatus, WIRE_VERSION, now_ms,
+};
 use armada_core::{
     AgentExit, AgentIndex, AgentRunner, AgentSpec, ConfigStore, EventSink, JobId, JobQueue, Plan,
     RunId,
@@ -164,7 +166,10 @@ impl Orchestrator {
                 config: plan.agent_message(index).clone(),
             })
             .collect();
-        self.backends.store.put_agent_configs(run_id, configs).await?;
+        self.backends
+            .store
+            .put_agent_configs(run_id, configs)
+            .await?;
         let job_ids: Vec<JobId> = (0..plan.jobs()).map(|_| JobId::new()).collect();
         let messages = job_ids.iter().zip(0..).map(|(job_id, index)| JobMessage {
             v: WIRE_VERSION,
@@ -300,7 +305,11 @@ impl RunHandle {
                 break End::Canceled;
             }
             if agents.is_empty() {
-                break if control.is_canceled() { End::Canceled } else { End::NoAgentLeft };
+                break if control.is_canceled() {
+                    End::Canceled
+                } else {
+                    End::NoAgentLeft
+                };
             }
             tokio::select! {
                 () = control.cancel.cancelled(), if grace_deadline.is_none() => {
@@ -336,7 +345,11 @@ impl RunHandle {
         store.set_status(&run_id, status).await?;
         // Deleting the queue ends every agent's consumer: they stop their contexts and exit.
         backends.queue.delete(&run_id).await?;
-        let wait = if control.abort.is_cancelled() { Duration::ZERO } else { grace };
+        let wait = if control.abort.is_cancelled() {
+            Duration::ZERO
+        } else {
+            grace
+        };
         let stopped = tokio::time::timeout(wait, async {
             while let Some(joined) = agents.join_next_with_id().await {
                 agent_problems.extend(agent_problem(joined, &agent_tasks));
@@ -351,13 +364,21 @@ impl RunHandle {
             tally.report(&result, &mut on_event);
         }
         let (missing_status, missing_error) = match status {
-            RunStatus::Canceled => (JobStatus::Canceled, "the run was canceled before this job finished".to_owned()),
+            RunStatus::Canceled => (
+                JobStatus::Canceled,
+                "the run was canceled before this job finished".to_owned(),
+            ),
             _ => (
                 JobStatus::Abandoned,
-                format!("no agent was left to run this job ({})", agent_problems.join("; ")),
+                format!(
+                    "no agent was left to run this job ({})",
+                    agent_problems.join("; ")
+                ),
             ),
         };
-        let missing: Vec<u64> = (0..jobs).filter(|&index| !tally.reported[index as usize]).collect();
+        let missing: Vec<u64> = (0..jobs)
+            .filter(|&index| !tally.reported[index as usize])
+            .collect();
         for index in missing {
             let result = JobResult {
                 v: WIRE_VERSION,

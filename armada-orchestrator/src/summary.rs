@@ -88,7 +88,8 @@ impl Summary {
         if !self.durations_ms.is_empty() {
             let mut sorted = self.durations_ms.clone();
             sorted.sort_unstable_by(f64::total_cmp);
-            let at = |fraction: f64| sorted[((sorted.len() - 1) as f64 * fraction).round() as usize];
+            let at =
+                |fraction: f64| sorted[((sorted.len() - 1) as f64 * fraction).round() as usize];
             let _ = writeln!(
                 out,
                 "  {:<12}p50 {:.2} ms, p95 {:.2} ms, max {:.2} ms",
@@ -121,7 +122,11 @@ impl Summary {
             }
         }
         if report.events.dropped > 0 {
-            let _ = writeln!(out, "  {:<12}{} monitor events dropped", "events", report.events.dropped);
+            let _ = writeln!(
+                out,
+                "  {:<12}{} monitor events dropped",
+                "events", report.events.dropped
+            );
         }
         if let Some(results) = results {
             let _ = writeln!(out, "  {:<12}{}", "results", results.display());

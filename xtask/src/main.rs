@@ -62,7 +62,15 @@ fn run(mut command: Command) -> Result<()> {
 fn demo(root: &Path) -> Result<()> {
     let output = root.join("target").join("demo").join("results.jsonl");
     let mut command = cargo(root);
-    command.args(["run", "--quiet", "-p", "hello", "--bin", "orchestrate", "--"]);
+    command.args([
+        "run",
+        "--quiet",
+        "-p",
+        "hello",
+        "--bin",
+        "orchestrate",
+        "--",
+    ]);
     command.args(["launch", "--agents", "4", "--jobs", "100", "--output"]);
     command.arg(&output);
     run(command)?;
@@ -78,9 +86,15 @@ fn demo(root: &Path) -> Result<()> {
         ensure!(indexes.insert(index), "job {index} has two result lines");
     }
     if indexes != (0..100).collect() {
-        bail!("expected one result line for each of the 100 jobs, found {}", indexes.len());
+        bail!(
+            "expected one result line for each of the 100 jobs, found {}",
+            indexes.len()
+        );
     }
-    eprintln!("demo OK: one result line for each of the 100 jobs in {}", output.display());
+    eprintln!(
+        "demo OK: one result line for each of the 100 jobs in {}",
+        output.display()
+    );
     Ok(())
 }
 
@@ -89,7 +103,15 @@ fn test(root: &Path) -> Result<()> {
     fmt.args(["fmt", "--all", "--", "--check"]);
     run(fmt)?;
     let mut clippy = cargo(root);
-    clippy.args(["clippy", "--locked", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    clippy.args([
+        "clippy",
+        "--locked",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     run(clippy)?;
     let mut tests = cargo(root);
     tests.args(["test", "--locked", "--workspace", "--all-targets"]);

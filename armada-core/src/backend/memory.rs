@@ -23,7 +23,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Waits until `notify` fires or `deadline` passes. The `Notified` future is enabled by the
 /// caller before checking state, so no wake-up is lost in between.
-async fn wait_for(notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>, deadline: Option<Instant>) {
+async fn wait_for(
+    notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    deadline: Option<Instant>,
+) {
     match deadline {
         Some(deadline) => {
             tokio::select! {

@@ -84,8 +84,14 @@ pub fn redact_url(url: &str) -> String {
     let (authority, path) = rest.split_at(authority_end);
     match authority.rsplit_once('@') {
         Some((credentials, host)) => {
-            let user = credentials.split_once(':').map_or(credentials, |(user, _)| user);
-            let hidden = if credentials.contains(':') { ":***" } else { "" };
+            let user = credentials
+                .split_once(':')
+                .map_or(credentials, |(user, _)| user);
+            let hidden = if credentials.contains(':') {
+                ":***"
+            } else {
+                ""
+            };
             format!("{scheme}://{user}{hidden}@{host}{path}")
         }
         None => url.to_owned(),
@@ -100,11 +106,9 @@ fn unavailable(role: &'static str, url: &str, supported: &'static str) -> Error 
     };
     let url = redact_url(url);
     match feature {
-        Some(feature) if supported.contains(scheme(&url)) => Error::FeatureMissing {
-            role,
-            url,
-            feature,
-        },
+        Some(feature) if supported.contains(scheme(&url)) => {
+            Error::FeatureMissing { role, url, feature }
+        }
         _ => Error::UnsupportedUrl {
             role,
             url,

@@ -97,6 +97,12 @@ impl Diagnostics {
         self.0.iter()
     }
 
+    /// Orders problems by file, then line and column, keeping the order of equal ones.
+    pub(crate) fn sort(&mut self) {
+        self.0
+            .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    }
+
     /// `Ok(value)` when there is no problem, else all of them as an error.
     pub fn into_result<T>(self, value: T) -> crate::Result<T> {
         if self.is_empty() {

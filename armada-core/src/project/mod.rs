@@ -23,7 +23,11 @@ pub use settings::{RunOverrides, RunSettings};
 
 use crate::{AgentIndex, JobIndex};
 
-const TEMPLATE_KEYS: [&str; 3] = ["run_message", "default_agent_message", "default_job_message"];
+const TEMPLATE_KEYS: [&str; 3] = [
+    "run_message",
+    "default_agent_message",
+    "default_job_message",
+];
 
 /// A validated run: its settings and every agent's and job's merged message.
 ///
@@ -49,7 +53,10 @@ impl Plan {
         let plan = build::<C, P>(files, overrides, &mut diagnostics);
         match plan {
             Some(plan) if diagnostics.is_empty() => Ok(plan),
-            _ => Err(crate::Error::Invalid(diagnostics)),
+            _ => {
+                diagnostics.sort();
+                Err(crate::Error::Invalid(diagnostics))
+            }
         }
     }
 
@@ -89,9 +96,7 @@ impl Plan {
 
     /// The merged payload of job `index` (shared with every job that has no CSV row).
     pub fn job_payload(&self, index: JobIndex) -> &Arc<Value> {
-        self.job_overrides
-            .get(&index)
-            .unwrap_or(&self.default_job)
+        self.job_overrides.get(&index).unwrap_or(&self.default_job)
     }
 
     /// Writes every merged message as JSON lines: agents first, then jobs.
@@ -125,7 +130,10 @@ pub fn deep_merge(base: &mut Value, overlay: Value) {
     }
 }
 
-fn parse_json_object(file: &NamedFile, diagnostics: &mut Diagnostics) -> Option<Map<String, Value>> {
+fn parse_json_object(
+    file: &NamedFile,
+    diagnostics: &mut Diagnostics,
+) -> Option<Map<String, Value>> {
     match serde_json::from_slice::<Value>(&file.contents) {
         Ok(Value::Object(map)) => Some(map),
         Ok(other) => {
@@ -200,7 +208,10 @@ fn build<C: DeserializeOwned, P: DeserializeOwned>(
             diagnostics.push(
                 Diagnostic::file(
                     template_name,
-                    format!("unknown key `{key}`: the template holds {}", TEMPLATE_KEYS.join(", ")),
+                    format!(
+                        "unknown key `{key}`: the template holds {}",
+                        TEMPLATE_KEYS.join(", ")
+                    ),
                 )
                 .at_field(key.clone()),
             );
@@ -211,21 +222,31 @@ fn build<C: DeserializeOwned, P: DeserializeOwned>(
         Some(value @ Value::Object(_)) => Some(value),
         Some(other) => {
             diagnostics.push(
-                Diagnostic::file(template_name, format!("must be an object, found {}", kind_of(&other)))
-                    .at_field(key),
+                Diagnostic::file(
+                    template_name,
+                    format!("must be an object, found {}", kind_of(&other)),
+                )
+                .at_field(key),
             );
             None
         }
     };
     let default_agent = default_message("default_agent_message");
     let default_job = default_message("default_job_message");
-    let settings = run_settings(template.remove("run_message"), run_overrides, template_name, diagnostics);
-    let (settings, default_agent, default_job) = (settings?, default_agent?, default_job?);
-
-    let jobs = match settings.jobs {
-        Some(jobs) => jobs,
-        None if !job_rows.rows.is_empty() => job_rows.rows.len() as u64,
-        None => {
+    let settings = run_settings(
+        template.remove("run_message"),
+        run_overrides,
+        template_name,
+        diagnostics,
+    );
+    let (default_agent, default_job) = (default_agent?, default_job?);
+    // Counts are known only with valid settings; rows are still checked without them, so every
+    // problem is reported at once.
+    let jobs = match settings.as_ref().map(|settings| settings.jobs) {
+        None => None,
+        Some(Some(jobs)) => Some(jobs),
+        Some(None) if !job_rows.rows.is_empty() => Some(job_rows.rows.len() as u64),
+        Some(None) => {
             diagnostics.push(
                 Diagnostic::file(
                     template_name,
@@ -234,13 +255,13 @@ fn build<C: DeserializeOwned, P: DeserializeOwned>(
                 )
                 .at_field("run_message.jobs"),
             );
-            return None;
+            None
         }
     };
     let agent_messages = merge_rows::<C>(
         &default_agent,
         agent_rows,
-        u64::from(settings.agents),
+        settings.as_ref().map(|settings| u64::from(settings.agents)),
         ("agent", "agents", "targetted_agent"),
         template_name,
         diagnostics,
@@ -253,10 +274,9 @@ fn build<C: DeserializeOwned, P: DeserializeOwned>(
         template_name,
         diagnostics,
     );
+    let (settings, jobs) = (settings?, jobs?);
     let agent_messages = (0..u64::from(settings.agents))
-        .map(|index| {
-            merged_or_default(&agent_messages, index, &default_agent)
-        })
+        .map(|index| merged_or_default(&agent_messages, index, &default_agent))
         .collect();
     let default_job = Arc::new(default_job);
     Some(Plan {
@@ -289,8 +309,11 @@ fn run_settings(
         None => Map::new(),
         Some(other) => {
             diagnostics.push(
-                Diagnostic::file(template_name, format!("must be an object, found {}", kind_of(&other)))
-                    .at_field("run_message"),
+                Diagnostic::file(
+                    template_name,
+                    format!("must be an object, found {}", kind_of(&other)),
+                )
+                .at_field("run_message"),
             );
             return None;
         }
@@ -330,14 +353,14 @@ fn join_path(prefix: &str, path: &str) -> String {
 fn merge_rows<T: DeserializeOwned>(
     default: &Value,
     overrides: overrides::Overrides,
-    count: u64,
+    count: Option<u64>,
     (singular, plural, index_column): (&str, &str, &str),
     template_name: &str,
     diagnostics: &mut Diagnostics,
 ) -> BTreeMap<u64, Value> {
     let mut merged = BTreeMap::new();
     for row in overrides.rows {
-        if row.index >= count {
+        if let Some(count) = count.filter(|&count| row.index >= count) {
             diagnostics.push(
                 Diagnostic::file(
                     &overrides.file,
@@ -368,17 +391,19 @@ fn merge_rows<T: DeserializeOwned>(
         }
         merged.insert(row.index, message);
     }
-    let using_default = count - merged.len() as u64;
+    // Unknown count: check the default anyway, it is almost always used.
+    let using_default = count.map_or(1, |count| count.saturating_sub(merged.len() as u64));
     if using_default > 0
         && let Err((field, problem)) = check_type::<T>(default)
     {
+        let users = match count {
+            Some(_) => format!("used by {using_default} {plural} without a CSV row"),
+            None => format!("used by the {plural} without a CSV row"),
+        };
         diagnostics.push(
             Diagnostic::file(
                 template_name,
-                format!(
-                    "{problem} (the default {singular} message, used by {using_default} \
-                     {plural} without a CSV row)"
-                ),
+                format!("{problem} (the default {singular} message, {users})"),
             )
             .at_field(join_path(&format!("default_{singular}_message"), &field)),
         );

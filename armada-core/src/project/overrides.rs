@@ -115,7 +115,10 @@ pub(super) fn parse(
         let line = record.position().map_or(0, csv::Position::line);
         if record.len() != headers.len() {
             let hint = if record.len() > headers.len()
-                && record.iter().skip(1).any(|cell| cell.trim_start().starts_with(['{', '[']))
+                && record
+                    .iter()
+                    .skip(1)
+                    .any(|cell| cell.trim_start().starts_with(['{', '[']))
             {
                 "; a JSON cell that contains commas must be quoted: \"{\"\"key\"\": 1, \
                  \"\"other\"\": 2}\""

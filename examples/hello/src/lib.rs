@@ -79,7 +79,8 @@ impl Script for Hello {
         }
         let start = task.number + job.info.index;
         let (steps, peak) = collatz(start);
-        job.report().success(format!("{start} reaches 1 in {steps} steps"));
+        job.report()
+            .success(format!("{start} reaches 1 in {steps} steps"));
         Ok(Greeting {
             text,
             start,
@@ -93,7 +94,11 @@ impl Script for Hello {
 pub fn collatz(start: u64) -> (u32, u64) {
     let (mut value, mut steps, mut peak) = (start.max(1), 0, start.max(1));
     while value != 1 {
-        value = if value % 2 == 0 { value / 2 } else { 3 * value + 1 };
+        value = if value % 2 == 0 {
+            value / 2
+        } else {
+            3 * value + 1
+        };
         peak = peak.max(value);
         steps += 1;
     }

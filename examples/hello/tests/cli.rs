@@ -1,5 +1,7 @@
 //! The hello project's binary, as a user runs it.
 
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -28,7 +30,9 @@ fn project() -> &'static Path {
 fn launch_writes_one_result_line_per_job() {
     let dir = tempfile::tempdir().unwrap();
     let output = orchestrate(
-        &["launch", "--agents", "3", "--jobs", "50", "--output", "r.jsonl"],
+        &[
+            "launch", "--agents", "3", "--jobs", "50", "--output", "r.jsonl",
+        ],
         dir.path(),
     );
     assert!(output.status.success(), "{}", text(&output.stderr));
@@ -37,7 +41,10 @@ fn launch_writes_one_result_line_per_job() {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    let indexes: BTreeSet<u64> = results.iter().map(|r| r["index"].as_u64().unwrap()).collect();
+    let indexes: BTreeSet<u64> = results
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
     assert_eq!(results.len(), 50);
     assert_eq!(indexes, (0..50).collect());
     for result in &results {
@@ -79,7 +86,11 @@ fn bad_input_is_reported_whole_and_nothing_runs() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config");
     std::fs::create_dir(&config).unwrap();
-    for file in ["config_template.json", "config_local.json", "data_agent.csv"] {
+    for file in [
+        "config_template.json",
+        "config_local.json",
+        "data_agent.csv",
+    ] {
         std::fs::copy(project().join("config").join(file), config.join(file)).unwrap();
     }
     std::fs::write(
@@ -91,25 +102,54 @@ fn bad_input_is_reported_whole_and_nothing_runs() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
     assert!(stderr.contains("4 problems"), "{stderr}");
-    assert!(stderr.contains("data_job.csv:2: field `number`: job 0: invalid type: string \"seven\", expected u64"), "{stderr}");
-    assert!(stderr.contains("data_job.csv:3:3: field `number`: the cell starts like JSON"), "{stderr}");
-    assert!(stderr.contains("data_job.csv:4:1: field `targetted_job`: `x` is not an index"), "{stderr}");
-    assert!(stderr.contains("data_job.csv:5:1: field `targetted_job`: job 200 is out of range"), "{stderr}");
-    assert!(!dir.path().join("r.jsonl").exists(), "nothing may be written");
-    assert!(!dir.path().join(".armada").exists(), "nothing may be written");
+    assert!(
+        stderr.contains(
+            "data_job.csv:2: field `number`: job 0: invalid type: string \"seven\", expected u64"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("data_job.csv:3:3: field `number`: the cell starts like JSON"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("data_job.csv:4:1: field `targetted_job`: `x` is not an index"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("data_job.csv:5:1: field `targetted_job`: job 200 is out of range"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("r.jsonl").exists(),
+        "nothing may be written"
+    );
+    assert!(
+        !dir.path().join(".armada").exists(),
+        "nothing may be written"
+    );
 }
 
 #[test]
 fn a_backend_that_is_not_compiled_in_names_its_feature_and_hides_the_password() {
     let dir = tempfile::tempdir().unwrap();
     let output = orchestrate(
-        &["launch", "--queue", "amqp://guest:hunter2@127.0.0.1:5672/%2f", "--output", "r.jsonl"],
+        &[
+            "launch",
+            "--queue",
+            "amqp://guest:hunter2@127.0.0.1:5672/%2f",
+            "--output",
+            "r.jsonl",
+        ],
         dir.path(),
     );
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
     assert!(stderr.contains("`rabbitmq` feature"), "{stderr}");
-    assert!(stderr.contains("amqp://guest:***@127.0.0.1:5672/%2f"), "{stderr}");
+    assert!(
+        stderr.contains("amqp://guest:***@127.0.0.1:5672/%2f"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 
