@@ -299,6 +299,24 @@ async fn retry_without_delay_puts_the_job_at_the_back() {
 }
 
 #[tokio::test]
+async fn retry_with_an_enormous_delay_does_not_panic() {
+    // A script may ask for any delay (`ScriptError::retry_after`), for example from a server's
+    // Retry-After header; the queue must not overflow `Instant` and lose the job.
+    let run = RunId::new();
+    let (queue, jobs) = queue_with_jobs(&run, 2).await;
+    let mut consumer = queue.consume(&run, 1).await.unwrap();
+    let first = next_now(&mut consumer);
+    first.retry(Duration::MAX).await.unwrap();
+    let second = next_now(&mut consumer);
+    assert_eq!(second.message(), &jobs[1]);
+    second.ack().await.unwrap();
+    assert!(
+        nothing_ready(&mut consumer),
+        "job 0 waits for its (very long) delay"
+    );
+}
+
+#[tokio::test]
 async fn delayed_retries_come_back_in_due_order() {
     let run = RunId::new();
     let (queue, jobs) = queue_with_jobs(&run, 2).await;
@@ -767,6 +785,26 @@ async fn a_rediss_url_names_the_redis_feature() {
         Err(Error::FeatureMissing { feature, .. }) => assert_eq!(feature, "redis"),
         other => panic!("expected FeatureMissing naming redis for rediss://, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_password_containing_a_slash_is_hidden_too() {
+    // Generated passwords (base64) often hold `/`; the error must still not show them.
+    let error = JobQueue::connect("amqp://guest:s3/cr3t@host/vhost")
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        matches!(
+            error,
+            Error::FeatureMissing {
+                feature: "rabbitmq",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(!text.contains("cr3t"), "{text}");
 }
 
 #[tokio::test]

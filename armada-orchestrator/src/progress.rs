@@ -26,7 +26,7 @@ impl Progress {
         }
         let bar = ProgressBar::with_draw_target(Some(jobs), ProgressDrawTarget::stdout());
         let style = ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta}  {msg}",
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} ETA {eta}  {msg}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
@@ -43,8 +43,9 @@ impl Progress {
         );
         match self {
             Self::Bar(bar) => {
+                let rate = summary.total() as f64 / bar.elapsed().as_secs_f64().max(1e-3);
                 bar.set_position(summary.total());
-                bar.set_message(message);
+                bar.set_message(format!("{message}  {rate:.1} jobs/s"));
             }
             Self::Lines { started, last } => {
                 if !force_line && last.elapsed() < LINE_INTERVAL {

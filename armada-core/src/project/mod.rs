@@ -366,7 +366,8 @@ fn merge_rows<T: DeserializeOwned>(
                     &overrides.file,
                     format!(
                         "{singular} {} is out of range: the run has {count} {plural} \
-                         (indexes 0 to {})",
+                         (indexes 0 to {}); raise `{plural}` (run_message or --{plural}) or \
+                         remove the row",
                         row.index,
                         count.saturating_sub(1)
                     ),

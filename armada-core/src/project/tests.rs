@@ -1037,6 +1037,70 @@ fn problems_across_files_are_all_reported_together() {
 }
 
 #[test]
+fn rows_are_checked_even_when_run_message_is_invalid() {
+    let files = with_job_csv(
+        project(
+            r#"{"run_message": {"agents": 0, "jobs": 1},
+                    "default_job_message": {"nested": {"count": 1}, "name": "n"}}"#,
+        ),
+        "targetted_job,nested.count\n0,many\n",
+    );
+    assert_eq!(
+        problems_of(Plan::build::<Value, Payload>(
+            &files,
+            &RunOverrides::default()
+        )),
+        vec![
+            diagnostic(
+                TEMPLATE,
+                None,
+                None,
+                Some("run_message.agents"),
+                "must be at least 1"
+            ),
+            diagnostic(
+                JOB_CSV,
+                Some(2),
+                None,
+                Some("nested.count"),
+                "job 0: invalid type: string \"many\", expected u32",
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_run_without_jobs_has_no_valid_index() {
+    let files = with_job_csv(
+        project(&jobs_template(0, &json!({}))),
+        "targetted_job,name\n0,a\n",
+    );
+    let found = problems(&files);
+    assert_eq!(found.len(), 1, "{found:?}");
+    let only = &found[0];
+    assert_eq!(
+        (
+            only.file.as_str(),
+            only.line,
+            only.column,
+            only.field.as_deref()
+        ),
+        (JOB_CSV, Some(2), Some(1), Some("targetted_job"))
+    );
+    assert!(
+        only.message
+            .starts_with("job 0 is out of range: the run has 0 jobs"),
+        "{}",
+        only.message
+    );
+    assert!(
+        !only.message.contains("indexes 0 to 0"),
+        "a run of 0 jobs has no index 0: {}",
+        only.message
+    );
+}
+
+#[test]
 fn the_job_count_from_csv_rows_counts_rows_that_have_problems() {
     // Two rows, so two jobs: the only problem is the bad cell of row 0, not a bogus "job 1 is
     // out of range: the run has 1 jobs".
