@@ -332,26 +332,38 @@ proptest! {
 }
 
 #[test]
-fn a_huge_job_count_costs_one_default_message() {
+fn the_largest_job_count_costs_one_default_message() {
+    let jobs = armada_core::project::MAX_JOBS;
+    let template = format!(r#"{{"run_message": {{"agents": 1, "jobs": {jobs}}}}}"#);
     let files = files(
-        format!(
-            r#"{{"run_message": {{"agents": 1, "jobs": {}}}}}"#,
-            u64::MAX
-        )
-        .into_bytes(),
+        template.into_bytes(),
         None,
         None,
         Some(b"targetted_job,a\n3,x\n".to_vec()),
     );
-    let started = Instant::now();
     let plan = Plan::build::<Value, Value>(&files, &RunOverrides::default()).unwrap();
-    assert!(started.elapsed() < Duration::from_secs(1));
-    assert_eq!(plan.jobs(), u64::MAX);
+    assert_eq!(plan.jobs(), jobs);
     assert_eq!(**plan.job_payload(3), serde_json::json!({"a": "x"}));
     assert!(std::sync::Arc::ptr_eq(
         plan.job_payload(0),
-        plan.job_payload(u64::MAX - 1)
+        plan.job_payload(jobs - 1)
     ));
+}
+
+#[test]
+fn a_job_count_over_the_limit_is_refused() {
+    let template = format!(
+        r#"{{"run_message": {{"agents": 1, "jobs": {}}}}}"#,
+        u64::MAX
+    );
+    let files = files(template.into_bytes(), None, None, None);
+    let Err(Error::Invalid(diagnostics)) =
+        Plan::build::<Value, Value>(&files, &RunOverrides::default())
+    else {
+        panic!("u64::MAX jobs must be refused");
+    };
+    let fields: Vec<Option<&str>> = diagnostics.iter().map(|d| d.field.as_deref()).collect();
+    assert_eq!(fields, vec![Some("run_message.jobs")], "{diagnostics}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -453,7 +465,6 @@ fn huge_agent_count() {
         None,
         None,
     );
-    let started = Instant::now();
     match Plan::build::<Value, Value>(&files, &RunOverrides::default()) {
         Ok(plan) => assert_eq!(plan.agents(), u32::MAX),
         Err(Error::Invalid(diagnostics)) => {
@@ -463,11 +474,6 @@ fn huge_agent_count() {
         }
         Err(other) => panic!("{other}"),
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
 }
 
 #[test]

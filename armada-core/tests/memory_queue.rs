@@ -817,7 +817,7 @@ async fn unknown_schemes_are_unsupported_urls() {
         }) => {
             assert_eq!(
                 (role, url.as_str(), supported),
-                ("queue", "ftp://x", "memory://, amqp://")
+                ("queue", "ftp://x", "memory://, amqp://, amqps://")
             );
         }
         other => panic!("expected UnsupportedUrl, got {other:?}"),
@@ -830,7 +830,7 @@ async fn unknown_schemes_are_unsupported_urls() {
         }) => {
             assert_eq!(
                 (role, url.as_str(), supported),
-                ("config store", "ftp://user:***@x/", "memory://, redis://")
+                ("config store", "ftp://user:***@x/", "memory://, redis://, rediss://")
             );
         }
         other => panic!("expected UnsupportedUrl, got {other:?}"),

@@ -208,7 +208,12 @@ impl MemoryDelivery {
             state.ready.push_back(queued);
         } else {
             state.sequence += 1;
-            let key = (Instant::now() + delay, state.sequence);
+            // A delay past what a clock can hold means "not in this run's lifetime".
+            let now = Instant::now();
+            let due = now
+                .checked_add(delay)
+                .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
+            let key = (due, state.sequence);
             state.delayed.insert(key, queued);
         }
         drop(state);

@@ -75,41 +75,34 @@ fn scheme(url: &str) -> &str {
     url.split_once(':').map_or("", |(scheme, _)| scheme)
 }
 
-/// The URL with any password replaced by `***`, safe for messages and logs.
+/// The URL with any password replaced by `***`, safe for messages and logs. Credentials end at
+/// the last `@`, so a password holding `/` or `@` is hidden too.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials
-                .split_once(':')
-                .map_or(credentials, |(user, _)| user);
-            let hidden = if credentials.contains(':') {
-                ":***"
-            } else {
-                ""
-            };
-            format!("{scheme}://{user}{hidden}@{host}{path}")
-        }
+    match rest.rsplit_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_owned(),
+        },
         None => url.to_owned(),
     }
 }
 
-fn unavailable(role: &'static str, url: &str, supported: &'static str) -> Error {
-    let feature = match scheme(url) {
-        "redis" | "rediss" => Some("redis"),
-        "amqp" | "amqps" => Some("rabbitmq"),
-        _ => None,
-    };
+/// The error for a URL this seam cannot serve in this build: `features` maps the seam's
+/// networked schemes to the cargo feature that compiles them in.
+fn unavailable(
+    role: &'static str,
+    url: &str,
+    supported: &'static str,
+    features: &[(&str, &'static str)],
+) -> Error {
+    let scheme = scheme(url);
     let url = redact_url(url);
-    match feature {
-        Some(feature) if supported.contains(scheme(&url)) => {
-            Error::FeatureMissing { role, url, feature }
-        }
-        _ => Error::UnsupportedUrl {
+    match features.iter().find(|(known, _)| *known == scheme) {
+        Some(&(_, feature)) => Error::FeatureMissing { role, url, feature },
+        None => Error::UnsupportedUrl {
             role,
             url,
             supported,
@@ -130,7 +123,12 @@ impl ConfigStore {
     pub async fn connect(url: &str) -> Result<Self> {
         match scheme(url) {
             "memory" => Ok(Self::Memory(memory::MemoryStore::default())),
-            _ => Err(unavailable("config store", url, "memory://, redis://")),
+            _ => Err(unavailable(
+                "config store",
+                url,
+                "memory://, redis://, rediss://",
+                &[("redis", "redis"), ("rediss", "redis")],
+            )),
         }
     }
 
@@ -231,7 +229,12 @@ impl JobQueue {
     pub async fn connect(url: &str) -> Result<Self> {
         match scheme(url) {
             "memory" => Ok(Self::Memory(memory::MemoryQueue::default())),
-            _ => Err(unavailable("queue", url, "memory://, amqp://")),
+            _ => Err(unavailable(
+                "queue",
+                url,
+                "memory://, amqp://, amqps://",
+                &[("amqp", "rabbitmq"), ("amqps", "rabbitmq")],
+            )),
         }
     }
 
@@ -356,7 +359,7 @@ impl EventSink {
     pub async fn connect(url: &str) -> Result<Self> {
         match scheme(url) {
             "memory" => Ok(Self::Memory(memory::MemoryEvents::default())),
-            _ => Err(unavailable("event sink", url, "memory://")),
+            _ => Err(unavailable("event sink", url, "memory://", &[])),
         }
     }
 

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 pub use diagnostics::{Diagnostic, Diagnostics};
 pub use files::{NamedFile, ProjectFiles, Tune};
-pub use settings::{RunOverrides, RunSettings};
+pub use settings::{MAX_AGENTS, MAX_JOBS, RunOverrides, RunSettings};
 
 use crate::{AgentIndex, JobIndex};
 
@@ -148,12 +148,22 @@ fn parse_json_object(
             if error.line() > 0 {
                 diagnostic = diagnostic
                     .at_line(error.line() as u64)
-                    .at_column(error.column() as u64);
+                    .at_column(char_column(&file.contents, error.line(), error.column()));
             }
             diagnostics.push(diagnostic);
             None
         }
     }
+}
+
+/// serde_json counts columns in bytes; people and editors count characters.
+fn char_column(contents: &[u8], line: usize, byte_column: usize) -> u64 {
+    let text = contents
+        .split(|&byte| byte == b'\n')
+        .nth(line.saturating_sub(1))
+        .unwrap_or_default();
+    let before = &text[..byte_column.saturating_sub(1).min(text.len())];
+    String::from_utf8_lossy(before).chars().count() as u64 + 1
 }
 
 fn kind_of(value: &Value) -> &'static str {
@@ -245,7 +255,7 @@ fn build<C: DeserializeOwned, P: DeserializeOwned>(
     let jobs = match settings.as_ref().map(|settings| settings.jobs) {
         None => None,
         Some(Some(jobs)) => Some(jobs),
-        Some(None) if !job_rows.rows.is_empty() => Some(job_rows.rows.len() as u64),
+        Some(None) if job_rows.records > 0 => Some(job_rows.records),
         Some(None) => {
             diagnostics.push(
                 Diagnostic::file(
@@ -361,15 +371,17 @@ fn merge_rows<T: DeserializeOwned>(
     let mut merged = BTreeMap::new();
     for row in overrides.rows {
         if let Some(count) = count.filter(|&count| row.index >= count) {
+            let valid = match count {
+                0 => "no index is valid".to_owned(),
+                count => format!("indexes 0 to {}", count - 1),
+            };
             diagnostics.push(
                 Diagnostic::file(
                     &overrides.file,
                     format!(
-                        "{singular} {} is out of range: the run has {count} {plural} \
-                         (indexes 0 to {}); raise `{plural}` (run_message or --{plural}) or \
-                         remove the row",
+                        "{singular} {} is out of range: the run has {count} {plural} ({valid}); \
+                         raise `{plural}` (run_message or --{plural}) or remove the row",
                         row.index,
-                        count.saturating_sub(1)
                     ),
                 )
                 .at_line(row.line)

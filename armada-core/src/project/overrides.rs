@@ -11,6 +11,10 @@ use serde_json::{Map, Value};
 
 use super::{Diagnostic, Diagnostics, NamedFile};
 
+/// Nesting a dotted header may address; deeper messages are refused rather than risking the
+/// stack in recursive merging and checking.
+const MAX_HEADER_DEPTH: usize = 32;
+
 /// Problems reported per file before the rest are summarised, so a broken million-row file does
 /// not bury the first, most useful lines.
 const MAX_DIAGNOSTICS_PER_FILE: usize = 50;
@@ -28,6 +32,8 @@ pub(super) struct Row {
 pub(super) struct Overrides {
     pub file: String,
     pub rows: Vec<Row>,
+    /// Data rows in the file, with or without problems: the job count when `jobs` is unset.
+    pub records: u64,
 }
 
 pub(super) fn parse(
@@ -43,6 +49,7 @@ pub(super) fn parse(
     let mut overrides = Overrides {
         file: file.name.clone(),
         rows: Vec::new(),
+        records: 0,
     };
     if file.contents.iter().all(u8::is_ascii_whitespace) {
         return overrides;
@@ -80,7 +87,22 @@ pub(super) fn parse(
         .skip(1)
         .map(|(position, header)| {
             let segments: Vec<String> = header.split('.').map(str::to_owned).collect();
-            if segments.iter().any(String::is_empty) {
+            if segments.len() > MAX_HEADER_DEPTH {
+                problems.push(
+                    Diagnostic::file(
+                        &file.name,
+                        format!(
+                            "header `{}…` nests {} keys deep; at most {MAX_HEADER_DEPTH} are \
+                             allowed",
+                            header.chars().take(40).collect::<String>(),
+                            segments.len()
+                        ),
+                    )
+                    .at_line(1)
+                    .at_column(position as u64 + 1),
+                );
+                None
+            } else if segments.iter().any(String::is_empty) {
                 problems.push(
                     Diagnostic::file(
                         &file.name,
@@ -101,7 +123,11 @@ pub(super) fn parse(
     let mut seen: HashMap<u64, u64> = HashMap::new();
     let mut record = csv::StringRecord::new();
     loop {
-        match reader.read_record(&mut record) {
+        let read = reader.read_record(&mut record);
+        if !matches!(read, Ok(false)) {
+            overrides.records += 1;
+        }
+        match read {
             Ok(false) => break,
             Ok(true) => {}
             Err(error) => {

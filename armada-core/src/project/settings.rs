@@ -32,6 +32,11 @@ pub struct RunSettings {
     pub resources: Option<serde_json::Value>,
 }
 
+/// Agents one run may have: each is a browser, a process or a pod.
+pub const MAX_AGENTS: u32 = 10_000;
+/// Jobs one run may have.
+pub const MAX_JOBS: u64 = 100_000_000;
+
 fn default_max_attempts() -> u32 {
     3
 }
@@ -51,6 +56,21 @@ impl RunSettings {
         let mut problems = Vec::new();
         if self.agents == 0 {
             problems.push(("agents", "must be at least 1".to_owned()));
+        }
+        if self.agents > MAX_AGENTS {
+            problems.push((
+                "agents",
+                format!(
+                    "{} is more than the {MAX_AGENTS} agents a run may have",
+                    self.agents
+                ),
+            ));
+        }
+        if let Some(jobs) = self.jobs.filter(|&jobs| jobs > MAX_JOBS) {
+            problems.push((
+                "jobs",
+                format!("{jobs} is more than the {MAX_JOBS} jobs a run may have; split the work into several runs"),
+            ));
         }
         if self.max_attempts == 0 {
             problems.push(("max_attempts", "must be at least 1".to_owned()));

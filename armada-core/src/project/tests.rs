@@ -463,7 +463,8 @@ fn an_index_out_of_range_is_located_on_its_line_counting_multiline_cells() {
             Some(4),
             Some(1),
             Some("targetted_job"),
-            "job 2 is out of range: the run has 2 jobs (indexes 0 to 1)",
+            "job 2 is out of range: the run has 2 jobs (indexes 0 to 1); raise `jobs` \
+             (run_message or --jobs) or remove the row",
         )]
     );
     let files = with_agent_csv(
@@ -477,7 +478,8 @@ fn an_index_out_of_range_is_located_on_its_line_counting_multiline_cells() {
             Some(2),
             Some(1),
             Some("targetted_agent"),
-            "agent 5 is out of range: the run has 2 agents (indexes 0 to 1)",
+            "agent 5 is out of range: the run has 2 agents (indexes 0 to 1); raise `agents` \
+             (run_message or --agents) or remove the row",
         )]
     );
 }
@@ -724,12 +726,13 @@ fn invalid_json_in_the_template_is_located_by_line_and_column() {
             "invalid JSON: trailing comma at line 2 column 31",
         )]
     );
+    // Columns are 1-based: an empty file's error is at its first character.
     assert_eq!(
         problems(&project("")),
         vec![diagnostic(
             TEMPLATE,
             Some(1),
-            Some(0),
+            Some(1),
             None,
             "invalid JSON: EOF while parsing a value at line 1 column 0",
         )]
@@ -743,6 +746,19 @@ fn invalid_json_in_the_template_is_located_by_line_and_column() {
             None,
             "must hold a JSON object, found a string"
         )]
+    );
+}
+
+#[test]
+fn json_columns_count_characters_not_bytes() {
+    // `Diagnostic::column` is "a character in a JSON file": an editor shows `x` in column 9.
+    let files = project("{\"\u{e9}\u{e9}\u{e9}\": x}");
+    let found = problems(&files);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (found[0].line, found[0].column),
+        (Some(1), Some(9)),
+        "{found:?}"
     );
 }
 
