@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use armada::prelude::*;
-use armada::{
-    Backends, Launcher, NamedFile, Orchestrator, Plan, ProjectFiles, RunOverrides, ScriptAgent,
-};
+use armada::{Backends, Launcher, Orchestrator, Plan, ProjectFiles, RunOverrides, ScriptAgent};
 use serde::de::IgnoredAny;
 use tokio::sync::{Mutex, mpsc};
 
@@ -32,13 +30,7 @@ fn plan(agents: u32, jobs: u64) -> Plan {
         "run_message": { "agents": agents, "jobs": jobs, "max_attempts": 1 },
         "default_job_message": { "url": "http://127.0.0.1/" },
     });
-    let files = ProjectFiles {
-        template: NamedFile::new("config_template.json", template.to_string()),
-        tune: None,
-        tune_name: "config_local.json".into(),
-        agent_csv: None,
-        job_csv: None,
-    };
+    let files = ProjectFiles::from_template(template.to_string());
     Plan::for_script::<Noop>(&files, &RunOverrides::default()).expect("a valid plan")
 }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use armada::prelude::*;
 use armada::{
-    Backends, FollowEvent, JobResult, JobStatus, Launcher, NamedFile, Orchestrator, Plan,
-    ProjectFiles, RunOverrides, RunReport, RunStatus, ScriptAgent,
+    Backends, FollowEvent, JobResult, JobStatus, Launcher, Orchestrator, Plan, ProjectFiles,
+    RunOverrides, RunReport, RunStatus, ScriptAgent,
 };
 use serde_json::{Value, json};
 
@@ -20,13 +20,7 @@ fn plan<S: Script>(run_message: Value, default_job_message: Value) -> Plan {
         "default_agent_message": {},
         "default_job_message": default_job_message,
     });
-    let files = ProjectFiles {
-        template: NamedFile::new("config_template.json", template.to_string()),
-        tune: None,
-        tune_name: "config_local.json".into(),
-        agent_csv: None,
-        job_csv: None,
-    };
+    let files = ProjectFiles::from_template(template.to_string());
     Plan::for_script::<S>(&files, &RunOverrides::default()).expect("a valid plan")
 }
 
@@ -221,13 +215,7 @@ fn picky_plan(agents: u32, jobs: u64, broken: &[u32]) -> Plan {
         "run_message": { "agents": agents, "jobs": jobs },
         "default_agent_message": { "broken": broken },
     });
-    let files = ProjectFiles {
-        template: NamedFile::new("config_template.json", template.to_string()),
-        tune: None,
-        tune_name: "config_local.json".into(),
-        agent_csv: None,
-        job_csv: None,
-    };
+    let files = ProjectFiles::from_template(template.to_string());
     Plan::for_script::<OnPicky>(&files, &RunOverrides::default()).unwrap()
 }
 

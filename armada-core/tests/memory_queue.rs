@@ -830,7 +830,11 @@ async fn unknown_schemes_are_unsupported_urls() {
         }) => {
             assert_eq!(
                 (role, url.as_str(), supported),
-                ("config store", "ftp://user:***@x/", "memory://, redis://, rediss://")
+                (
+                    "config store",
+                    "ftp://user:***@x/",
+                    "memory://, redis://, rediss://"
+                )
             );
         }
         other => panic!("expected UnsupportedUrl, got {other:?}"),

@@ -29,12 +29,19 @@ enum Task {
     Bench,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let root = workspace_root();
-    match Cli::parse().task {
+    let outcome = match Cli::parse().task {
         Task::Demo => demo(&root),
         Task::Test => test(&root),
         Task::Bench => bench(&root),
+    };
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

@@ -72,6 +72,18 @@ pub struct ProjectFiles {
 }
 
 impl ProjectFiles {
+    /// A project made of a template held in memory, with no tune file and no CSV file; add
+    /// them through the public fields.
+    pub fn from_template(template: impl Into<Vec<u8>>) -> Self {
+        Self {
+            template: NamedFile::new("config_template.json", template),
+            tune: None,
+            tune_name: "config_local.json".to_owned(),
+            agent_csv: None,
+            job_csv: None,
+        }
+    }
+
     /// Reads `config/` of a project folder. A missing template, or a tune file given by path
     /// that does not exist, is a diagnostic; missing CSV files mean "defaults for everyone".
     pub fn read(project: &Path, tune: &Tune) -> crate::Result<Self> {
