@@ -319,11 +319,14 @@ async fn agent(args: AgentArgs, runner: Arc<dyn AgentRunner>) -> Result<ExitCode
         events: monitor.sender(),
         shutdown: shutdown.clone(),
     };
+    // Ctrl-C stops taking jobs; the current job ends and the context stops before exit.
+    let run = runner.run_agent(spec);
+    tokio::pin!(run);
     let exit = tokio::select! {
-        exit = runner.run_agent(spec) => exit,
+        exit = &mut run => exit,
         _ = tokio::signal::ctrl_c() => {
             shutdown.cancel();
-            Ok(armada_core::AgentExit::Finished { attempts: 0 })
+            run.await
         }
     };
     monitor.close().await;
