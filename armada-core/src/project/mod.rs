@@ -35,8 +35,8 @@ const TEMPLATE_KEYS: [&str; 3] = [
 /// one message, not a million.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// `jobs` is always `Some` here: resolved from the CSV when `run_message` left it out.
     settings: RunSettings,
-    jobs: u64,
     agent_messages: Vec<Value>,
     default_job: Arc<Value>,
     job_overrides: BTreeMap<JobIndex, Arc<Value>>,
@@ -83,7 +83,7 @@ impl Plan {
 
     /// Number of jobs.
     pub fn jobs(&self) -> u64 {
-        self.jobs
+        self.settings.jobs.unwrap_or_default()
     }
 
     /// The merged message of agent `index`.
@@ -105,7 +105,7 @@ impl Plan {
             let line = serde_json::json!({ "agent": index, "message": message });
             writeln!(out, "{line}")?;
         }
-        for index in 0..self.jobs {
+        for index in 0..self.jobs() {
             let line = serde_json::json!({ "job": index, "message": self.job_payload(index) });
             writeln!(out, "{line}")?;
         }
@@ -294,7 +294,6 @@ fn build<C: DeserializeOwned, P: DeserializeOwned>(
             jobs: Some(jobs),
             ..settings
         },
-        jobs,
         agent_messages,
         default_job,
         job_overrides: job_overrides

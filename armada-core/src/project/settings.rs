@@ -1,5 +1,3 @@
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 
 /// `run_message`: how a run is shaped. Consumed by the orchestrator, not forwarded to scripts.
@@ -86,11 +84,6 @@ impl RunSettings {
             }
         }
         problems
-    }
-
-    /// The per-attempt time limit.
-    pub fn job_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.job_timeout_secs)
     }
 }
 

@@ -1175,7 +1175,7 @@ fn run_overrides_take_precedence_over_run_message() {
     assert_eq!(plan.agents(), 4);
     assert_eq!(plan.jobs(), 7);
     assert_eq!(
-        plan.settings().job_timeout(),
+        crate::wire::JobLimits::from_settings(plan.settings(), plan.jobs()).job_timeout(),
         std::time::Duration::from_millis(2500)
     );
     assert_eq!(**plan.job_payload(4), json!({"a": "z"}));
