@@ -19,7 +19,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use armada_core::backend::Delivery;
+use armada_core::backend::{Delivery, RunStatus};
 use armada_core::wire::{EventJob, EventKind, JobLimits, JobResult, JobStatus, WIRE_VERSION};
 use armada_core::{
     AgentContext, AgentExit, AgentInfo, AgentRunner, AgentSpec, JobContext, JobInfo, Outcome,
@@ -50,6 +50,9 @@ impl<S: Script> AgentRunner for ScriptAgent<S> {
         run(Arc::clone(&self.script), spec).boxed()
     }
 }
+
+/// How often an idle agent checks that its run is still going.
+const RUN_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 type Payload<S> = <<S as Script>::Job as JobContext>::Payload;
 
@@ -118,6 +121,10 @@ async fn job_loop<S: Script>(
 ) -> Result<u64> {
     let mut consumer = spec.queue.consume(&spec.run_id, 1).await?;
     let mut attempts = 0;
+    // The queue's deletion normally ends the loop; this check also ends it when the run ended
+    // or was canceled without the queue being deleted (its orchestrator died).
+    let mut run_check = tokio::time::interval(RUN_CHECK_INTERVAL);
+    run_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let delivery = tokio::select! {
             biased;
@@ -126,6 +133,14 @@ async fn job_loop<S: Script>(
                 Some(delivery) => delivery,
                 None => break,
             },
+            _ = run_check.tick() => {
+                match spec.store.progress(&spec.run_id).await {
+                    Ok(progress) if progress.status == RunStatus::Running
+                        && progress.terminal < progress.jobs => continue,
+                    Ok(_) | Err(armada_core::Error::RunNotFound(_)) => break,
+                    Err(error) => return Err(error),
+                }
+            }
         };
         attempts += 1;
         run_job(script, agent, delivery, spec, limits).await?;
@@ -185,8 +200,8 @@ async fn run_job<S: Script>(
     let (job_id, index, payload) = (message.job_id, message.index, Arc::clone(&message.payload));
     // A message redelivered because its agent died counts the lost attempt too.
     let attempt = message.attempt + delivery.redeliveries();
-    if delivery.redeliveries() > 0 && spec.store.is_recorded(&spec.run_id, index).await? {
-        // Recorded, but its agent died before acknowledging: nothing left to do.
+    if spec.store.is_recorded(&spec.run_id, index).await? {
+        // Recorded, but not acknowledged (its agent died, or the broker's channel did): done.
         return delivery.ack().await;
     }
     let report = Reporter::new(

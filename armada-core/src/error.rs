@@ -53,6 +53,30 @@ pub enum Error {
     /// A run was created twice in one store.
     #[error("run {0} already exists in the store; launch with a new run id")]
     RunExists(RunId),
+    /// A backend service could not be reached or refused an operation.
+    #[error(
+        "{service} at {url}: {message}; check that it runs and that the URL (host, port, \
+         user, password) is right"
+    )]
+    Backend {
+        /// Which service (`Redis`, `RabbitMQ`).
+        service: &'static str,
+        /// Its URL, with any password hidden.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A record read from a backend is not what this build writes.
+    #[error(
+        "cannot decode {what} read from a backend: {source}; is it from another Armada version?"
+    )]
+    Decode {
+        /// What was being decoded.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
     /// A file could not be read or written.
     #[error("cannot access {path}: {source}")]
     Io {

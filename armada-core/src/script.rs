@@ -293,6 +293,11 @@ pub enum AgentExit {
         /// Why.
         error: String,
     },
+    /// The agent's process ended abnormally (crash, signal, non-zero exit).
+    Died {
+        /// How.
+        error: String,
+    },
 }
 
 /// Runs one agent of a script. Implemented by `armada-agent` for every [`Script`]; used by the

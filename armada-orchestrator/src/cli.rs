@@ -3,6 +3,7 @@
 //! - `launch` (the default): validate, publish, run, show progress, write results, summarize.
 //! - `validate`: report every problem of the project; publish nothing.
 //! - `plan`: print every merged agent and job message as JSON lines.
+//! - `cancel RUN_ID`: cancel a run held in shared backends.
 //! - `agent` (hidden): run one agent of a run held in shared backends.
 //!
 //! Exit codes of `launch`: 0 every job succeeded; 2 the run completed with failed jobs;
@@ -24,7 +25,10 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::progress::Progress;
-use crate::{Backends, Error, FollowEvent, Launcher, Orchestrator, Result, RunControl, Summary};
+use crate::{
+    Backends, Error, FollowEvent, Launcher, Orchestrator, ProcessLauncher, Result, RunControl,
+    Summary,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,6 +51,8 @@ enum Command {
     Validate(ProjectArgs),
     /// Print every agent's and job's merged message as JSON lines.
     Plan(ProjectArgs),
+    /// Cancel a run held in shared backends: flag it and purge its queue.
+    Cancel(CancelArgs),
     /// Run one agent of a run held in shared backends (used by launchers).
     #[command(hide = true)]
     Agent(AgentArgs),
@@ -109,6 +115,26 @@ struct LaunchArgs {
     /// Seconds a canceled run gives agents to finish their current job.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     grace_secs: f64,
+    /// Run agents as tasks in this process or as separate processes.
+    #[arg(long, value_enum)]
+    agents_as: Option<AgentsAs>,
+}
+
+#[derive(Debug, Args)]
+struct CancelArgs {
+    /// The run to cancel.
+    run_id: String,
+    #[command(flatten)]
+    backends: BackendArgs,
+}
+
+/// Where agents run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AgentsAs {
+    /// Tasks in this process (the default with in-memory backends).
+    Tasks,
+    /// Local processes, `orchestrate agent …` (the default with Redis and RabbitMQ).
+    Processes,
 }
 
 #[derive(Debug, Args)]
@@ -127,7 +153,9 @@ struct AgentArgs {
 /// runs in the binary, never in a library) and runs the command for the script `S`.
 pub fn main<S: Script>(runner: Arc<dyn AgentRunner>, default_project: &Path) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // lapin logs a deleted queue, which is how a run's end reaches its agents, as an error;
+        // the backend reports real connection problems itself.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,lapin=off"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -177,6 +205,7 @@ async fn run_command<S: Script>(
             Ok(ExitCode::SUCCESS)
         }
         Command::Agent(args) => agent(args, runner).await,
+        Command::Cancel(args) => cancel(args).await,
     }
 }
 
@@ -223,7 +252,25 @@ async fn launch<S: Script>(
     });
     let mut results = ResultsFile::create(&output)?;
     let grace = Duration::try_from_secs_f64(args.grace_secs).unwrap_or(Duration::from_secs(10));
-    let orchestrator = Orchestrator::new(backends, Launcher::InProcess(runner)).with_grace(grace);
+    let shared = !backends.queue.is_in_process() && !backends.store.is_in_process();
+    let agents_as = args.agents_as.unwrap_or(if shared {
+        AgentsAs::Processes
+    } else {
+        AgentsAs::Tasks
+    });
+    let launcher = match agents_as {
+        AgentsAs::Tasks => Launcher::InProcess(runner),
+        AgentsAs::Processes if !shared => return Err(Error::ProcessesNeedSharedBackends),
+        AgentsAs::Processes => Launcher::Processes(ProcessLauncher {
+            program: std::env::current_exe().map_err(|source| Error::Spawn {
+                program: "the current executable".into(),
+                source,
+            })?,
+            queue_url: args.backends.queue.clone(),
+            store_url: args.backends.config_store.clone(),
+        }),
+    };
+    let orchestrator = Orchestrator::new(backends, launcher).with_grace(grace);
     let handle = orchestrator.launch_as(&plan, run_id).await?;
     println!(
         "run {}: {} agents, {} jobs",
@@ -254,6 +301,13 @@ async fn launch<S: Script>(
             FollowEvent::Progress(counters) => {
                 retries = counters.retries;
                 progress.update(&summary, retries, false);
+                // Keep the file current for anyone following it.
+                if let Err(error) = results.flush()
+                    && write_error.is_none()
+                {
+                    write_error = Some(error);
+                    control.cancel();
+                }
             }
         })
         .await;
@@ -332,11 +386,31 @@ async fn agent(args: AgentArgs, runner: Arc<dyn AgentRunner>) -> Result<ExitCode
     monitor.close().await;
     match exit? {
         armada_core::AgentExit::Finished { .. } => Ok(ExitCode::SUCCESS),
-        armada_core::AgentExit::StartFailed { error } => {
+        armada_core::AgentExit::StartFailed { error } | armada_core::AgentExit::Died { error } => {
             eprintln!("error: {error}");
             Ok(ExitCode::from(1))
         }
     }
+}
+
+async fn cancel(args: CancelArgs) -> Result<ExitCode> {
+    let run_id = RunId::parse(&args.run_id)?;
+    let backends = Backends::connect(
+        &args.backends.config_store,
+        &args.backends.queue,
+        "memory://",
+    )
+    .await?;
+    if backends.queue.is_in_process() || backends.store.is_in_process() {
+        return Err(Error::AgentNeedsSharedBackends);
+    }
+    backends
+        .store
+        .set_status(&run_id, RunStatus::Canceled)
+        .await?;
+    backends.queue.delete(&run_id).await?;
+    println!("run {run_id} canceled: its agents stop after their current job");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `results.jsonl`: one JSON line per job, in the order jobs ended.
@@ -374,10 +448,14 @@ impl ResultsFile {
             })
     }
 
-    fn finish(mut self) -> Result<()> {
+    fn flush(&mut self) -> Result<()> {
         self.out.flush().map_err(|source| Error::Results {
             path: self.path.display().to_string(),
             source,
         })
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.flush()
     }
 }

@@ -16,14 +16,30 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// `agent` was run against in-memory backends, which only exist inside `launch`.
+    /// `agent` or `cancel` was run against in-memory backends, which only exist inside
+    /// `launch`.
     #[error(
-        "the `agent` subcommand runs one agent of a run held in shared backends, but the queue \
-         and config store are in memory (agents of an embedded run are tasks inside `launch`); \
-         pass --queue amqp://… and --config-store redis://… (cargo features `rabbitmq` and \
-         `redis`)"
+        "this command works on a run held in shared backends, but the queue and config store \
+         are in memory (an embedded run lives inside its `launch`; press Ctrl-C there to \
+         cancel it); pass --queue amqp://… and --config-store redis://… (cargo features \
+         `rabbitmq` and `redis`)"
     )]
     AgentNeedsSharedBackends,
+    /// An agent process could not be started.
+    #[error("cannot start agent process {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Agents as processes need backends other processes can reach.
+    #[error(
+        "agents run as processes need a shared queue and config store: pass --queue amqp://… \
+         and --config-store redis://…, or run agents as tasks (--agents-as tasks)"
+    )]
+    ProcessesNeedSharedBackends,
     /// The async runtime could not be built.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),

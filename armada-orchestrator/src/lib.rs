@@ -11,7 +11,7 @@
 //! [`AgentRunner`](armada_core::AgentRunner) seam, which `armada-agent` implements.
 //!
 //! # Features
-//! None yet: local processes and Kubernetes launchers will arrive here.
+//! None yet: the Kubernetes launcher will arrive here behind `kubernetes`.
 
 pub mod cli;
 mod error;
@@ -20,5 +20,8 @@ mod run;
 mod summary;
 
 pub use error::{Error, Result};
-pub use run::{Backends, FollowEvent, Launcher, Orchestrator, RunControl, RunHandle, RunReport};
+pub use run::{
+    Backends, FollowEvent, Launcher, Orchestrator, ProcessLauncher, RunControl, RunHandle,
+    RunReport,
+};
 pub use summary::Summary;

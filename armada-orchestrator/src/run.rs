@@ -2,10 +2,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use armada_core::backend::{RunProgress, RunRecord, RunStatus};
+use armada_core::backend::{DeadLetter, RunProgress, RunRecord, RunStatus};
 use armada_core::wire::{
     AgentConfigRecord, JobLimits, JobMessage, JobResult, JobStatus, WIRE_VERSION, now_ms,
 };
@@ -54,13 +55,62 @@ impl Backends {
 pub enum Launcher {
     /// As tasks in this process (the default with embedded backends).
     InProcess(Arc<dyn AgentRunner>),
+    /// As local OS processes (the default with shared backends).
+    Processes(ProcessLauncher),
 }
 
 impl fmt::Debug for Launcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::InProcess(_) => f.write_str("Launcher::InProcess"),
+            Self::Processes(launcher) => f
+                .debug_tuple("Launcher::Processes")
+                .field(&launcher.program)
+                .finish(),
         }
+    }
+}
+
+/// Starts each agent as `PROGRAM agent --run-id R --index I`, with the backend URLs in its
+/// environment (`ARMADA_AMQP_URL`, `ARMADA_REDIS_URL`) rather than on its command line, where
+/// every user of the machine could read their passwords.
+#[derive(Clone)]
+pub struct ProcessLauncher {
+    /// The project binary (usually `std::env::current_exe()`).
+    pub program: PathBuf,
+    /// The queue URL agents connect to.
+    pub queue_url: String,
+    /// The config store URL agents connect to.
+    pub store_url: String,
+}
+
+impl ProcessLauncher {
+    fn spawn(
+        &self,
+        run_id: &RunId,
+        index: AgentIndex,
+    ) -> std::io::Result<impl Future<Output = armada_core::Result<AgentExit>> + Send + 'static>
+    {
+        let mut child = tokio::process::Command::new(&self.program)
+            .arg("agent")
+            .arg("--run-id")
+            .arg(run_id.as_str())
+            .arg("--index")
+            .arg(index.to_string())
+            .env("ARMADA_AMQP_URL", &self.queue_url)
+            .env("ARMADA_REDIS_URL", &self.store_url)
+            .stdin(std::process::Stdio::null())
+            // The task owns the child: aborting the task kills the agent.
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(async move {
+            let error = match child.wait().await {
+                Ok(status) if status.success() => return Ok(AgentExit::Finished { attempts: 0 }),
+                Ok(status) => format!("agent {index} exited abnormally ({status})"),
+                Err(error) => format!("agent {index} could not be waited for: {error}"),
+            };
+            Ok(AgentExit::Died { error })
+        })
     }
 }
 
@@ -124,21 +174,31 @@ impl Orchestrator {
         let control = RunControl::default();
         let mut agents = JoinSet::new();
         let mut agent_tasks = HashMap::new();
-        match &self.launcher {
-            Launcher::InProcess(runner) => {
-                for index in 0..plan.agents() {
-                    let spec = AgentSpec {
-                        run_id: run_id.clone(),
-                        index,
-                        store: backends.store.clone(),
-                        queue: backends.queue.clone(),
-                        events: monitor.sender(),
-                        shutdown: control.cancel.child_token(),
-                    };
-                    let task = agents.spawn(runner.run_agent(spec));
-                    agent_tasks.insert(task.id(), index);
-                }
-            }
+        for index in 0..plan.agents() {
+            let task = match &self.launcher {
+                Launcher::InProcess(runner) => agents.spawn(runner.run_agent(AgentSpec {
+                    run_id: run_id.clone(),
+                    index,
+                    store: backends.store.clone(),
+                    queue: backends.queue.clone(),
+                    events: monitor.sender(),
+                    shutdown: control.cancel.child_token(),
+                })),
+                Launcher::Processes(launcher) => match launcher.spawn(&run_id, index) {
+                    Ok(agent) => agents.spawn(agent),
+                    Err(source) => {
+                        agents.shutdown().await;
+                        monitor.close().await;
+                        let _ = backends.queue.delete(&run_id).await;
+                        let _ = backends.store.remove_run(&run_id).await;
+                        return Err(crate::Error::Spawn {
+                            program: launcher.program.display().to_string(),
+                            source,
+                        });
+                    }
+                },
+            };
+            agent_tasks.insert(task.id(), index);
         }
         tracing::info!(run = %run_id, agents = plan.agents(), jobs = plan.jobs(), "run launched");
         Ok(RunHandle {
@@ -232,6 +292,9 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// Agents that failed to start or stopped abnormally, with why.
     pub agent_problems: Vec<String>,
+    /// Messages that left the queue for good: jobs that failed, and messages that could not be
+    /// decoded, with their reasons.
+    pub dead_letters: Vec<DeadLetter>,
     /// What the monitoring client delivered.
     pub events: ClientStats,
 }
@@ -305,7 +368,10 @@ impl RunHandle {
                 break End::Canceled;
             }
             if agents.is_empty() {
-                break if control.is_canceled() {
+                // Agents also stop when the run was canceled from elsewhere; ask the store.
+                let canceled = control.is_canceled()
+                    || store.progress(&run_id).await?.status == RunStatus::Canceled;
+                break if canceled {
                     End::Canceled
                 } else {
                     End::NoAgentLeft
@@ -333,7 +399,12 @@ impl RunHandle {
             }
             if Instant::now() >= next_progress {
                 next_progress = Instant::now() + PROGRESS_INTERVAL;
-                on_event(FollowEvent::Progress(&store.progress(&run_id).await?));
+                let progress = store.progress(&run_id).await?;
+                if progress.status == RunStatus::Canceled && !control.is_canceled() {
+                    // Canceled from elsewhere (`cancel RUN_ID`, another service).
+                    control.cancel();
+                }
+                on_event(FollowEvent::Progress(&progress));
             }
         };
 
@@ -343,6 +414,7 @@ impl RunHandle {
             End::NoAgentLeft => RunStatus::Failed,
         };
         store.set_status(&run_id, status).await?;
+        let dead_letters = backends.queue.dead_letters(&run_id).await?;
         // Deleting the queue ends every agent's consumer: they stop their contexts and exit.
         backends.queue.delete(&run_id).await?;
         let wait = if control.abort.is_cancelled() {
@@ -405,6 +477,7 @@ impl RunHandle {
             progress,
             elapsed: started.elapsed(),
             agent_problems,
+            dead_letters,
             events,
         })
     }
@@ -446,7 +519,7 @@ fn agent_problem(
     };
     let problem = match joined {
         Ok((_, Ok(AgentExit::Finished { .. }))) => return None,
-        Ok((_, Ok(AgentExit::StartFailed { error }))) => error,
+        Ok((_, Ok(AgentExit::StartFailed { error } | AgentExit::Died { error }))) => error,
         Ok((id, Err(error))) => format!("{} stopped: {error}", name(id)),
         Err(error) if error.is_cancelled() => return None,
         Err(error) => format!("{} crashed: {error}", name(error.id())),

@@ -121,6 +121,24 @@ impl Summary {
                 let _ = writeln!(out, "    ({} other errors)", errors.len() - TOP_ERRORS);
             }
         }
+        if !report.dead_letters.is_empty() {
+            let undecodable: Vec<&str> = report
+                .dead_letters
+                .iter()
+                .filter(|letter| letter.message.is_none())
+                .map(|letter| letter.reason.as_str())
+                .collect();
+            let _ = writeln!(
+                out,
+                "  {:<12}{} ({} not job messages)",
+                "dead letters",
+                report.dead_letters.len(),
+                undecodable.len()
+            );
+            for reason in undecodable.iter().take(TOP_ERRORS) {
+                let _ = writeln!(out, "            {reason}");
+            }
+        }
         if report.events.dropped > 0 {
             let _ = writeln!(
                 out,

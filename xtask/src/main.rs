@@ -2,12 +2,15 @@
 //!
 //! - `demo`: runs the main example (examples/hello, 4 agents, 100 jobs) and checks that it wrote
 //!   exactly one result line per job.
-//! - `test`: every check CI runs: formatting, clippy with warnings denied, all tests.
+//! - `test`: every check CI runs: starts Redis and RabbitMQ where installed but stopped, then
+//!   formatting, clippy with warnings denied, all tests.
 //! - `bench`: the benchmarks, each next to the plain library it is built on.
 
 use std::collections::BTreeSet;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand};
@@ -105,7 +108,87 @@ fn demo(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A service the tests talk to, and how to start or install it on Debian.
+struct Service {
+    name: &'static str,
+    address: &'static str,
+    start: &'static [&'static str],
+    package: &'static str,
+}
+
+const SERVICES: [Service; 2] = [
+    Service {
+        name: "Redis",
+        address: "127.0.0.1:6379",
+        start: &[
+            "redis-server",
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        package: "redis-server",
+    },
+    Service {
+        name: "RabbitMQ",
+        address: "127.0.0.1:5672",
+        start: &["rabbitmq-server", "-detached"],
+        package: "rabbitmq-server",
+    },
+];
+
+fn reachable(address: &str) -> bool {
+    address
+        .parse()
+        .is_ok_and(|address| TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_ok())
+}
+
+/// Starts each service that is installed but not running; fails, saying how to install it,
+/// when it is not installed.
+fn ensure_services() -> Result<()> {
+    for service in &SERVICES {
+        if reachable(service.address) {
+            continue;
+        }
+        eprintln!(
+            "{} is not running on {}: starting it",
+            service.name, service.address
+        );
+        let started = Command::new(service.start[0])
+            .args(&service.start[1..])
+            .status();
+        match started {
+            Ok(status) if status.success() => {}
+            Ok(status) => bail!("`{}` failed with {status}", service.start.join(" ")),
+            Err(error) => bail!(
+                "{} is needed by the tests and is not installed ({error}): install it with \
+                 `apt-get install -y {}` (as root), then run `cargo xtask test` again",
+                service.name,
+                service.package
+            ),
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !reachable(service.address) {
+            ensure!(
+                Instant::now() < deadline,
+                "{} was started but does not answer on {}",
+                service.name,
+                service.address
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    Ok(())
+}
+
 fn test(root: &Path) -> Result<()> {
+    ensure_services()?;
     let mut fmt = cargo(root);
     fmt.args(["fmt", "--all", "--", "--check"]);
     run(fmt)?;
@@ -123,6 +206,18 @@ fn test(root: &Path) -> Result<()> {
     let mut tests = cargo(root);
     tests.args(["test", "--locked", "--workspace", "--all-targets"]);
     run(tests)?;
+    // The workspace build compiles every backend in; armada-core alone has none, which is
+    // where the errors for a backend that is not compiled in are tested.
+    let mut core_alone = cargo(root);
+    core_alone.args([
+        "test",
+        "--locked",
+        "-p",
+        "armada-core",
+        "--test",
+        "memory_queue",
+    ]);
+    run(core_alone)?;
     let mut doc_tests = cargo(root);
     doc_tests.args(["test", "--locked", "--workspace", "--doc"]);
     run(doc_tests)

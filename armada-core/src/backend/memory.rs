@@ -86,7 +86,11 @@ impl MemoryQueue {
     }
 
     /// Appends jobs to the run's queue.
-    pub fn publish(&self, run: &RunId, messages: impl IntoIterator<Item = JobMessage>) {
+    pub async fn publish(
+        &self,
+        run: &RunId,
+        messages: impl IntoIterator<Item = JobMessage>,
+    ) -> Result<()> {
         let queue = self.run(run);
         lock(&queue.state)
             .ready
@@ -95,18 +99,19 @@ impl MemoryQueue {
                 redeliveries: 0,
             }));
         queue.changed.notify_waiters();
+        Ok(())
     }
 
     /// A consumer with at most `prefetch` unsettled deliveries.
-    pub fn consume(&self, run: &RunId, prefetch: u16) -> MemoryConsumer {
-        MemoryConsumer {
+    pub async fn consume(&self, run: &RunId, prefetch: u16) -> Result<MemoryConsumer> {
+        Ok(MemoryConsumer {
             queue: self.run(run),
             prefetch: Arc::new(Semaphore::new(usize::from(prefetch.max(1)))),
-        }
+        })
     }
 
     /// Deletes the run's queue; its consumers see the end.
-    pub fn delete(&self, run: &RunId) {
+    pub async fn delete(&self, run: &RunId) -> Result<()> {
         if let Some(queue) = lock(&self.runs).remove(run) {
             let mut state = lock(&queue.state);
             state.deleted = true;
@@ -115,14 +120,15 @@ impl MemoryQueue {
             drop(state);
             queue.changed.notify_waiters();
         }
+        Ok(())
     }
 
     /// The run's dead letters.
-    pub fn dead_letters(&self, run: &RunId) -> Vec<DeadLetter> {
-        lock(&self.runs)
+    pub async fn dead_letters(&self, run: &RunId) -> Result<Vec<DeadLetter>> {
+        Ok(lock(&self.runs)
             .get(run)
             .map(|queue| lock(&queue.state).dead.clone())
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 }
 
@@ -189,20 +195,22 @@ impl MemoryDelivery {
     }
 
     /// Removes the job from the queue.
-    pub fn ack(mut self) {
+    pub async fn ack(mut self) -> Result<()> {
         self.queued = None;
+        Ok(())
     }
 
     /// Requeues the job as its next attempt after `delay`.
-    pub fn retry(mut self, delay: Duration) {
+    pub async fn retry(mut self, delay: Duration) -> Result<()> {
         let Some(mut queued) = self.queued.take() else {
-            return;
+            return Ok(());
         };
-        queued.message.attempt += 1;
+        // Attempts lost with a dead consumer count too.
+        queued.message.attempt += 1 + queued.redeliveries;
         queued.redeliveries = 0;
         let mut state = lock(&self.queue.state);
         if state.deleted {
-            return;
+            return Ok(());
         }
         if delay.is_zero() {
             state.ready.push_back(queued);
@@ -218,16 +226,18 @@ impl MemoryDelivery {
         }
         drop(state);
         self.queue.changed.notify_waiters();
+        Ok(())
     }
 
     /// Moves the job to the dead letters.
-    pub fn dead_letter(mut self, reason: String) {
+    pub async fn dead_letter(mut self, reason: String) -> Result<()> {
         if let Some(queued) = self.queued.take() {
             lock(&self.queue.state).dead.push(DeadLetter {
-                message: queued.message,
+                message: Some(queued.message),
                 reason,
             });
         }
+        Ok(())
     }
 }
 
@@ -283,7 +293,7 @@ impl MemoryStore {
     }
 
     /// Creates a run.
-    pub fn create_run(&self, record: RunRecord) -> Result<()> {
+    pub async fn create_run(&self, record: RunRecord) -> Result<()> {
         let mut runs = lock(&self.runs);
         if runs.contains_key(&record.run_id) {
             return Err(Error::RunExists(record.run_id));
@@ -312,7 +322,11 @@ impl MemoryStore {
     }
 
     /// Stores agent configs.
-    pub fn put_agent_configs(&self, run: &RunId, configs: Vec<AgentConfigRecord>) -> Result<()> {
+    pub async fn put_agent_configs(
+        &self,
+        run: &RunId,
+        configs: Vec<AgentConfigRecord>,
+    ) -> Result<()> {
         self.with_state(run, |state| {
             for config in configs {
                 let index = config.index as usize;
@@ -325,7 +339,7 @@ impl MemoryStore {
     }
 
     /// One agent's config.
-    pub fn agent_config(&self, run: &RunId, index: AgentIndex) -> Result<AgentConfigRecord> {
+    pub async fn agent_config(&self, run: &RunId, index: AgentIndex) -> Result<AgentConfigRecord> {
         self.with_state(run, |state| {
             state.configs.get(index as usize).cloned().flatten()
         })?
@@ -336,7 +350,7 @@ impl MemoryStore {
     }
 
     /// Records a terminal result once.
-    pub fn record_result(&self, run: &RunId, result: JobResult) -> Result<bool> {
+    pub async fn record_result(&self, run: &RunId, result: JobResult) -> Result<bool> {
         let slot = self.slot(run)?;
         let mut state = lock(&slot.state);
         if !state.recorded.insert(result.index) {
@@ -356,17 +370,17 @@ impl MemoryStore {
     }
 
     /// Whether a job is recorded.
-    pub fn is_recorded(&self, run: &RunId, index: JobIndex) -> Result<bool> {
+    pub async fn is_recorded(&self, run: &RunId, index: JobIndex) -> Result<bool> {
         self.with_state(run, |state| state.recorded.contains(&index))
     }
 
     /// Counts a retry.
-    pub fn record_retry(&self, run: &RunId) -> Result<()> {
+    pub async fn record_retry(&self, run: &RunId) -> Result<()> {
         self.with_state(run, |state| state.progress.retries += 1)
     }
 
     /// Counters and status.
-    pub fn progress(&self, run: &RunId) -> Result<RunProgress> {
+    pub async fn progress(&self, run: &RunId) -> Result<RunProgress> {
         self.with_state(run, |state| state.progress)
     }
 
@@ -394,7 +408,7 @@ impl MemoryStore {
     }
 
     /// Sets the status.
-    pub fn set_status(&self, run: &RunId, status: RunStatus) -> Result<()> {
+    pub async fn set_status(&self, run: &RunId, status: RunStatus) -> Result<()> {
         let slot = self.slot(run)?;
         lock(&slot.state).progress.status = status;
         slot.changed.notify_waiters();
@@ -402,8 +416,9 @@ impl MemoryStore {
     }
 
     /// Forgets the run.
-    pub fn remove_run(&self, run: &RunId) {
+    pub async fn remove_run(&self, run: &RunId) -> Result<()> {
         lock(&self.runs).remove(run);
+        Ok(())
     }
 }
 

@@ -8,6 +8,10 @@
 //! Only this module knows backend keys and message formats.
 
 pub mod memory;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::time::Duration;
 
@@ -28,6 +32,25 @@ pub enum RunStatus {
     Canceled,
     /// The run stopped before every job was terminal (no agent left).
     Failed,
+}
+
+impl RunStatus {
+    /// The status as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Canceled => "canceled",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Reads a status written by [`RunStatus::as_str`].
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Running, Self::Completed, Self::Canceled, Self::Failed]
+            .into_iter()
+            .find(|status| status.as_str() == text)
+    }
 }
 
 /// The run as created in the store at publish time.
@@ -65,8 +88,8 @@ pub struct RunProgress {
 /// A message that left the queue for good, and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
-    /// The message as last delivered.
-    pub message: JobMessage,
+    /// The message as last delivered; `None` when it could not be decoded.
+    pub message: Option<JobMessage>,
     /// Why it was dead-lettered.
     pub reason: String,
 }
@@ -115,6 +138,20 @@ fn unavailable(
 pub enum ConfigStore {
     /// In this process only (`memory://`).
     Memory(memory::MemoryStore),
+    /// In Redis (`redis://`, `rediss://`; feature `redis`).
+    #[cfg(feature = "redis")]
+    Redis(redis::RedisStore),
+}
+
+/// Runs `$body` on whichever backend `$seam` holds, bound to `$backend`.
+macro_rules! dispatch {
+    ($seam:expr, $kind:ident, $backend:ident => $body:expr) => {
+        match $seam {
+            $kind::Memory($backend) => $body,
+            #[cfg(feature = "redis")]
+            $kind::Redis($backend) => $body,
+        }
+    };
 }
 
 impl ConfigStore {
@@ -123,6 +160,8 @@ impl ConfigStore {
     pub async fn connect(url: &str) -> Result<Self> {
         match scheme(url) {
             "memory" => Ok(Self::Memory(memory::MemoryStore::default())),
+            #[cfg(feature = "redis")]
+            "redis" | "rediss" => Ok(Self::Redis(redis::RedisStore::connect(url).await?)),
             _ => Err(unavailable(
                 "config store",
                 url,
@@ -132,11 +171,14 @@ impl ConfigStore {
         }
     }
 
+    /// Whether the store lives only in this process.
+    pub fn is_in_process(&self) -> bool {
+        matches!(self, Self::Memory(_))
+    }
+
     /// Creates a run; fails if it exists.
     pub async fn create_run(&self, record: RunRecord) -> Result<()> {
-        match self {
-            Self::Memory(store) => store.create_run(record),
-        }
+        dispatch!(self, Self, store => store.create_run(record).await)
     }
 
     /// Stores every agent's config for its run.
@@ -145,44 +187,32 @@ impl ConfigStore {
         run: &RunId,
         configs: Vec<AgentConfigRecord>,
     ) -> Result<()> {
-        match self {
-            Self::Memory(store) => store.put_agent_configs(run, configs),
-        }
+        dispatch!(self, Self, store => store.put_agent_configs(run, configs).await)
     }
 
     /// Reads one agent's config.
     pub async fn agent_config(&self, run: &RunId, index: AgentIndex) -> Result<AgentConfigRecord> {
-        match self {
-            Self::Memory(store) => store.agent_config(run, index),
-        }
+        dispatch!(self, Self, store => store.agent_config(run, index).await)
     }
 
     /// Records a job's terminal result once; `false` when the job was already recorded.
     pub async fn record_result(&self, run: &RunId, result: JobResult) -> Result<bool> {
-        match self {
-            Self::Memory(store) => store.record_result(run, result),
-        }
+        dispatch!(self, Self, store => store.record_result(run, result).await)
     }
 
     /// Whether a job already has a terminal result.
     pub async fn is_recorded(&self, run: &RunId, index: JobIndex) -> Result<bool> {
-        match self {
-            Self::Memory(store) => store.is_recorded(run, index),
-        }
+        dispatch!(self, Self, store => store.is_recorded(run, index).await)
     }
 
     /// Counts a scheduled retry.
     pub async fn record_retry(&self, run: &RunId) -> Result<()> {
-        match self {
-            Self::Memory(store) => store.record_retry(run),
-        }
+        dispatch!(self, Self, store => store.record_retry(run).await)
     }
 
     /// The run's counters and status.
     pub async fn progress(&self, run: &RunId) -> Result<RunProgress> {
-        match self {
-            Self::Memory(store) => store.progress(run),
-        }
+        dispatch!(self, Self, store => store.progress(run).await)
     }
 
     /// Results recorded after the first `cursor` ones, waiting up to `wait` for one to arrive.
@@ -192,35 +222,40 @@ impl ConfigStore {
         cursor: u64,
         wait: Duration,
     ) -> Result<Vec<JobResult>> {
-        match self {
-            Self::Memory(store) => store.results_after(run, cursor, wait).await,
-        }
+        dispatch!(self, Self, store => store.results_after(run, cursor, wait).await)
     }
 
-    /// Sets the run's status; `Canceled` is the flag agents check.
+    /// Sets the run's status; `Canceled` is the flag agents and orchestrators check.
     pub async fn set_status(&self, run: &RunId, status: RunStatus) -> Result<()> {
-        match self {
-            Self::Memory(store) => store.set_status(run, status),
-        }
+        dispatch!(self, Self, store => store.set_status(run, status).await)
     }
 
     /// Removes the run's configs and state.
     pub async fn remove_run(&self, run: &RunId) -> Result<()> {
-        match self {
-            Self::Memory(store) => {
-                store.remove_run(run);
-                Ok(())
-            }
-        }
+        dispatch!(self, Self, store => store.remove_run(run).await)
     }
 }
 
 /// The run's job queue: a queue per run, prefetch, manual ack, requeue of a dead consumer's
-/// unacked jobs, delayed retry and a dead-letter list.
+/// unacked jobs, delayed retry and a dead-letter queue.
 #[derive(Debug, Clone)]
 pub enum JobQueue {
     /// In this process only (`memory://`).
     Memory(memory::MemoryQueue),
+    /// In RabbitMQ (`amqp://`, `amqps://`; feature `rabbitmq`).
+    #[cfg(feature = "rabbitmq")]
+    RabbitMq(rabbitmq::RabbitQueue),
+}
+
+/// Like `dispatch!`, for the queue's types.
+macro_rules! dispatch_queue {
+    ($seam:expr, $kind:ident, $backend:ident => $body:expr) => {
+        match $seam {
+            $kind::Memory($backend) => $body,
+            #[cfg(feature = "rabbitmq")]
+            $kind::RabbitMq($backend) => $body,
+        }
+    };
 }
 
 impl JobQueue {
@@ -229,6 +264,8 @@ impl JobQueue {
     pub async fn connect(url: &str) -> Result<Self> {
         match scheme(url) {
             "memory" => Ok(Self::Memory(memory::MemoryQueue::default())),
+            #[cfg(feature = "rabbitmq")]
+            "amqp" | "amqps" => Ok(Self::RabbitMq(rabbitmq::RabbitQueue::connect(url).await?)),
             _ => Err(unavailable(
                 "queue",
                 url,
@@ -238,42 +275,39 @@ impl JobQueue {
         }
     }
 
+    /// Whether the queue lives only in this process.
+    pub fn is_in_process(&self) -> bool {
+        matches!(self, Self::Memory(_))
+    }
+
     /// Publishes jobs to the run's queue, declaring it if needed; returns when all are held.
     pub async fn publish(
         &self,
         run: &RunId,
         messages: impl IntoIterator<Item = JobMessage> + Send,
     ) -> Result<()> {
-        match self {
-            Self::Memory(queue) => {
-                queue.publish(run, messages);
-                Ok(())
-            }
-        }
+        dispatch_queue!(self, Self, queue => queue.publish(run, messages).await)
     }
 
     /// Starts consuming the run's queue with at most `prefetch` unsettled deliveries.
     pub async fn consume(&self, run: &RunId, prefetch: u16) -> Result<Consumer> {
         match self {
-            Self::Memory(queue) => Ok(Consumer::Memory(queue.consume(run, prefetch))),
+            Self::Memory(queue) => Ok(Consumer::Memory(queue.consume(run, prefetch).await?)),
+            #[cfg(feature = "rabbitmq")]
+            Self::RabbitMq(queue) => Ok(Consumer::RabbitMq(Box::new(
+                queue.consume(run, prefetch).await?,
+            ))),
         }
     }
 
     /// Deletes the run's queue: waiting jobs are dropped and consumers see the end.
     pub async fn delete(&self, run: &RunId) -> Result<()> {
-        match self {
-            Self::Memory(queue) => {
-                queue.delete(run);
-                Ok(())
-            }
-        }
+        dispatch_queue!(self, Self, queue => queue.delete(run).await)
     }
 
     /// Messages dead-lettered in the run so far.
     pub async fn dead_letters(&self, run: &RunId) -> Result<Vec<DeadLetter>> {
-        match self {
-            Self::Memory(queue) => Ok(queue.dead_letters(run)),
-        }
+        dispatch_queue!(self, Self, queue => queue.dead_letters(run).await)
     }
 }
 
@@ -282,6 +316,9 @@ impl JobQueue {
 pub enum Consumer {
     /// In-memory consumer.
     Memory(memory::MemoryConsumer),
+    /// RabbitMQ consumer.
+    #[cfg(feature = "rabbitmq")]
+    RabbitMq(Box<rabbitmq::RabbitConsumer>),
 }
 
 impl Consumer {
@@ -289,6 +326,11 @@ impl Consumer {
     pub async fn next(&mut self) -> Result<Option<Delivery>> {
         match self {
             Self::Memory(consumer) => Ok(consumer.next().await.map(Delivery::Memory)),
+            #[cfg(feature = "rabbitmq")]
+            Self::RabbitMq(consumer) => Ok(consumer
+                .next()
+                .await?
+                .map(|delivery| Delivery::RabbitMq(Box::new(delivery)))),
         }
     }
 }
@@ -299,51 +341,35 @@ impl Consumer {
 pub enum Delivery {
     /// In-memory delivery.
     Memory(memory::MemoryDelivery),
+    /// RabbitMQ delivery.
+    #[cfg(feature = "rabbitmq")]
+    RabbitMq(Box<rabbitmq::RabbitDelivery>),
 }
 
 impl Delivery {
     /// The job.
     pub fn message(&self) -> &JobMessage {
-        match self {
-            Self::Memory(delivery) => delivery.message(),
-        }
+        dispatch_queue!(self, Self, delivery => delivery.message())
     }
 
     /// How many times this message was delivered before without being settled.
     pub fn redeliveries(&self) -> u32 {
-        match self {
-            Self::Memory(delivery) => delivery.redeliveries(),
-        }
+        dispatch_queue!(self, Self, delivery => delivery.redeliveries())
     }
 
     /// Done with the job: it leaves the queue.
     pub async fn ack(self) -> Result<()> {
-        match self {
-            Self::Memory(delivery) => {
-                delivery.ack();
-                Ok(())
-            }
-        }
+        dispatch_queue!(self, Self, delivery => delivery.ack().await)
     }
 
     /// Puts the job back as its next attempt, available after `delay`.
     pub async fn retry(self, delay: Duration) -> Result<()> {
-        match self {
-            Self::Memory(delivery) => {
-                delivery.retry(delay);
-                Ok(())
-            }
-        }
+        dispatch_queue!(self, Self, delivery => delivery.retry(delay).await)
     }
 
     /// Moves the job to the run's dead letters with `reason`.
     pub async fn dead_letter(self, reason: String) -> Result<()> {
-        match self {
-            Self::Memory(delivery) => {
-                delivery.dead_letter(reason);
-                Ok(())
-            }
-        }
+        dispatch_queue!(self, Self, delivery => delivery.dead_letter(reason).await)
     }
 }
 

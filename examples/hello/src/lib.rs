@@ -36,6 +36,9 @@ pub struct Task {
     /// Milliseconds of simulated work, standing in for a page load.
     #[serde(default)]
     pub work_ms: u64,
+    /// Fail every attempt, to show a job running out of attempts and being dead-lettered.
+    #[serde(default)]
+    pub always_fail: bool,
 }
 
 /// What a job returns.
@@ -72,6 +75,9 @@ impl Script for Hello {
             return Err(ScriptError::retry("flaky on the first attempt, on purpose"));
         }
         tokio::time::sleep(std::time::Duration::from_millis(task.work_ms)).await;
+        if task.always_fail {
+            return Err(ScriptError::retry("this job always fails, on purpose"));
+        }
         let style = &agent.config.style;
         let mut text = format!("{}, {}{}", agent.config.greeting, task.name, style.suffix);
         if style.uppercase {

@@ -131,13 +131,16 @@ fn bad_input_is_reported_whole_and_nothing_runs() {
 }
 
 #[test]
-fn a_backend_that_is_not_compiled_in_names_its_feature_and_hides_the_password() {
+fn an_unreachable_broker_is_a_clear_error_that_hides_the_password() {
     let dir = tempfile::tempdir().unwrap();
+    // Port 1 on loopback: nothing listens there.
     let output = orchestrate(
         &[
             "launch",
             "--queue",
-            "amqp://guest:hunter2@127.0.0.1:5672/%2f",
+            "amqp://guest:hunter2@127.0.0.1:1/%2f",
+            "--config-store",
+            "memory://",
             "--output",
             "r.jsonl",
         ],
@@ -145,12 +148,30 @@ fn a_backend_that_is_not_compiled_in_names_its_feature_and_hides_the_password() 
     );
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("`rabbitmq` feature"), "{stderr}");
     assert!(
-        stderr.contains("amqp://guest:***@127.0.0.1:5672/%2f"),
+        stderr.contains("RabbitMQ at amqp://guest:***@127.0.0.1:1/%2f"),
         "{stderr}"
     );
     assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(
+        !dir.path().join("r.jsonl").exists(),
+        "nothing may be written"
+    );
+}
+
+#[test]
+fn an_unknown_backend_scheme_lists_the_supported_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = orchestrate(
+        &["launch", "--config-store", "etcd://127.0.0.1"],
+        dir.path(),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("memory://, redis://, rediss://"),
+        "{stderr}"
+    );
 }
 
 #[test]

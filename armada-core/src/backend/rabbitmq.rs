@@ -1,0 +1,578 @@
+//! The RabbitMQ job queue (feature `rabbitmq`).
+//!
+//! Per run, on the default exchange:
+//! - `armada.{run}.jobs`: a durable quorum queue of persistent [`JobMessage`]s as JSON. Quorum
+//!   queues count deliveries (`x-delivery-count`), so an attempt lost with its agent is counted.
+//! - `armada.{run}.delay.{ms}`: one classic queue per retry delay; messages expire after `ms`
+//!   and are dead-lettered back to the jobs queue. A queue per delay avoids the head-of-line
+//!   blocking of per-message TTLs; each expires once unused.
+//! - `armada.{run}.dead`: jobs that failed for good and messages that could not be decoded,
+//!   with the reason in the `x-armada-reason` header.
+//!
+//! Every publish waits for the broker's confirm. Consumers ack manually, only after the job's
+//! outcome is recorded, and reconnect with backoff when the broker goes away. Deleting the jobs
+//! queue cancels its consumers: that is how agents learn that their run ended.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::Confirmation;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
+    BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use tokio::sync::Mutex;
+
+use super::{DeadLetter, redact_url};
+use crate::wire::JobMessage;
+use crate::{Error, Result, RunId};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Publishes in flight before waiting for their confirms.
+const CONFIRM_WINDOW: usize = 1_024;
+const REASON_HEADER: &str = "x-armada-reason";
+
+fn jobs_queue(run: &RunId) -> String {
+    format!("armada.{run}.jobs")
+}
+
+fn dead_queue(run: &RunId) -> String {
+    format!("armada.{run}.dead")
+}
+
+fn delay_queue(run: &RunId, delay: Duration) -> String {
+    format!("armada.{run}.delay.{}", delay.as_millis())
+}
+
+/// A connection to RabbitMQ with one confirm-mode channel for publishing.
+#[derive(Clone)]
+pub struct RabbitQueue {
+    url: Arc<str>,
+    shown: String,
+    publisher: Arc<Mutex<Option<Link>>>,
+}
+
+impl std::fmt::Debug for RabbitQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitQueue")
+            .field("url", &self.shown)
+            .finish()
+    }
+}
+
+struct Link {
+    connection: Connection,
+    channel: Channel,
+}
+
+impl RabbitQueue {
+    /// Connects and opens the publishing channel, so a bad URL or broker fails here.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let queue = Self {
+            url: url.into(),
+            shown: redact_url(url),
+            publisher: Arc::new(Mutex::new(None)),
+        };
+        let link = queue.open_link().await?;
+        *queue.publisher.lock().await = Some(link);
+        Ok(queue)
+    }
+
+    fn failed(&self, message: impl std::fmt::Display) -> Error {
+        Error::Backend {
+            service: "RabbitMQ",
+            url: self.shown.clone(),
+            message: message.to_string(),
+        }
+    }
+
+    async fn open_link(&self) -> Result<Link> {
+        let open = async {
+            let connection =
+                Connection::connect(&self.url, ConnectionProperties::default()).await?;
+            let channel = connection.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            Ok::<_, lapin::Error>(Link {
+                connection,
+                channel,
+            })
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, open)
+            .await
+            .map_err(|_| self.failed(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|error| self.failed(error))
+    }
+
+    /// The publishing channel, reopened with backoff if the broker went away.
+    async fn publisher(&self) -> Result<Channel> {
+        let mut link = self.publisher.lock().await;
+        if let Some(current) = link.as_ref()
+            && current.channel.status().connected()
+        {
+            return Ok(current.channel.clone());
+        }
+        let fresh = self.reconnect().await?;
+        let channel = fresh.channel.clone();
+        *link = Some(fresh);
+        Ok(channel)
+    }
+
+    async fn reconnect(&self) -> Result<Link> {
+        let mut delay = Duration::from_millis(100);
+        let mut tries = 0;
+        loop {
+            match self.open_link().await {
+                Ok(link) => return Ok(link),
+                Err(error) if tries >= 60 => return Err(error),
+                Err(error) => {
+                    tracing::warn!(%error, "RabbitMQ unreachable; reconnecting in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RECONNECT_BACKOFF_MAX);
+                    tries += 1;
+                }
+            }
+        }
+    }
+
+    async fn declare(&self, channel: &Channel, name: &str, arguments: FieldTable) -> Result<()> {
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(name.into(), options, arguments)
+            .await
+            .map(drop)
+            .map_err(|error| self.failed(format!("cannot declare queue {name}: {error}")))
+    }
+
+    async fn declare_run(&self, channel: &Channel, run: &RunId) -> Result<()> {
+        let mut quorum = FieldTable::default();
+        quorum.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        self.declare(channel, &jobs_queue(run), quorum).await?;
+        self.declare(channel, &dead_queue(run), FieldTable::default())
+            .await
+    }
+
+    /// Publishes with confirms, `CONFIRM_WINDOW` at a time; returns once the broker holds all.
+    async fn publish_confirmed(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        bodies: impl Iterator<Item = (Vec<u8>, FieldTable)>,
+    ) -> Result<()> {
+        let mut pending = Vec::with_capacity(CONFIRM_WINDOW);
+        let mut bodies = bodies.peekable();
+        while bodies.peek().is_some() {
+            for (body, headers) in bodies.by_ref().take(CONFIRM_WINDOW) {
+                let properties = BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type("application/json".into())
+                    .with_headers(headers);
+                let confirm = channel
+                    .basic_publish(
+                        "".into(),
+                        queue.into(),
+                        BasicPublishOptions::default(),
+                        &body,
+                        properties,
+                    )
+                    .await
+                    .map_err(|error| self.failed(error))?;
+                pending.push(confirm);
+            }
+            for confirm in pending.drain(..) {
+                match confirm.await.map_err(|error| self.failed(error))? {
+                    Confirmation::Ack(_) | Confirmation::NotRequested => {}
+                    Confirmation::Nack(_) => {
+                        return Err(
+                            self.failed(format!("the broker refused a message for {queue}"))
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Declares the run's queues and publishes its jobs.
+    pub async fn publish(
+        &self,
+        run: &RunId,
+        messages: impl IntoIterator<Item = JobMessage>,
+    ) -> Result<()> {
+        let channel = self.publisher().await?;
+        self.declare_run(&channel, run).await?;
+        let mut encoded = Vec::new();
+        for message in messages {
+            let body = serde_json::to_vec(&message).map_err(|source| Error::Encode {
+                what: "a job message",
+                source,
+            })?;
+            encoded.push((body, FieldTable::default()));
+            if encoded.len() == CONFIRM_WINDOW * 8 {
+                self.publish_confirmed(&channel, &jobs_queue(run), encoded.drain(..))
+                    .await?;
+            }
+        }
+        self.publish_confirmed(&channel, &jobs_queue(run), encoded.into_iter())
+            .await
+    }
+
+    async fn publish_retry(
+        &self,
+        run: &RunId,
+        message: &JobMessage,
+        delay: Duration,
+    ) -> Result<()> {
+        let channel = self.publisher().await?;
+        let body = serde_json::to_vec(message).map_err(|source| Error::Encode {
+            what: "a job message",
+            source,
+        })?;
+        let target = if delay.is_zero() {
+            jobs_queue(run)
+        } else {
+            let name = delay_queue(run, delay);
+            let millis = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+            let mut arguments = FieldTable::default();
+            arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(millis));
+            arguments.insert(
+                "x-expires".into(),
+                AMQPValue::LongLongInt(millis.saturating_add(60_000)),
+            );
+            arguments.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString("".into()),
+            );
+            arguments.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(jobs_queue(run).as_str().into()),
+            );
+            self.declare(&channel, &name, arguments).await?;
+            name
+        };
+        self.publish_confirmed(
+            &channel,
+            &target,
+            std::iter::once((body, FieldTable::default())),
+        )
+        .await
+    }
+
+    async fn publish_dead(&self, run: &RunId, body: Vec<u8>, reason: &str) -> Result<()> {
+        let channel = self.publisher().await?;
+        let mut headers = FieldTable::default();
+        headers.insert(REASON_HEADER.into(), AMQPValue::LongString(reason.into()));
+        self.publish_confirmed(&channel, &dead_queue(run), std::iter::once((body, headers)))
+            .await
+    }
+
+    /// A consumer of the run's jobs with at most `prefetch` unacked deliveries.
+    pub async fn consume(&self, run: &RunId, prefetch: u16) -> Result<RabbitConsumer> {
+        let mut consumer = RabbitConsumer {
+            queue: self.clone(),
+            run: run.clone(),
+            prefetch: prefetch.max(1),
+            stream: None,
+        };
+        consumer.subscribe().await?;
+        Ok(consumer)
+    }
+
+    /// Deletes the run's queues; consumers of its jobs are cancelled. Queues already gone
+    /// (the run was canceled from elsewhere) are fine.
+    pub async fn delete(&self, run: &RunId) -> Result<()> {
+        for name in [jobs_queue(run), dead_queue(run)] {
+            // A NOT_FOUND closes the channel: take a fresh one for each queue.
+            let channel = self.publisher().await?;
+            match channel
+                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(error) if queue_gone(&error) => {}
+                Err(error) => {
+                    return Err(self.failed(format!("cannot delete queue {name}: {error}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The run's dead letters, left in place (read on a channel that is closed unacked).
+    pub async fn dead_letters(&self, run: &RunId) -> Result<Vec<DeadLetter>> {
+        let link = self.open_link().await?;
+        let mut letters = Vec::new();
+        loop {
+            let got = match link
+                .channel
+                .basic_get(
+                    dead_queue(run).as_str().into(),
+                    BasicGetOptions { no_ack: false },
+                )
+                .await
+            {
+                Ok(got) => got,
+                Err(error) if queue_gone(&error) => break,
+                Err(error) => return Err(self.failed(error)),
+            };
+            let Some(message) = got else { break };
+            let delivery = &message.delivery;
+            let reason = header_text(delivery.properties.headers().as_ref(), REASON_HEADER)
+                .unwrap_or_else(|| "no reason recorded".to_owned());
+            letters.push(DeadLetter {
+                message: serde_json::from_slice(&delivery.data).ok(),
+                reason,
+            });
+        }
+        // Closing the channel returns every message we read to the queue.
+        let _ = link.channel.close(200, "read dead letters".into()).await;
+        Ok(letters)
+    }
+}
+
+/// Whether the broker answered that the queue does not exist (the run's queues were deleted).
+fn queue_gone(error: &lapin::Error) -> bool {
+    error.to_string().contains("NOT_FOUND")
+}
+
+fn header_text(headers: Option<&FieldTable>, name: &str) -> Option<String> {
+    match headers?.inner().get(&ShortString::from(name))? {
+        AMQPValue::LongString(text) => Some(text.to_string()),
+        AMQPValue::ShortString(text) => Some(text.to_string()),
+        _ => None,
+    }
+}
+
+fn delivery_count(headers: Option<&FieldTable>) -> Option<u32> {
+    match headers?
+        .inner()
+        .get(&ShortString::from("x-delivery-count"))?
+    {
+        AMQPValue::LongLongInt(count) => u32::try_from(*count).ok(),
+        AMQPValue::LongInt(count) => u32::try_from(*count).ok(),
+        AMQPValue::LongUInt(count) => Some(*count),
+        AMQPValue::ShortInt(count) => u32::try_from(*count).ok(),
+        _ => None,
+    }
+}
+
+/// Consumes one run's jobs; reconnects when the broker goes away.
+pub struct RabbitConsumer {
+    queue: RabbitQueue,
+    run: RunId,
+    prefetch: u16,
+    stream: Option<(Link, lapin::Consumer)>,
+}
+
+impl std::fmt::Debug for RabbitConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitConsumer")
+            .field("run", &self.run)
+            .finish()
+    }
+}
+
+/// What a subscription attempt found.
+enum Subscribed {
+    Ready,
+    QueueGone,
+}
+
+impl RabbitConsumer {
+    async fn try_subscribe(&mut self) -> Result<Subscribed> {
+        let link = self.queue.open_link().await?;
+        let channel = &link.channel;
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(|error| self.queue.failed(error))?;
+        let consumed = channel
+            .basic_consume(
+                jobs_queue(&self.run).as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await;
+        match consumed {
+            Ok(consumer) => {
+                self.stream = Some((link, consumer));
+                Ok(Subscribed::Ready)
+            }
+            // The run's queue was deleted: the run is over.
+            Err(error) if queue_gone(&error) => Ok(Subscribed::QueueGone),
+            Err(error) => Err(self.queue.failed(error)),
+        }
+    }
+
+    async fn subscribe(&mut self) -> Result<Subscribed> {
+        let mut delay = Duration::from_millis(100);
+        let mut tries = 0;
+        loop {
+            match self.try_subscribe().await {
+                Ok(found) => return Ok(found),
+                Err(error) if tries >= 60 => return Err(error),
+                Err(error) => {
+                    tracing::warn!(%error, run = %self.run, "cannot consume; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RECONNECT_BACKOFF_MAX);
+                    tries += 1;
+                }
+            }
+        }
+    }
+
+    /// The next job; `None` once the run's queue is deleted.
+    pub async fn next(&mut self) -> Result<Option<RabbitDelivery>> {
+        loop {
+            let Some((_, stream)) = self.stream.as_mut() else {
+                match self.subscribe().await? {
+                    Subscribed::Ready => continue,
+                    Subscribed::QueueGone => return Ok(None),
+                }
+            };
+            match stream.next().await {
+                Some(Ok(delivery)) => {
+                    let headers = delivery.properties.headers().as_ref();
+                    let redeliveries =
+                        delivery_count(headers).unwrap_or(u32::from(delivery.redelivered));
+                    match serde_json::from_slice::<JobMessage>(&delivery.data) {
+                        Ok(message) => {
+                            return Ok(Some(RabbitDelivery {
+                                queue: self.queue.clone(),
+                                run: self.run.clone(),
+                                message,
+                                redeliveries,
+                                delivery: Some(delivery),
+                            }));
+                        }
+                        Err(error) => {
+                            let reason = format!("the message is not a job message: {error}");
+                            tracing::warn!(run = %self.run, "{reason}; dead-lettering it");
+                            self.queue
+                                .publish_dead(&self.run, delivery.data.clone(), &reason)
+                                .await?;
+                            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                        }
+                    }
+                }
+                // The consumer was cancelled (queue deleted) or the connection died: the
+                // resubscription tells which.
+                Some(Err(error)) => {
+                    tracing::warn!(%error, run = %self.run, "consumer lost; resubscribing");
+                    self.stream = None;
+                }
+                None => self.stream = None,
+            }
+        }
+    }
+}
+
+/// A job delivered from RabbitMQ. Dropped unsettled, it is returned to the queue.
+pub struct RabbitDelivery {
+    queue: RabbitQueue,
+    run: RunId,
+    message: JobMessage,
+    redeliveries: u32,
+    delivery: Option<lapin::message::Delivery>,
+}
+
+impl std::fmt::Debug for RabbitDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitDelivery")
+            .field("message", &self.message)
+            .field("redeliveries", &self.redeliveries)
+            .finish()
+    }
+}
+
+impl RabbitDelivery {
+    /// The job.
+    pub fn message(&self) -> &JobMessage {
+        &self.message
+    }
+
+    /// Earlier deliveries of this message that were not settled.
+    pub fn redeliveries(&self) -> u32 {
+        self.redeliveries
+    }
+
+    /// Acks the job. If the channel died meanwhile, the broker redelivers the job, and the
+    /// store's record of its outcome makes the next agent ack it without running it.
+    pub async fn ack(mut self) -> Result<()> {
+        Self::settle(self.delivery.take()).await;
+        Ok(())
+    }
+
+    /// Publishes the next attempt after `delay`, then acks this one.
+    pub async fn retry(mut self, delay: Duration) -> Result<()> {
+        let mut next = self.message.clone();
+        next.attempt = next.attempt.saturating_add(1 + self.redeliveries);
+        self.queue.publish_retry(&self.run, &next, delay).await?;
+        Self::settle(self.delivery.take()).await;
+        Ok(())
+    }
+
+    /// Moves the job to the dead letters with `reason`, then acks it.
+    pub async fn dead_letter(mut self, reason: String) -> Result<()> {
+        let body = serde_json::to_vec(&self.message).map_err(|source| Error::Encode {
+            what: "a job message",
+            source,
+        })?;
+        self.queue.publish_dead(&self.run, body, &reason).await?;
+        Self::settle(self.delivery.take()).await;
+        Ok(())
+    }
+
+    async fn settle(delivery: Option<lapin::message::Delivery>) {
+        if let Some(delivery) = delivery
+            && let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await
+        {
+            tracing::warn!(%error, "ack failed; the job will be redelivered and skipped");
+        }
+    }
+}
+
+impl Drop for RabbitDelivery {
+    fn drop(&mut self) {
+        let Some(delivery) = self.delivery.take() else {
+            return;
+        };
+        // Unsettled (its agent stopped mid-job): hand it back now rather than when the channel
+        // closes. The nack is one frame; if no runtime is left, channel close requeues it.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let options = BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                };
+                let _ = delivery.acker.nack(options).await;
+            });
+        }
+    }
+}
+
+impl Drop for RabbitConsumer {
+    fn drop(&mut self) {
+        let Some((link, _stream)) = self.stream.take() else {
+            return;
+        };
+        // Close the consumer's own connection so the broker requeues what it still holds.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = link.connection.close(200, "consumer dropped".into()).await;
+            });
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! The hello project on real infrastructure: agent configs in Redis, jobs in RabbitMQ, agents
+//! as separate processes, and the faults that matter (a killed agent, a restarted broker,
+//! unreachable services, poison messages, concurrent runs, cancel).
+//!
+//! Redis and RabbitMQ must be running (`cargo xtask test` starts them where installed). These
+//! tests share the services and one of them restarts the broker, so they take turns.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+static SERVICES: Mutex<()> = Mutex::new(());
+
+/// Takes the services for one test, after checking they answer.
+fn services() -> MutexGuard<'static, ()> {
+    let guard = SERVICES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (name, address, install) in [
+        ("Redis", "127.0.0.1:6379", "redis-server"),
+        ("RabbitMQ", "127.0.0.1:5672", "rabbitmq-server"),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(address).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "{name} is not reachable at {address}: `cargo xtask test` starts it when it is \
+                 installed; install it with `apt-get install {install}`"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    guard
+}
+
+/// A copy of the hello project whose template, tune values and data_job.csv the test chooses.
+fn project(edit: impl FnOnce(&mut Value), tune: Value, job_csv: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut template: Value = serde_json::from_str(
+        &std::fs::read_to_string(source.join("config_template.json")).unwrap(),
+    )
+    .unwrap();
+    edit(&mut template);
+    std::fs::write(config.join("config_template.json"), template.to_string()).unwrap();
+    std::fs::write(config.join("config_local.json"), tune.to_string()).unwrap();
+    std::fs::write(config.join("data_agent.csv"), "targetted_agent,greeting\n").unwrap();
+    std::fs::write(config.join("data_job.csv"), job_csv).unwrap();
+    dir
+}
+
+fn set(template: &mut Value, section: &str, key: &str, value: Value) {
+    template[section][key] = value;
+}
+
+/// A `launch` running in the background.
+struct Launch {
+    child: Child,
+    run_id: String,
+    results: PathBuf,
+    stdout: Option<std::thread::JoinHandle<String>>,
+}
+
+fn launch(project: &Path, args: &[&str]) -> Launch {
+    let results = project.join("results.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orchestrate"))
+        .arg("launch")
+        .arg("--project")
+        .arg(project)
+        .args(["--queue", AMQP_URL, "--config-store", REDIS_URL, "--output"])
+        .arg(&results)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let run_id = first
+        .strip_prefix("run ")
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("no run id in {first:?}"))
+        .to_owned();
+    let stdout = std::thread::spawn(move || {
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).unwrap();
+        first + &rest
+    });
+    Launch {
+        child,
+        run_id,
+        results,
+        stdout: Some(stdout),
+    }
+}
+
+impl Launch {
+    fn lines(&self) -> usize {
+        std::fs::read_to_string(&self.results).map_or(0, |text| text.lines().count())
+    }
+
+    fn wait_for_results(&self, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.lines() < count {
+            assert!(
+                Instant::now() < deadline,
+                "the run did not get to {count} results"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn agent_pids(&self) -> Vec<u32> {
+        let output = Command::new("pgrep")
+            .args(["-f", &format!("agent --run-id {}", self.run_id)])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect()
+    }
+
+    fn finish(mut self) -> (ExitStatus, String, Vec<Value>) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                self.child.kill().unwrap();
+                panic!("the run did not end in time");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let stdout = self.stdout.take().unwrap().join().unwrap();
+        let results = std::fs::read_to_string(&self.results)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        (status, stdout, results)
+    }
+}
+
+impl Drop for Launch {
+    fn drop(&mut self) {
+        // A failed test must not leave its run going.
+        let _ = self.child.kill();
+    }
+}
+
+fn indexes(results: &[Value]) -> BTreeSet<u64> {
+    results
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect()
+}
+
+fn run_leftovers(run_id: &str) -> (String, String) {
+    let keys = Command::new("redis-cli")
+        .args(["--scan", "--pattern", &format!("armada:run:{run_id}:*")])
+        .output()
+        .unwrap();
+    let queues = Command::new("rabbitmqctl")
+        .args(["list_queues", "--quiet", "name"])
+        .output()
+        .unwrap();
+    let jobs_queue = format!("armada.{run_id}.jobs");
+    let dead_queue = format!("armada.{run_id}.dead");
+    let queues: Vec<String> = String::from_utf8_lossy(&queues.stdout)
+        .lines()
+        .filter(|name| *name == jobs_queue || *name == dead_queue)
+        .map(str::to_owned)
+        .collect();
+    (
+        String::from_utf8_lossy(&keys.stdout).trim().to_owned(),
+        queues.join(","),
+    )
+}
+
+fn quick(template: &mut Value) {
+    set(template, "default_job_message", "work_ms", json!(5));
+}
+
+#[test]
+fn four_agent_processes_complete_200_jobs_and_leave_nothing_behind() {
+    let _services = services();
+    let dir = project(
+        quick,
+        json!({ "DEFAULT_NUMBER": 27 }),
+        "targetted_job,name\n",
+    );
+    let run = launch(dir.path(), &["--agents", "4", "--jobs", "200"]);
+    let run_id = run.run_id.clone();
+    let (status, stdout, results) = run.finish();
+    assert!(status.success(), "{stdout}");
+    assert_eq!(results.len(), 200);
+    assert_eq!(indexes(&results), (0..200).collect());
+    assert!(results.iter().all(|r| r["status"] == "succeeded"));
+    let agents: BTreeSet<u64> = results
+        .iter()
+        .map(|r| r["agent"].as_u64().unwrap())
+        .collect();
+    assert!(agents.len() > 1, "one agent did everything: {agents:?}");
+    assert_eq!(run_leftovers(&run_id), (String::new(), String::new()));
+}
+
+#[test]
+fn a_killed_agent_s_job_is_redelivered_and_recorded_once() {
+    let _services = services();
+    let dir = project(
+        |template| set(template, "default_job_message", "work_ms", json!(300)),
+        json!({ "DEFAULT_NUMBER": 27 }),
+        "targetted_job,name\n",
+    );
+    let run = launch(dir.path(), &["--agents", "4", "--jobs", "40"]);
+    run.wait_for_results(4);
+    let pids = run.agent_pids();
+    assert_eq!(pids.len(), 4, "{pids:?}");
+    let killed = Command::new("kill")
+        .args(["-9", &pids[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let (status, stdout, results) = run.finish();
+    assert!(status.success(), "{stdout}");
+    assert!(stdout.contains("exited abnormally"), "{stdout}");
+    assert_eq!(results.len(), 40, "each job exactly once");
+    assert_eq!(indexes(&results), (0..40).collect());
+    assert!(results.iter().all(|r| r["status"] == "succeeded"));
+    // Jobs 3, 13, 23, 33 fail their first attempt on purpose; the killed agent's job lost one.
+    let attempts: u64 = results
+        .iter()
+        .map(|r| r["attempts"].as_u64().unwrap())
+        .sum();
+    assert!(
+        attempts > 40 + 4,
+        "the lost attempt is not counted: {attempts}"
+    );
+}
+
+#[test]
+fn a_broker_restart_mid_run_loses_and_duplicates_nothing() {
+    let _services = services();
+    let dir = project(
+        |template| set(template, "default_job_message", "work_ms", json!(100)),
+        json!({ "DEFAULT_NUMBER": 27 }),
+        "targetted_job,name\n",
+    );
+    let run = launch(dir.path(), &["--agents", "3", "--jobs", "60"]);
+    run.wait_for_results(6);
+    let rabbitmqctl = |action: &str| {
+        let status = Command::new("rabbitmqctl").arg(action).status().unwrap();
+        assert!(status.success(), "rabbitmqctl {action}");
+    };
+    rabbitmqctl("stop_app");
+    std::thread::sleep(Duration::from_secs(2));
+    rabbitmqctl("start_app");
+    let (status, stdout, results) = run.finish();
+    assert!(status.success(), "{stdout}");
+    assert_eq!(results.len(), 60, "each job exactly once");
+    assert_eq!(indexes(&results), (0..60).collect());
+    assert!(results.iter().all(|r| r["status"] == "succeeded"));
+}
+
+#[test]
+fn an_unreachable_service_at_launch_publishes_nothing() {
+    let _services = services();
+    let dir = project(
+        quick,
+        json!({ "DEFAULT_NUMBER": 27 }),
+        "targetted_job,name\n",
+    );
+    let count_keys = || {
+        let output = Command::new("redis-cli")
+            .args(["--scan", "--pattern", "armada:run:*:record"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).lines().count()
+    };
+    let before = count_keys();
+    for (flag, url, service) in [
+        (
+            "--config-store",
+            "redis://127.0.0.1:1",
+            "Redis at redis://127.0.0.1:1",
+        ),
+        (
+            "--queue",
+            "amqp://guest:secret@127.0.0.1:1/%2f",
+            "RabbitMQ at amqp://guest:***@127.0.0.1:1/%2f",
+        ),
+    ] {
+        let project = dir.path().to_str().unwrap();
+        let (queue, store) = match flag {
+            "--queue" => (url, REDIS_URL),
+            _ => (AMQP_URL, url),
+        };
+        let args = [
+            "launch",
+            "--project",
+            project,
+            "--queue",
+            queue,
+            "--config-store",
+            store,
+        ];
+        let output = Command::new(env!("CARGO_BIN_EXE_orchestrate"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(service), "{stderr}");
+        assert!(!stderr.contains("secret"), "{stderr}");
+    }
+    assert_eq!(count_keys(), before, "nothing may be published");
+    assert!(!dir.path().join(".armada").exists());
+}
+
+#[test]
+fn a_poison_message_and_a_job_that_always_fails_are_dead_lettered_with_their_reasons() {
+    let _services = services();
+    let dir = project(
+        |template| set(template, "default_job_message", "work_ms", json!(100)),
+        json!({ "DEFAULT_NUMBER": 27 }),
+        "targetted_job,name,always_fail\n2,Doomed,true\n",
+    );
+    let run = launch(dir.path(), &["--agents", "2", "--jobs", "12"]);
+    run.wait_for_results(1);
+    // Something that is not a job message lands on the run's queue.
+    let queue = format!("armada.{}.jobs", run.run_id);
+    publish_raw(&queue, b"{\"not\": \"a job\"}");
+    let (status, stdout, results) = run.finish();
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "a failed job makes exit code 2: {stdout}"
+    );
+    assert_eq!(results.len(), 12);
+    let doomed = results.iter().find(|r| r["index"] == 2).unwrap();
+    assert_eq!(doomed["status"], "failed");
+    assert_eq!(doomed["attempts"], 3);
+    assert_eq!(
+        doomed["error"],
+        "this job always fails, on purpose (after 3 attempts)"
+    );
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| r["status"] == "succeeded")
+            .count(),
+        11
+    );
+    assert!(
+        stdout.contains("dead letters2 (1 not job messages)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("the message is not a job message"),
+        "{stdout}"
+    );
+}
+
+/// Publishes raw bytes to a queue through the broker's default exchange.
+fn publish_raw(queue: &str, body: &[u8]) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+        let connection =
+            lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+                .await
+                .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                body,
+                lapin::BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(matches!(confirm, lapin::Confirmation::Ack(_)));
+        connection.close(200, "done".into()).await.unwrap();
+    });
+}
+
+#[test]
+fn concurrent_runs_stay_apart_and_cancel_stops_only_its_own() {
+    let _services = services();
+    let slow = |template: &mut Value| set(template, "default_job_message", "work_ms", json!(100));
+    let first = project(
+        slow,
+        json!({ "DEFAULT_NUMBER": 1000 }),
+        "targetted_job,name\n",
+    );
+    let second = project(
+        slow,
+        json!({ "DEFAULT_NUMBER": 2000 }),
+        "targetted_job,name\n",
+    );
+    let canceled = launch(first.path(), &["--agents", "2", "--jobs", "60"]);
+    let kept = launch(second.path(), &["--agents", "2", "--jobs", "60"]);
+    canceled.wait_for_results(4);
+    let cancel = Command::new(env!("CARGO_BIN_EXE_orchestrate"))
+        .args([
+            "cancel",
+            &canceled.run_id,
+            "--queue",
+            AMQP_URL,
+            "--config-store",
+            REDIS_URL,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        cancel.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cancel.stderr)
+    );
+    let (status, stdout, canceled_results) = canceled.finish();
+    assert_eq!(status.code(), Some(130), "{stdout}");
+    assert_eq!(
+        indexes(&canceled_results),
+        (0..60).collect(),
+        "every job still has a line"
+    );
+    let done = canceled_results
+        .iter()
+        .filter(|r| r["status"] == "succeeded")
+        .count();
+    assert!(done < 60, "cancel stopped nothing");
+    assert!(canceled_results.iter().any(|r| r["status"] == "canceled"));
+    let (status, stdout, kept_results) = kept.finish();
+    assert!(status.success(), "{stdout}");
+    assert_eq!(indexes(&kept_results), (0..60).collect());
+    assert!(kept_results.iter().all(|r| r["status"] == "succeeded"));
+    // Each run's outputs start from its own tune's number: no job crossed over.
+    for (results, base) in [(&canceled_results, 1000), (&kept_results, 2000)] {
+        for result in results.iter().filter(|r| r["status"] == "succeeded") {
+            let start = result["output"]["start"].as_u64().unwrap();
+            assert!(
+                (base..base + 60).contains(&start),
+                "a job of the other run: {result}"
+            );
+        }
+    }
+}
