@@ -198,11 +198,14 @@ async fn run_job<S: Script>(
 ) -> Result<()> {
     let message = delivery.message();
     let (job_id, index, payload) = (message.job_id, message.index, Arc::clone(&message.payload));
-    // A message redelivered because its agent died counts the lost attempt too.
-    let attempt = message.attempt + delivery.redeliveries();
-    if spec.store.is_recorded(&spec.run_id, index).await? {
-        // Recorded, but not acknowledged (its agent died, or the broker's channel did): done.
-        return delivery.ack().await;
+    let mut attempt = message.attempt;
+    if delivery.redeliveries() > 0 {
+        // Its last agent (or the broker's channel) died with it: it may be recorded already,
+        // and if not, the lost attempt counts.
+        if spec.store.is_recorded(&spec.run_id, index).await? {
+            return delivery.ack().await;
+        }
+        attempt += spec.store.count_redelivery(&spec.run_id, index).await?;
     }
     let report = Reporter::new(
         spec.events.clone(),
@@ -270,7 +273,7 @@ async fn run_job<S: Script>(
             let data = serde_json::json!({ "delay_ms": delay.as_millis() as u64 });
             report.event(EventKind::Retrying, Some(error), Some(data));
             spec.store.record_retry(&spec.run_id).await?;
-            delivery.retry(delay).await
+            delivery.retry(attempt + 1, delay).await
         }
         Verdict::Fail { error } => {
             report.event(EventKind::JobFailed, Some(error.clone()), None);

@@ -131,7 +131,8 @@ async fn prefetch_counts_every_kind_of_settlement() {
     let c = next_now(&mut consumer);
     assert_eq!(c.message().index, 2);
     assert!(nothing_ready(&mut consumer));
-    b.retry(Duration::from_secs(3600)).await.unwrap();
+    let attempt = b.message().attempt + b.redeliveries() + 1;
+    b.retry(attempt, Duration::from_secs(3600)).await.unwrap();
     let d = next_now(&mut consumer);
     assert_eq!(d.message().index, 3);
     drop(c);
@@ -249,7 +250,8 @@ async fn retry_hides_the_job_until_its_delay_then_returns_it_as_the_next_attempt
     let first = next_now(&mut consumer);
     assert_eq!(first.message(), &jobs[0]);
     let retried_at = Instant::now();
-    first.retry(delay).await.unwrap();
+    let attempt = first.message().attempt + first.redeliveries() + 1;
+    first.retry(attempt, delay).await.unwrap();
 
     // Job 1 overtakes the delayed job 0.
     let other = next_now(&mut consumer);
@@ -279,7 +281,9 @@ async fn retry_without_delay_puts_the_job_at_the_back() {
     let run = RunId::new();
     let (queue, jobs) = queue_with_jobs(&run, 2).await;
     let mut consumer = queue.consume(&run, 1).await.unwrap();
-    next_now(&mut consumer).retry(Duration::ZERO).await.unwrap();
+    let delivery = next_now(&mut consumer);
+    let attempt = delivery.message().attempt + delivery.redeliveries() + 1;
+    delivery.retry(attempt, Duration::ZERO).await.unwrap();
     let next = next_now(&mut consumer);
     assert_eq!(next.message(), &jobs[1]);
     next.ack().await.unwrap();
@@ -287,14 +291,15 @@ async fn retry_without_delay_puts_the_job_at_the_back() {
     assert_eq!(retried.message().job_id, jobs[0].job_id);
     assert_eq!(retried.message().attempt, 2);
     // A redelivered job that is then retried counts the attempt lost with its consumer: the
-    // agent ran it as attempt 3, so the retry is attempt 4, with no redelivery.
+    // agent ran it as attempt 3, so it retries it as attempt 4, with no redelivery.
     drop(retried);
     let redelivered = next_now(&mut consumer);
     assert_eq!(
         (redelivered.message().attempt, redelivered.redeliveries()),
         (2, 1)
     );
-    redelivered.retry(Duration::ZERO).await.unwrap();
+    let attempt = redelivered.message().attempt + redelivered.redeliveries() + 1;
+    redelivered.retry(attempt, Duration::ZERO).await.unwrap();
     let third = next_now(&mut consumer);
     assert_eq!((third.message().attempt, third.redeliveries()), (4, 0));
 }
@@ -307,7 +312,8 @@ async fn retry_with_an_enormous_delay_does_not_panic() {
     let (queue, jobs) = queue_with_jobs(&run, 2).await;
     let mut consumer = queue.consume(&run, 1).await.unwrap();
     let first = next_now(&mut consumer);
-    first.retry(Duration::MAX).await.unwrap();
+    let attempt = first.message().attempt + first.redeliveries() + 1;
+    first.retry(attempt, Duration::MAX).await.unwrap();
     let second = next_now(&mut consumer);
     assert_eq!(second.message(), &jobs[1]);
     second.ack().await.unwrap();
@@ -324,8 +330,10 @@ async fn delayed_retries_come_back_in_due_order() {
     let mut consumer = queue.consume(&run, 2).await.unwrap();
     let a = next_now(&mut consumer);
     let b = next_now(&mut consumer);
-    a.retry(Duration::from_millis(200)).await.unwrap();
-    b.retry(Duration::from_millis(100)).await.unwrap();
+    let attempt = a.message().attempt + a.redeliveries() + 1;
+    a.retry(attempt, Duration::from_millis(200)).await.unwrap();
+    let attempt = b.message().attempt + b.redeliveries() + 1;
+    b.retry(attempt, Duration::from_millis(100)).await.unwrap();
     let first = next_waiting(&mut consumer).await.unwrap();
     let second = next_waiting(&mut consumer).await.unwrap();
     assert_eq!(first.message().job_id, jobs[1].job_id);
@@ -337,7 +345,9 @@ async fn dead_letter_records_the_message_and_the_reason() {
     let run = RunId::new();
     let (queue, jobs) = queue_with_jobs(&run, 2).await;
     let mut consumer = queue.consume(&run, 1).await.unwrap();
-    next_now(&mut consumer).retry(Duration::ZERO).await.unwrap();
+    let delivery = next_now(&mut consumer);
+    let attempt = delivery.message().attempt + delivery.redeliveries() + 1;
+    delivery.retry(attempt, Duration::ZERO).await.unwrap();
     let second = next_now(&mut consumer);
     second
         .dead_letter("script failed: no such element".to_owned())
@@ -403,7 +413,8 @@ async fn delete_drops_waiting_jobs_and_settled_deliveries_do_not_come_back() {
         "jobs 2 and 3 were dropped with the queue"
     );
     drop(dropped);
-    retried.retry(Duration::ZERO).await.unwrap();
+    let attempt = retried.message().attempt + retried.redeliveries() + 1;
+    retried.retry(attempt, Duration::ZERO).await.unwrap();
     assert!(holder.next().await.unwrap().is_none());
 
     // The run's name can be used again, but nothing of the deleted queue is in it.
@@ -441,7 +452,8 @@ async fn two_runs_on_one_queue_never_see_each_others_jobs() {
     assert_eq!(queue.dead_letters(&red).await.unwrap().len(), 1);
     assert!(nothing_ready(&mut blue_consumer));
     queue.delete(&red).await.unwrap();
-    blue_delivery.retry(Duration::ZERO).await.unwrap();
+    let attempt = blue_delivery.message().attempt + blue_delivery.redeliveries() + 1;
+    blue_delivery.retry(attempt, Duration::ZERO).await.unwrap();
     let blue_again = next_now(&mut blue_consumer);
     assert_eq!(blue_again.message().job_id, blue_jobs[0].job_id);
     assert_eq!(blue_again.message().attempt, 2);

@@ -224,7 +224,16 @@ fn test(root: &Path) -> Result<()> {
 }
 
 fn bench(root: &Path) -> Result<()> {
+    ensure_services()?;
     let mut command = cargo(root);
-    command.args(["bench", "--locked", "-p", "armada", "--bench", "embedded"]);
+    command.args([
+        "bench",
+        "--locked",
+        "-p",
+        "armada",
+        "--features",
+        "redis,rabbitmq",
+    ]);
+    command.args(["--bench", "embedded", "--bench", "distributed"]);
     run(command)
 }

@@ -200,13 +200,12 @@ impl MemoryDelivery {
         Ok(())
     }
 
-    /// Requeues the job as its next attempt after `delay`.
-    pub async fn retry(mut self, delay: Duration) -> Result<()> {
+    /// Requeues the job as attempt `attempt` after `delay`.
+    pub async fn retry(mut self, attempt: u32, delay: Duration) -> Result<()> {
         let Some(mut queued) = self.queued.take() else {
             return Ok(());
         };
-        // Attempts lost with a dead consumer count too.
-        queued.message.attempt += 1 + queued.redeliveries;
+        queued.message.attempt = attempt;
         queued.redeliveries = 0;
         let mut state = lock(&self.queue.state);
         if state.deleted {
@@ -275,6 +274,7 @@ struct RunState {
     configs: Vec<Option<AgentConfigRecord>>,
     results: Vec<JobResult>,
     recorded: HashSet<JobIndex>,
+    redeliveries: HashMap<JobIndex, u32>,
     progress: RunProgress,
 }
 
@@ -302,6 +302,7 @@ impl MemoryStore {
             configs: vec![None; record.agents as usize],
             results: Vec::new(),
             recorded: HashSet::new(),
+            redeliveries: HashMap::new(),
             progress: RunProgress {
                 jobs: record.jobs,
                 succeeded: 0,
@@ -377,6 +378,15 @@ impl MemoryStore {
     /// Counts a retry.
     pub async fn record_retry(&self, run: &RunId) -> Result<()> {
         self.with_state(run, |state| state.progress.retries += 1)
+    }
+
+    /// Counts a redelivery of a job.
+    pub async fn count_redelivery(&self, run: &RunId, index: JobIndex) -> Result<u32> {
+        self.with_state(run, |state| {
+            let count = state.redeliveries.entry(index).or_default();
+            *count += 1;
+            *count
+        })
     }
 
     /// Counters and status.

@@ -210,6 +210,12 @@ impl ConfigStore {
         dispatch!(self, Self, store => store.record_retry(run).await)
     }
 
+    /// Counts one more redelivery of a job (a delivery its agent never settled) and returns
+    /// how many it has had. Exact whatever the queue can tell, so lost attempts are counted.
+    pub async fn count_redelivery(&self, run: &RunId, index: JobIndex) -> Result<u32> {
+        dispatch!(self, Self, store => store.count_redelivery(run, index).await)
+    }
+
     /// The run's counters and status.
     pub async fn progress(&self, run: &RunId) -> Result<RunProgress> {
         dispatch!(self, Self, store => store.progress(run).await)
@@ -352,7 +358,8 @@ impl Delivery {
         dispatch_queue!(self, Self, delivery => delivery.message())
     }
 
-    /// How many times this message was delivered before without being settled.
+    /// How many times this message was delivered before without being settled, as far as the
+    /// queue knows (RabbitMQ only says whether it was: 0 or 1).
     pub fn redeliveries(&self) -> u32 {
         dispatch_queue!(self, Self, delivery => delivery.redeliveries())
     }
@@ -362,9 +369,9 @@ impl Delivery {
         dispatch_queue!(self, Self, delivery => delivery.ack().await)
     }
 
-    /// Puts the job back as its next attempt, available after `delay`.
-    pub async fn retry(self, delay: Duration) -> Result<()> {
-        dispatch_queue!(self, Self, delivery => delivery.retry(delay).await)
+    /// Puts the job back as attempt number `attempt`, available after `delay`.
+    pub async fn retry(self, attempt: u32, delay: Duration) -> Result<()> {
+        dispatch_queue!(self, Self, delivery => delivery.retry(attempt, delay).await)
     }
 
     /// Moves the job to the run's dead letters with `reason`.

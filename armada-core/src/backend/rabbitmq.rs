@@ -1,8 +1,10 @@
 //! The RabbitMQ job queue (feature `rabbitmq`).
 //!
 //! Per run, on the default exchange:
-//! - `armada.{run}.jobs`: a durable quorum queue of persistent [`JobMessage`]s as JSON. Quorum
-//!   queues count deliveries (`x-delivery-count`), so an attempt lost with its agent is counted.
+//! - `armada.{run}.jobs`: a durable classic queue of persistent [`JobMessage`]s as JSON. It only
+//!   says whether a message was redelivered; the agent counts redeliveries in the config store,
+//!   so attempts lost with their agents are counted exactly. (Quorum queues count deliveries
+//!   themselves, but halve the throughput on these machines: `cargo xtask bench`.)
 //! - `armada.{run}.delay.{ms}`: one classic queue per retry delay; messages expire after `ms`
 //!   and are dead-lettered back to the jobs queue. A queue per delay avoids the head-of-line
 //!   blocking of per-message TTLs; each expires once unused.
@@ -354,19 +356,6 @@ fn header_text(headers: Option<&FieldTable>, name: &str) -> Option<String> {
     }
 }
 
-fn delivery_count(headers: Option<&FieldTable>) -> Option<u32> {
-    match headers?
-        .inner()
-        .get(&ShortString::from("x-delivery-count"))?
-    {
-        AMQPValue::LongLongInt(count) => u32::try_from(*count).ok(),
-        AMQPValue::LongInt(count) => u32::try_from(*count).ok(),
-        AMQPValue::LongUInt(count) => Some(*count),
-        AMQPValue::ShortInt(count) => u32::try_from(*count).ok(),
-        _ => None,
-    }
-}
-
 /// Consumes one run's jobs; reconnects when the broker goes away.
 pub struct RabbitConsumer {
     queue: RabbitQueue,
@@ -444,9 +433,7 @@ impl RabbitConsumer {
             };
             match stream.next().await {
                 Some(Ok(delivery)) => {
-                    let headers = delivery.properties.headers().as_ref();
-                    let redeliveries =
-                        delivery_count(headers).unwrap_or(u32::from(delivery.redelivered));
+                    let redeliveries = u32::from(delivery.redelivered);
                     match serde_json::from_slice::<JobMessage>(&delivery.data) {
                         Ok(message) => {
                             return Ok(Some(RabbitDelivery {
@@ -515,10 +502,10 @@ impl RabbitDelivery {
         Ok(())
     }
 
-    /// Publishes the next attempt after `delay`, then acks this one.
-    pub async fn retry(mut self, delay: Duration) -> Result<()> {
+    /// Publishes attempt `attempt` after `delay`, then acks this one.
+    pub async fn retry(mut self, attempt: u32, delay: Duration) -> Result<()> {
         let mut next = self.message.clone();
-        next.attempt = next.attempt.saturating_add(1 + self.redeliveries);
+        next.attempt = attempt;
         self.queue.publish_retry(&self.run, &next, delay).await?;
         Self::settle(self.delivery.take()).await;
         Ok(())

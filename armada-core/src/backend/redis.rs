@@ -6,7 +6,8 @@
 //! - `state`: a hash of `status`, `jobs`, `succeeded`, `failed`, `terminal`, `retries`;
 //! - `agent:{index}`: each [`AgentConfigRecord`] as JSON;
 //! - `recorded`: a bitmap with one bit per job index, set when its result is recorded;
-//! - `results`: the terminal [`JobResult`]s as JSON, in the order they were recorded.
+//! - `results`: the terminal [`JobResult`]s as JSON, in the order they were recorded;
+//! - `redeliveries`: a hash of job index to how often its message came back unsettled.
 //!
 //! Recording a result is one Lua script: the bit, the list and the counters change together or
 //! not at all, and a job is recorded once however often it is delivered.
@@ -245,6 +246,27 @@ impl RedisStore {
         self.update_state(run, "incr", "retries", "").await
     }
 
+    /// Counts a redelivery of a job.
+    pub async fn count_redelivery(&self, run: &RunId, index: JobIndex) -> Result<u32> {
+        let key = key(run, "redeliveries");
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HINCRBY")
+            .arg(&key)
+            .arg(index)
+            .arg(1)
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(KEY_TTL.as_secs())
+            .ignore();
+        let mut connection = self.connection.clone();
+        let (count,): (u32,) = pipe
+            .query_async(&mut connection)
+            .await
+            .map_err(|error| self.failed(error))?;
+        Ok(count)
+    }
+
     /// Counters and status.
     pub async fn progress(&self, run: &RunId) -> Result<RunProgress> {
         let fields: std::collections::HashMap<String, String> = self
@@ -311,7 +333,7 @@ impl RedisStore {
             Some(json) => decode::<RunRecord>(&json, "a run record")?.agents,
             None => 0,
         };
-        let mut keys: Vec<String> = ["record", "state", "recorded", "results"]
+        let mut keys: Vec<String> = ["record", "state", "recorded", "results", "redeliveries"]
             .iter()
             .map(|suffix| key(run, suffix))
             .collect();
