@@ -39,8 +39,11 @@
 //! and `armada-monitor` (the monitoring client), and holds no logic of its own.
 //!
 //! # Features
-//! None yet. Redis, RabbitMQ, SQL monitor stores, the browser agent and Kubernetes will be
-//! opt-in features; a backend URL whose feature is missing is an error that names it.
+//! - `redis`: agent configs and run state in Redis (`--config-store redis://…`).
+//! - `rabbitmq`: jobs in RabbitMQ (`--queue amqp://…`).
+//!
+//! A backend URL whose feature is missing is an error that names it. SQL monitor stores, the
+//! browser agent and Kubernetes will be opt-in features too.
 
 pub use armada_agent::ScriptAgent;
 pub use armada_core::backend::{RunProgress, RunStatus};

@@ -14,8 +14,11 @@
 //! With default features it does no network I/O and depends on no other armada crate.
 //!
 //! # Features
-//! None yet: the Redis and RabbitMQ backends will arrive behind `redis` and `rabbitmq`; a URL
-//! whose backend is not compiled in is an error that names the feature to enable.
+//! - `redis`: the Redis [`ConfigStore`] (`redis://`, `rediss://`).
+//! - `rabbitmq`: the RabbitMQ [`JobQueue`] (`amqp://`, `amqps://`).
+//!
+//! A URL whose backend is not compiled in is an error that names the feature to enable. With
+//! default features this crate does no network I/O.
 
 pub mod backend;
 mod error;

@@ -75,11 +75,11 @@ impl RedisStore {
         };
         let client = redis::Client::open(url).map_err(|error| unreachable(error.to_string()))?;
         let connect = async {
-            let mut connection = client.get_connection_manager().await?;
-            redis::cmd("PING")
-                .query_async::<String>(&mut connection)
-                .await?;
-            Ok::<_, redis::RedisError>(connection)
+            // A plain connection first: it reports a refused connection or login as it is,
+            // where the reconnecting manager would retry it until the time-out.
+            let mut probe = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut probe).await?;
+            client.get_connection_manager().await
         };
         let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await

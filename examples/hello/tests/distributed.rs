@@ -305,6 +305,17 @@ fn an_unreachable_service_at_launch_publishes_nothing() {
             "amqp://guest:secret@127.0.0.1:1/%2f",
             "RabbitMQ at amqp://guest:***@127.0.0.1:1/%2f",
         ),
+        // Reachable, but the credentials are refused.
+        (
+            "--queue",
+            "amqp://guest:secret@127.0.0.1:5672/%2f",
+            "RabbitMQ at amqp://guest:***@127.0.0.1:5672/%2f",
+        ),
+        (
+            "--config-store",
+            "redis://:secret@127.0.0.1:6379",
+            "Redis at redis://:***@127.0.0.1:6379",
+        ),
     ] {
         let project = dir.path().to_str().unwrap();
         let (queue, store) = match flag {
@@ -328,6 +339,11 @@ fn an_unreachable_service_at_launch_publishes_nothing() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(service), "{stderr}");
         assert!(!stderr.contains("secret"), "{stderr}");
+        if url.contains(":6379") || url.contains(":5672") {
+            // A refused login says so at once instead of timing out.
+            let refused = stderr.contains("Authentication") || stderr.contains("ACCESS_REFUSED");
+            assert!(refused, "{stderr}");
+        }
     }
     assert_eq!(count_keys(), before, "nothing may be published");
     assert!(!dir.path().join(".armada").exists());
