@@ -66,6 +66,14 @@ impl std::fmt::Debug for RabbitQueue {
     }
 }
 
+/// Whether a channel waits for the broker's confirms: publishing channels do; consuming and
+/// reading channels do not need to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Confirms {
+    On,
+    Off,
+}
+
 struct Link {
     connection: Connection,
     channel: Channel,
@@ -79,7 +87,7 @@ impl RabbitQueue {
             shown: redact_url(url),
             publisher: Arc::new(Mutex::new(None)),
         };
-        let link = queue.open_link().await?;
+        let link = queue.open_link(Confirms::On).await?;
         *queue.publisher.lock().await = Some(link);
         Ok(queue)
     }
@@ -92,14 +100,16 @@ impl RabbitQueue {
         }
     }
 
-    async fn open_link(&self) -> Result<Link> {
+    async fn open_link(&self, confirms: Confirms) -> Result<Link> {
         let open = async {
             let connection =
                 Connection::connect(&self.url, ConnectionProperties::default()).await?;
             let channel = connection.create_channel().await?;
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await?;
+            if confirms == Confirms::On {
+                channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await?;
+            }
             Ok::<_, lapin::Error>(Link {
                 connection,
                 channel,
@@ -129,7 +139,7 @@ impl RabbitQueue {
         let mut delay = Duration::from_millis(100);
         let mut tries = 0;
         loop {
-            match self.open_link().await {
+            match self.open_link(Confirms::On).await {
                 Ok(link) => return Ok(link),
                 Err(error) if tries >= 60 => return Err(error),
                 Err(error) => {
@@ -313,7 +323,7 @@ impl RabbitQueue {
 
     /// The run's dead letters, left in place (read on a channel that is closed unacked).
     pub async fn dead_letters(&self, run: &RunId) -> Result<Vec<DeadLetter>> {
-        let link = self.open_link().await?;
+        let link = self.open_link(Confirms::Off).await?;
         let mut letters = Vec::new();
         loop {
             let got = match link
@@ -380,7 +390,7 @@ enum Subscribed {
 
 impl RabbitConsumer {
     async fn try_subscribe(&mut self) -> Result<Subscribed> {
-        let link = self.queue.open_link().await?;
+        let link = self.queue.open_link(Confirms::Off).await?;
         let channel = &link.channel;
         channel
             .basic_qos(self.prefetch, BasicQosOptions::default())
