@@ -331,3 +331,78 @@ async fn concurrent_runs_on_one_orchestrator_and_on_two_stay_apart() {
         );
     }
 }
+
+/// Counts identity rotations and writes the error as evidence.
+struct Tracked {
+    rotations: u32,
+}
+
+static ROTATIONS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl AgentContext for Tracked {
+    type Config = Value;
+
+    async fn start(_: AgentInfo, _: Value) -> Result<Self, BoxError> {
+        Ok(Self { rotations: 0 })
+    }
+
+    async fn rotate_identity(&mut self) -> Result<(), BoxError> {
+        self.rotations += 1;
+        ROTATIONS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn save_evidence(&mut self, folder: &std::path::Path, error: &str) -> bool {
+        std::fs::write(folder.join("error.txt"), error).is_ok()
+    }
+}
+
+struct OnTracked;
+
+impl Script for OnTracked {
+    type Agent = Tracked;
+    type Job = Job<Value, Tracked>;
+    type Output = u32;
+
+    async fn run(&self, agent: &mut Tracked, job: &mut Self::Job) -> Result<u32, ScriptError> {
+        match job.info.index {
+            // The proxy fails twice, then the rotated identity works.
+            0 if agent.rotations < 2 => Err(ScriptError::proxy("proxy refused the connection")),
+            1 => Err(ScriptError::fail("the page says no")),
+            _ => Ok(agent.rotations),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_failure_rotates_the_identity_without_costing_an_attempt() {
+    let evidence = tempfile::tempdir().unwrap();
+    let template = json!({ "run_message": { "agents": 1, "jobs": 3, "max_attempts": 1 } });
+    let files = ProjectFiles::from_template(template.to_string());
+    let plan = Plan::for_script::<OnTracked>(&files, &RunOverrides::default()).unwrap();
+    let orchestrator = Orchestrator::new(
+        Backends::embedded().await.unwrap(),
+        Launcher::InProcess(Arc::new(ScriptAgent::new(OnTracked))),
+    )
+    .with_evidence_dir(evidence.path());
+    let (report, results) = follow(orchestrator.launch(&plan).await.unwrap(), |_| {}).await;
+    assert_eq!(report.status, RunStatus::Completed);
+    // max_attempts is 1, yet job 0 succeeds: identity retries are not attempts.
+    assert_eq!(
+        (results[&0].status, results[&0].attempts),
+        (JobStatus::Succeeded, 1)
+    );
+    assert_eq!(results[&0].output, Some(json!(2)));
+    assert_eq!(ROTATIONS.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // The failed job's evidence is saved and linked from its result.
+    let folder = results[&1]
+        .evidence
+        .as_deref()
+        .expect("evidence of the failed job");
+    let saved = std::fs::read_to_string(std::path::Path::new(folder).join("error.txt")).unwrap();
+    assert_eq!(saved, "the page says no");
+    assert!(folder.ends_with("job-1-attempt-1"), "{folder}");
+    // Job 0's failed attempts saved evidence too; the succeeded result does not point to it.
+    assert_eq!(results[&0].evidence, None);
+    assert_eq!(results[&2].evidence, None);
+}

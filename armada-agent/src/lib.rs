@@ -66,6 +66,8 @@ pub async fn run<S: Script>(script: Arc<S>, spec: AgentSpec) -> Result<AgentExit
         run_id: spec.run_id.clone(),
         index: spec.index,
         agents: record.agents,
+        scratch_dir: armada_core::scratch_dir(&spec.run_id).join(format!("agent-{}", spec.index)),
+        evidence_dir: spec.evidence_dir.clone(),
     };
     let started = match <S::Agent as AgentContext>::Config::deserialize(&record.config) {
         Ok(config) => AssertUnwindSafe(S::Agent::start(info, config))
@@ -148,29 +150,73 @@ async fn job_loop<S: Script>(
     Ok(attempts)
 }
 
+/// Identity failures (`ScriptError::proxy`) retried without counting before they count.
+const MAX_IDENTITY_RETRIES: u32 = 10;
+/// How long saving failure evidence may take.
+const EVIDENCE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// What to do with a job after one attempt.
 enum Verdict {
     Succeeded(Value),
-    Retry { error: String, delay: Duration },
-    Fail { error: String },
+    Retry {
+        error: String,
+        delay: Duration,
+    },
+    /// Rotate the agent's identity and retry without counting the attempt.
+    Elsewhere {
+        error: String,
+    },
+    Fail {
+        error: String,
+    },
+}
+
+/// Where an attempt stands, for deciding what follows it.
+#[derive(Clone, Copy)]
+struct AttemptState {
+    attempt: u32,
+    identity_retries: u32,
 }
 
 impl Verdict {
-    fn from_result(result: Result<Value, ScriptError>, attempt: u32, limits: &JobLimits) -> Self {
+    fn from_result(
+        result: Result<Value, ScriptError>,
+        state: AttemptState,
+        limits: &JobLimits,
+    ) -> Self {
+        let attempt = state.attempt;
         match result {
             Ok(output) => Self::Succeeded(output),
             Err(error) => {
                 let message = error.to_string();
                 match error.retry_policy() {
-                    Retry::After(delay) if attempt < limits.max_attempts => Self::Retry {
-                        error: message,
-                        delay: delay.unwrap_or_else(|| limits.retry_delay(attempt + 1)),
-                    },
-                    Retry::After(_) => Self::Fail {
+                    Retry::Elsewhere if state.identity_retries < MAX_IDENTITY_RETRIES => {
+                        Self::Elsewhere { error: message }
+                    }
+                    // Out of identity retries: it counts like any retryable failure.
+                    Retry::Elsewhere | Retry::After(_) if attempt < limits.max_attempts => {
+                        Self::Retry {
+                            error: message,
+                            delay: match error.retry_policy() {
+                                Retry::After(Some(delay)) => delay,
+                                _ => limits.retry_delay(attempt + 1),
+                            },
+                        }
+                    }
+                    Retry::Elsewhere | Retry::After(_) => Self::Fail {
                         error: format!("{message} (after {attempt} attempts)"),
                     },
                     Retry::Never => Self::Fail { error: message },
                 }
+            }
+        }
+    }
+
+    fn error(&self) -> Option<&str> {
+        match self {
+            Self::Succeeded(_) => None,
+            Self::Retry { error, .. } | Self::Elsewhere { error } | Self::Fail { error } => {
+                Some(error)
             }
         }
     }
@@ -181,6 +227,10 @@ impl Verdict {
             Self::Retry { error, delay } => Outcome::Retrying {
                 error: error.clone(),
                 delay: *delay,
+            },
+            Self::Elsewhere { error } => Outcome::Retrying {
+                error: error.clone(),
+                delay: Duration::ZERO,
             },
             Self::Fail { error } => Outcome::Failed {
                 error: error.clone(),
@@ -198,15 +248,19 @@ async fn run_job<S: Script>(
 ) -> Result<()> {
     let message = delivery.message();
     let (job_id, index, payload) = (message.job_id, message.index, Arc::clone(&message.payload));
-    let mut attempt = message.attempt;
+    let mut state = AttemptState {
+        attempt: message.attempt,
+        identity_retries: message.identity_retries,
+    };
     if delivery.redeliveries() > 0 {
         // Its last agent (or the broker's channel) died with it: it may be recorded already,
         // and if not, the lost attempt counts.
         if spec.store.is_recorded(&spec.run_id, index).await? {
             return delivery.ack().await;
         }
-        attempt += spec.store.count_redelivery(&spec.run_id, index).await?;
+        state.attempt += spec.store.count_redelivery(&spec.run_id, index).await?;
     }
+    let attempt = state.attempt;
     let report = Reporter::new(
         spec.events.clone(),
         spec.index,
@@ -233,7 +287,7 @@ async fn run_job<S: Script>(
                 report: report.clone(),
             };
             let attempt_future =
-                AssertUnwindSafe(attempt_job(script, agent, info, payload, limits));
+                AssertUnwindSafe(attempt_job(script, agent, info, payload, state, limits));
             match tokio::time::timeout(limits.job_timeout(), attempt_future.catch_unwind()).await {
                 Ok(Ok(verdict)) => verdict,
                 Ok(Err(panic)) => Verdict::Fail {
@@ -244,13 +298,17 @@ async fn run_job<S: Script>(
                         "timed out after {:.1}s (job_timeout_secs)",
                         limits.job_timeout().as_secs_f64()
                     ))),
-                    attempt,
+                    state,
                     limits,
                 ),
             }
         }
     };
     let duration_ms = started.elapsed().as_micros() as f64 / 1000.0;
+    let evidence = match verdict.error() {
+        Some(error) => save_evidence(agent, spec, index, attempt, error).await,
+        None => None,
+    };
     let result = |status, output, error| JobResult {
         v: WIRE_VERSION,
         index,
@@ -261,6 +319,7 @@ async fn run_job<S: Script>(
         duration_ms,
         output,
         error,
+        evidence: evidence.clone(),
     };
     match verdict {
         Verdict::Succeeded(output) => {
@@ -275,6 +334,15 @@ async fn run_job<S: Script>(
             spec.store.record_retry(&spec.run_id).await?;
             delivery.retry(attempt + 1, delay).await
         }
+        Verdict::Elsewhere { error } => {
+            let data = serde_json::json!({ "identity_retry": state.identity_retries + 1 });
+            report.event(EventKind::Retrying, Some(error), Some(data));
+            if let Err(error) = agent.rotate_identity().await {
+                tracing::warn!(agent = spec.index, %error, "rotating the agent's identity failed");
+            }
+            spec.store.record_retry(&spec.run_id).await?;
+            delivery.retry_elsewhere().await
+        }
         Verdict::Fail { error } => {
             report.event(EventKind::JobFailed, Some(error.clone()), None);
             let result = result(JobStatus::Failed, None, Some(error.clone()));
@@ -284,19 +352,48 @@ async fn run_job<S: Script>(
     }
 }
 
+/// Asks the agent context for evidence of a failed attempt; returns the folder when it saved
+/// any. Bounded in time: a wedged browser must not hold the agent.
+async fn save_evidence<A: AgentContext>(
+    agent: &mut A,
+    spec: &AgentSpec,
+    index: u64,
+    attempt: u32,
+    error: &str,
+) -> Option<String> {
+    let folder = spec
+        .evidence_dir
+        .as_ref()?
+        .join(format!("job-{index}-attempt-{attempt}"));
+    if let Err(error) = std::fs::create_dir_all(&folder) {
+        tracing::warn!(folder = %folder.display(), %error, "cannot create the evidence folder");
+        return None;
+    }
+    let saved = tokio::time::timeout(EVIDENCE_TIMEOUT, agent.save_evidence(&folder, error))
+        .await
+        .unwrap_or(false);
+    if saved {
+        Some(folder.display().to_string())
+    } else {
+        // Nothing was saved: leave no empty folder behind.
+        let _ = std::fs::remove_dir_all(&folder);
+        None
+    }
+}
+
 /// Starts the job context, runs the script, and lets the context see the outcome.
 async fn attempt_job<S: Script>(
     script: &S,
     agent: &mut S::Agent,
     info: JobInfo,
     payload: Payload<S>,
+    state: AttemptState,
     limits: &JobLimits,
 ) -> Verdict {
-    let attempt = info.attempt;
     let report = info.report.clone();
     let mut job = match S::Job::start(agent, info, payload).await {
         Ok(job) => job,
-        Err(error) => return Verdict::from_result(Err(error), attempt, limits),
+        Err(error) => return Verdict::from_result(Err(error), state, limits),
     };
     let result = script.run(agent, &mut job).await.and_then(|output| {
         serde_json::to_value(output).map_err(|error| {
@@ -305,7 +402,7 @@ async fn attempt_job<S: Script>(
             ))
         })
     });
-    let verdict = Verdict::from_result(result, attempt, limits);
+    let verdict = Verdict::from_result(result, state, limits);
     if let Err(error) = job.finish(&verdict.outcome()).await {
         report.failure(format!("the job context's finish failed: {error}"));
     }

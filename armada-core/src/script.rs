@@ -8,6 +8,7 @@
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -29,6 +30,18 @@ pub struct AgentInfo {
     pub index: AgentIndex,
     /// Agents in the run.
     pub agents: u32,
+    /// A folder for the agent's scratch files (browser profiles); see [`scratch_dir`]. The
+    /// orchestrator removes the run's scratch folders when the run ends, even those of agents
+    /// that were killed.
+    pub scratch_dir: PathBuf,
+    /// Where failure evidence (screenshots, HTML, console logs) goes, when the run keeps it.
+    pub evidence_dir: Option<PathBuf>,
+}
+
+/// The scratch folder of a run (`<temp>/armada/<run_id>`), the same in every process of the
+/// machine.
+pub fn scratch_dir(run: &RunId) -> PathBuf {
+    std::env::temp_dir().join("armada").join(run.as_str())
 }
 
 /// Which job attempt a job context is for, and its reporting handle.
@@ -65,6 +78,23 @@ pub trait AgentContext: Sized + Send + 'static {
     /// Releases what `start` set up; called once when the run ends or is canceled.
     fn stop(self) -> impl Future<Output = Result<(), BoxError>> + Send {
         async { Ok(()) }
+    }
+
+    /// Replaces the agent's identity (proxy, fingerprint) after a [`ScriptError::proxy`].
+    fn rotate_identity(&mut self) -> impl Future<Output = Result<(), BoxError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Saves what shows why an attempt failed (a screenshot, the page's HTML, console
+    /// messages) into `folder`, which exists; returns whether anything was saved. Called after
+    /// every failed attempt, time-outs included, before the next job starts.
+    fn save_evidence(
+        &mut self,
+        folder: &std::path::Path,
+        error: &str,
+    ) -> impl Future<Output = bool> + Send {
+        let _ = (folder, error);
+        async { false }
     }
 }
 
@@ -112,6 +142,9 @@ pub trait Script: Send + Sync + 'static {
 pub enum Retry {
     /// Retry while attempts remain; `None` uses the run's exponential backoff.
     After(Option<Duration>),
+    /// The agent's identity failed (its proxy is down or banned): rotate it and retry the job
+    /// at once, without counting the attempt against the script (up to a limit).
+    Elsewhere,
     /// Fail the job now; it is dead-lettered with the error.
     Never,
 }
@@ -138,6 +171,14 @@ impl ScriptError {
     pub fn retry_after(error: impl Into<BoxError>, delay: Duration) -> Self {
         Self {
             retry: Retry::After(Some(delay)),
+            error: error.into(),
+        }
+    }
+
+    /// The agent's proxy or identity failed: rotate it and retry without counting the attempt.
+    pub fn proxy(error: impl Into<BoxError>) -> Self {
+        Self {
+            retry: Retry::Elsewhere,
             error: error.into(),
         }
     }
@@ -278,6 +319,8 @@ pub struct AgentSpec {
     pub events: EventSender,
     /// Cancelled when the agent must stop taking jobs (Ctrl-C, SIGTERM).
     pub shutdown: CancellationToken,
+    /// Where failure evidence goes, when the run keeps it.
+    pub evidence_dir: Option<PathBuf>,
 }
 
 /// How an agent ended.

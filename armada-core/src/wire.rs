@@ -28,6 +28,9 @@ pub struct JobMessage {
     pub index: JobIndex,
     /// Which attempt this message is, from 1.
     pub attempt: u32,
+    /// Retries so far that did not count as attempts (the agent's identity failed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub identity_retries: u32,
     /// The merged job message, deserialized into the script's payload type by the agent.
     pub payload: Arc<Value>,
 }
@@ -140,6 +143,9 @@ pub struct JobResult {
     /// Why it did not succeed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The folder holding the evidence of its last failed attempt, if any was saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
 }
 
 /// What happened, in one monitor event.
@@ -217,6 +223,10 @@ pub struct EventBatch {
     pub run_id: RunId,
     /// The events, in the order they happened.
     pub events: Vec<Event>,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -28,6 +28,7 @@ fn job(run: &RunId, index: u64) -> JobMessage {
         job_id: JobId::new(),
         index,
         attempt: 1,
+        identity_retries: 0,
         payload: Arc::new(json!({ "index": index })),
     }
 }
@@ -305,6 +306,20 @@ async fn retry_without_delay_puts_the_job_at_the_back() {
 }
 
 #[tokio::test]
+async fn retry_elsewhere_keeps_the_attempt_and_counts_an_identity_retry() {
+    let run = RunId::new();
+    let (queue, jobs) = queue_with_jobs(&run, 1).await;
+    let mut consumer = queue.consume(&run, 1).await.unwrap();
+    next_now(&mut consumer).retry_elsewhere().await.unwrap();
+    let again = next_now(&mut consumer);
+    assert_eq!(again.message().job_id, jobs[0].job_id);
+    assert_eq!(
+        (again.message().attempt, again.message().identity_retries),
+        (1, 1)
+    );
+}
+
+#[tokio::test]
 async fn retry_with_an_enormous_delay_does_not_panic() {
     // A script may ask for any delay (`ScriptError::retry_after`), for example from a server's
     // Retry-After header; the queue must not overflow `Instant` and lose the job.
@@ -515,6 +530,7 @@ fn result(index: u64, status: JobStatus) -> JobResult {
         duration_ms: 12.5,
         output: Some(json!({ "index": index })),
         error: None,
+        evidence: None,
     }
 }
 

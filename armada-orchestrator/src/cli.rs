@@ -142,6 +142,9 @@ struct AgentArgs {
     /// The run to work for.
     #[arg(long)]
     run_id: String,
+    /// Where to save the evidence of failed attempts.
+    #[arg(long, env = "ARMADA_EVIDENCE_DIR")]
+    evidence_dir: Option<PathBuf>,
     /// This agent's index in the run.
     #[arg(long)]
     index: u32,
@@ -270,7 +273,10 @@ async fn launch<S: Script>(
             store_url: args.backends.config_store.clone(),
         }),
     };
-    let orchestrator = Orchestrator::new(backends, launcher).with_grace(grace);
+    let run_dir = project.join(".armada").join("runs").join(run_id.as_str());
+    let orchestrator = Orchestrator::new(backends, launcher)
+        .with_grace(grace)
+        .with_evidence_dir(run_dir.join("evidence"));
     let handle = orchestrator.launch_as(&plan, run_id).await?;
     println!(
         "run {}: {} agents, {} jobs",
@@ -366,6 +372,7 @@ async fn agent(args: AgentArgs, runner: Arc<dyn AgentRunner>) -> Result<ExitCode
     let monitor = MonitorClient::start(run_id.clone(), backends.events, ClientOptions::default());
     let shutdown = CancellationToken::new();
     let spec = AgentSpec {
+        evidence_dir: args.evidence_dir.clone(),
         run_id,
         index: args.index,
         store: backends.store,

@@ -89,9 +89,14 @@ impl ProcessLauncher {
         &self,
         run_id: &RunId,
         index: AgentIndex,
+        evidence_dir: Option<&std::path::Path>,
     ) -> std::io::Result<impl Future<Output = armada_core::Result<AgentExit>> + Send + 'static>
     {
-        let mut child = tokio::process::Command::new(&self.program)
+        let mut command = tokio::process::Command::new(&self.program);
+        if let Some(folder) = evidence_dir {
+            command.env("ARMADA_EVIDENCE_DIR", folder);
+        }
+        let mut child = command
             .arg("agent")
             .arg("--run-id")
             .arg(run_id.as_str())
@@ -121,6 +126,7 @@ pub struct Orchestrator {
     backends: Backends,
     launcher: Launcher,
     grace: Duration,
+    evidence_dir: Option<PathBuf>,
 }
 
 impl Orchestrator {
@@ -130,7 +136,15 @@ impl Orchestrator {
             backends,
             launcher,
             grace: Duration::from_secs(10),
+            evidence_dir: None,
         }
+    }
+
+    /// Where agents save the evidence of failed attempts (screenshots, HTML, console logs);
+    /// none is kept by default.
+    pub fn with_evidence_dir(mut self, folder: impl Into<PathBuf>) -> Self {
+        self.evidence_dir = Some(folder.into());
+        self
     }
 
     /// How long a canceled run waits for agents to finish their current job before abandoning
@@ -183,20 +197,23 @@ impl Orchestrator {
                     queue: backends.queue.clone(),
                     events: monitor.sender(),
                     shutdown: control.cancel.child_token(),
+                    evidence_dir: self.evidence_dir.clone(),
                 })),
-                Launcher::Processes(launcher) => match launcher.spawn(&run_id, index) {
-                    Ok(agent) => agents.spawn(agent),
-                    Err(source) => {
-                        agents.shutdown().await;
-                        monitor.close().await;
-                        let _ = backends.queue.delete(&run_id).await;
-                        let _ = backends.store.remove_run(&run_id).await;
-                        return Err(crate::Error::Spawn {
-                            program: launcher.program.display().to_string(),
-                            source,
-                        });
+                Launcher::Processes(launcher) => {
+                    match launcher.spawn(&run_id, index, self.evidence_dir.as_deref()) {
+                        Ok(agent) => agents.spawn(agent),
+                        Err(source) => {
+                            agents.shutdown().await;
+                            monitor.close().await;
+                            let _ = backends.queue.delete(&run_id).await;
+                            let _ = backends.store.remove_run(&run_id).await;
+                            return Err(crate::Error::Spawn {
+                                program: launcher.program.display().to_string(),
+                                source,
+                            });
+                        }
                     }
-                },
+                }
             };
             agent_tasks.insert(task.id(), index);
         }
@@ -237,6 +254,7 @@ impl Orchestrator {
             job_id: *job_id,
             index,
             attempt: 1,
+            identity_retries: 0,
             payload: Arc::clone(plan.job_payload(index)),
         });
         self.backends.queue.publish(run_id, messages).await?;
@@ -462,6 +480,7 @@ impl RunHandle {
                 duration_ms: 0.0,
                 output: None,
                 error: Some(missing_error.clone()),
+                evidence: None,
             };
             store.record_result(&run_id, result.clone()).await?;
             tally.report(&result, &mut on_event);
@@ -470,6 +489,13 @@ impl RunHandle {
         on_event(FollowEvent::Progress(&progress));
         let events = monitor.close().await;
         store.remove_run(&run_id).await?;
+        // Agents remove their own scratch files; this catches those of agents that were killed.
+        let scratch = armada_core::scratch_dir(&run_id);
+        if let Err(error) = std::fs::remove_dir_all(&scratch)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(folder = %scratch.display(), %error, "cannot remove the run's scratch folder");
+        }
         tracing::info!(run = %run_id, ?status, "run ended");
         Ok(RunReport {
             run_id,

@@ -21,6 +21,7 @@ pub struct Summary {
     durations_ms: Vec<f64>,
     by_agent: BTreeMap<AgentIndex, u64>,
     errors: HashMap<String, u64>,
+    evidence: Vec<String>,
 }
 
 impl Summary {
@@ -38,6 +39,9 @@ impl Summary {
             && let Some(error) = &result.error
         {
             *self.errors.entry(error.clone()).or_default() += 1;
+        }
+        if let Some(folder) = &result.evidence {
+            self.evidence.push(folder.clone());
         }
     }
 
@@ -138,6 +142,17 @@ impl Summary {
             for reason in undecodable.iter().take(TOP_ERRORS) {
                 let _ = writeln!(out, "            {reason}");
             }
+        }
+        if let Some(first) = self.evidence.first() {
+            let folder = std::path::Path::new(first)
+                .parent()
+                .map_or_else(|| first.clone(), |parent| parent.display().to_string());
+            let _ = writeln!(
+                out,
+                "  {:<12}{} failed jobs with screenshots, HTML and console logs in {folder}",
+                "evidence",
+                self.evidence.len()
+            );
         }
         if report.events.dropped > 0 {
             let _ = writeln!(

@@ -228,6 +228,22 @@ impl MemoryDelivery {
         Ok(())
     }
 
+    /// Requeues the job at once as the same attempt, counting an identity retry.
+    pub async fn retry_elsewhere(mut self) -> Result<()> {
+        let Some(mut queued) = self.queued.take() else {
+            return Ok(());
+        };
+        queued.message.identity_retries += 1;
+        queued.redeliveries = 0;
+        let mut state = lock(&self.queue.state);
+        if !state.deleted {
+            state.ready.push_back(queued);
+            drop(state);
+            self.queue.changed.notify_waiters();
+        }
+        Ok(())
+    }
+
     /// Moves the job to the dead letters.
     pub async fn dead_letter(mut self, reason: String) -> Result<()> {
         if let Some(queued) = self.queued.take() {

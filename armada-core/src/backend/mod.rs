@@ -374,6 +374,11 @@ impl Delivery {
         dispatch_queue!(self, Self, delivery => delivery.retry(attempt, delay).await)
     }
 
+    /// Puts the job back at once as the same attempt, counting an identity retry.
+    pub async fn retry_elsewhere(self) -> Result<()> {
+        dispatch_queue!(self, Self, delivery => delivery.retry_elsewhere().await)
+    }
+
     /// Moves the job to the run's dead letters with `reason`.
     pub async fn dead_letter(self, reason: String) -> Result<()> {
         dispatch_queue!(self, Self, delivery => delivery.dead_letter(reason).await)

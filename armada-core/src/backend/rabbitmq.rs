@@ -521,6 +521,17 @@ impl RabbitDelivery {
         Ok(())
     }
 
+    /// Publishes the same attempt again at once, counting an identity retry, then acks this one.
+    pub async fn retry_elsewhere(mut self) -> Result<()> {
+        let mut next = self.message.clone();
+        next.identity_retries += 1;
+        self.queue
+            .publish_retry(&self.run, &next, Duration::ZERO)
+            .await?;
+        Self::settle(self.delivery.take()).await;
+        Ok(())
+    }
+
     /// Moves the job to the dead letters with `reason`, then acks it.
     pub async fn dead_letter(mut self, reason: String) -> Result<()> {
         let body = serde_json::to_vec(&self.message).map_err(|source| Error::Encode {
