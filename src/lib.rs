@@ -41,11 +41,15 @@
 //! # Features
 //! - `redis`: agent configs and run state in Redis (`--config-store redis://…`).
 //! - `rabbitmq`: jobs in RabbitMQ (`--queue amqp://…`).
+//! - `browser`: [`browser::BrowserAgent`], a Chromium per agent with its proxy and identity.
 //!
 //! A backend URL whose feature is missing is an error that names it. SQL monitor stores, the
 //! browser agent and Kubernetes will be opt-in features too.
 
 pub use armada_agent::ScriptAgent;
+/// The ready-made Chromium agent context (feature `browser`).
+#[cfg(feature = "browser")]
+pub use armada_agent::browser;
 pub use armada_core::backend::{RunProgress, RunStatus};
 /// Project files held in memory, for [`ProjectFiles`].
 pub use armada_core::project::NamedFile;
@@ -70,16 +74,18 @@ pub mod prelude {
     };
 }
 
+/// Runs the project binary's command line for `script`, with `project` as the default project
+/// folder: what [`main!`] expands to, for binaries that do more in their `main`.
+pub fn run<S: Script>(script: S, project: &std::path::Path) -> std::process::ExitCode {
+    let runner = std::sync::Arc::new(ScriptAgent::new(script));
+    armada_orchestrator::cli::main::<S>(runner, project)
+}
+
 /// Glue for [`main!`]; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    use std::path::Path;
-    use std::process::ExitCode;
-    use std::sync::Arc;
-
     /// The project binary's `main`.
-    pub fn main<S: crate::Script>(script: S, manifest_dir: &'static str) -> ExitCode {
-        let runner = Arc::new(crate::ScriptAgent::new(script));
-        armada_orchestrator::cli::main::<S>(runner, Path::new(manifest_dir))
+    pub fn main<S: crate::Script>(script: S, manifest_dir: &'static str) -> std::process::ExitCode {
+        crate::run(script, std::path::Path::new(manifest_dir))
     }
 }

@@ -12,7 +12,11 @@
 //! launchers use, so the orchestrator never needs the script's types.
 //!
 //! # Features
-//! None yet; the Chromium-backed browser context will arrive behind a feature.
+//! - `browser`: [`browser::BrowserAgent`], a Chromium per agent with its proxy and identity,
+//!   and [`browser::BrowserJob`], a page per job.
+
+#[cfg(feature = "browser")]
+pub mod browser;
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;

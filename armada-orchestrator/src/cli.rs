@@ -156,9 +156,12 @@ struct AgentArgs {
 /// runs in the binary, never in a library) and runs the command for the script `S`.
 pub fn main<S: Script>(runner: Arc<dyn AgentRunner>, default_project: &Path) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // lapin logs a deleted queue, which is how a run's end reaches its agents, as an error;
-        // the backend reports real connection problems itself.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,lapin=off"));
+        // lapin logs a deleted queue, which is how a run's end reaches its agents, as an error,
+        // and chromiumoxide warns about every CDP event newer than its protocol; the backends
+        // and the browser context report real failures themselves.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("warn,lapin=off,chromiumoxide=error")
+        });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -82,11 +82,11 @@ impl Summary {
             self.total() as f64 / seconds.max(1e-3)
         );
         for (status, count) in &self.by_status {
-            let _ = writeln!(out, "  {:<12}{count}", status.as_str());
+            let _ = writeln!(out, "  {:<14}{count}", status.as_str());
         }
         let _ = writeln!(
             out,
-            "  {:<12}{} ({} retries)",
+            "  {:<14}{} ({} retries)",
             "attempts", self.attempts, report.progress.retries
         );
         if !self.durations_ms.is_empty() {
@@ -96,7 +96,7 @@ impl Summary {
                 |fraction: f64| sorted[((sorted.len() - 1) as f64 * fraction).round() as usize];
             let _ = writeln!(
                 out,
-                "  {:<12}p50 {:.2} ms, p95 {:.2} ms, max {:.2} ms",
+                "  {:<14}p50 {:.2} ms, p95 {:.2} ms, max {:.2} ms",
                 "duration",
                 at(0.5),
                 at(0.95),
@@ -109,10 +109,10 @@ impl Summary {
                 .iter()
                 .map(|(agent, jobs)| format!("#{agent}: {jobs}"))
                 .collect();
-            let _ = writeln!(out, "  {:<12}{}", "jobs/agent", agents.join(", "));
+            let _ = writeln!(out, "  {:<14}{}", "jobs/agent", agents.join(", "));
         }
         for problem in &report.agent_problems {
-            let _ = writeln!(out, "  {:<12}{problem}", "agent");
+            let _ = writeln!(out, "  {:<14}{problem}", "agent");
         }
         if !self.errors.is_empty() {
             let mut errors: Vec<(&String, &u64)> = self.errors.iter().collect();
@@ -134,13 +134,13 @@ impl Summary {
                 .collect();
             let _ = writeln!(
                 out,
-                "  {:<12}{} ({} not job messages)",
+                "  {:<14}{} ({} not job messages)",
                 "dead letters",
                 report.dead_letters.len(),
                 undecodable.len()
             );
             for reason in undecodable.iter().take(TOP_ERRORS) {
-                let _ = writeln!(out, "            {reason}");
+                let _ = writeln!(out, "{:16}{reason}", "");
             }
         }
         if let Some(first) = self.evidence.first() {
@@ -149,7 +149,7 @@ impl Summary {
                 .map_or_else(|| first.clone(), |parent| parent.display().to_string());
             let _ = writeln!(
                 out,
-                "  {:<12}{} failed jobs with screenshots, HTML and console logs in {folder}",
+                "  {:<14}{} failed jobs with screenshots, HTML and console logs in {folder}",
                 "evidence",
                 self.evidence.len()
             );
@@ -157,12 +157,12 @@ impl Summary {
         if report.events.dropped > 0 {
             let _ = writeln!(
                 out,
-                "  {:<12}{} monitor events dropped",
+                "  {:<14}{} monitor events dropped",
                 "events", report.events.dropped
             );
         }
         if let Some(results) = results {
-            let _ = writeln!(out, "  {:<12}{}", "results", results.display());
+            let _ = writeln!(out, "  {:<14}{}", "results", results.display());
         }
         out
     }

@@ -62,7 +62,7 @@ fn launch_writes_one_result_line_per_job() {
     assert_eq!(job(13)["attempts"], 2);
     assert_eq!(job(0)["attempts"], 1);
     let stdout = text(&output.stdout);
-    assert!(stdout.contains("succeeded   50"), "{stdout}");
+    assert!(stdout.contains("succeeded     50"), "{stdout}");
 }
 
 #[test]

@@ -384,7 +384,7 @@ fn a_poison_message_and_a_job_that_always_fails_are_dead_lettered_with_their_rea
         11
     );
     assert!(
-        stdout.contains("dead letters2 (1 not job messages)"),
+        stdout.contains("dead letters  2 (1 not job messages)"),
         "{stdout}"
     );
     assert!(

@@ -1,0 +1,269 @@
+//! One Chromium process tree: started in its own process group with a parent-death signal,
+//! killed as a group and its profile folder removed when dropped. Nothing of it outlives its
+//! agent, even one killed with SIGKILL (the kernel sends Chromium SIGKILL when the agent's
+//! thread that spawned it exits, and the orchestrator removes the run's scratch folders).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::BrowserError;
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Flags that keep Chromium quiet on a closed network and fast in a container. Written without
+/// `--`, as chromiumoxide's arguments, but passed here directly.
+const QUIET_FLAGS: [&str; 9] = [
+    "disable-gpu",
+    "disable-quic",
+    "no-first-run",
+    "no-default-browser-check",
+    "disable-background-networking",
+    "disable-component-update",
+    "disable-sync",
+    "disable-dev-shm-usage",
+    "disable-breakpad",
+];
+
+/// A running Chromium.
+#[derive(Debug)]
+pub(crate) struct ChromiumProcess {
+    child: Child,
+    profile: PathBuf,
+    /// The DevTools WebSocket URL.
+    pub(crate) websocket: String,
+}
+
+/// What a launch needs.
+pub(crate) struct Launch<'a> {
+    pub(crate) executable: &'a Path,
+    pub(crate) profile: PathBuf,
+    pub(crate) headless: bool,
+    pub(crate) window_size: [u32; 2],
+    pub(crate) proxy_server: Option<String>,
+    pub(crate) proxy_bypass: &'a [String],
+    pub(crate) extra_args: &'a [String],
+}
+
+/// Finds Chromium: Debian's real binary first (its `/usr/bin/chromium` is a wrapper script
+/// that adds flags), then the usual names on `PATH`.
+pub(crate) fn find_executable() -> Option<PathBuf> {
+    let known = [
+        "/usr/lib/chromium/chromium",
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+    ];
+    if let Some(path) = known.iter().map(PathBuf::from).find(|path| path.is_file()) {
+        return Some(path);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| {
+            ["chromium", "chromium-browser", "google-chrome"].map(|name| dir.join(name))
+        })
+        .find(|candidate| candidate.is_file())
+}
+
+impl ChromiumProcess {
+    /// Starts Chromium and waits for its DevTools endpoint.
+    pub(crate) async fn launch(launch: Launch<'_>) -> Result<Self, BrowserError> {
+        std::fs::create_dir_all(&launch.profile).map_err(|source| BrowserError::Io {
+            what: format!("create the profile folder {}", launch.profile.display()),
+            source,
+        })?;
+        let mut command = Command::new(launch.executable);
+        if launch.headless {
+            command.arg("--headless");
+        }
+        command
+            .args(QUIET_FLAGS.map(|flag| format!("--{flag}")))
+            .arg("--remote-debugging-port=0")
+            .arg(format!("--user-data-dir={}", launch.profile.display()))
+            .arg(format!(
+                "--window-size={},{}",
+                launch.window_size[0], launch.window_size[1]
+            ));
+        if is_root() {
+            command.arg("--no-sandbox");
+        }
+        if let Some(proxy) = &launch.proxy_server {
+            command.arg(format!("--proxy-server={proxy}"));
+            if !launch.proxy_bypass.is_empty() {
+                command.arg(format!(
+                    "--proxy-bypass-list={}",
+                    launch.proxy_bypass.join(";")
+                ));
+            }
+        }
+        for extra in launch.extra_args {
+            command.arg(format!("--{}", extra.trim_start_matches('-')));
+        }
+        command
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        own_process_group_dying_with_parent(&mut command);
+        let mut child = command.spawn().map_err(|source| BrowserError::Io {
+            what: format!("start {}", launch.executable.display()),
+            source,
+        })?;
+        let stderr = child.stderr.take();
+        let mut process = Self {
+            child,
+            profile: launch.profile,
+            websocket: String::new(),
+        };
+        let Some(stderr) = stderr else {
+            return Err(BrowserError::Startup(
+                "Chromium's stderr is not readable".into(),
+            ));
+        };
+        let mut lines = BufReader::new(stderr).lines();
+        let mut last_lines = Vec::new();
+        let found = tokio::time::timeout(STARTUP_TIMEOUT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                    return Some(url.trim().to_owned());
+                }
+                last_lines.push(line);
+                if last_lines.len() > 20 {
+                    last_lines.remove(0);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(url)) => process.websocket = url,
+            Ok(None) => {
+                return Err(BrowserError::Startup(format!(
+                    "Chromium exited before it was ready: {}",
+                    last_lines.join(" | ")
+                )));
+            }
+            Err(_) => {
+                return Err(BrowserError::Startup(format!(
+                    "Chromium gave no DevTools address within {STARTUP_TIMEOUT:?}"
+                )));
+            }
+        }
+        // Keep draining stderr so Chromium never blocks on a full pipe; the task ends with it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(process)
+    }
+
+    /// The process group's id (Chromium's pid: it leads its own group).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Whether Chromium's main process is still running.
+    pub(crate) fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Resident memory of the whole process tree, in megabytes.
+    pub(crate) fn resident_mb(&self) -> u64 {
+        self.pid()
+            .map_or(0, |group| group_resident_kb(group) / 1024)
+    }
+}
+
+impl Drop for ChromiumProcess {
+    fn drop(&mut self) {
+        if let Some(group) = self.pid() {
+            kill_group(group);
+        }
+        // Reap the main process so it leaves no zombie; the group's other members are
+        // Chromium's children and reaped by it, or by init once it is gone.
+        let _ = self.child.start_kill();
+        let _ = self.child.try_wait();
+        if let Err(error) = std::fs::remove_dir_all(&self.profile)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(folder = %self.profile.display(), %error, "cannot remove a browser profile");
+        }
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::geteuid() == 0
+    }
+}
+
+/// Makes the child lead a new process group (so the whole tree can be killed at once) and
+/// receive SIGKILL when the thread that spawned it dies (so a SIGKILLed agent takes its browser
+/// along). Must be called from a long-lived runtime thread, never `spawn_blocking`.
+#[allow(unsafe_code)]
+fn own_process_group_dying_with_parent(command: &mut Command) {
+    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
+    // functions (setpgid, prctl), touching no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+fn kill_group(group: u32) {
+    let Ok(group) = libc::pid_t::try_from(group) else {
+        return;
+    };
+    // SAFETY: kill has no memory preconditions; a negative pid addresses the process group,
+    // which this process created and leads.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(-group, libc::SIGKILL);
+    }
+}
+
+/// Sums VmRSS of every process in the group, from /proc.
+fn group_resident_kb(group: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut total = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command name: state, ppid, pgrp, ...
+        let pgrp = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+            .and_then(|field| field.parse::<u32>().ok());
+        if pgrp != Some(group) {
+            continue;
+        }
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            total += status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|value| value.split_whitespace().next())
+                .and_then(|kb| kb.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
+}
