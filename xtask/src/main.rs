@@ -1,7 +1,8 @@
 //! Project automation, run as `cargo xtask <task>` (alias in `.cargo/config.toml`).
 //!
-//! - `demo`: runs the main example (examples/hello, 4 agents, 100 jobs) and checks that it wrote
-//!   exactly one result line per job.
+//! - `demo`: runs the main example (examples/catalog: 4 agents, each with its own Chromium,
+//!   scraping a shop the example serves) and checks that it wrote one result line per job.
+//!   Installs Chromium first when it is missing.
 //! - `test`: every check CI runs: starts Redis and RabbitMQ where installed but stopped, then
 //!   formatting, clippy with warnings denied, all tests.
 //! - `bench`: the benchmarks, each next to the plain library it is built on.
@@ -24,7 +25,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Run examples/hello with 4 agents and 100 jobs and check its results.
+    /// Run examples/catalog with 4 browser agents and check its results.
     Demo,
     /// Check formatting, run clippy with warnings denied, and run every test.
     Test,
@@ -69,19 +70,52 @@ fn run(mut command: Command) -> Result<()> {
     Ok(())
 }
 
+/// Where Debian puts Chromium; the browser agent finds it there.
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Installs Chromium from Debian's packages when it is missing and this is root; otherwise
+/// says how.
+fn ensure_chromium() -> Result<()> {
+    if Path::new(CHROMIUM).exists() {
+        return Ok(());
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0");
+    ensure!(
+        root,
+        "Chromium is needed and not installed: run `sudo apt-get install -y chromium`, then \
+         this command again"
+    );
+    eprintln!("Chromium is not installed: installing Debian's package");
+    let mut update = Command::new("apt-get");
+    update.arg("update");
+    run(update)?;
+    let mut install = Command::new("apt-get");
+    install.args(["install", "-y", "chromium"]);
+    run(install)?;
+    ensure!(
+        Path::new(CHROMIUM).exists(),
+        "apt-get installed no {CHROMIUM}"
+    );
+    Ok(())
+}
+
 fn demo(root: &Path) -> Result<()> {
+    ensure_chromium()?;
     let output = root.join("target").join("demo").join("results.jsonl");
     let mut command = cargo(root);
     command.args([
         "run",
         "--quiet",
         "-p",
-        "hello",
+        "catalog",
         "--bin",
-        "orchestrate",
+        "catalog-orchestrate",
         "--",
     ]);
-    command.args(["launch", "--agents", "4", "--jobs", "100", "--output"]);
+    command.args(["launch", "--agents", "4", "--output"]);
     command.arg(&output);
     run(command)?;
     let text = std::fs::read_to_string(&output)
@@ -95,14 +129,19 @@ fn demo(root: &Path) -> Result<()> {
             .with_context(|| format!("{}:{}: no job index", output.display(), number + 1))?;
         ensure!(indexes.insert(index), "job {index} has two result lines");
     }
-    if indexes != (0..100).collect() {
+    let jobs = std::fs::read_to_string(root.join("examples/catalog/config/data_job.csv"))?
+        .lines()
+        .skip(1)
+        .filter(|line| !line.trim().is_empty())
+        .count() as u64;
+    if indexes != (0..jobs).collect() {
         bail!(
-            "expected one result line for each of the 100 jobs, found {}",
+            "expected one result line for each of the {jobs} jobs, found {}",
             indexes.len()
         );
     }
     eprintln!(
-        "demo OK: one result line for each of the 100 jobs in {}",
+        "demo OK: one result line for each of the {jobs} jobs in {}",
         output.display()
     );
     Ok(())
@@ -189,6 +228,7 @@ fn ensure_services() -> Result<()> {
 
 fn test(root: &Path) -> Result<()> {
     ensure_services()?;
+    ensure_chromium()?;
     let mut fmt = cargo(root);
     fmt.args(["fmt", "--all", "--", "--check"]);
     run(fmt)?;

@@ -251,6 +251,8 @@ impl<C> BrowserAgent<C> {
                 .proxy
                 .as_ref()
                 .map_or(&[][..], |proxy| proxy.bypass.as_slice()),
+            user_agent: self.config.identity.user_agent.as_deref(),
+            accept_language: self.config.identity.accept_language.as_deref(),
             extra_args: &settings.args,
         })
         .await?;

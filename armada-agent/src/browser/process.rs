@@ -45,6 +45,11 @@ pub(crate) struct Launch<'a> {
     pub(crate) window_size: [u32; 2],
     pub(crate) proxy_server: Option<String>,
     pub(crate) proxy_bypass: &'a [String],
+    /// The identity's user agent, browser-wide: requests the browser makes itself (favicons,
+    /// prefetches) do not see the per-page override.
+    pub(crate) user_agent: Option<&'a str>,
+    /// The identity's languages, browser-wide for the same reason.
+    pub(crate) accept_language: Option<&'a str>,
     pub(crate) extra_args: &'a [String],
 }
 
@@ -97,6 +102,12 @@ impl ChromiumProcess {
                     launch.proxy_bypass.join(";")
                 ));
             }
+        }
+        if let Some(user_agent) = launch.user_agent {
+            command.arg(format!("--user-agent={user_agent}"));
+        }
+        if let Some(languages) = launch.accept_language {
+            command.arg(format!("--accept-lang={languages}"));
         }
         for extra in launch.extra_args {
             command.arg(format!("--{}", extra.trim_start_matches('-')));

@@ -246,47 +246,86 @@ impl RabbitQueue {
         message: &JobMessage,
         delay: Duration,
     ) -> Result<()> {
-        let channel = self.publisher().await?;
         let body = serde_json::to_vec(message).map_err(|source| Error::Encode {
             what: "a job message",
             source,
         })?;
-        let target = if delay.is_zero() {
-            jobs_queue(run)
-        } else {
-            let name = delay_queue(run, delay);
-            let millis = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
-            let mut arguments = FieldTable::default();
-            arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(millis));
-            arguments.insert(
-                "x-expires".into(),
-                AMQPValue::LongLongInt(millis.saturating_add(60_000)),
-            );
-            arguments.insert(
-                "x-dead-letter-exchange".into(),
-                AMQPValue::LongString("".into()),
-            );
-            arguments.insert(
-                "x-dead-letter-routing-key".into(),
-                AMQPValue::LongString(jobs_queue(run).as_str().into()),
-            );
-            self.declare(&channel, &name, arguments).await?;
-            name
-        };
-        self.publish_confirmed(
-            &channel,
-            &target,
-            std::iter::once((body, FieldTable::default())),
+        if delay.is_zero() {
+            return self
+                .publish_one(&jobs_queue(run), None, body, FieldTable::default())
+                .await;
+        }
+        let millis = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(millis));
+        arguments.insert(
+            "x-expires".into(),
+            AMQPValue::LongLongInt(millis.saturating_add(60_000)),
+        );
+        arguments.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("".into()),
+        );
+        arguments.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(jobs_queue(run).as_str().into()),
+        );
+        self.publish_one(
+            &delay_queue(run, delay),
+            Some(arguments),
+            body,
+            FieldTable::default(),
         )
         .await
     }
 
     async fn publish_dead(&self, run: &RunId, body: Vec<u8>, reason: &str) -> Result<()> {
-        let channel = self.publisher().await?;
         let mut headers = FieldTable::default();
         headers.insert(REASON_HEADER.into(), AMQPValue::LongString(reason.into()));
-        self.publish_confirmed(&channel, &dead_queue(run), std::iter::once((body, headers)))
+        self.publish_one(&dead_queue(run), None, body, headers)
             .await
+    }
+
+    /// Publishes one message with its confirm, declaring its queue first when `declare` is
+    /// given. Rides out a broker restart: a failed publish reconnects and tries again, so an
+    /// agent survives the outage (at worst a message is published twice, and its job's
+    /// outcome is still recorded once).
+    async fn publish_one(
+        &self,
+        queue: &str,
+        declare: Option<FieldTable>,
+        body: Vec<u8>,
+        headers: FieldTable,
+    ) -> Result<()> {
+        let mut delay = Duration::from_millis(100);
+        let mut tries = 0;
+        loop {
+            let channel = self.publisher().await?;
+            let published = async {
+                if let Some(arguments) = &declare {
+                    self.declare(&channel, queue, arguments.clone()).await?;
+                }
+                self.publish_confirmed(
+                    &channel,
+                    queue,
+                    std::iter::once((body.clone(), headers.clone())),
+                )
+                .await
+            }
+            .await;
+            match published {
+                Ok(()) => return Ok(()),
+                Err(error) if tries >= 60 => return Err(error),
+                Err(error) => {
+                    tracing::warn!(%error, queue, "publish failed; reconnecting in {delay:?}");
+                    // Force a fresh channel: this one may look open while its connection died.
+                    *self.publisher.lock().await = None;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RECONNECT_BACKOFF_MAX);
+                    tries += 1;
+                }
+            }
+        }
     }
 
     /// A consumer of the run's jobs with at most `prefetch` unacked deliveries.

@@ -273,6 +273,10 @@ fn a_broker_restart_mid_run_loses_and_duplicates_nothing() {
     rabbitmqctl("start_app");
     let (status, stdout, results) = run.finish();
     assert!(status.success(), "{stdout}");
+    assert!(
+        !stdout.contains("exited abnormally"),
+        "every agent rides out the restart: {stdout}"
+    );
     assert_eq!(results.len(), 60, "each job exactly once");
     assert_eq!(indexes(&results), (0..60).collect());
     assert!(results.iter().all(|r| r["status"] == "succeeded"));
