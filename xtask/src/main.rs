@@ -70,13 +70,14 @@ fn run(mut command: Command) -> Result<()> {
     Ok(())
 }
 
-/// Where Debian puts Chromium; the browser agent finds it there.
+/// Where Debian puts Chromium and Xvfb (for visible browsers on machines without a display).
 const CHROMIUM: &str = "/usr/bin/chromium";
+const XVFB: &str = "/usr/bin/Xvfb";
 
 /// Installs Chromium from Debian's packages when it is missing and this is root; otherwise
 /// says how.
 fn ensure_chromium() -> Result<()> {
-    if Path::new(CHROMIUM).exists() {
+    if Path::new(CHROMIUM).exists() && Path::new(XVFB).exists() {
         return Ok(());
     }
     let root = Command::new("id")
@@ -85,10 +86,10 @@ fn ensure_chromium() -> Result<()> {
         .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0");
     ensure!(
         root,
-        "Chromium is needed and not installed: run `sudo apt-get install -y chromium`, then \
-         this command again"
+        "Chromium and Xvfb are needed and not installed: run `sudo apt-get install -y chromium \
+         xvfb`, then this command again"
     );
-    eprintln!("Chromium is not installed: installing Debian's package");
+    eprintln!("Chromium or Xvfb is not installed: installing Debian's packages");
     let mut update = Command::new("apt-get");
     update.arg("update");
     run(update)?;

@@ -1,6 +1,7 @@
 //! The ready-made Chromium agent context (feature `browser`).
 //!
-//! [`BrowserAgent`] starts one Chromium per agent and reuses it for every job. Each job gets a
+//! [`BrowserAgent`] starts one Chromium per agent and reuses it for every job, headless or
+//! visible (with its own Xvfb display when the machine has none). Each job gets a
 //! fresh page with the agent's identity applied before it navigates. The agent's proxy comes
 //! from its config (fixed, rotated through a list, or asked of a provider); its credentials
 //! are answered through CDP, never put on a command line. Requests can be blocked and
@@ -50,7 +51,7 @@ pub use config::{
     Brand, BrowserAgentConfig, BrowserSettings, ClientHints, Geolocation, Identity, InterceptRules,
     ProxySettings, Rewrite,
 };
-use process::{ChromiumProcess, Launch};
+use process::{ChromiumProcess, Launch, VirtualDisplay};
 
 /// What can go wrong with the browser itself.
 #[derive(Debug, thiserror::Error)]
@@ -104,11 +105,14 @@ impl<C> std::fmt::Debug for BrowserAgent<C> {
     }
 }
 
-/// A connected browser and the task driving its DevTools connection.
+/// A connected browser and the task driving its DevTools connection. Fields drop in order:
+/// the browser's processes go before the virtual display they draw on.
 struct Session {
     browser: Browser,
     driver: JoinHandle<()>,
     process: ChromiumProcess,
+    /// Held, not read: dropping it stops the Xvfb the browser draws on.
+    _display: Option<VirtualDisplay>,
     credentials: Option<Credentials>,
 }
 
@@ -240,6 +244,11 @@ impl<C> BrowserAgent<C> {
             self.info
                 .scratch_dir
                 .join(format!("profile-{}-{}", std::process::id(), self.launches));
+        let display = if settings.screen_visible && std::env::var_os("DISPLAY").is_none() {
+            Some(VirtualDisplay::start(settings.window_size).await?)
+        } else {
+            None
+        };
         let process = ChromiumProcess::launch(Launch {
             executable: &executable,
             profile,
@@ -253,6 +262,7 @@ impl<C> BrowserAgent<C> {
                 .map_or(&[][..], |proxy| proxy.bypass.as_slice()),
             user_agent: self.config.identity.user_agent.as_deref(),
             accept_language: self.config.identity.accept_language.as_deref(),
+            display: display.as_ref().map(VirtualDisplay::display),
             extra_args: &settings.args,
         })
         .await?;
@@ -275,6 +285,7 @@ impl<C> BrowserAgent<C> {
             browser,
             driver,
             process,
+            _display: display,
             credentials: proxy.and_then(|proxy| proxy.credentials),
         });
         self.pages_on_browser = 0;

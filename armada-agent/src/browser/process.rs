@@ -50,6 +50,8 @@ pub(crate) struct Launch<'a> {
     pub(crate) user_agent: Option<&'a str>,
     /// The identity's languages, browser-wide for the same reason.
     pub(crate) accept_language: Option<&'a str>,
+    /// The X display of a visible browser (`:101`), when not the session's own.
+    pub(crate) display: Option<String>,
     pub(crate) extra_args: &'a [String],
 }
 
@@ -111,6 +113,9 @@ impl ChromiumProcess {
         }
         for extra in launch.extra_args {
             command.arg(format!("--{}", extra.trim_start_matches('-')));
+        }
+        if let Some(display) = &launch.display {
+            command.env("DISPLAY", display);
         }
         command
             .arg("about:blank")
@@ -199,6 +204,81 @@ impl Drop for ChromiumProcess {
         {
             tracing::warn!(folder = %self.profile.display(), %error, "cannot remove a browser profile");
         }
+    }
+}
+
+/// An Xvfb server for a visible browser on a machine without a display.
+#[derive(Debug)]
+pub(crate) struct VirtualDisplay {
+    child: Child,
+    number: u32,
+}
+
+impl VirtualDisplay {
+    /// Starts Xvfb on a free display number and waits until it accepts connections.
+    pub(crate) async fn start(size: [u32; 2]) -> Result<Self, BrowserError> {
+        let executable = ["/usr/bin/Xvfb", "/usr/local/bin/Xvfb"]
+            .into_iter()
+            .map(Path::new)
+            .find(|path| path.is_file())
+            .ok_or_else(|| {
+                BrowserError::Startup(
+                    "a visible browser (browser.screen_visible) needs a display: DISPLAY is not \
+                     set and Xvfb is not installed (`apt-get install -y xvfb`)"
+                        .into(),
+                )
+            })?;
+        // Start the search at a number that differs between processes, to avoid races.
+        let start = 100 + std::process::id() % 400;
+        for number in (start..start + 50).map(|number| 100 + (number - 100) % 400) {
+            if Path::new(&format!("/tmp/.X{number}-lock")).exists() {
+                continue;
+            }
+            let mut command = Command::new(executable);
+            command
+                .arg(format!(":{number}"))
+                .args(["-screen", "0", &format!("{}x{}x24", size[0], size[1])])
+                .args(["-nolisten", "tcp"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true);
+            own_process_group_dying_with_parent(&mut command);
+            let child = command.spawn().map_err(|source| BrowserError::Io {
+                what: "start Xvfb".into(),
+                source,
+            })?;
+            let mut display = Self { child, number };
+            let socket = format!("/tmp/.X11-unix/X{number}");
+            for _ in 0..100 {
+                if Path::new(&socket).exists() {
+                    return Ok(display);
+                }
+                if !matches!(display.child.try_wait(), Ok(None)) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // Lost a race for this number, or too slow: the drop kills it; try the next.
+        }
+        Err(BrowserError::Startup(
+            "Xvfb found no free display number".into(),
+        ))
+    }
+
+    /// The `DISPLAY` value.
+    pub(crate) fn display(&self) -> String {
+        format!(":{}", self.number)
+    }
+}
+
+impl Drop for VirtualDisplay {
+    fn drop(&mut self) {
+        if let Some(group) = self.child.id() {
+            kill_group(group);
+        }
+        let _ = self.child.start_kill();
+        let _ = self.child.try_wait();
     }
 }
 

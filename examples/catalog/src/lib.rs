@@ -116,7 +116,12 @@ impl Script for Catalog {
             Task::Whoami => {
                 job.goto(&format!("{base}/whoami")).await?;
                 let who = wait_for(job, "document.getElementById('who').textContent", "").await?;
-                serde_json::from_str(who.as_str().unwrap_or("{}")).map_err(ScriptError::fail)
+                let mut who: Value = serde_json::from_str(who.as_str().unwrap_or("{}"))
+                    .map_err(ScriptError::fail)?;
+                // What the agent knows of itself: which browser and proxy served the page.
+                who["browser_launches"] = json!(agent.launches());
+                who["proxy"] = json!(agent.proxy());
+                Ok(who)
             }
             Task::Slow => {
                 job.goto(&format!("{base}/slow")).await?;

@@ -57,6 +57,7 @@ impl Drop for Launch {
 
 fn launch(project: &Path, results: &Path, args: &[&str]) -> Launch {
     let mut child = Command::new(env!("CARGO_BIN_EXE_catalog-orchestrate"))
+        .env_remove("DISPLAY")
         .arg("launch")
         .arg("--project")
         .arg(project)
@@ -510,4 +511,114 @@ fn kill_9_of_an_agent_process_leaves_no_browser_and_no_profile() {
     assert_eq!(results.len(), 8);
     assert!(results.values().all(|r| r["status"] == "succeeded"));
     assert_nothing_left(&run_id);
+}
+
+/// Answers `GET /fetch_proxy` with `{"proxy": URL}`, as the original system's provider did.
+fn start_provider(proxy_url: String) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut client in listener.incoming().flatten() {
+            let mut request = [0u8; 1024];
+            let _ = client.read(&mut request);
+            let body = json!({ "proxy": proxy_url }).to_string();
+            let _ = write!(
+                client,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn proxies_come_from_a_list_or_a_provider_and_a_dead_one_is_rotated_away_for_free() {
+    let _turn = turn();
+    let proxy = start_proxy();
+    let live = format!("http://user:pass@127.0.0.1:{}", proxy.port);
+    // Nothing listens on a port just closed: the first proxy of agent 0's list is dead.
+    let dead_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = format!("http://127.0.0.1:{dead_port}");
+    let provider = start_provider(live.clone());
+    let agents = format!(
+        "targetted_agent,identity.user_agent,proxy.list,proxy.provider,proxy.bypass\n\
+         0,ArmadaAgent/0,\"[\"\"{dead}\"\", \"\"{live}\"\"]\",,\"[\"\"<-loopback>\"\"]\"\n\
+         1,ArmadaAgent/1,,http://127.0.0.1:{provider}/fetch_proxy,\"[\"\"<-loopback>\"\"]\"\n"
+    );
+    let jobs: String = (0..12).map(|index| format!("{index},whoami\n")).collect();
+    let dir = project(&agents, &format!("targetted_job,kind\n{jobs}"));
+    let run = launch(
+        dir.path(),
+        &dir.path().join("r.jsonl"),
+        &["--agents", "2", "--max-attempts", "1"],
+    );
+    let (code, stdout, results) = run.finish();
+    // max_attempts is 1: the dead proxy's failure did not count as an attempt.
+    assert_eq!(code, Some(0), "{stdout}");
+    let proxy_server = format!("http://127.0.0.1:{}", proxy.port);
+    for result in results.values() {
+        assert_eq!(result["attempts"], 1, "{result}");
+        // Both agents ended on the live proxy, without its credentials in what they report.
+        assert_eq!(result["output"]["proxy"], proxy_server.as_str(), "{result}");
+    }
+    let seen: BTreeSet<String> = proxy.seen.lock().unwrap().iter().cloned().collect();
+    let ran: BTreeSet<u64> = results
+        .values()
+        .map(|r| r["agent"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ran,
+        BTreeSet::from([0, 1]),
+        "both proxy sources must be exercised"
+    );
+    for agent in ran {
+        assert!(seen.contains(&format!("ArmadaAgent/{agent}")), "{seen:?}");
+    }
+}
+
+#[test]
+fn the_browser_is_recycled_after_the_configured_number_of_jobs() {
+    let _turn = turn();
+    let agents = "targetted_agent,browser.recycle_after_jobs\n0,2\n";
+    let jobs: String = (0..6).map(|index| format!("{index},whoami\n")).collect();
+    let dir = project(agents, &format!("targetted_job,kind\n{jobs}"));
+    let run = launch(dir.path(), &dir.path().join("r.jsonl"), &["--agents", "1"]);
+    let run_id = run.run_id.clone();
+    let (code, stdout, results) = run.finish();
+    assert_eq!(code, Some(0), "{stdout}");
+    let mut launches: Vec<u64> = results
+        .values()
+        .map(|r| r["output"]["browser_launches"].as_u64().unwrap())
+        .collect();
+    launches.sort_unstable();
+    assert_eq!(launches, vec![1, 1, 2, 2, 3, 3]);
+    assert_nothing_left(&run_id);
+}
+
+fn xvfb_servers() -> usize {
+    let output = Command::new("pgrep").args(["-x", "Xvfb"]).output().unwrap();
+    String::from_utf8_lossy(&output.stdout).lines().count()
+}
+
+#[test]
+fn a_visible_browser_without_a_display_gets_its_own_xvfb() {
+    let _turn = turn();
+    let before = xvfb_servers();
+    let agents = "targetted_agent,browser.screen_visible\n0,true\n";
+    let dir = project(agents, "targetted_job,kind\n0,whoami\n1,product\n");
+    let run = launch(dir.path(), &dir.path().join("r.jsonl"), &["--agents", "1"]);
+    let (code, stdout, results) = run.finish();
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(results[&0]["output"]["width"], 1280);
+    assert_eq!(results[&1]["output"]["name"], "Product 1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while xvfb_servers() > before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(xvfb_servers(), before, "the agent's Xvfb outlived it");
 }
