@@ -276,5 +276,9 @@ fn bench(root: &Path) -> Result<()> {
         "redis,rabbitmq",
     ]);
     command.args(["--bench", "embedded", "--bench", "distributed"]);
-    run(command)
+    run(command)?;
+    ensure_chromium()?;
+    let mut browser = cargo(root);
+    browser.args(["bench", "--locked", "-p", "catalog", "--bench", "pages"]);
+    run(browser)
 }

@@ -225,6 +225,20 @@ impl<C> BrowserAgent<C> {
         self.launches
     }
 
+    /// Tabs open in the browser (1 while a job runs: each job's page replaces the last).
+    pub async fn open_pages(&self) -> Result<usize, ScriptError> {
+        let session = self
+            .session
+            .as_ref()
+            .ok_or_else(|| ScriptError::retry("no browser"))?;
+        let pages = session
+            .browser
+            .pages()
+            .await
+            .map_err(|error| ScriptError::retry(BrowserError::Cdp(error)))?;
+        Ok(pages.len())
+    }
+
     /// Chromium's process id (it leads its own process group), while running.
     pub fn browser_pid(&self) -> Option<u32> {
         self.session
@@ -297,6 +311,23 @@ impl<C> BrowserAgent<C> {
         Ok(())
     }
 
+    /// Closes every tab: the previous job's (dropping a `Page` leaves its tab and renderer
+    /// open), popups it opened, and the tab Chromium opened at start.
+    async fn close_pages(&mut self) {
+        self.current = None;
+        let Some(session) = &self.session else {
+            return;
+        };
+        for page in session.browser.pages().await.unwrap_or_default() {
+            if tokio::time::timeout(Duration::from_secs(5), page.close())
+                .await
+                .is_err()
+            {
+                tracing::debug!(agent = self.info.index, "closing a page timed out");
+            }
+        }
+    }
+
     /// Whether the browser must be started again: it died, or it is due for recycling.
     fn needs_launch(&mut self) -> bool {
         let settings = &self.config.browser;
@@ -320,7 +351,7 @@ impl<C> BrowserAgent<C> {
     /// A fresh page with the agent's identity and interception applied, replacing the previous
     /// job's page. Starts a new browser first when the old one died or is due for recycling.
     pub async fn new_page(&mut self) -> Result<Page, ScriptError> {
-        self.current = None;
+        self.close_pages().await;
         if self.needs_launch() {
             self.session = None;
             self.launch().await.map_err(ScriptError::retry)?;

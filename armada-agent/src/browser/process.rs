@@ -118,7 +118,8 @@ impl ChromiumProcess {
             command.env("DISPLAY", display);
         }
         command
-            .arg("about:blank")
+            // No tab until a job asks for one: a start tab would hold a renderer for nothing.
+            .arg("--no-startup-window")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -120,6 +120,7 @@ impl Script for Catalog {
                     .map_err(ScriptError::fail)?;
                 // What the agent knows of itself: which browser and proxy served the page.
                 who["browser_launches"] = json!(agent.launches());
+                who["open_pages"] = json!(agent.open_pages().await?);
                 who["proxy"] = json!(agent.proxy());
                 Ok(who)
             }

@@ -591,6 +591,10 @@ fn the_browser_is_recycled_after_the_configured_number_of_jobs() {
     let run_id = run.run_id.clone();
     let (code, stdout, results) = run.finish();
     assert_eq!(code, Some(0), "{stdout}");
+    // Each job's page replaces the last: tabs do not pile up.
+    for result in results.values() {
+        assert_eq!(result["output"]["open_pages"], 1, "{result}");
+    }
     let mut launches: Vec<u64> = results
         .values()
         .map(|r| r["output"]["browser_launches"].as_u64().unwrap())
