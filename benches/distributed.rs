@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use armada::prelude::*;
-use armada::{Backends, Launcher, Orchestrator, Plan, ProjectFiles, RunOverrides, ScriptAgent};
+mod support;
+
+use armada::{Backends, Launcher, Orchestrator, ScriptAgent};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -15,30 +16,14 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use serde::de::IgnoredAny;
+use support::{Noop, noop_plan};
 
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
 const JOBS: u64 = 5_000;
 
-struct Noop;
-
-impl Script for Noop {
-    type Agent = PlainAgent;
-    type Job = Job<IgnoredAny>;
-    type Output = ();
-
-    async fn run(&self, _: &mut PlainAgent, _: &mut Job<IgnoredAny>) -> Result<(), ScriptError> {
-        Ok(())
-    }
-}
-
 async fn armada_run(agents: u32) -> Duration {
-    let template = serde_json::json!({
-        "run_message": { "agents": agents, "jobs": JOBS, "max_attempts": 1 },
-    });
-    let files = ProjectFiles::from_template(template.to_string());
-    let plan = Plan::for_script::<Noop>(&files, &RunOverrides::default()).expect("a valid plan");
+    let plan = noop_plan(agents, JOBS);
     let backends = Backends::connect(REDIS_URL, AMQP_URL, "memory://")
         .await
         .expect("Redis and RabbitMQ on 127.0.0.1 (cargo xtask bench starts them)");

@@ -5,34 +5,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use armada::prelude::*;
-use armada::{Backends, Launcher, Orchestrator, Plan, ProjectFiles, RunOverrides, ScriptAgent};
-use serde::de::IgnoredAny;
+mod support;
+
+use armada::{Backends, Launcher, Orchestrator, ScriptAgent};
+use support::{Noop, noop_plan};
 use tokio::sync::{Mutex, mpsc};
 
 const JOBS: u64 = 200_000;
 const ROUNDS: usize = 3;
-
-struct Noop;
-
-impl Script for Noop {
-    type Agent = PlainAgent;
-    type Job = Job<IgnoredAny>;
-    type Output = ();
-
-    async fn run(&self, _: &mut PlainAgent, _: &mut Job<IgnoredAny>) -> Result<(), ScriptError> {
-        Ok(())
-    }
-}
-
-fn plan(agents: u32, jobs: u64) -> Plan {
-    let template = serde_json::json!({
-        "run_message": { "agents": agents, "jobs": jobs, "max_attempts": 1 },
-        "default_job_message": { "url": "http://127.0.0.1/" },
-    });
-    let files = ProjectFiles::from_template(template.to_string());
-    Plan::for_script::<Noop>(&files, &RunOverrides::default()).expect("a valid plan")
-}
 
 /// Seconds of CPU this process has used (user + system), from /proc.
 fn cpu_seconds() -> f64 {
@@ -63,7 +43,7 @@ fn best(mut measures: Vec<Measure>) -> Measure {
 }
 
 async fn armada_run(agents: u32) -> Measure {
-    let plan = plan(agents, JOBS);
+    let plan = noop_plan(agents, JOBS);
     let orchestrator = Orchestrator::new(
         Backends::embedded().await.expect("embedded backends"),
         Launcher::InProcess(Arc::new(ScriptAgent::new(Noop))),

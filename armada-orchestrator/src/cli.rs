@@ -102,6 +102,22 @@ struct BackendArgs {
     config_store: String,
 }
 
+impl BackendArgs {
+    async fn connect(&self) -> Result<Backends> {
+        Backends::connect(&self.config_store, &self.queue, "memory://").await
+    }
+
+    /// For commands that work on a run held elsewhere: in-memory backends exist only inside
+    /// the `launch` that created them, so they are refused before anything connects.
+    async fn connect_shared(&self) -> Result<Backends> {
+        let in_memory = |url: &str| url.starts_with("memory:");
+        if in_memory(&self.queue) || in_memory(&self.config_store) {
+            return Err(Error::AgentNeedsSharedBackends);
+        }
+        self.connect().await
+    }
+}
+
 #[derive(Debug, Args)]
 struct LaunchArgs {
     #[command(flatten)]
@@ -242,12 +258,7 @@ async fn launch<S: Script>(
     default_project: &Path,
 ) -> Result<ExitCode> {
     let (project, plan) = load_plan::<S>(&args.project, default_project)?;
-    let backends = Backends::connect(
-        &args.backends.config_store,
-        &args.backends.queue,
-        "memory://",
-    )
-    .await?;
+    let backends = args.backends.connect().await?;
     let run_id = RunId::new();
     let output = args.output.clone().unwrap_or_else(|| {
         project
@@ -361,17 +372,8 @@ async fn cancel_on_ctrl_c(control: RunControl, done: CancellationToken) {
 }
 
 async fn agent(args: AgentArgs, runner: Arc<dyn AgentRunner>) -> Result<ExitCode> {
-    let is_memory = |url: &str| url.starts_with("memory:");
-    if is_memory(&args.backends.queue) || is_memory(&args.backends.config_store) {
-        return Err(Error::AgentNeedsSharedBackends);
-    }
     let run_id = RunId::parse(&args.run_id)?;
-    let backends = Backends::connect(
-        &args.backends.config_store,
-        &args.backends.queue,
-        "memory://",
-    )
-    .await?;
+    let backends = args.backends.connect_shared().await?;
     let monitor = MonitorClient::start(run_id.clone(), backends.events, ClientOptions::default());
     let shutdown = CancellationToken::new();
     let spec = AgentSpec {
@@ -405,15 +407,7 @@ async fn agent(args: AgentArgs, runner: Arc<dyn AgentRunner>) -> Result<ExitCode
 
 async fn cancel(args: CancelArgs) -> Result<ExitCode> {
     let run_id = RunId::parse(&args.run_id)?;
-    let backends = Backends::connect(
-        &args.backends.config_store,
-        &args.backends.queue,
-        "memory://",
-    )
-    .await?;
-    if backends.queue.is_in_process() || backends.store.is_in_process() {
-        return Err(Error::AgentNeedsSharedBackends);
-    }
+    let backends = args.backends.connect_shared().await?;
     backends
         .store
         .set_status(&run_id, RunStatus::Canceled)

@@ -19,7 +19,7 @@
 mod config;
 mod process;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +46,7 @@ use chromiumoxide::{Browser, Page};
 use futures::StreamExt;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 pub use config::{
     Brand, BrowserAgentConfig, BrowserSettings, ClientHints, Geolocation, Identity, InterceptRules,
@@ -94,6 +95,8 @@ pub struct BrowserAgent<C = IgnoredAny> {
     /// Pages opened by the current browser.
     pages_on_browser: u32,
     current: Option<OpenPage>,
+    /// The current browser's `Session::died`.
+    died: CancellationToken,
 }
 
 impl<C> std::fmt::Debug for BrowserAgent<C> {
@@ -110,6 +113,9 @@ impl<C> std::fmt::Debug for BrowserAgent<C> {
 struct Session {
     browser: Browser,
     driver: JoinHandle<()>,
+    /// Cancelled when the DevTools connection ends (the browser died or disconnected), so
+    /// commands in flight fail at once instead of waiting for their time limit.
+    died: CancellationToken,
     process: ChromiumProcess,
     /// Held, not read: dropping it stops the Xvfb the browser draws on.
     _display: Option<VirtualDisplay>,
@@ -150,6 +156,7 @@ impl<C: DeserializeOwned + Send + Sync + 'static> AgentContext for BrowserAgent<
             launches: 0,
             pages_on_browser: 0,
             current: None,
+            died: CancellationToken::new(),
         };
         agent.launch().await?;
         Ok(agent)
@@ -225,6 +232,12 @@ impl<C> BrowserAgent<C> {
         self.launches
     }
 
+    /// Resolves when the current browser's DevTools connection ends: race browser commands
+    /// against it to fail at once when the browser dies.
+    pub fn browser_died(&self) -> CancellationToken {
+        self.died.clone()
+    }
+
     /// Tabs open in the browser (1 while a job runs: each job's page replaces the last).
     pub async fn open_pages(&self) -> Result<usize, ScriptError> {
         let session = self
@@ -287,17 +300,27 @@ impl<C> BrowserAgent<C> {
         };
         let (browser, mut handler) =
             Browser::connect_with_config(process.websocket.clone(), handler_config).await?;
+        let died = CancellationToken::new();
+        let connection_ended = died.clone();
         let driver = tokio::spawn(async move {
-            // Events that fail to parse (CDP drift, see DEPENDENCIES.md) are not fatal.
+            // Events that fail to parse (CDP drift, see DEPENDENCIES.md) are not fatal; a
+            // broken WebSocket or socket is: the handler would keep yielding it.
             while let Some(event) = handler.next().await {
-                if let Err(error) = event {
-                    tracing::trace!(%error, "DevTools event");
+                match event {
+                    Ok(()) => {}
+                    Err(
+                        chromiumoxide::error::CdpError::Ws(_)
+                        | chromiumoxide::error::CdpError::Io(_),
+                    ) => break,
+                    Err(error) => tracing::trace!(%error, "DevTools event"),
                 }
             }
+            connection_ended.cancel();
         });
         self.session = Some(Session {
             browser,
             driver,
+            died,
             process,
             _display: display,
             credentials: proxy.and_then(|proxy| proxy.credentials),
@@ -367,6 +390,7 @@ impl<C> BrowserAgent<C> {
             .map_err(|error| ScriptError::retry(BrowserError::Cdp(error)))?;
         self.pages_on_browser += 1;
         let credentials = session.credentials.clone();
+        self.died = session.died.clone();
         let open = prepare_page(
             page,
             &self.config.identity,
@@ -749,6 +773,7 @@ pub struct BrowserJob<P, C = IgnoredAny> {
     pub payload: P,
     /// This job's page.
     pub page: Page,
+    browser_died: CancellationToken,
     agent: std::marker::PhantomData<fn() -> C>,
 }
 
@@ -758,14 +783,29 @@ impl<P, C> BrowserJob<P, C> {
         &self.info.report
     }
 
-    /// Opens `url` in this job's page; see [`navigate`].
+    /// Opens `url` in this job's page; see [`navigate`]. Fails at once if the browser dies.
     pub async fn goto(&self, url: &str) -> Result<(), ScriptError> {
-        navigate(&self.page, url).await
+        self.unless_browser_dies(navigate(&self.page, url)).await
     }
 
-    /// Evaluates JavaScript in this job's page; see [`evaluate`].
+    /// Evaluates JavaScript in this job's page; see [`evaluate`]. Fails at once if the browser
+    /// dies.
     pub async fn evaluate(&self, expression: &str) -> Result<serde_json::Value, ScriptError> {
-        evaluate(&self.page, expression).await
+        self.unless_browser_dies(evaluate(&self.page, expression))
+            .await
+    }
+
+    /// Runs a browser command, failing it as retryable as soon as the browser dies.
+    pub async fn unless_browser_dies<T>(
+        &self,
+        command: impl std::future::Future<Output = Result<T, ScriptError>>,
+    ) -> Result<T, ScriptError> {
+        tokio::select! {
+            result = command => result,
+            () = self.browser_died.cancelled() => {
+                Err(ScriptError::retry("the browser died during the job; it is started again"))
+            }
+        }
     }
 }
 
@@ -785,12 +825,8 @@ impl<P: DeserializeOwned + Send, C: DeserializeOwned + Send + Sync + 'static> Jo
             info,
             payload,
             page,
+            browser_died: agent.browser_died(),
             agent: std::marker::PhantomData,
         })
     }
-}
-
-/// The folder where a run keeps evidence, for tests and tools.
-pub fn evidence_folder(run_dir: &Path) -> PathBuf {
-    run_dir.join("evidence")
 }

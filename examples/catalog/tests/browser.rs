@@ -108,13 +108,27 @@ impl Launch {
         (status.code(), stdout, results)
     }
 
-    fn browsers(&self) -> Vec<u32> {
-        browsers_of(&self.run_id)
+    /// The run's main browser processes when agents are tasks: they are direct children of
+    /// the launch process (their helpers are children of the browsers).
+    fn child_browsers(&self) -> Vec<u32> {
+        let output = Command::new("pgrep")
+            .args([
+                "-P",
+                &self.child.id().to_string(),
+                "-f",
+                &format!("armada/{}/", self.run_id),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect()
     }
 
     fn wait_for_browsers(&self, count: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while self.browsers().len() < count {
+        while browsers_of(&self.run_id).len() < count {
             assert!(Instant::now() < deadline, "{count} browsers never started");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -383,7 +397,7 @@ fn a_browser_killed_mid_job_is_replaced_and_its_job_retried() {
     let run = launch(dir.path(), &dir.path().join("r.jsonl"), &["--agents", "2"]);
     run.wait_for_browsers(2);
     std::thread::sleep(Duration::from_millis(500));
-    let victim = run.browsers()[0];
+    let victim = run.child_browsers()[0];
     assert!(
         Command::new("kill")
             .args(["-9", &victim.to_string()])
