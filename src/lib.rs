@@ -42,6 +42,8 @@
 //! - `redis`: agent configs and run state in Redis (`--config-store redis://…`).
 //! - `rabbitmq`: jobs in RabbitMQ (`--queue amqp://…`).
 //! - `browser`: [`browser::BrowserAgent`], a Chromium per agent with its proxy and identity.
+//! - `kubernetes`: agents as the pods of one Kubernetes Indexed Job per run
+//!   (`launch --target kubernetes`, `status`, `manifests`; `armada::kubernetes`).
 //!
 //! A backend URL whose feature is missing is an error that names it. SQL monitor stores, the
 //! browser agent and Kubernetes will be opt-in features too.
@@ -62,6 +64,9 @@ pub use armada_core::{
 };
 /// Defines the project binary's `main` for a script: `armada::main!(MyScript);`.
 pub use armada_macros::main;
+/// The Kubernetes launcher, its settings and the stack's manifests (feature `kubernetes`).
+#[cfg(feature = "kubernetes")]
+pub use armada_orchestrator::kubernetes;
 pub use armada_orchestrator::{
     Backends, FollowEvent, Launcher, Orchestrator, RunControl, RunHandle, RunReport, Summary,
 };

@@ -20,6 +20,7 @@ pub mod browser;
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -313,6 +314,10 @@ async fn run_job<S: Script>(
         Some(error) => save_evidence(agent, spec, index, attempt, error).await,
         None => None,
     };
+    if let Some(folder) = &evidence {
+        attach_evidence(&report, Path::new(folder));
+    }
+    let timing = serde_json::json!({ "duration_ms": duration_ms });
     let result = |status, output, error| JobResult {
         v: WIRE_VERSION,
         index,
@@ -327,19 +332,26 @@ async fn run_job<S: Script>(
     };
     match verdict {
         Verdict::Succeeded(output) => {
-            report.event(EventKind::JobSucceeded, None, None);
+            let data = serde_json::json!({ "duration_ms": duration_ms, "output": output });
+            report.event(EventKind::JobSucceeded, None, Some(data));
             let result = result(JobStatus::Succeeded, Some(output), None);
             spec.store.record_result(&spec.run_id, result).await?;
             delivery.ack().await
         }
         Verdict::Retry { error, delay } => {
-            let data = serde_json::json!({ "delay_ms": delay.as_millis() as u64 });
+            let data = serde_json::json!({
+                "delay_ms": delay.as_millis() as u64,
+                "duration_ms": duration_ms,
+            });
             report.event(EventKind::Retrying, Some(error), Some(data));
             spec.store.record_retry(&spec.run_id).await?;
             delivery.retry(attempt + 1, delay).await
         }
         Verdict::Elsewhere { error } => {
-            let data = serde_json::json!({ "identity_retry": state.identity_retries + 1 });
+            let data = serde_json::json!({
+                "identity_retry": state.identity_retries + 1,
+                "duration_ms": duration_ms,
+            });
             report.event(EventKind::Retrying, Some(error), Some(data));
             if let Err(error) = agent.rotate_identity().await {
                 tracing::warn!(agent = spec.index, %error, "rotating the agent's identity failed");
@@ -348,7 +360,7 @@ async fn run_job<S: Script>(
             delivery.retry_elsewhere().await
         }
         Verdict::Fail { error } => {
-            report.event(EventKind::JobFailed, Some(error.clone()), None);
+            report.event(EventKind::JobFailed, Some(error.clone()), Some(timing));
             let result = result(JobStatus::Failed, None, Some(error.clone()));
             spec.store.record_result(&spec.run_id, result).await?;
             delivery.dead_letter(error).await
@@ -382,6 +394,30 @@ async fn save_evidence<A: AgentContext>(
         // Nothing was saved: leave no empty folder behind.
         let _ = std::fs::remove_dir_all(&folder);
         None
+    }
+}
+
+/// Sends the evidence files to the monitor, so that the dashboard shows them wherever the
+/// agent ran.
+fn attach_evidence(report: &Reporter, folder: &Path) {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let content_type = match path.extension().and_then(|extension| extension.to_str()) {
+            Some("png") => "image/png",
+            Some("jpg" | "jpeg") => "image/jpeg",
+            Some("html" | "htm") => "text/html; charset=utf-8",
+            Some("json") => "application/json",
+            Some("txt" | "log") => "text/plain; charset=utf-8",
+            _ => "application/octet-stream",
+        };
+        match std::fs::read(&path) {
+            Ok(bytes) => report.attach(&name, content_type, &bytes),
+            Err(error) => tracing::warn!(path = %path.display(), %error, "cannot read evidence"),
+        }
     }
 }
 

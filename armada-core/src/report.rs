@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::AgentIndex;
-use crate::wire::{Event, EventJob, EventKind, now_ms};
+use crate::wire::{Attachment, Event, EventJob, EventKind, now_ms};
 
 /// The sending half of a run's event channel; cheap to clone.
 #[derive(Debug, Clone)]
@@ -100,6 +100,23 @@ impl Reporter {
     pub fn progress(&self, done: u64, total: u64) {
         let data = serde_json::json!({ "done": done, "total": total });
         self.event(EventKind::Progress, None, Some(data));
+    }
+
+    /// A file of this attempt (a screenshot, a page's HTML), shown with the job in the
+    /// dashboard. Files over [`Attachment::MAX_BYTES`] are reported by name only.
+    pub fn attach(&self, name: &str, content_type: &str, bytes: &[u8]) {
+        if bytes.len() > Attachment::MAX_BYTES {
+            self.info(format!(
+                "attachment {name} ({} bytes) is over the {} byte limit and was not sent",
+                bytes.len(),
+                Attachment::MAX_BYTES
+            ));
+            return;
+        }
+        let attachment = Attachment::new(name, content_type, bytes);
+        // An attachment always encodes: it holds only strings.
+        let data = serde_json::to_value(attachment).ok();
+        self.event(EventKind::Attachment, Some(name.to_owned()), data);
     }
 
     /// A structured output, stored with the run's outputs.

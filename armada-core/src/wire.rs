@@ -170,12 +170,35 @@ pub enum EventKind {
     Progress,
     /// The script produced a structured output (`data`).
     Output,
+    /// A file of the attempt (`data`: [`Attachment`]), such as a failure screenshot.
+    Attachment,
     /// The attempt failed and the job will be retried.
     Retrying,
     /// The job succeeded.
     JobSucceeded,
     /// The job failed for good.
     JobFailed,
+}
+
+impl EventKind {
+    /// The kind as written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AgentStarted => "agent_started",
+            Self::AgentStartFailed => "agent_start_failed",
+            Self::AgentStopped => "agent_stopped",
+            Self::JobStarted => "job_started",
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Info => "info",
+            Self::Progress => "progress",
+            Self::Output => "output",
+            Self::Attachment => "attachment",
+            Self::Retrying => "retrying",
+            Self::JobSucceeded => "job_succeeded",
+            Self::JobFailed => "job_failed",
+        }
+    }
 }
 
 /// One event of a run, reported by an agent.
@@ -207,6 +230,32 @@ pub struct EventJob {
     pub index: JobIndex,
     /// The attempt, from 1.
     pub attempt: u32,
+}
+
+/// A file sent with an [`EventKind::Attachment`] event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The file name (`screenshot.png`).
+    pub name: String,
+    /// Its media type (`image/png`).
+    pub content_type: String,
+    /// The bytes, base64 (standard alphabet, padded).
+    pub base64: String,
+}
+
+impl Attachment {
+    /// Largest file sent as an attachment; a bigger one is reported by name only.
+    pub const MAX_BYTES: usize = 4 * 1024 * 1024;
+
+    /// An attachment holding `bytes`.
+    pub fn new(name: impl Into<String>, content_type: impl Into<String>, bytes: &[u8]) -> Self {
+        use base64::Engine as _;
+        Self {
+            name: name.into(),
+            content_type: content_type.into(),
+            base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
 }
 
 /// Identifies an event batch.

@@ -747,7 +747,9 @@ async fn event_batches_are_stored_once() {
     };
     assert!(sink.write(batch.clone()).await.unwrap());
     assert!(!sink.write(batch.clone()).await.unwrap());
-    let EventSink::Memory(events) = &sink;
+    let EventSink::Memory(events) = &sink else {
+        panic!("memory:// gives the in-memory sink");
+    };
     assert_eq!(events.count(&run), 1);
     assert_eq!(events.recent(&run), batch.events);
 }

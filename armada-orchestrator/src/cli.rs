@@ -5,12 +5,13 @@
 //! - `plan`: print every merged agent and job message as JSON lines.
 //! - `cancel RUN_ID`: cancel a run held in shared backends.
 //! - `agent` (hidden): run one agent of a run held in shared backends.
+//! - With the `kubernetes` feature: `launch --target kubernetes [--dry-run]`, `status RUN_ID`
+//!   and `manifests` (see the `kubernetes` module).
 //!
 //! Exit codes of `launch`: 0 every job succeeded; 2 the run completed with failed jobs;
 //! 3 the run stopped with no agent left; 130 canceled (Ctrl-C); 1 any other error (bad input,
 //! unreachable backend), in which case nothing was published.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,13 +19,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use armada_core::backend::RunStatus;
-use armada_core::wire::JobResult;
 use armada_core::{AgentRunner, AgentSpec, Plan, ProjectFiles, RunId, RunOverrides, Script, Tune};
-use armada_monitor::{ClientOptions, MonitorClient};
+use armada_monitor::server::Served;
+use armada_monitor::{ClientOptions, Monitor, MonitorClient, MonitorLink, Store};
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::progress::Progress;
+use crate::results::ResultsFile;
 use crate::{
     Backends, Error, FollowEvent, Launcher, Orchestrator, ProcessLauncher, Result, RunControl,
     Summary,
@@ -53,9 +55,18 @@ enum Command {
     Plan(ProjectArgs),
     /// Cancel a run held in shared backends: flag it and purge its queue.
     Cancel(CancelArgs),
+    /// Serve the dashboard and monitor API for this project's runs, with Launch, Cancel and
+    /// Retry driving this project's orchestrator.
+    Monitor(MonitorArgs),
     /// Run one agent of a run held in shared backends (used by launchers).
     #[command(hide = true)]
     Agent(AgentArgs),
+    /// Show a run's pods on Kubernetes and, with --config-store, its progress.
+    #[cfg(feature = "kubernetes")]
+    Status(crate::kubernetes::cli::StatusArgs),
+    /// Print the Kubernetes objects of the shared stack as YAML (`| kubectl apply -f -`).
+    #[cfg(feature = "kubernetes")]
+    Manifests(crate::kubernetes::cli::ManifestsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -64,9 +75,10 @@ struct ProjectArgs {
     /// project, else the project this binary was built from.
     #[arg(long, value_name = "DIR")]
     project: Option<PathBuf>,
-    /// Which tune file resolves `$env_` placeholders: local, distant, or a path.
-    #[arg(long, value_name = "TUNE", default_value = "local")]
-    tune: Tune,
+    /// Which tune file resolves `$env_` placeholders: local, distant, or a path (default:
+    /// local; distant with --target kubernetes).
+    #[arg(long, value_name = "TUNE")]
+    tune: Option<Tune>,
     /// Number of agents (overrides run_message.agents).
     #[arg(long)]
     agents: Option<u32>,
@@ -118,10 +130,78 @@ impl BackendArgs {
     }
 }
 
+/// Where monitoring goes.
+#[derive(Debug, Args)]
+struct MonitorLinkArgs {
+    /// Where runs, jobs and events are stored: sqlite:PATH, postgres://… (feature
+    /// `postgres`), a monitor service http://HOST:PORT, or memory:// to keep nothing
+    /// [default for launch: sqlite:<project>/.armada/monitor.sqlite].
+    #[arg(
+        long = "monitor",
+        env = "ARMADA_MONITOR_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    url: Option<String>,
+    /// The bearer token of the monitor service, and of the dashboard this command serves.
+    #[arg(
+        long = "monitor-token",
+        env = "ARMADA_MONITOR_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+}
+
+impl MonitorLinkArgs {
+    fn url_for(&self, project: &Path) -> String {
+        self.url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite:{}",
+                project.join(".armada").join("monitor.sqlite").display()
+            )
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+struct MonitorArgs {
+    #[command(flatten)]
+    project: ProjectArgs,
+    /// The address to serve on; anything but loopback needs --monitor-token.
+    #[arg(long, default_value = "127.0.0.1:8400", value_name = "ADDR")]
+    listen: std::net::SocketAddr,
+    /// Where runs are stored (sqlite:PATH or postgres://…)
+    /// [default: sqlite:<project>/.armada/monitor.sqlite].
+    #[arg(
+        long,
+        env = "ARMADA_MONITOR_STORE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    store: Option<String>,
+    /// The bearer token the API and dashboard require.
+    #[arg(long, env = "ARMADA_MONITOR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(flatten)]
+    backends: BackendArgs,
+    /// Run agents of launched runs as tasks in this process or as separate processes.
+    #[arg(long, value_enum)]
+    agents_as: Option<AgentsAs>,
+}
+
 #[derive(Debug, Args)]
 struct LaunchArgs {
     #[command(flatten)]
     project: ProjectArgs,
+    #[command(flatten)]
+    monitor: MonitorLinkArgs,
+    /// Do not serve the dashboard while the run goes on.
+    #[arg(long)]
+    no_dashboard: bool,
+    /// Where the dashboard listens while the run goes on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    dashboard: std::net::SocketAddr,
     /// Where to write one JSON line per job (default: .armada/runs/<run_id>/results.jsonl in
     /// the project).
     #[arg(long, value_name = "FILE")]
@@ -134,6 +214,27 @@ struct LaunchArgs {
     /// Run agents as tasks in this process or as separate processes.
     #[arg(long, value_enum)]
     agents_as: Option<AgentsAs>,
+    /// Where agents run: on this machine (see --agents-as), or as the pods of a Kubernetes
+    /// Job (feature `kubernetes`).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "local",
+        conflicts_with = "agents_as"
+    )]
+    target: Target,
+    /// With --target kubernetes: print the Job that would be created, and publish nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// Where a run's agents run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Target {
+    /// On this machine.
+    Local,
+    /// As the pods of one Kubernetes Indexed Job per run.
+    Kubernetes,
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +243,13 @@ struct CancelArgs {
     run_id: String,
     #[command(flatten)]
     backends: BackendArgs,
+    /// With kubernetes, the run's Job is deleted too, its pods first.
+    #[arg(long, value_enum, default_value = "local")]
+    target: Target,
+    /// The namespace of the run's Job (run_message.kubernetes.namespace).
+    #[cfg(feature = "kubernetes")]
+    #[arg(long, env = "ARMADA_NAMESPACE", default_value = "armada")]
+    namespace: String,
 }
 
 /// Where agents run.
@@ -161,11 +269,13 @@ struct AgentArgs {
     /// Where to save the evidence of failed attempts.
     #[arg(long, env = "ARMADA_EVIDENCE_DIR")]
     evidence_dir: Option<PathBuf>,
-    /// This agent's index in the run.
-    #[arg(long)]
+    /// This agent's index in the run (in a Kubernetes Indexed Job, the completion index).
+    #[arg(long, env = "JOB_COMPLETION_INDEX")]
     index: u32,
     #[command(flatten)]
     backends: BackendArgs,
+    #[command(flatten)]
+    monitor: MonitorLinkArgs,
 }
 
 /// The project binary's `main`: parses the command line, installs a tracing subscriber (this
@@ -227,7 +337,12 @@ async fn run_command<S: Script>(
             Ok(ExitCode::SUCCESS)
         }
         Command::Agent(args) => agent(args, runner).await,
+        Command::Monitor(args) => monitor::<S>(args, runner, default_project).await,
         Command::Cancel(args) => cancel(args).await,
+        #[cfg(feature = "kubernetes")]
+        Command::Status(args) => crate::kubernetes::cli::status(&args).await,
+        #[cfg(feature = "kubernetes")]
+        Command::Manifests(args) => crate::kubernetes::cli::manifests(&args),
     }
 }
 
@@ -241,7 +356,7 @@ fn project_dir(args: &ProjectArgs, default_project: &Path) -> PathBuf {
 
 fn load_plan<S: Script>(args: &ProjectArgs, default_project: &Path) -> Result<(PathBuf, Plan)> {
     let project = project_dir(args, default_project);
-    let files = ProjectFiles::read(&project, &args.tune)?;
+    let files = ProjectFiles::read(&project, args.tune.as_ref().unwrap_or(&Tune::Local))?;
     let overrides = RunOverrides {
         agents: args.agents,
         jobs: args.jobs,
@@ -253,20 +368,44 @@ fn load_plan<S: Script>(args: &ProjectArgs, default_project: &Path) -> Result<(P
 }
 
 async fn launch<S: Script>(
-    args: LaunchArgs,
+    mut args: LaunchArgs,
     runner: Arc<dyn AgentRunner>,
     default_project: &Path,
 ) -> Result<ExitCode> {
+    let kubernetes = args.target == Target::Kubernetes;
+    if kubernetes && args.project.tune.is_none() {
+        args.project.tune = Some(Tune::Distant);
+    }
+    if args.dry_run && !kubernetes {
+        return Err(Error::DryRunNeedsKubernetes);
+    }
     let (project, plan) = load_plan::<S>(&args.project, default_project)?;
-    let backends = args.backends.connect().await?;
+    if args.dry_run {
+        #[cfg(feature = "kubernetes")]
+        return crate::kubernetes::cli::dry_run(&project, &plan);
+        #[cfg(not(feature = "kubernetes"))]
+        return Err(Error::KubernetesNotCompiled);
+    }
+    let mut backends = args.backends.connect().await?;
+    let monitor_url = args.monitor.url_for(&project);
+    backends.monitor = MonitorLink::connect(&monitor_url, args.monitor.token.clone()).await?;
+    let dashboard = match &backends.monitor {
+        MonitorLink::Local(monitor) if !args.no_dashboard => {
+            Some(Served::start(monitor.clone(), args.dashboard, args.monitor.token.clone()).await?)
+        }
+        _ => None,
+    };
+    // Agents in other processes report to the dashboard's API, or straight to the store.
+    let agents_monitor = match (&dashboard, &backends.monitor) {
+        (Some(served), _) => Some(served.url()),
+        (None, MonitorLink::Memory(_)) => None,
+        (None, _) => Some(monitor_url.clone()),
+    };
     let run_id = RunId::new();
-    let output = args.output.clone().unwrap_or_else(|| {
-        project
-            .join(".armada")
-            .join("runs")
-            .join(run_id.as_str())
-            .join("results.jsonl")
-    });
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| crate::control::run_dir(&project, &run_id).join("results.jsonl"));
     let mut results = ResultsFile::create(&output)?;
     let grace = Duration::try_from_secs_f64(args.grace_secs).unwrap_or(Duration::from_secs(10));
     let shared = !backends.queue.is_in_process() && !backends.store.is_in_process();
@@ -276,6 +415,13 @@ async fn launch<S: Script>(
         AgentsAs::Tasks
     });
     let launcher = match agents_as {
+        _ if kubernetes && !shared => return Err(Error::KubernetesNeedsSharedBackends),
+        #[cfg(feature = "kubernetes")]
+        _ if kubernetes => {
+            Launcher::Kubernetes(crate::kubernetes::cli::launcher(&project, &plan).await?)
+        }
+        #[cfg(not(feature = "kubernetes"))]
+        _ if kubernetes => return Err(Error::KubernetesNotCompiled),
         AgentsAs::Tasks => Launcher::InProcess(runner),
         AgentsAs::Processes if !shared => return Err(Error::ProcessesNeedSharedBackends),
         AgentsAs::Processes => Launcher::Processes(ProcessLauncher {
@@ -285,12 +431,25 @@ async fn launch<S: Script>(
             })?,
             queue_url: args.backends.queue.clone(),
             store_url: args.backends.config_store.clone(),
+            monitor_url: agents_monitor,
+            monitor_token: args.monitor.token.clone(),
         }),
     };
-    let run_dir = project.join(".armada").join("runs").join(run_id.as_str());
+    let run_dir = crate::control::run_dir(&project, &run_id);
+    #[cfg(feature = "kubernetes")]
+    let pods = match &launcher {
+        Launcher::Kubernetes(pods) => Some(pods.clone()),
+        _ => None,
+    };
+    let tune_name = args.project.tune.as_ref().map(tune_name);
+    let monitor_link = backends.monitor.clone();
     let orchestrator = Orchestrator::new(backends, launcher)
         .with_grace(grace)
-        .with_evidence_dir(run_dir.join("evidence"));
+        .with_evidence_dir(run_dir.join("evidence"))
+        .with_project(
+            crate::control::project_name(&project),
+            tune_name.or(Some("local".into())),
+        );
     let handle = orchestrator.launch_as(&plan, run_id).await?;
     println!(
         "run {}: {} agents, {} jobs",
@@ -298,6 +457,17 @@ async fn launch<S: Script>(
         plan.agents(),
         plan.jobs()
     );
+    match (&dashboard, &monitor_link) {
+        (Some(served), _) => println!("dashboard: {}/#/runs/{}", served.url(), handle.run_id()),
+        (None, MonitorLink::Remote(_)) => {
+            println!(
+                "dashboard: {}/#/runs/{}",
+                monitor_url.trim_end_matches('/'),
+                handle.run_id()
+            );
+        }
+        _ => {}
+    }
     let control = handle.control();
     let signals = CancellationToken::new();
     let signal_task = tokio::spawn(cancel_on_ctrl_c(control.clone(), signals.clone()));
@@ -334,7 +504,17 @@ async fn launch<S: Script>(
     signals.cancel();
     let _ = signal_task.await;
     progress.finish();
+    if let MonitorLink::Local(monitor) = &monitor_link {
+        monitor.close();
+    }
+    if let Some(served) = dashboard {
+        served.stop().await?;
+    }
     let report = report?;
+    #[cfg(feature = "kubernetes")]
+    if let Some(pods) = pods {
+        crate::kubernetes::cli::after_run(&pods, &report.run_id, report.status).await;
+    }
     results.finish()?;
     if let Some(error) = write_error {
         return Err(error);
@@ -346,6 +526,69 @@ async fn launch<S: Script>(
         _ if summary.total() != summary.succeeded() => ExitCode::from(2),
         _ => ExitCode::SUCCESS,
     })
+}
+
+fn tune_name(tune: &Tune) -> String {
+    match tune {
+        Tune::Local => "local".to_owned(),
+        Tune::Distant => "distant".to_owned(),
+        Tune::Path(path) => path.display().to_string(),
+    }
+}
+
+/// `monitor`: serves the dashboard over a store until Ctrl-C, launching runs of this project
+/// when asked.
+async fn monitor<S: Script>(
+    args: MonitorArgs,
+    runner: Arc<dyn AgentRunner>,
+    default_project: &Path,
+) -> Result<ExitCode> {
+    let project = project_dir(&args.project, default_project);
+    let store_url = args.store.clone().unwrap_or_else(|| {
+        format!(
+            "sqlite:{}",
+            project.join(".armada").join("monitor.sqlite").display()
+        )
+    });
+    armada_monitor::server::require_token(args.listen, args.token.as_deref())?;
+    let store = Store::open(&store_url).await?;
+    let control = crate::ProjectControl::new(&project, Plan::for_script::<S>);
+    let monitor = Monitor::new(store, Some(control.clone()));
+    let served = Served::start(monitor.clone(), args.listen, args.token.clone()).await?;
+    let mut backends = args.backends.connect().await?;
+    backends.monitor = MonitorLink::Local(monitor.clone());
+    let shared = !backends.queue.is_in_process() && !backends.store.is_in_process();
+    let launcher = match args.agents_as.unwrap_or(if shared {
+        AgentsAs::Processes
+    } else {
+        AgentsAs::Tasks
+    }) {
+        AgentsAs::Tasks => Launcher::InProcess(runner),
+        AgentsAs::Processes if !shared => return Err(Error::ProcessesNeedSharedBackends),
+        AgentsAs::Processes => Launcher::Processes(ProcessLauncher {
+            program: std::env::current_exe().map_err(|source| Error::Spawn {
+                program: "the current executable".into(),
+                source,
+            })?,
+            queue_url: args.backends.queue.clone(),
+            store_url: args.backends.config_store.clone(),
+            monitor_url: Some(served.url()),
+            monitor_token: args.token.clone(),
+        }),
+    };
+    control.attach(Orchestrator::new(backends, launcher));
+    println!(
+        "dashboard for {}: {}/ (runs stored in {}); Ctrl-C stops",
+        control.project(),
+        served.url(),
+        monitor.store().url()
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    eprintln!("stopping: runs launched from the dashboard are canceled");
+    control.shutdown().await;
+    monitor.close();
+    served.stop().await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// First Ctrl-C cancels the run gracefully; a second one stops it now.
@@ -373,8 +616,15 @@ async fn cancel_on_ctrl_c(control: RunControl, done: CancellationToken) {
 
 async fn agent(args: AgentArgs, runner: Arc<dyn AgentRunner>) -> Result<ExitCode> {
     let run_id = RunId::parse(&args.run_id)?;
-    let backends = args.backends.connect_shared().await?;
-    let monitor = MonitorClient::start(run_id.clone(), backends.events, ClientOptions::default());
+    let mut backends = args.backends.connect_shared().await?;
+    if let Some(url) = &args.monitor.url {
+        backends.monitor = MonitorLink::connect(url, args.monitor.token.clone()).await?;
+    }
+    let monitor = MonitorClient::start(
+        run_id.clone(),
+        backends.monitor.sink(),
+        ClientOptions::default(),
+    );
     let shutdown = CancellationToken::new();
     let spec = AgentSpec {
         evidence_dir: args.evidence_dir.clone(),
@@ -414,52 +664,11 @@ async fn cancel(args: CancelArgs) -> Result<ExitCode> {
         .await?;
     backends.queue.delete(&run_id).await?;
     println!("run {run_id} canceled: its agents stop after their current job");
+    if args.target == Target::Kubernetes {
+        #[cfg(feature = "kubernetes")]
+        crate::kubernetes::cli::cancel(&run_id, &args.namespace).await?;
+        #[cfg(not(feature = "kubernetes"))]
+        return Err(Error::KubernetesNotCompiled);
+    }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `results.jsonl`: one JSON line per job, in the order jobs ended.
-struct ResultsFile {
-    path: PathBuf,
-    out: BufWriter<File>,
-}
-
-impl ResultsFile {
-    fn create(path: &Path) -> Result<Self> {
-        let error = |source| Error::Results {
-            path: path.display().to_string(),
-            source,
-        };
-        if let Some(parent) = path
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(parent).map_err(error)?;
-        }
-        let file = File::create(path).map_err(error)?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            out: BufWriter::new(file),
-        })
-    }
-
-    fn write(&mut self, result: &JobResult) -> Result<()> {
-        serde_json::to_writer(&mut self.out, result)
-            .map_err(std::io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"))
-            .map_err(|source| Error::Results {
-                path: self.path.display().to_string(),
-                source,
-            })
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        self.out.flush().map_err(|source| Error::Results {
-            path: self.path.display().to_string(),
-            source,
-        })
-    }
-
-    fn finish(mut self) -> Result<()> {
-        self.flush()
-    }
 }

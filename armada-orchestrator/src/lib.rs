@@ -11,14 +11,20 @@
 //! [`AgentRunner`](armada_core::AgentRunner) seam, which `armada-agent` implements.
 //!
 //! # Features
-//! None yet: the Kubernetes launcher will arrive here behind `kubernetes`.
+//! - `kubernetes`: the Kubernetes launcher ([`kubernetes`], [`Launcher::Kubernetes`]): agents
+//!   as one Indexed Job per run, `launch --target kubernetes`, `status`, `manifests`.
 
 pub mod cli;
+mod control;
 mod error;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 mod progress;
+mod results;
 mod run;
 mod summary;
 
+pub use control::{PlanFor, ProjectControl};
 pub use error::{Error, Result};
 pub use run::{
     Backends, FollowEvent, Launcher, Orchestrator, ProcessLauncher, RunControl, RunHandle,

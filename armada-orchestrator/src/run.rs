@@ -11,10 +11,10 @@ use armada_core::wire::{
     AgentConfigRecord, JobLimits, JobMessage, JobResult, JobStatus, WIRE_VERSION, now_ms,
 };
 use armada_core::{
-    AgentExit, AgentIndex, AgentRunner, AgentSpec, ConfigStore, EventSink, JobId, JobQueue, Plan,
-    RunId,
+    AgentExit, AgentIndex, AgentRunner, AgentSpec, ConfigStore, JobId, JobQueue, Plan, RunId,
 };
-use armada_monitor::{ClientOptions, ClientStats, MonitorClient};
+use armada_monitor::model::{Finish, FinishedJob, JobState, NewJob, NewRun, RunState};
+use armada_monitor::{ClientOptions, ClientStats, MonitorClient, MonitorLink};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -30,8 +30,8 @@ pub struct Backends {
     pub store: ConfigStore,
     /// The jobs.
     pub queue: JobQueue,
-    /// Where events go.
-    pub events: EventSink,
+    /// Where the run is registered and its events go.
+    pub monitor: MonitorLink,
 }
 
 impl Backends {
@@ -40,12 +40,13 @@ impl Backends {
         Self::connect("memory://", "memory://", "memory://").await
     }
 
-    /// Connects to the backends at these URLs.
-    pub async fn connect(store: &str, queue: &str, events: &str) -> Result<Self> {
+    /// Connects to the backends at these URLs; `monitor` is `memory://`, a store URL
+    /// (`sqlite:PATH`, `postgres://…`) or a monitor service (`http://…`, with `monitor_token`).
+    pub async fn connect(store: &str, queue: &str, monitor: &str) -> Result<Self> {
         Ok(Self {
             store: ConfigStore::connect(store).await?,
             queue: JobQueue::connect(queue).await?,
-            events: EventSink::connect(events).await?,
+            monitor: MonitorLink::connect(monitor, None).await?,
         })
     }
 }
@@ -57,6 +58,9 @@ pub enum Launcher {
     InProcess(Arc<dyn AgentRunner>),
     /// As local OS processes (the default with shared backends).
     Processes(ProcessLauncher),
+    /// As the pods of one Kubernetes Indexed Job per run (feature `kubernetes`).
+    #[cfg(feature = "kubernetes")]
+    Kubernetes(crate::kubernetes::KubernetesLauncher),
 }
 
 impl fmt::Debug for Launcher {
@@ -67,12 +71,17 @@ impl fmt::Debug for Launcher {
                 .debug_tuple("Launcher::Processes")
                 .field(&launcher.program)
                 .finish(),
+            #[cfg(feature = "kubernetes")]
+            Self::Kubernetes(launcher) => f
+                .debug_tuple("Launcher::Kubernetes")
+                .field(launcher)
+                .finish(),
         }
     }
 }
 
 /// Starts each agent as `PROGRAM agent --run-id R --index I`, with the backend URLs in its
-/// environment (`ARMADA_AMQP_URL`, `ARMADA_REDIS_URL`) rather than on its command line, where
+/// environment (`ARMADA_AMQP_URL`, `ARMADA_REDIS_URL`, `ARMADA_MONITOR_URL`) rather than on its command line, where
 /// every user of the machine could read their passwords.
 #[derive(Clone)]
 pub struct ProcessLauncher {
@@ -82,6 +91,10 @@ pub struct ProcessLauncher {
     pub queue_url: String,
     /// The config store URL agents connect to.
     pub store_url: String,
+    /// The monitor agents report to (`ARMADA_MONITOR_URL`); none keeps events in each agent.
+    pub monitor_url: Option<String>,
+    /// The monitor's bearer token (`ARMADA_MONITOR_TOKEN`).
+    pub monitor_token: Option<String>,
 }
 
 impl ProcessLauncher {
@@ -95,6 +108,12 @@ impl ProcessLauncher {
         let mut command = tokio::process::Command::new(&self.program);
         if let Some(folder) = evidence_dir {
             command.env("ARMADA_EVIDENCE_DIR", folder);
+        }
+        if let Some(url) = &self.monitor_url {
+            command.env("ARMADA_MONITOR_URL", url);
+        }
+        if let Some(token) = &self.monitor_token {
+            command.env("ARMADA_MONITOR_TOKEN", token);
         }
         let mut child = command
             .arg("agent")
@@ -127,6 +146,9 @@ pub struct Orchestrator {
     launcher: Launcher,
     grace: Duration,
     evidence_dir: Option<PathBuf>,
+    project: String,
+    tune: Option<String>,
+    relaunch_of: Option<String>,
 }
 
 impl Orchestrator {
@@ -137,7 +159,28 @@ impl Orchestrator {
             launcher,
             grace: Duration::from_secs(10),
             evidence_dir: None,
+            project: "armada".to_owned(),
+            tune: None,
+            relaunch_of: None,
         }
+    }
+
+    /// How runs are named in the monitor: the project and the tune they were planned with.
+    pub fn with_project(mut self, project: impl Into<String>, tune: Option<String>) -> Self {
+        self.project = project.into();
+        self.tune = tune;
+        self
+    }
+
+    /// Records in the monitor that the next runs repeat `run_id`.
+    pub fn with_relaunch_of(mut self, run_id: Option<String>) -> Self {
+        self.relaunch_of = run_id;
+        self
+    }
+
+    /// The backends.
+    pub fn backends(&self) -> &Backends {
+        &self.backends
     }
 
     /// Where agents save the evidence of failed attempts (screenshots, HTML, console logs);
@@ -171,8 +214,13 @@ impl Orchestrator {
             created_ms: now_ms(),
         };
         backends.store.create_run(record).await?;
-        let job_ids = match self.publish(plan, &run_id).await {
-            Ok(job_ids) => job_ids,
+        let job_ids: Vec<JobId> = (0..plan.jobs()).map(|_| JobId::new()).collect();
+        let published = match self.register(plan, &run_id, &job_ids).await {
+            Ok(()) => self.publish(plan, &run_id, &job_ids).await,
+            Err(error) => Err(error),
+        };
+        match published {
+            Ok(()) => {}
             Err(error) => {
                 // Best effort: the original error is what the user needs to see.
                 let _ = backends.queue.delete(&run_id).await;
@@ -182,12 +230,31 @@ impl Orchestrator {
         };
         let monitor = MonitorClient::start(
             run_id.clone(),
-            backends.events.clone(),
+            backends.monitor.sink(),
             ClientOptions::default(),
         );
         let control = RunControl::default();
         let mut agents = JoinSet::new();
         let mut agent_tasks = HashMap::new();
+        #[cfg(feature = "kubernetes")]
+        let mut pods = match &self.launcher {
+            Launcher::Kubernetes(launcher) => {
+                match launcher
+                    .start(&run_id, plan.agents(), monitor.sender())
+                    .await
+                {
+                    Ok(pods) => pods,
+                    Err(error) => {
+                        monitor.close().await;
+                        let _ = backends.queue.delete(&run_id).await;
+                        let _ = backends.store.remove_run(&run_id).await;
+                        return Err(error);
+                    }
+                }
+            }
+            _ => Vec::new(),
+        }
+        .into_iter();
         for index in 0..plan.agents() {
             let task = match &self.launcher {
                 Launcher::InProcess(runner) => agents.spawn(runner.run_agent(AgentSpec {
@@ -214,6 +281,11 @@ impl Orchestrator {
                         }
                     }
                 }
+                #[cfg(feature = "kubernetes")]
+                Launcher::Kubernetes(_) => match pods.next() {
+                    Some(pod) => agents.spawn(pod),
+                    None => break,
+                },
             };
             agent_tasks.insert(task.id(), index);
         }
@@ -231,7 +303,28 @@ impl Orchestrator {
         })
     }
 
-    async fn publish(&self, plan: &Plan, run_id: &RunId) -> Result<Vec<JobId>> {
+    /// Registers the run with the monitor, every job queued, before any job can report.
+    async fn register(&self, plan: &Plan, run_id: &RunId, job_ids: &[JobId]) -> Result<()> {
+        let run = NewRun {
+            id: run_id.to_string(),
+            project: self.project.clone(),
+            agents: plan.agents(),
+            jobs: job_ids
+                .iter()
+                .zip(0..)
+                .map(|(id, index)| NewJob {
+                    index,
+                    id: id.to_string(),
+                })
+                .collect(),
+            tune: self.tune.clone(),
+            relaunch_of: self.relaunch_of.clone(),
+            settings: serde_json::to_value(plan.settings()).unwrap_or_default(),
+        };
+        Ok(self.backends.monitor.register_run(&run).await?)
+    }
+
+    async fn publish(&self, plan: &Plan, run_id: &RunId, job_ids: &[JobId]) -> Result<()> {
         let limits = JobLimits::from_settings(plan.settings(), plan.jobs());
         let configs = (0..plan.agents())
             .map(|index| AgentConfigRecord {
@@ -247,18 +340,19 @@ impl Orchestrator {
             .store
             .put_agent_configs(run_id, configs)
             .await?;
-        let job_ids: Vec<JobId> = (0..plan.jobs()).map(|_| JobId::new()).collect();
-        let messages = job_ids.iter().zip(0..).map(|(job_id, index)| JobMessage {
+        // Indexes, not borrowed ids, go through the closure: its future must be `Send` for
+        // any lifetime, which a closure taking `&JobId` cannot promise.
+        let messages = (0..plan.jobs()).map(move |index| JobMessage {
             v: WIRE_VERSION,
             run_id: run_id.clone(),
-            job_id: *job_id,
+            job_id: job_ids[index as usize],
             index,
             attempt: 1,
             identity_retries: 0,
             payload: Arc::clone(plan.job_payload(index)),
         });
         self.backends.queue.publish(run_id, messages).await?;
-        Ok(job_ids)
+        Ok(())
     }
 }
 
@@ -469,7 +563,7 @@ impl RunHandle {
         let missing: Vec<u64> = (0..jobs)
             .filter(|&index| !tally.reported[index as usize])
             .collect();
-        for index in missing {
+        for &index in &missing {
             let result = JobResult {
                 v: WIRE_VERSION,
                 index,
@@ -488,6 +582,27 @@ impl RunHandle {
         let progress = store.progress(&run_id).await?;
         on_event(FollowEvent::Progress(&progress));
         let events = monitor.close().await;
+        let finish = Finish {
+            status: match status {
+                RunStatus::Completed => RunState::Completed,
+                RunStatus::Canceled => RunState::Canceled,
+                _ => RunState::Stopped,
+            },
+            jobs: missing
+                .iter()
+                .map(|&index| FinishedJob {
+                    index,
+                    status: match missing_status {
+                        JobStatus::Canceled => JobState::Canceled,
+                        _ => JobState::Abandoned,
+                    },
+                })
+                .collect(),
+        };
+        if let Err(error) = backends.monitor.finish_run(run_id.as_str(), &finish).await {
+            // The run itself is over and its results are written; only the dashboard lags.
+            tracing::warn!(run = %run_id, %error, "cannot mark the run finished in the monitor");
+        }
         store.remove_run(&run_id).await?;
         // Agents remove their own scratch files; this catches those of agents that were killed.
         let scratch = armada_core::scratch_dir(&run_id);

@@ -6,6 +6,8 @@
 //! - `test`: every check CI runs: starts Redis and RabbitMQ where installed but stopped, then
 //!   formatting, clippy with warnings denied, all tests.
 //! - `bench`: the benchmarks, each next to the plain library it is built on.
+//! - `image`: writes a project's `Dockerfile` (and its `.dockerignore`) for its Kubernetes
+//!   image; building it is left to `docker build`.
 
 use std::collections::BTreeSet;
 use std::net::TcpStream;
@@ -31,6 +33,16 @@ enum Task {
     Test,
     /// Run the benchmarks (release build) and print their tables.
     Bench,
+    /// Write a project's Dockerfile for its Kubernetes image (does not build it).
+    Image {
+        /// The project folder (holding Cargo.toml and config/).
+        #[arg(long, value_name = "DIR", default_value = "examples/catalog")]
+        project: PathBuf,
+        /// The binary to put in the image (default: the project's only binary, or
+        /// `orchestrate`).
+        #[arg(long, value_name = "NAME")]
+        bin: Option<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Task::Demo => demo(&root),
         Task::Test => test(&root),
         Task::Bench => bench(&root),
+        Task::Image { project, bin } => image(&project, bin.as_deref()),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -156,7 +169,7 @@ struct Service {
     package: &'static str,
 }
 
-const SERVICES: [Service; 2] = [
+const SERVICES: [Service; 3] = [
     Service {
         name: "Redis",
         address: "127.0.0.1:6379",
@@ -180,6 +193,12 @@ const SERVICES: [Service; 2] = [
         address: "127.0.0.1:5672",
         start: &["rabbitmq-server", "-detached"],
         package: "rabbitmq-server",
+    },
+    Service {
+        name: "PostgreSQL",
+        address: "127.0.0.1:5432",
+        start: &["service", "postgresql", "start"],
+        package: "postgresql",
     },
 ];
 
@@ -227,25 +246,45 @@ fn ensure_services() -> Result<()> {
     Ok(())
 }
 
+/// The facade's optional features that `test` builds in on top of the examples' own.
+/// `armada/mssql` is compiled and linted here; its conformance suite runs only when
+/// `ARMADA_MSSQL_URL` names a SQL Server (none runs on these machines).
+const ALL_FEATURES: &str = "armada/postgres,armada/mssql,armada/kubernetes";
+
 fn test(root: &Path) -> Result<()> {
     ensure_services()?;
     ensure_chromium()?;
     let mut fmt = cargo(root);
     fmt.args(["fmt", "--all", "--", "--check"]);
     run(fmt)?;
+    // One build with every optional backend: the PostgreSQL store's conformance suite and the
+    // Kubernetes launcher's tests (against a fake API server) run with the rest.
     let mut clippy = cargo(root);
     clippy.args([
         "clippy",
         "--locked",
         "--workspace",
         "--all-targets",
+        "--features",
+        ALL_FEATURES,
         "--",
         "-D",
         "warnings",
     ]);
     run(clippy)?;
     let mut tests = cargo(root);
-    tests.args(["test", "--locked", "--workspace", "--all-targets"]);
+    // Benchmarks are built (and linted) above but run only by `cargo xtask bench`, in release.
+    tests.args([
+        "test",
+        "--locked",
+        "--workspace",
+        "--lib",
+        "--bins",
+        "--tests",
+        "--examples",
+        "--features",
+        ALL_FEATURES,
+    ]);
     run(tests)?;
     // The workspace build compiles every backend in; armada-core alone has none, which is
     // where the errors for a backend that is not compiled in are tested.
@@ -260,7 +299,14 @@ fn test(root: &Path) -> Result<()> {
     ]);
     run(core_alone)?;
     let mut doc_tests = cargo(root);
-    doc_tests.args(["test", "--locked", "--workspace", "--doc"]);
+    doc_tests.args([
+        "test",
+        "--locked",
+        "--workspace",
+        "--doc",
+        "--features",
+        ALL_FEATURES,
+    ]);
     run(doc_tests)
 }
 
@@ -281,4 +327,95 @@ fn bench(root: &Path) -> Result<()> {
     let mut browser = cargo(root);
     browser.args(["bench", "--locked", "-p", "catalog", "--bench", "pages"]);
     run(browser)
+}
+
+/// The Dockerfile of a project's image; `{name}`s are filled in by `image`.
+const DOCKERFILE: &str = include_str!("Dockerfile.template");
+
+/// What the build context needs: not the build output, not git, not runs' files.
+const DOCKERIGNORE: &str = "# Written by `cargo xtask image`: keeps the build context small.\n\
+    target/\n.git/\n**/.armada/\n**/node_modules/\n";
+
+/// Writes `Dockerfile` and `Dockerfile.dockerignore` (read by BuildKit next to its
+/// Dockerfile) into the project, for a build whose context is the project's workspace root.
+fn image(project: &Path, bin: Option<&str>) -> Result<()> {
+    let manifest = project.join("Cargo.toml");
+    let output = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .output()
+        .with_context(|| format!("cannot run cargo metadata for {}", manifest.display()))?;
+    ensure!(
+        output.status.success(),
+        "cargo metadata failed for {}: {}",
+        manifest.display(),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let manifest = std::fs::canonicalize(&manifest)?;
+    let package = metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|package| package["manifest_path"].as_str().map(Path::new) == Some(&manifest))
+        .with_context(|| format!("{} is not a package", manifest.display()))?;
+    let name = package["name"].as_str().unwrap_or_default();
+    let binaries: Vec<&str> = package["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|target| {
+            target["kind"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|kind| kind == "bin"))
+        })
+        .filter_map(|target| target["name"].as_str())
+        .collect();
+    let binary = match (bin, binaries.as_slice()) {
+        (Some(bin), _) if binaries.contains(&bin) => bin,
+        (Some(bin), _) => bail!(
+            "{name} has no binary {bin} (it has: {})",
+            binaries.join(", ")
+        ),
+        (None, [only]) => only,
+        (None, _) if binaries.contains(&"orchestrate") => "orchestrate",
+        (None, _) => bail!(
+            "{name} has binaries {} : choose one with --bin",
+            binaries.join(", ")
+        ),
+    };
+    let workspace = PathBuf::from(metadata["workspace_root"].as_str().unwrap_or("."));
+    let folder = manifest.parent().unwrap_or(Path::new("."));
+    let project_dir = folder.strip_prefix(&workspace).unwrap_or(Path::new("."));
+    let project_dir = match project_dir.to_string_lossy().into_owned() {
+        relative if relative.is_empty() => ".".to_owned(),
+        relative => relative,
+    };
+    let dockerfile = folder.join("Dockerfile");
+    let text = DOCKERFILE
+        .replace("{package}", name)
+        .replace("{binary}", binary)
+        .replace("{project_dir}", &project_dir)
+        .replace("{rust_version}", "1.95")
+        .replace("{dockerfile}", &format!("{project_dir}/Dockerfile"))
+        .replace("{context}", ".");
+    std::fs::write(&dockerfile, text)
+        .with_context(|| format!("cannot write {}", dockerfile.display()))?;
+    let ignore = folder.join("Dockerfile.dockerignore");
+    std::fs::write(&ignore, DOCKERIGNORE)
+        .with_context(|| format!("cannot write {}", ignore.display()))?;
+    eprintln!(
+        "wrote {} and {}; build the image from the workspace root:\n  cd {} && docker build -f \
+         {project_dir}/Dockerfile -t REGISTRY/{name}:TAG .",
+        dockerfile.display(),
+        ignore.display(),
+        workspace.display()
+    );
+    Ok(())
 }

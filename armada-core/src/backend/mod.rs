@@ -13,7 +13,10 @@ pub mod rabbitmq;
 #[cfg(feature = "redis")]
 pub mod redis;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures::future::BoxFuture;
 
 use serde::{Deserialize, Serialize};
 
@@ -390,10 +393,22 @@ impl Delivery {
 pub enum EventSink {
     /// Kept in this process (`memory://`).
     Memory(memory::MemoryEvents),
+    /// Written by an [`EventWriter`] from another crate: the monitor's SQL store in this
+    /// process, or its HTTP ingest (`armada_monitor::MonitorLink`).
+    Writer(Arc<dyn EventWriter>),
+}
+
+/// A destination for event batches implemented outside this crate (the monitor), so that
+/// `armada-core` stays free of HTTP and SQL.
+pub trait EventWriter: std::fmt::Debug + Send + Sync + 'static {
+    /// Stores a batch once; `false` when this batch id was stored before. Errors are
+    /// [`Error::Backend`] naming the monitor, so that the client retries them.
+    fn write(&self, batch: EventBatch) -> BoxFuture<'_, Result<bool>>;
 }
 
 impl EventSink {
-    /// Connects to the sink at `url`: `memory://`.
+    /// Connects to the sink at `url`: `memory://`. The monitor's own URLs (`sqlite:`,
+    /// `postgres://`, `http://`) are opened by `armada_monitor::MonitorLink`.
     pub async fn connect(url: &str) -> Result<Self> {
         match scheme(url) {
             "memory" => Ok(Self::Memory(memory::MemoryEvents::default())),
@@ -405,6 +420,7 @@ impl EventSink {
     pub async fn write(&self, batch: EventBatch) -> Result<bool> {
         match self {
             Self::Memory(events) => Ok(events.write(batch)),
+            Self::Writer(writer) => writer.write(batch).await,
         }
     }
 }

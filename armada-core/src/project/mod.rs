@@ -99,6 +99,29 @@ impl Plan {
         self.job_overrides.get(&index).unwrap_or(&self.default_job)
     }
 
+    /// The same run made only of the jobs at `indexes`, in that order: job `i` of the new plan
+    /// carries the payload of job `indexes[i]`. Indexes beyond the plan are skipped.
+    pub fn select_jobs(&self, indexes: &[JobIndex]) -> Self {
+        let kept: Vec<JobIndex> = indexes
+            .iter()
+            .copied()
+            .filter(|&index| index < self.jobs())
+            .collect();
+        let job_overrides = kept
+            .iter()
+            .zip(0..)
+            .filter_map(|(&old, new)| Some((new, Arc::clone(self.job_overrides.get(&old)?))))
+            .collect();
+        let mut settings = self.settings.clone();
+        settings.jobs = Some(kept.len() as u64);
+        Self {
+            settings,
+            agent_messages: self.agent_messages.clone(),
+            default_job: Arc::clone(&self.default_job),
+            job_overrides,
+        }
+    }
+
     /// Writes every merged message as JSON lines: agents first, then jobs.
     pub fn write_json_lines(&self, mut out: impl std::io::Write) -> std::io::Result<()> {
         for (index, message) in self.agent_messages.iter().enumerate() {

@@ -28,6 +28,10 @@ pub struct RunSettings {
     /// Resource requests and limits of each agent (used by the Kubernetes launcher).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<serde_json::Value>,
+    /// How agents run as pods: image, namespace, resources, scheduling, environment (used and
+    /// checked by the Kubernetes launcher of `armada-orchestrator`, which gives it its type).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<serde_json::Value>,
 }
 
 /// Agents one run may have: each is a browser, a process or a pod.

@@ -785,7 +785,7 @@ fn unknown_keys_in_the_template_and_in_run_message_are_named() {
                 Some("run_message.agentz"),
                 "unknown field `agentz`, expected one of `agents`, `jobs`, `max_attempts`, \
                  `job_timeout_secs`, `retry_backoff_secs`, `retry_backoff_max_secs`, `image`, \
-                 `resources`",
+                 `resources`, `kubernetes`",
             ),
         ]
     );
@@ -1170,6 +1170,7 @@ fn run_overrides_take_precedence_over_run_message() {
             retry_backoff_max_secs: 60.0,
             image: Some("img:1".to_owned()),
             resources: None,
+            kubernetes: None,
         }
     );
     assert_eq!(plan.agents(), 4);
@@ -1214,6 +1215,7 @@ fn run_settings_defaults() {
             retry_backoff_max_secs: 60.0,
             image: None,
             resources: None,
+            kubernetes: None,
         }
     );
     assert_eq!(plan.jobs(), 0);

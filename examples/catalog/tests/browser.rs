@@ -45,6 +45,8 @@ fn default_project() -> PathBuf {
 struct Launch {
     child: Child,
     run_id: String,
+    /// The dashboard's address (`127.0.0.1:PORT`), printed on the launch's second line.
+    dashboard: String,
     results: PathBuf,
     stdout: Option<std::thread::JoinHandle<String>>,
 }
@@ -75,14 +77,22 @@ fn launch(project: &Path, results: &Path, args: &[&str]) -> Launch {
         .and_then(|rest| rest.split(':').next())
         .unwrap_or_else(|| panic!("no run id in {first:?}"))
         .to_owned();
+    let mut second = String::new();
+    stdout.read_line(&mut second).unwrap();
+    let dashboard = second
+        .strip_prefix("dashboard: http://")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no dashboard address in {second:?}"))
+        .to_owned();
     let stdout = std::thread::spawn(move || {
         let mut rest = String::new();
         stdout.read_to_string(&mut rest).unwrap();
-        first + &rest
+        first + &second + &rest
     });
     Launch {
         child,
         run_id,
+        dashboard,
         results: results.to_path_buf(),
         stdout: Some(stdout),
     }
@@ -106,6 +116,33 @@ impl Launch {
             .map(|result| (result["index"].as_u64().unwrap(), result))
             .collect();
         (status.code(), stdout, results)
+    }
+
+    /// Waits until `count` jobs are running, as the run's dashboard API shows them.
+    fn wait_for_running_jobs(&self, count: usize) {
+        let path = format!("/api/v1/runs/{}/jobs?status=running", self.run_id);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut stream = TcpStream::connect(&self.dashboard).unwrap();
+            write!(
+                stream,
+                "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                self.dashboard
+            )
+            .unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).unwrap();
+            let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+            let running = serde_json::from_str::<Value>(body)
+                .ok()
+                .and_then(|page| Some(page["jobs"].as_array()?.len()))
+                .unwrap_or(0);
+            if running >= count {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{count} jobs never ran together");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The run's main browser processes when agents are tasks: they are direct children of
@@ -396,7 +433,8 @@ fn a_browser_killed_mid_job_is_replaced_and_its_job_retried() {
     let dir = project("targetted_agent\n", &format!("targetted_job,kind\n{jobs}"));
     let run = launch(dir.path(), &dir.path().join("r.jsonl"), &["--agents", "2"]);
     run.wait_for_browsers(2);
-    std::thread::sleep(Duration::from_millis(500));
+    // Kill a browser in the middle of a job, not before its first one.
+    run.wait_for_running_jobs(2);
     let victim = run.child_browsers()[0];
     assert!(
         Command::new("kill")
@@ -419,7 +457,7 @@ fn a_browser_killed_mid_job_is_replaced_and_its_job_retried() {
         .sum();
     assert!(
         attempts > 6,
-        "the job on the killed browser was not retried"
+        "the job on the killed browser was not retried: {stdout}\n{results:?}"
     );
     assert_nothing_left(&run_id);
 }

@@ -1,12 +1,13 @@
-//! The catalog project's binary. When it launches a run it also serves the shop the agents
-//! scrape (on `CATALOG_SITE_ADDR`, 127.0.0.1:8377 by default, matching `config_local.json`).
+//! The catalog project's binary. When it launches runs (`launch`, or `monitor` for the
+//! dashboard's Launch page) it also serves the shop the agents scrape (on `CATALOG_SITE_ADDR`, 127.0.0.1:8377 by default, matching `config_local.json`).
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let command = std::env::args().nth(1);
     let launches = match command.as_deref() {
-        None | Some("launch") => true,
+        // The dashboard's Launch page starts runs from `monitor`, so it needs the shop too.
+        None | Some("launch" | "monitor") => true,
         Some(flag) => flag.starts_with('-'),
     };
     if launches {

@@ -1,0 +1,64 @@
+//! What the dashboard asks of the project's orchestrator: launch a run, cancel one, run
+//! failed jobs again. The orchestrator implements [`Control`]; the standalone monitor has
+//! none and answers these requests with 501.
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+
+/// What the Launch page offers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchInfo {
+    /// The project's name.
+    pub project: String,
+    /// Tunes to pick from (`local`, `distant`, …).
+    pub tunes: Vec<String>,
+    /// What a launch uses when the form leaves a field empty.
+    pub defaults: LaunchDefaults,
+}
+
+/// A launch's defaults, from the project's `run_message`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchDefaults {
+    /// Agents.
+    pub agents: u32,
+    /// Jobs.
+    pub jobs: u64,
+    /// Tune.
+    pub tune: String,
+}
+
+/// A launch asked for from the dashboard.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LaunchRequest {
+    /// The tune; the project's default when `None`.
+    pub tune: Option<String>,
+    /// Agents; `run_message.agents` when `None`.
+    pub agents: Option<u32>,
+    /// Jobs; `run_message.jobs` when `None`.
+    pub jobs: Option<u64>,
+    /// Per-agent overrides replacing the project's `data_agent.csv`.
+    pub data_agent_csv: Option<String>,
+    /// Per-job overrides replacing the project's `data_job.csv`.
+    pub data_job_csv: Option<String>,
+    /// The run this launch repeats: its tune, counts and CSV files are reused unless given.
+    pub relaunch_of: Option<String>,
+}
+
+/// The project's orchestrator as the dashboard drives it.
+pub trait Control: Send + Sync + 'static {
+    /// What the Launch page offers.
+    fn launch_info(&self) -> BoxFuture<'_, Result<LaunchInfo>>;
+
+    /// Plans and starts a run; returns its id once it is registered with the monitor. A
+    /// project with problems is [`Error::Project`](crate::Error::Project) and nothing starts.
+    fn launch(&self, request: LaunchRequest) -> BoxFuture<'_, Result<String>>;
+
+    /// Cancels a running run.
+    fn cancel<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<()>>;
+
+    /// Runs the given jobs of a run again as a new run (same indexes and payloads); returns
+    /// the new run's id.
+    fn retry<'a>(&'a self, run_id: &'a str, jobs: Vec<u64>) -> BoxFuture<'a, Result<String>>;
+}

@@ -1,0 +1,127 @@
+//! The monitor's error type.
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong in the monitor: its store, its HTTP service, or what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store's URL names no store this build knows.
+    #[error("the monitor store URL `{url}` is not supported; use one of: {supported}")]
+    UnsupportedUrl {
+        /// The URL, password hidden.
+        url: String,
+        /// The schemes this build accepts.
+        supported: &'static str,
+    },
+    /// The URL's store exists but is not compiled in.
+    #[error(
+        "the monitor store URL `{url}` needs the `{feature}` feature of the `armada` crate; \
+         enable it in your Cargo.toml: armada = {{ version = \"…\", features = [\"{feature}\"] }}"
+    )]
+    FeatureMissing {
+        /// The URL, password hidden.
+        url: String,
+        /// The cargo feature.
+        feature: &'static str,
+    },
+    /// The store could not be opened or answered with an error.
+    #[error(
+        "the monitor store at {url} failed while {doing}: {source}; check that the database \
+         runs and that the URL (host, port, user, password, database) is right"
+    )]
+    Store {
+        /// The store's URL, password hidden.
+        url: String,
+        /// What the monitor was doing.
+        doing: &'static str,
+        /// Why it failed.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The SQL Server store could not be opened or answered with an error.
+    #[cfg(feature = "mssql")]
+    #[error(
+        "the monitor store at {url} failed while {doing}: {source}; check that SQL Server runs \
+         and that the URL (host, port, user, password, database, and \
+         ?trust_server_certificate=true for a self-signed certificate) is right"
+    )]
+    SqlServer {
+        /// The store's URL, password hidden.
+        url: String,
+        /// What the monitor was doing.
+        doing: &'static str,
+        /// Why it failed (boxed: tiberius' error is large, and every `Result` would carry it).
+        #[source]
+        source: Box<tiberius::error::Error>,
+    },
+    /// The store holds no such run.
+    #[error("the monitor has no run `{0}`: check the run id (runs are listed at /api/v1/runs)")]
+    UnknownRun(String),
+    /// The run holds no such job.
+    #[error("run `{run}` has no job {index}")]
+    UnknownJob {
+        /// The run.
+        run: String,
+        /// The job index asked for.
+        index: u64,
+    },
+    /// The run holds no such attachment.
+    #[error("run `{run}` has no attachment {seq}")]
+    UnknownAttachment {
+        /// The run.
+        run: String,
+        /// The attachment's event number.
+        seq: u64,
+    },
+    /// A request or batch that the monitor refuses; nothing was changed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The run is not in a state that allows the request.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request needs the project's orchestrator, which this monitor does not have.
+    #[error(
+        "{0} needs the project's orchestrator: serve the dashboard with the project's own binary \
+         (`cargo run --bin orchestrate -- monitor`) instead of the standalone armada-monitor"
+    )]
+    NoOrchestrator(&'static str),
+    /// A launch from the dashboard had problems in the project; every one is listed.
+    #[error("{0}")]
+    Project(armada_core::Diagnostics),
+    /// The orchestrator refused or failed a request from the dashboard.
+    #[error("{0}")]
+    Orchestrator(String),
+    /// A remote monitor could not be reached or refused a request.
+    #[error("the monitor at {url}: {message}")]
+    Remote {
+        /// The monitor's URL.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The HTTP service could not listen.
+    #[error("cannot listen on {addr}: {source}; pick another address with --listen")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A token is required on this address and none was given.
+    #[error(
+        "the monitor listens on {0}, which is not loopback: set a bearer token (--token or \
+         ARMADA_MONITOR_TOKEN) so that only your agents and people can reach it"
+    )]
+    TokenRequired(String),
+    /// A folder for the store could not be created.
+    #[error("cannot create {path}: {source}")]
+    Io {
+        /// The folder.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}

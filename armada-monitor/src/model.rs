@@ -1,0 +1,417 @@
+//! What the monitor's API speaks: runs, jobs, events, agents, outputs and the bodies it
+//! accepts. These are the HTTP API's types (`docs/monitor-api.md`), not database rows.
+
+use std::collections::BTreeMap;
+
+use armada_core::wire::EventKind;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Where a run stands in the monitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Jobs are being processed.
+    Running,
+    /// Every job is terminal.
+    Completed,
+    /// The run was canceled.
+    Canceled,
+    /// The run stopped with no agent left.
+    Stopped,
+}
+
+/// Where a job stands in the monitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Published, not started yet.
+    Queued,
+    /// An attempt is running.
+    Running,
+    /// An attempt failed; the job waits for its next attempt.
+    Retrying,
+    /// The script returned an output.
+    Succeeded,
+    /// Failed for good.
+    Failed,
+    /// Its agent died and none was left to take it.
+    Abandoned,
+    /// The run was canceled before it ended.
+    Canceled,
+}
+
+macro_rules! text_enum {
+    ($type:ty { $($variant:ident => $text:literal),* $(,)? }) => {
+        impl $type {
+            /// Every value, in order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),*];
+
+            /// The value as stored and sent.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),* }
+            }
+
+            /// Parses a stored or sent value.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some(Self::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+text_enum!(RunState { Running => "running", Completed => "completed", Canceled => "canceled", Stopped => "stopped" });
+text_enum!(JobState {
+    Queued => "queued", Running => "running", Retrying => "retrying", Succeeded => "succeeded",
+    Failed => "failed", Abandoned => "abandoned", Canceled => "canceled",
+});
+
+impl JobState {
+    /// Whether the job will not change any more.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Abandoned | Self::Canceled
+        )
+    }
+}
+
+/// Jobs of a run per state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct Counts {
+    pub queued: u64,
+    pub running: u64,
+    pub retrying: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub abandoned: u64,
+    pub canceled: u64,
+}
+
+impl Counts {
+    /// Adds `count` jobs in `state`.
+    pub fn add(&mut self, state: JobState, count: u64) {
+        let slot = match state {
+            JobState::Queued => &mut self.queued,
+            JobState::Running => &mut self.running,
+            JobState::Retrying => &mut self.retrying,
+            JobState::Succeeded => &mut self.succeeded,
+            JobState::Failed => &mut self.failed,
+            JobState::Abandoned => &mut self.abandoned,
+            JobState::Canceled => &mut self.canceled,
+        };
+        *slot += count;
+    }
+
+    /// Jobs that will not change any more.
+    pub fn terminal(&self) -> u64 {
+        self.succeeded + self.failed + self.abandoned + self.canceled
+    }
+}
+
+/// A run as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    /// The run id.
+    pub id: String,
+    /// The project's name.
+    pub project: String,
+    /// Where it stands.
+    pub status: RunState,
+    /// When it was registered.
+    pub created_ms: u64,
+    /// When it ended.
+    pub finished_ms: Option<u64>,
+    /// Agents planned.
+    pub agents: u32,
+    /// Jobs planned.
+    pub jobs: u64,
+    /// Jobs per state.
+    pub counts: Counts,
+    /// Events stored.
+    pub events: u64,
+    /// Terminal jobs per minute since the run started.
+    pub throughput_per_min: f64,
+    /// Time left at the current pace, while running.
+    pub eta_ms: Option<u64>,
+    /// The tune that resolved its placeholders.
+    pub tune: Option<String>,
+    /// The run this one was launched again from.
+    pub relaunch_of: Option<String>,
+    /// The run settings, secrets redacted.
+    pub settings: Value,
+}
+
+impl Run {
+    /// Fills in the figures derived from the counts and times.
+    pub(crate) fn derive_pace(&mut self, now_ms: u64) {
+        let end = self.finished_ms.unwrap_or(now_ms);
+        let minutes = end.saturating_sub(self.created_ms) as f64 / 60_000.0;
+        let done = self.counts.terminal();
+        self.throughput_per_min = if minutes > 0.0 {
+            done as f64 / minutes
+        } else {
+            0.0
+        };
+        let left = self.jobs.saturating_sub(done);
+        self.eta_ms = (self.status == RunState::Running && done > 0 && left > 0)
+            .then(|| (left as f64 / self.throughput_per_min * 60_000.0) as u64);
+    }
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Its index in the run.
+    pub index: u64,
+    /// Its id, the same on every attempt.
+    pub id: String,
+    /// Where it stands.
+    pub status: JobState,
+    /// The agent of its latest attempt.
+    pub agent: Option<u32>,
+    /// Attempts started.
+    pub attempts: u32,
+    /// When its latest attempt started.
+    pub started_ms: Option<u64>,
+    /// When it ended.
+    pub finished_ms: Option<u64>,
+    /// How long its latest finished attempt took.
+    pub duration_ms: Option<f64>,
+    /// Its latest event, as text.
+    pub last_event: Option<String>,
+    /// Why its latest attempt failed.
+    pub error: Option<String>,
+}
+
+/// An event as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Its number in the run, from 1.
+    pub seq: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// When.
+    pub at_ms: u64,
+    /// The agent that reported it.
+    pub agent: u32,
+    /// The job's index, for job events.
+    pub job: Option<u64>,
+    /// The attempt, for job events.
+    pub attempt: Option<u32>,
+    /// Text for people.
+    pub message: Option<String>,
+    /// Structured data (an attachment's bytes are replaced by its size).
+    pub data: Option<Value>,
+}
+
+/// An agent of a run as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Agent {
+    /// Its index.
+    pub index: u32,
+    /// `starting`, `running`, `start_failed` or `stopped`.
+    pub status: String,
+    /// When its context started.
+    pub started_ms: Option<u64>,
+    /// When it stopped.
+    pub stopped_ms: Option<u64>,
+    /// Why it failed to start.
+    pub error: Option<String>,
+    /// Jobs it ended with success.
+    pub succeeded: u64,
+    /// Jobs it ended with failure.
+    pub failed: u64,
+    /// Attempts of its that will be retried.
+    pub retrying: u64,
+    /// The job it runs now.
+    pub running_job: Option<u64>,
+}
+
+/// A structured output of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    /// The event that carried it.
+    pub seq: u64,
+    /// The job's index.
+    pub job: u64,
+    /// The attempt.
+    pub attempt: u32,
+    /// When.
+    pub at_ms: u64,
+    /// The output.
+    pub data: Value,
+}
+
+/// A file sent by a job, without its bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttachmentInfo {
+    /// The event that carried it; the attachment's id in its run.
+    pub seq: u64,
+    /// The job's index.
+    pub job: u64,
+    /// The attempt.
+    pub attempt: u32,
+    /// The file name.
+    pub name: String,
+    /// Its media type.
+    pub content_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// Failures of a run sharing one error message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureGroup {
+    /// The error message.
+    pub error: String,
+    /// Jobs that failed with it.
+    pub jobs: u64,
+    /// One of them.
+    pub sample_job: u64,
+}
+
+/// Duration percentiles of a run's succeeded jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// How often an output field was filled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldCoverage {
+    /// The top-level field of the outputs.
+    pub field: String,
+    /// Outputs where it is present and not null or empty.
+    pub filled: u64,
+}
+
+/// One side of a comparison of two runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStats {
+    /// The run.
+    pub run: Run,
+    /// Succeeded jobs over terminal jobs (0 when none is terminal).
+    pub success_rate: f64,
+    /// Durations of succeeded jobs.
+    pub duration_ms: Option<Percentiles>,
+    /// Failures by error message.
+    pub errors: Vec<FailureGroup>,
+    /// Coverage of the outputs' fields.
+    pub output_fields: Vec<FieldCoverage>,
+    /// Outputs stored.
+    pub outputs: u64,
+}
+
+/// A job of a run being registered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewJob {
+    /// Its index.
+    pub index: u64,
+    /// Its id.
+    pub id: String,
+}
+
+/// A run being registered, with all its jobs queued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRun {
+    /// The run id.
+    pub id: String,
+    /// The project's name.
+    pub project: String,
+    /// Agents planned.
+    pub agents: u32,
+    /// The jobs.
+    pub jobs: Vec<NewJob>,
+    /// The tune that resolved its placeholders.
+    #[serde(default)]
+    pub tune: Option<String>,
+    /// The run this one was launched again from.
+    #[serde(default)]
+    pub relaunch_of: Option<String>,
+    /// The run settings; secrets are redacted before they are stored.
+    #[serde(default)]
+    pub settings: Value,
+}
+
+/// How a run ended, with the final state of jobs that never ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Finish {
+    /// The run's final state.
+    pub status: RunState,
+    /// Jobs left unfinished, with the state they end in.
+    #[serde(default)]
+    pub jobs: Vec<FinishedJob>,
+}
+
+/// A job's final state set when its run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FinishedJob {
+    /// Its index.
+    pub index: u64,
+    /// Its final state (`canceled` or `abandoned`).
+    pub status: JobState,
+}
+
+/// Filters of a run's jobs list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    /// Only jobs in these states (all when empty).
+    pub states: Vec<JobState>,
+    /// Only jobs whose latest attempt ran on this agent.
+    pub agent: Option<u32>,
+    /// Only jobs with exactly this many attempts.
+    pub attempts: Option<u32>,
+    /// Only jobs that failed with exactly this message.
+    pub error: Option<String>,
+}
+
+/// Filters of a run's events list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFilter {
+    /// Only events of this kind.
+    pub kind: Option<EventKind>,
+    /// Only events of this agent.
+    pub agent: Option<u32>,
+    /// Only events of this job.
+    pub job: Option<u64>,
+}
+
+/// A page of a list, and where the next one starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// The key to pass as `after` for the next page, if there is one.
+    pub next: Option<u64>,
+}
+
+/// Top-level fields of outputs, counted.
+pub(crate) fn coverage(outputs: impl Iterator<Item = Value>) -> (u64, Vec<FieldCoverage>) {
+    let mut total = 0;
+    let mut filled: BTreeMap<String, u64> = BTreeMap::new();
+    for output in outputs {
+        total += 1;
+        if let Value::Object(fields) = output {
+            for (field, value) in fields {
+                let present = !matches!(&value, Value::Null)
+                    && value.as_str().is_none_or(|text| !text.is_empty())
+                    && value.as_array().is_none_or(|items| !items.is_empty());
+                let slot = filled.entry(field).or_default();
+                *slot += u64::from(present);
+            }
+        }
+    }
+    let fields = filled
+        .into_iter()
+        .map(|(field, filled)| FieldCoverage { field, filled })
+        .collect();
+    (total, fields)
+}

@@ -1,0 +1,701 @@
+//! The monitor's HTTP service: ingest, the REST API, the WebSocket feed and the dashboard
+//! (`docs/monitor-api.md` is the reference).
+
+mod assets;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use armada_core::wire::EventBatch;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::control::LaunchRequest;
+use crate::model::{EventFilter, Finish, JobFilter, JobState, NewRun};
+use crate::{Error, Monitor, Result};
+
+/// Largest event batch accepted, in bytes (attachments travel in batches).
+pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Largest other JSON body accepted, in bytes (a run registration lists its jobs).
+pub const MAX_JSON_BYTES: usize = 64 * 1024 * 1024;
+/// Largest launch form accepted, in bytes (it carries the CSV files).
+pub const MAX_LAUNCH_BYTES: usize = 256 * 1024 * 1024;
+
+#[derive(Clone)]
+struct AppState {
+    monitor: Monitor,
+    token: Option<Arc<str>>,
+}
+
+/// The monitor's routes over `monitor`. With a `token`, every `/api` request needs it.
+pub fn app(monitor: Monitor, token: Option<String>) -> Router {
+    let state = AppState {
+        monitor,
+        token: token.map(Into::into),
+    };
+    let api = Router::new()
+        .route(
+            "/events",
+            post(ingest).layer(DefaultBodyLimit::max(MAX_BATCH_BYTES)),
+        )
+        .route("/runs", get(list_runs).post(register_run))
+        .route("/runs/{id}", get(get_run).delete(delete_run))
+        .route("/runs/{id}/finish", post(finish_run))
+        .route("/runs/{id}/jobs", get(list_jobs))
+        .route("/runs/{id}/jobs/{index}", get(get_job))
+        .route("/runs/{id}/jobs/{index}/events", get(job_events))
+        .route("/runs/{id}/events", get(run_events))
+        .route("/runs/{id}/agents", get(agents))
+        .route("/runs/{id}/failures", get(failures))
+        .route("/runs/{id}/outputs", get(outputs))
+        .route("/runs/{id}/attachments/{seq}", get(attachment))
+        .route("/runs/{id}/cancel", post(cancel))
+        .route("/runs/{id}/retry", post(retry))
+        .route("/compare", get(compare))
+        .route(
+            "/launch",
+            get(launch_info)
+                .post(launch)
+                .layer(DefaultBodyLimit::max(MAX_LAUNCH_BYTES)),
+        )
+        .route("/ws", get(ws::subscribe))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .fallback(|| async { ApiError(Error::Invalid("no such API route".into())).not_found() });
+    Router::new()
+        .nest("/api/v1", api)
+        .merge(assets::routes())
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` is cancelled. Refuses to listen beyond
+/// loopback without a token.
+pub async fn serve(
+    monitor: Monitor,
+    listener: TcpListener,
+    token: Option<String>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let addr = listener.local_addr().map_err(|source| Error::Listen {
+        addr: "the listener".into(),
+        source,
+    })?;
+    require_token(addr, token.as_deref())?;
+    axum::serve(listener, app(monitor, token))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(|source| Error::Listen {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// A token is required on any address but loopback.
+pub fn require_token(addr: SocketAddr, token: Option<&str>) -> Result<()> {
+    if !addr.ip().is_loopback() && token.is_none_or(str::is_empty) {
+        return Err(Error::TokenRequired(addr.to_string()));
+    }
+    Ok(())
+}
+
+async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(expected) = &state.token else {
+        return next.run(request).await;
+    };
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    // Browsers cannot set headers on a WebSocket: it may carry the token in its query.
+    let given = bearer.or_else(|| {
+        request.uri().query().and_then(|query| {
+            query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("token=").map(str::to_owned))
+        })
+    });
+    match given {
+        Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => {
+            next.run(request).await
+        }
+        Some(_) => error_response(
+            StatusCode::UNAUTHORIZED,
+            "the bearer token is wrong: use the token the monitor was started with",
+        ),
+        None => error_response(
+            StatusCode::UNAUTHORIZED,
+            "this monitor needs a bearer token: send `Authorization: Bearer TOKEN`",
+        ),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// An error as the API answers it.
+struct ApiError(Error);
+
+impl ApiError {
+    fn not_found(self) -> Response {
+        error_response(StatusCode::NOT_FOUND, &self.0.to_string())
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        Self(error)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self.0 {
+            Error::UnknownRun(_) | Error::UnknownJob { .. } | Error::UnknownAttachment { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            Error::Invalid(_) => StatusCode::BAD_REQUEST,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::NoOrchestrator(_) => StatusCode::NOT_IMPLEMENTED,
+            Error::Project(diagnostics) => {
+                let body = json!({ "error": self.0.to_string(), "diagnostics": diagnostics });
+                return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
+            }
+            Error::Orchestrator(_) => StatusCode::BAD_REQUEST,
+            _ => {
+                tracing::error!(error = %self.0, "monitor request failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        error_response(status, &self.0.to_string())
+    }
+}
+
+type ApiResult<T> = std::result::Result<T, ApiError>;
+
+/// A JSON body whose rejections answer in the API's error format.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> std::result::Result<Self, Response> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(error_response(rejection.status(), &rejection.body_text())),
+        }
+    }
+}
+
+/// Query parameters whose rejections answer in the API's error format.
+struct Params<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for Params<T>
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> std::result::Result<Self, Response> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(error_response(rejection.status(), &rejection.body_text())),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    limit: Option<u32>,
+    after: Option<String>,
+}
+
+fn limit(limit: Option<u32>) -> u32 {
+    limit.unwrap_or(50)
+}
+
+fn numeric_cursor(after: Option<&str>) -> Result<Option<u64>> {
+    after
+        .map(|after| {
+            after.parse().map_err(|_| {
+                Error::Invalid(format!(
+                    "`after={after}` is not a cursor this list gave: pass the `next` value back"
+                ))
+            })
+        })
+        .transpose()
+}
+
+async fn ingest(
+    State(state): State<AppState>,
+    Body(batch): Body<EventBatch>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let stored = state.monitor.ingest(&batch).await?;
+    Ok(Json(json!({ "stored": stored })))
+}
+
+async fn register_run(
+    State(state): State<AppState>,
+    Body(run): Body<NewRun>,
+) -> ApiResult<StatusCode> {
+    state.monitor.register_run(&run).await?;
+    Ok(StatusCode::CREATED)
+}
+
+async fn finish_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Body(finish): Body<Finish>,
+) -> ApiResult<Json<crate::model::Run>> {
+    Ok(Json(state.monitor.finish_run(&id, &finish).await?))
+}
+
+async fn list_runs(
+    State(state): State<AppState>,
+    Params(page): Params<PageQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (runs, next) = state
+        .monitor
+        .store()
+        .runs(page.after.as_deref(), limit(page.limit))
+        .await?;
+    Ok(Json(json!({ "runs": runs, "next": next })))
+}
+
+async fn get_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<crate::model::Run>> {
+    let run = state
+        .monitor
+        .store()
+        .run(&id, armada_core::wire::now_ms())
+        .await?;
+    Ok(Json(run))
+}
+
+async fn delete_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.monitor.delete_run(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+struct JobsQuery {
+    status: Option<String>,
+    agent: Option<u32>,
+    attempt: Option<u32>,
+    error: Option<String>,
+    limit: Option<u32>,
+    after: Option<String>,
+}
+
+async fn list_jobs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Params(query): Params<JobsQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let states = query
+        .status
+        .iter()
+        .flat_map(|status| status.split(','))
+        .filter(|status| !status.is_empty())
+        .map(|status| {
+            JobState::parse(status).ok_or_else(|| {
+                let known: Vec<_> = JobState::ALL.iter().map(|state| state.as_str()).collect();
+                Error::Invalid(format!(
+                    "`status={status}` is not a job status; use one of: {}",
+                    known.join(", ")
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let filter = JobFilter {
+        states,
+        agent: query.agent,
+        attempts: query.attempt,
+        error: query.error,
+    };
+    let after = numeric_cursor(query.after.as_deref())?;
+    let page = state
+        .monitor
+        .store()
+        .jobs(&id, &filter, after, limit(query.limit))
+        .await?;
+    Ok(Json(
+        json!({ "jobs": page.items, "next": page.next.map(|next| next.to_string()) }),
+    ))
+}
+
+async fn get_job(
+    State(state): State<AppState>,
+    Path((id, index)): Path<(String, u64)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (job, attachments) = state.monitor.store().job(&id, index).await?;
+    Ok(Json(json!({ "job": job, "attachments": attachments })))
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    kind: Option<armada_core::wire::EventKind>,
+    agent: Option<u32>,
+    latest: Option<u32>,
+    limit: Option<u32>,
+    after: Option<String>,
+}
+
+async fn events(
+    state: &AppState,
+    id: &str,
+    filter: EventFilter,
+    query: EventsQuery,
+) -> ApiResult<Json<serde_json::Value>> {
+    let store = state.monitor.store();
+    if let Some(latest) = query.latest {
+        let events = store.latest_events(id, &filter, latest).await?;
+        return Ok(Json(json!({ "events": events, "next": null })));
+    }
+    let after = numeric_cursor(query.after.as_deref())?;
+    let page = store.events(id, &filter, after, limit(query.limit)).await?;
+    Ok(Json(
+        json!({ "events": page.items, "next": page.next.map(|next| next.to_string()) }),
+    ))
+}
+
+async fn run_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Params(query): Params<EventsQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let filter = EventFilter {
+        kind: query.kind,
+        agent: query.agent,
+        job: None,
+    };
+    events(&state, &id, filter, query).await
+}
+
+async fn job_events(
+    State(state): State<AppState>,
+    Path((id, index)): Path<(String, u64)>,
+    Params(query): Params<EventsQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let filter = EventFilter {
+        kind: query.kind,
+        agent: query.agent,
+        job: Some(index),
+    };
+    events(&state, &id, filter, query).await
+}
+
+async fn agents(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let agents = state.monitor.store().agents(&id).await?;
+    Ok(Json(json!({ "agents": agents })))
+}
+
+async fn failures(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Params(page): Params<PageQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let failures = state
+        .monitor
+        .store()
+        .failures(&id, limit(page.limit))
+        .await?;
+    Ok(Json(json!({ "failures": failures })))
+}
+
+#[derive(Debug, Deserialize)]
+struct OutputsQuery {
+    format: Option<String>,
+    limit: Option<u32>,
+    after: Option<String>,
+}
+
+async fn outputs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Params(query): Params<OutputsQuery>,
+) -> ApiResult<Response> {
+    let format = query.format.as_deref().unwrap_or("json");
+    if format == "json" {
+        let after = numeric_cursor(query.after.as_deref())?;
+        let page = state
+            .monitor
+            .store()
+            .outputs(&id, after, limit(query.limit))
+            .await?;
+        let body = json!({ "outputs": page.items, "next": page.next.map(|next| next.to_string()) });
+        return Ok(Json(body).into_response());
+    }
+    let (content_type, extension) = match format {
+        "jsonl" => ("application/x-ndjson", "jsonl"),
+        "csv" => ("text/csv; charset=utf-8", "csv"),
+        other => {
+            return Err(Error::Invalid(format!(
+                "`format={other}` is not an export format; use json, jsonl or csv"
+            ))
+            .into());
+        }
+    };
+    let body =
+        crate::export::outputs(state.monitor.clone(), id.clone(), extension == "csv").await?;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let disposition = format!("attachment; filename=\"outputs-{id}.{extension}\"");
+    if let Ok(value) = HeaderValue::from_str(&disposition) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok((
+        headers,
+        axum::body::Body::from_stream(body.map(Ok::<_, std::io::Error>)),
+    )
+        .into_response())
+}
+
+async fn attachment(
+    State(state): State<AppState>,
+    Path((id, seq)): Path<(String, u64)>,
+) -> ApiResult<Response> {
+    let (content_type, bytes) = state.monitor.store().attachment(&id, seq).await?;
+    let content_type = HeaderValue::from_str(&content_type)
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    let headers = [
+        (header::CONTENT_TYPE, content_type),
+        // An attachment is the page a script saw: never let it run as the dashboard's origin.
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("sandbox"),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+    ];
+    Ok((headers, bytes).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct CompareQuery {
+    a: String,
+    b: String,
+}
+
+async fn compare(
+    State(state): State<AppState>,
+    Params(query): Params<CompareQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let store = state.monitor.store();
+    let (a, b) = tokio::try_join!(store.stats(&query.a), store.stats(&query.b))?;
+    Ok(Json(json!({ "a": a, "b": b })))
+}
+
+fn control(state: &AppState, what: &'static str) -> Result<Arc<dyn crate::Control>> {
+    state
+        .monitor
+        .control()
+        .cloned()
+        .ok_or(Error::NoOrchestrator(what))
+}
+
+async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let run = state
+        .monitor
+        .store()
+        .run(&id, armada_core::wire::now_ms())
+        .await?;
+    if run.status != crate::model::RunState::Running {
+        return Err(Error::Conflict(format!(
+            "run {id} is {}; only a running run can be canceled",
+            run.status.as_str()
+        ))
+        .into());
+    }
+    control(&state, "cancelling a run")?.cancel(&id).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryBody {
+    #[serde(default)]
+    jobs: Vec<u64>,
+    #[serde(default)]
+    failed: bool,
+}
+
+async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Body(body): Body<RetryBody>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let control = control(&state, "running jobs again")?;
+    let store = state.monitor.store();
+    let mut jobs = body.jobs;
+    if body.failed {
+        let filter = JobFilter {
+            states: vec![JobState::Failed, JobState::Abandoned],
+            ..JobFilter::default()
+        };
+        let mut after = None;
+        loop {
+            let page = store
+                .jobs(&id, &filter, after, crate::store::MAX_PAGE)
+                .await?;
+            jobs.extend(page.items.iter().map(|job| job.index));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+    } else {
+        store.run(&id, armada_core::wire::now_ms()).await?;
+    }
+    jobs.sort_unstable();
+    jobs.dedup();
+    if jobs.is_empty() {
+        return Err(Error::Conflict(format!("run {id} has no such jobs to run again")).into());
+    }
+    let count = jobs.len();
+    let run_id = control.retry(&id, jobs).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "run_id": run_id, "jobs": count })),
+    ))
+}
+
+async fn launch_info(State(state): State<AppState>) -> ApiResult<Json<crate::LaunchInfo>> {
+    Ok(Json(
+        control(&state, "launching a run")?.launch_info().await?,
+    ))
+}
+
+async fn launch(
+    State(state): State<AppState>,
+    mut form: Multipart,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let control = control(&state, "launching a run")?;
+    let mut request = LaunchRequest::default();
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|error| Error::Invalid(format!("the launch form is malformed: {error}")))?
+    {
+        let name = field.name().unwrap_or_default().to_owned();
+        let text = field.text().await.map_err(|error| {
+            Error::Invalid(format!(
+                "the launch form's `{name}` cannot be read: {error}"
+            ))
+        })?;
+        let number = |what: &str| {
+            Error::Invalid(format!("the launch form's `{what}` must be a whole number"))
+        };
+        let text = Some(text).filter(|text| !text.trim().is_empty());
+        match name.as_str() {
+            "tune" => request.tune = text,
+            "agents" => {
+                request.agents = text
+                    .map(|text| text.trim().parse().map_err(|_| number("agents")))
+                    .transpose()?;
+            }
+            "jobs" => {
+                request.jobs = text
+                    .map(|text| text.trim().parse().map_err(|_| number("jobs")))
+                    .transpose()?;
+            }
+            "data_agent.csv" | "data_agent" => request.data_agent_csv = text,
+            "data_job.csv" | "data_job" => request.data_job_csv = text,
+            "relaunch_of" => request.relaunch_of = text,
+            other => {
+                return Err(Error::Invalid(format!(
+                    "the launch form has an unknown field `{other}`; it takes tune, agents, \
+                     jobs, data_agent.csv, data_job.csv and relaunch_of"
+                ))
+                .into());
+            }
+        }
+    }
+    let run_id = control.launch(request).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "run_id": run_id }))))
+}
+
+/// A monitor served in the background; owns its server task.
+#[derive(Debug)]
+pub struct Served {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Served {
+    /// Binds `addr` (port 0 picks a free one) and serves `monitor` on it until
+    /// [`Served::stop`]. Refuses to listen beyond loopback without a token.
+    pub async fn start(monitor: Monitor, addr: SocketAddr, token: Option<String>) -> Result<Self> {
+        require_token(addr, token.as_deref())?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Listen {
+            addr: addr.to_string(),
+            source,
+        })?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serve(monitor, listener, token, shutdown.clone()));
+        Ok(Self {
+            addr,
+            shutdown,
+            task,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its base URL, `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops taking connections and waits for open requests to end.
+    pub async fn stop(self) -> Result<()> {
+        self.shutdown.cancel();
+        // Open WebSockets end with their monitor (`Monitor::close`); do not wait on them here.
+        match tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "the monitor's server task failed");
+                Ok(())
+            }
+            Err(_) => Ok(()),
+        }
+    }
+}

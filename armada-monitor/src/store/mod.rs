@@ -1,0 +1,299 @@
+//! The monitor's SQL store: runs, jobs, agents, events, outputs and attachments.
+//!
+//! One [`Store`] serves every SQL database, chosen by URL, over one of two backends:
+//! - [`sql::SqlStore`], sqlx's `Any` driver: `sqlite:` (always compiled in; the embedded
+//!   default) and `postgres://` (feature `postgres`), one schema and one set of queries
+//!   written in SQL both databases accept;
+//! - `mssql::MssqlStore` (feature `mssql`): SQL Server over tiberius, in T-SQL.
+//!
+//! What does not depend on the database is written once here and in `ingest.rs` /
+//! `query.rs`: checking and decoding batches, folding events into job and agent changes,
+//! numbering events, paging, percentiles' ranks, the agents' summary and comparisons. A
+//! backend only runs SQL. The conformance suite (`armada-monitor/tests/store.rs`) holds the
+//! same for each database.
+
+/// Calls the same method on whichever backend the store has, and awaits it.
+macro_rules! dispatch {
+    ($store:expr, $method:ident($($arg:expr),* $(,)?)) => {
+        match &$store.backend {
+            Backend::Sql(backend) => backend.$method($($arg),*).await,
+            #[cfg(feature = "mssql")]
+            Backend::Mssql(backend) => backend.$method($($arg),*).await,
+        }
+    };
+}
+
+mod ingest;
+#[cfg(feature = "mssql")]
+mod mssql;
+mod query;
+mod schema;
+mod sql;
+
+use armada_core::backend::redact_url;
+use serde_json::Value;
+
+pub use ingest::{Ingested, MAX_EVENTS_PER_BATCH};
+pub use query::MAX_PAGE;
+
+use crate::model::{Counts, Finish, JobState, NewRun, Run, RunState};
+use crate::{Error, Result};
+
+/// Rows written by one multi-row `INSERT`: few statements, and far below every database's
+/// limit on bound parameters (SQL Server's is 2,100; 100 events take 801).
+const ROWS_PER_INSERT: usize = 100;
+
+/// The monitor's database, with its schema applied: SQLite, PostgreSQL or SQL Server.
+#[derive(Debug)]
+pub struct Store {
+    backend: Backend,
+    url: String,
+}
+
+/// The compiled-in backends; every `Store` method runs on exactly one.
+#[derive(Debug)]
+enum Backend {
+    Sql(sql::SqlStore),
+    /// Boxed: its tiberius configuration is large, and a store is opened once.
+    #[cfg(feature = "mssql")]
+    Mssql(Box<mssql::MssqlStore>),
+}
+
+impl Store {
+    /// Opens the store at `url` and applies the schema's migrations: `sqlite:PATH` (the file
+    /// and its folder are created), `postgres://…` (feature `postgres`) or
+    /// `mssql://USER:PASSWORD@HOST:PORT/DATABASE` (feature `mssql`).
+    pub async fn open(url: &str) -> Result<Self> {
+        let shown = redact_url(url);
+        let backend = match url.split_once(':').map(|(scheme, _)| scheme) {
+            Some("sqlite") => Backend::Sql(sql::SqlStore::open(url, true, shown.clone()).await?),
+            Some("postgres" | "postgresql") if cfg!(feature = "postgres") => {
+                Backend::Sql(sql::SqlStore::open(url, false, shown.clone()).await?)
+            }
+            Some("postgres" | "postgresql") => {
+                return Err(Error::FeatureMissing {
+                    url: shown,
+                    feature: "postgres",
+                });
+            }
+            #[cfg(feature = "mssql")]
+            Some("mssql" | "sqlserver") => {
+                Backend::Mssql(Box::new(mssql::MssqlStore::open(url, shown.clone()).await?))
+            }
+            #[cfg(not(feature = "mssql"))]
+            Some("mssql" | "sqlserver") => {
+                return Err(Error::FeatureMissing {
+                    url: shown,
+                    feature: "mssql",
+                });
+            }
+            _ => {
+                return Err(Error::UnsupportedUrl {
+                    url: shown,
+                    supported: "sqlite:PATH, postgres://USER@HOST/DB (feature `postgres`), \
+                                mssql://USER:PASSWORD@HOST:PORT/DB (feature `mssql`)",
+                });
+            }
+        };
+        Ok(Self {
+            backend,
+            url: shown,
+        })
+    }
+
+    /// The store's URL, password hidden.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Registers a run with every job queued. Registering the same run id again changes
+    /// nothing.
+    pub async fn register_run(&self, run: &NewRun, created_ms: u64) -> Result<()> {
+        validate_run_id(&run.id)?;
+        let settings = redact(run.settings.clone()).to_string();
+        dispatch!(self, register_run(run, &settings, created_ms))
+    }
+
+    /// Marks a run ended and gives jobs that never ended their final state. Returns the run.
+    pub async fn finish_run(&self, run_id: &str, finish: &Finish, now_ms: u64) -> Result<Run> {
+        if finish.status == RunState::Running {
+            return Err(Error::Invalid(
+                "a run cannot finish as `running`: use completed, canceled or stopped".into(),
+            ));
+        }
+        if let Some(job) = finish.jobs.iter().find(|job| !job.status.is_terminal()) {
+            return Err(Error::Invalid(format!(
+                "job {} cannot end as `{}`: a run's unfinished jobs end canceled or abandoned",
+                job.index,
+                job.status.as_str()
+            )));
+        }
+        // Any job the orchestrator did not list but that never ended ends with the run.
+        let leftover = match finish.status {
+            RunState::Canceled => JobState::Canceled,
+            _ => JobState::Abandoned,
+        };
+        dispatch!(self, finish_run(run_id, finish, leftover, now_ms))?;
+        self.run(run_id, now_ms).await
+    }
+
+    /// Deletes a run with everything under it.
+    pub async fn delete_run(&self, run_id: &str) -> Result<()> {
+        if dispatch!(self, delete_run(run_id))? {
+            Ok(())
+        } else {
+            Err(Error::UnknownRun(run_id.to_owned()))
+        }
+    }
+
+    /// Counts of a run's jobs per state.
+    async fn counts(&self, run_id: &str) -> Result<Counts> {
+        let mut counts = Counts::default();
+        for (status, count) in dispatch!(self, counts(run_id))? {
+            if let Some(state) = JobState::parse(&status) {
+                counts.add(state, count);
+            }
+        }
+        Ok(counts)
+    }
+}
+
+/// A run id as the monitor accepts it: what names queues, keys and folders elsewhere.
+pub(crate) fn validate_run_id(id: &str) -> Result<()> {
+    armada_core::RunId::parse(id)
+        .map(drop)
+        .map_err(|error| Error::Invalid(error.to_string()))
+}
+
+/// Keys whose values are secrets wherever they appear in settings.
+const SECRET_KEYS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "credential",
+    "auth",
+];
+
+/// Hides secrets in settings before they are stored: values under secret-looking keys, and
+/// passwords inside URLs.
+pub fn redact(value: Value) -> Value {
+    match value {
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(key, value)| {
+                    let lower = key.to_ascii_lowercase();
+                    let secret = SECRET_KEYS.iter().any(|secret| lower.contains(secret));
+                    let value = if secret && !value.is_null() {
+                        Value::String("***".into())
+                    } else {
+                        redact(value)
+                    };
+                    (key, value)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(redact).collect()),
+        Value::String(text) if text.contains("://") => Value::String(redact_url(&text)),
+        other => other,
+    }
+}
+
+/// A bound parameter, whatever the driver: each backend turns these into its own.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Param<'a> {
+    Int(Option<i64>),
+    Text(Option<&'a str>),
+}
+
+/// SQL text with numbered parameters added as it grows; `mark` is the driver's parameter
+/// prefix (`$` for sqlx, `@P` for SQL Server), numbered from 1 in both.
+pub(super) struct Sql<'a> {
+    text: String,
+    params: Vec<Param<'a>>,
+    mark: &'static str,
+}
+
+impl<'a> Sql<'a> {
+    fn new(text: &str, mark: &'static str) -> Self {
+        Self {
+            text: text.to_owned(),
+            params: Vec::new(),
+            mark,
+        }
+    }
+
+    /// Binds `param` and returns its placeholder.
+    fn bind(&mut self, param: Param<'a>) -> String {
+        self.params.push(param);
+        format!("{}{}", self.mark, self.params.len())
+    }
+
+    /// Appends ` AND clause`, with `?` replaced by `param`'s placeholder.
+    fn and(&mut self, clause: &str, param: Param<'a>) -> &mut Self {
+        let mark = self.bind(param);
+        self.text.push_str(" AND ");
+        self.text.push_str(&clause.replace('?', &mark));
+        self
+    }
+
+    fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+}
+
+/// Reading a row's columns by name, whatever the driver, so that rows become the API's
+/// types in one place (`query.rs`).
+pub(super) trait Columns {
+    /// The driver's error.
+    type Error;
+
+    /// A text column; `None` when NULL.
+    fn text(&self, column: &str) -> Result<Option<String>, Self::Error>;
+    /// An integer column; `None` when NULL.
+    fn int(&self, column: &str) -> Result<Option<i64>, Self::Error>;
+    /// A floating-point column; `None` when NULL.
+    fn float(&self, column: &str) -> Result<Option<f64>, Self::Error>;
+    /// A value the store should never hold.
+    fn corrupt(message: String) -> Self::Error;
+
+    /// A text column that is never NULL.
+    fn required_text(&self, column: &str) -> Result<String, Self::Error> {
+        self.text(column)?
+            .ok_or_else(|| Self::corrupt(format!("column `{column}` is NULL")))
+    }
+
+    /// A count, index or time that is never NULL.
+    fn u64(&self, column: &str) -> Result<u64, Self::Error> {
+        self.int(column)?
+            .map(|value| value as u64)
+            .ok_or_else(|| Self::corrupt(format!("column `{column}` is NULL")))
+    }
+
+    /// A count, index or time that may be NULL.
+    fn opt_u64(&self, column: &str) -> Result<Option<u64>, Self::Error> {
+        Ok(self.int(column)?.map(|value| value as u64))
+    }
+}
+
+/// `prefix` followed by `rows` tuples of the first parameter (the run id) and `per_row`
+/// numbered parameters, written with the driver's parameter prefix `mark`.
+fn values_sql(prefix: &str, rows: usize, per_row: usize, mark: &str) -> String {
+    let mut sql = String::with_capacity(prefix.len() + rows * per_row * 6);
+    sql.push_str(prefix);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!("({mark}1"));
+        for column in 0..per_row {
+            sql.push_str(&format!(", {mark}{}", 2 + row * per_row + column));
+        }
+        sql.push(')');
+    }
+    sql
+}

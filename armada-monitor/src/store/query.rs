@@ -1,0 +1,426 @@
+//! Reading the store: every list is keyset-paged on an indexed key, so a page costs the same
+//! in a run of a hundred jobs as in one of a million.
+//!
+//! Paging, the checks that a run or job exists, percentiles, the agents' summary and
+//! comparisons are written here once; the backends only run the SQL, and rows become the
+//! API's types through [`Columns`] in the `*_from_row` functions below.
+
+use std::collections::BTreeMap;
+
+use armada_core::wire::EventKind;
+use serde_json::Value;
+
+use super::{Backend, Columns, Param, Sql, Store};
+use crate::model::{
+    Agent, AttachmentInfo, Event, EventFilter, FailureGroup, Job, JobFilter, JobState, Output,
+    Page, Percentiles, Run, RunState, RunStats, coverage,
+};
+use crate::{Error, Result};
+
+/// Largest page any list serves.
+pub const MAX_PAGE: u32 = 500;
+
+/// Jobs of one agent in one state, as the agents' summary counts them.
+#[derive(Debug)]
+pub(super) struct AgentJobs {
+    pub(super) agent: u32,
+    pub(super) status: String,
+    pub(super) jobs: u64,
+    /// The lowest job index among them.
+    pub(super) first: u64,
+}
+
+impl Store {
+    /// One run, with its counts and pace.
+    pub async fn run(&self, run_id: &str, now_ms: u64) -> Result<Run> {
+        let run =
+            dispatch!(self, run(run_id))?.ok_or_else(|| Error::UnknownRun(run_id.to_owned()))?;
+        self.complete_run(run, now_ms).await
+    }
+
+    async fn complete_run(&self, mut run: Run, now_ms: u64) -> Result<Run> {
+        run.counts = self.counts(&run.id).await?;
+        run.derive_pace(now_ms);
+        Ok(run)
+    }
+
+    /// Runs, newest first. The cursor is the last run's id.
+    pub async fn runs(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<Run>, Option<String>)> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let rows = dispatch!(self, runs(after, i64::from(limit) + 1))?;
+        let more = rows.len() > limit as usize;
+        let now = armada_core::wire::now_ms();
+        let mut runs = Vec::with_capacity(rows.len());
+        for run in rows.into_iter().take(limit as usize) {
+            runs.push(self.complete_run(run, now).await?);
+        }
+        let next = more
+            .then(|| runs.last().map(|run| run.id.clone()))
+            .flatten();
+        Ok((runs, next))
+    }
+
+    async fn require_run(&self, run_id: &str) -> Result<()> {
+        if dispatch!(self, run_exists(run_id))? {
+            Ok(())
+        } else {
+            Err(Error::UnknownRun(run_id.to_owned()))
+        }
+    }
+
+    /// A run's jobs in index order, after the job index `after`.
+    pub async fn jobs(
+        &self,
+        run_id: &str,
+        filter: &JobFilter,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Page<Job>> {
+        self.require_run(run_id).await?;
+        let limit = limit.clamp(1, MAX_PAGE);
+        let items = dispatch!(self, jobs(run_id, filter, after, i64::from(limit) + 1))?;
+        Ok(page(items, limit, |job| job.index))
+    }
+
+    /// One job and the files it sent.
+    pub async fn job(&self, run_id: &str, index: u64) -> Result<(Job, Vec<AttachmentInfo>)> {
+        self.require_run(run_id).await?;
+        let job = dispatch!(self, job(run_id, index))?.ok_or_else(|| Error::UnknownJob {
+            run: run_id.to_owned(),
+            index,
+        })?;
+        let attachments = dispatch!(self, attachments(run_id, index))?;
+        Ok((job, attachments))
+    }
+
+    /// A file a job sent: its media type and bytes.
+    pub async fn attachment(&self, run_id: &str, seq: u64) -> Result<(String, Vec<u8>)> {
+        dispatch!(self, attachment(run_id, seq))?.ok_or_else(|| Error::UnknownAttachment {
+            run: run_id.to_owned(),
+            seq,
+        })
+    }
+
+    /// A run's events, oldest first after the event number `after`.
+    pub async fn events(
+        &self,
+        run_id: &str,
+        filter: &EventFilter,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Page<Event>> {
+        self.require_run(run_id).await?;
+        let limit = limit.clamp(1, MAX_PAGE);
+        let after = after.unwrap_or(0);
+        let items = dispatch!(
+            self,
+            events(run_id, filter, after, false, i64::from(limit) + 1)
+        )?;
+        Ok(page(items, limit, |event| event.seq))
+    }
+
+    /// A run's `count` newest events, oldest first.
+    pub async fn latest_events(
+        &self,
+        run_id: &str,
+        filter: &EventFilter,
+        count: u32,
+    ) -> Result<Vec<Event>> {
+        self.require_run(run_id).await?;
+        let count = count.clamp(1, MAX_PAGE);
+        let mut events = dispatch!(self, events(run_id, filter, 0, true, i64::from(count)))?;
+        events.reverse();
+        Ok(events)
+    }
+
+    /// A run's agents with what each has done.
+    pub async fn agents(&self, run_id: &str) -> Result<Vec<Agent>> {
+        self.require_run(run_id).await?;
+        let mut agents: BTreeMap<u32, Agent> = dispatch!(self, agents(run_id))?
+            .into_iter()
+            .map(|agent| (agent.index, agent))
+            .collect();
+        for row in dispatch!(self, agent_jobs(run_id))? {
+            let agent = agents.entry(row.agent).or_insert_with(|| Agent {
+                index: row.agent,
+                status: "running".into(),
+                started_ms: None,
+                stopped_ms: None,
+                error: None,
+                succeeded: 0,
+                failed: 0,
+                retrying: 0,
+                running_job: None,
+            });
+            match row.status.as_str() {
+                "succeeded" => agent.succeeded = row.jobs,
+                "failed" => agent.failed = row.jobs,
+                "retrying" => agent.retrying = row.jobs,
+                "running" => agent.running_job = Some(row.first),
+                _ => {}
+            }
+        }
+        Ok(agents.into_values().collect())
+    }
+
+    /// A run's failed jobs grouped by error message, most frequent first.
+    pub async fn failures(&self, run_id: &str, limit: u32) -> Result<Vec<FailureGroup>> {
+        self.require_run(run_id).await?;
+        dispatch!(self, failures(run_id, i64::from(limit.clamp(1, MAX_PAGE))))
+    }
+
+    /// A run's outputs in the order they arrived, after the event number `after`.
+    pub async fn outputs(
+        &self,
+        run_id: &str,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Page<Output>> {
+        self.require_run(run_id).await?;
+        let limit = limit.clamp(1, MAX_PAGE * 4);
+        let after = after.unwrap_or(0);
+        let items = dispatch!(self, outputs(run_id, after, i64::from(limit) + 1))?;
+        Ok(page(items, limit, |output| output.seq))
+    }
+
+    /// What the comparison of two runs shows for one of them.
+    pub async fn stats(&self, run_id: &str) -> Result<RunStats> {
+        let run = self.run(run_id, armada_core::wire::now_ms()).await?;
+        let terminal = run.counts.terminal();
+        let success_rate = if terminal == 0 {
+            0.0
+        } else {
+            run.counts.succeeded as f64 / terminal as f64
+        };
+        let duration_ms = self.percentiles(run_id, run.counts.succeeded).await?;
+        let errors = self.failures(run_id, 50).await?;
+        let mut values = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.outputs(run_id, after, MAX_PAGE * 4).await?;
+            values.extend(page.items.into_iter().map(|output| output.data));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let (outputs, output_fields) = coverage(values.into_iter());
+        Ok(RunStats {
+            run,
+            success_rate,
+            duration_ms,
+            errors,
+            output_fields,
+            outputs,
+        })
+    }
+
+    /// Duration percentiles of `succeeded` jobs, each read at its rank through the index.
+    async fn percentiles(&self, run_id: &str, succeeded: u64) -> Result<Option<Percentiles>> {
+        if succeeded == 0 {
+            return Ok(None);
+        }
+        let mut at = [0.0; 4];
+        for (slot, quantile) in at.iter_mut().zip([0.5, 0.9, 0.99, 1.0]) {
+            let rank = ((succeeded as f64 * quantile).ceil() as u64).clamp(1, succeeded) - 1;
+            if let Some(duration) = dispatch!(self, duration_at(run_id, rank))? {
+                *slot = duration;
+            }
+        }
+        Ok(Some(Percentiles {
+            p50: at[0],
+            p90: at[1],
+            p99: at[2],
+            max: at[3],
+        }))
+    }
+}
+
+/// `rows` (at most `limit + 1`, the extra one telling that there is a next page) as a page.
+fn page<T>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> u64) -> Page<T> {
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    let next = if more { items.last().map(&key) } else { None };
+    Page { items, next }
+}
+
+/// `WHERE` conditions of a run's jobs list after `run_id = <first parameter>`, and the
+/// `ORDER BY`; the caller adds its dialect's row limit.
+pub(super) fn jobs_sql<'a>(
+    mut sql: Sql<'a>,
+    run_id: &'a str,
+    filter: &'a JobFilter,
+    after: Option<u64>,
+) -> Sql<'a> {
+    let run = sql.bind(Param::Text(Some(run_id)));
+    sql.push(&format!(" WHERE run_id = {run}"));
+    sql.and(
+        "idx > ?",
+        Param::Int(Some(after.map_or(-1, |after| after as i64))),
+    );
+    if !filter.states.is_empty() {
+        let marks: Vec<String> = filter
+            .states
+            .iter()
+            .map(|state| sql.bind(Param::Text(Some(state.as_str()))))
+            .collect();
+        sql.push(&format!(" AND status IN ({})", marks.join(", ")));
+    }
+    if let Some(agent) = filter.agent {
+        sql.and("agent = ?", Param::Int(Some(i64::from(agent))));
+    }
+    if let Some(attempts) = filter.attempts {
+        sql.and("attempts = ?", Param::Int(Some(i64::from(attempts))));
+    }
+    if let Some(error) = &filter.error {
+        sql.and("error = ?", Param::Text(Some(error)));
+    }
+    sql.push(" ORDER BY idx");
+    sql
+}
+
+/// `WHERE` conditions of a run's events list and the `ORDER BY`; the caller adds its
+/// dialect's row limit.
+pub(super) fn events_sql<'a>(
+    mut sql: Sql<'a>,
+    run_id: &'a str,
+    filter: &EventFilter,
+    after: u64,
+    newest_first: bool,
+) -> Sql<'a> {
+    let run = sql.bind(Param::Text(Some(run_id)));
+    sql.push(&format!(" WHERE run_id = {run}"));
+    if let Some(job) = filter.job {
+        sql.and("job_idx = ?", Param::Int(Some(job as i64)));
+    }
+    if let Some(kind) = filter.kind {
+        sql.and("kind = ?", Param::Text(Some(kind.as_str())));
+    }
+    if let Some(agent) = filter.agent {
+        sql.and("agent = ?", Param::Int(Some(i64::from(agent))));
+    }
+    sql.and("seq > ?", Param::Int(Some(after as i64)));
+    sql.push(if newest_first {
+        " ORDER BY seq DESC"
+    } else {
+        " ORDER BY seq"
+    });
+    sql
+}
+
+pub(super) fn run_from_row<R: Columns>(row: &R) -> Result<Run, R::Error> {
+    let status = row.required_text("status")?;
+    let settings = row.required_text("settings")?;
+    Ok(Run {
+        id: row.required_text("id")?,
+        project: row.required_text("project")?,
+        status: RunState::parse(&status)
+            .ok_or_else(|| R::corrupt(format!("unknown run status `{status}` in the store")))?,
+        created_ms: row.u64("created_ms")?,
+        finished_ms: row.opt_u64("finished_ms")?,
+        agents: row.u64("agents")? as u32,
+        jobs: row.u64("jobs")?,
+        counts: Default::default(),
+        events: row.u64("events")?,
+        throughput_per_min: 0.0,
+        eta_ms: None,
+        tune: row.text("tune")?,
+        relaunch_of: row.text("relaunch_of")?,
+        settings: serde_json::from_str(&settings).unwrap_or(Value::Null),
+    })
+}
+
+pub(super) fn job_from_row<R: Columns>(row: &R) -> Result<Job, R::Error> {
+    let status = row.required_text("status")?;
+    Ok(Job {
+        index: row.u64("idx")?,
+        id: row.required_text("id")?,
+        status: JobState::parse(&status)
+            .ok_or_else(|| R::corrupt(format!("unknown job status `{status}` in the store")))?,
+        agent: row.opt_u64("agent")?.map(|agent| agent as u32),
+        attempts: row.u64("attempts")? as u32,
+        started_ms: row.opt_u64("started_ms")?,
+        finished_ms: row.opt_u64("finished_ms")?,
+        duration_ms: row.float("duration_ms")?,
+        last_event: row.text("last_event")?,
+        error: row.text("error")?,
+    })
+}
+
+pub(super) fn event_from_row<R: Columns>(row: &R) -> Result<Event, R::Error> {
+    let kind = row.required_text("kind")?;
+    let data = row.text("data")?;
+    Ok(Event {
+        seq: row.u64("seq")?,
+        kind: serde_json::from_value::<EventKind>(Value::String(kind.clone()))
+            .map_err(|_| R::corrupt(format!("unknown event kind `{kind}` in the store")))?,
+        at_ms: row.u64("at_ms")?,
+        agent: row.u64("agent")? as u32,
+        job: row.opt_u64("job_idx")?,
+        attempt: row.opt_u64("attempt")?.map(|attempt| attempt as u32),
+        message: row.text("message")?,
+        data: data.and_then(|data| serde_json::from_str(&data).ok()),
+    })
+}
+
+pub(super) fn attachment_from_row<R: Columns>(row: &R) -> Result<AttachmentInfo, R::Error> {
+    Ok(AttachmentInfo {
+        seq: row.u64("seq")?,
+        job: row.u64("job_idx")?,
+        attempt: row.u64("attempt")? as u32,
+        name: row.required_text("name")?,
+        content_type: row.required_text("content_type")?,
+        size: row.u64("size")?,
+    })
+}
+
+pub(super) fn agent_from_row<R: Columns>(row: &R) -> Result<Agent, R::Error> {
+    Ok(Agent {
+        index: row.u64("idx")? as u32,
+        status: row.required_text("status")?,
+        started_ms: row.opt_u64("started_ms")?,
+        stopped_ms: row.opt_u64("stopped_ms")?,
+        error: row.text("error")?,
+        succeeded: 0,
+        failed: 0,
+        retrying: 0,
+        running_job: None,
+    })
+}
+
+pub(super) fn agent_jobs_from_row<R: Columns>(row: &R) -> Result<AgentJobs, R::Error> {
+    Ok(AgentJobs {
+        agent: row.u64("agent")? as u32,
+        status: row.required_text("status")?,
+        jobs: row.u64("jobs")?,
+        first: row.u64("first")?,
+    })
+}
+
+pub(super) fn failure_from_row<R: Columns>(row: &R) -> Result<FailureGroup, R::Error> {
+    Ok(FailureGroup {
+        error: row.text("error")?.unwrap_or_default(),
+        jobs: row.u64("jobs")?,
+        sample_job: row.u64("sample")?,
+    })
+}
+
+pub(super) fn output_from_row<R: Columns>(row: &R) -> Result<Output, R::Error> {
+    let data = row.required_text("data")?;
+    Ok(Output {
+        seq: row.u64("seq")?,
+        job: row.u64("job_idx")?,
+        attempt: row.u64("attempt")? as u32,
+        at_ms: row.u64("at_ms")?,
+        data: serde_json::from_str(&data).unwrap_or(Value::String(data)),
+    })
+}
+
+/// The columns every backend reads a run's jobs list with: `SELECT *` would do, but naming
+/// them keeps the order of `OUTPUT`/`RETURNING` and `SELECT` the same.
+pub(super) const JOB_COLUMNS: &str = "idx, id, status, agent, attempts, started_ms, \
+                                      finished_ms, duration_ms, last_event, error";

@@ -1,0 +1,698 @@
+//! The sqlx backend: SQLite and PostgreSQL through sqlx's `Any` driver, one schema and one
+//! set of queries that both accept (`$n` parameters, `ON CONFLICT`, `RETURNING`, row values).
+
+use std::path::Path;
+
+use serde_json::Value;
+use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, AnyPool, AssertSqlSafe, Row};
+use tokio::sync::Mutex;
+
+use super::ingest::{self, Decoded};
+use super::query::{
+    self, AgentJobs, JOB_COLUMNS, agent_from_row, agent_jobs_from_row, attachment_from_row,
+    event_from_row, failure_from_row, job_from_row, output_from_row, run_from_row,
+};
+use super::{Columns, Param, ROWS_PER_INSERT, Sql, schema, values_sql};
+use crate::model::{
+    Agent, AttachmentInfo, Event, EventFilter, FailureGroup, Finish, Job, JobFilter, JobState,
+    NewRun, Output, Run, RunState,
+};
+use crate::{Error, Result};
+
+/// A connection pool to a SQLite or PostgreSQL database.
+#[derive(Debug)]
+pub(super) struct SqlStore {
+    pool: AnyPool,
+    url: String,
+    /// SQLite takes one writer at a time; writers queue here instead of failing busy.
+    writer: Option<Mutex<()>>,
+}
+
+impl Columns for AnyRow {
+    type Error = sqlx::Error;
+
+    fn text(&self, column: &str) -> Result<Option<String>, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn int(&self, column: &str) -> Result<Option<i64>, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn float(&self, column: &str) -> Result<Option<f64>, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn corrupt(message: String) -> sqlx::Error {
+        sqlx::Error::Decode(message.into())
+    }
+}
+
+/// A query built by [`Sql`], with its parameters bound.
+fn bound<'q>(sql: Sql<'q>) -> Query<'q, Any, AnyArguments> {
+    let mut query = sqlx::query(AssertSqlSafe(sql.text));
+    for param in sql.params {
+        query = match param {
+            Param::Int(value) => query.bind(value),
+            Param::Text(value) => query.bind(value),
+        };
+    }
+    query
+}
+
+impl SqlStore {
+    /// Connects to `url` (`sqlite` tells which database it names) and migrates.
+    pub(super) async fn open(url: &str, sqlite: bool, shown: String) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let url = if sqlite {
+            sqlite_url(url)?
+        } else {
+            url.to_owned()
+        };
+        let options = AnyPoolOptions::new().max_connections(if sqlite { 4 } else { 8 });
+        let options = if sqlite {
+            options.after_connect(|connection, _| {
+                Box::pin(async move {
+                    // WAL lets the dashboard read while agents write; NORMAL sync is durable
+                    // across process crashes, which is what a monitor needs.
+                    for pragma in [
+                        "PRAGMA journal_mode = WAL",
+                        "PRAGMA synchronous = NORMAL",
+                        "PRAGMA foreign_keys = ON",
+                        "PRAGMA busy_timeout = 10000",
+                    ] {
+                        sqlx::query(pragma).execute(&mut *connection).await?;
+                    }
+                    Ok(())
+                })
+            })
+        } else {
+            options
+        };
+        let pool = options.connect(&url).await.map_err(|source| Error::Store {
+            url: shown.clone(),
+            doing: "connecting",
+            source,
+        })?;
+        let store = Self {
+            pool,
+            url: shown,
+            writer: sqlite.then(|| Mutex::new(())),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    fn failed(&self, doing: &'static str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
+        move |source| Error::Store {
+            url: self.url.clone(),
+            doing,
+            source,
+        }
+    }
+
+    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.writer {
+            Some(writer) => Some(writer.lock().await),
+            None => None,
+        }
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let _turn = self.write_turn().await;
+        let mut tx = self.pool.begin().await.map_err(self.failed("migrating"))?;
+        if self.writer.is_none() {
+            // Monitors starting together on one PostgreSQL database migrate one at a time.
+            sqlx::query("SELECT pg_advisory_xact_lock(7226150)")
+                .execute(&mut *tx)
+                .await
+                .map_err(self.failed("migrating"))?;
+        }
+        sqlx::query("CREATE TABLE IF NOT EXISTS armada_schema (version BIGINT NOT NULL)")
+            .execute(&mut *tx)
+            .await
+            .map_err(self.failed("migrating"))?;
+        let version: Option<i64> = sqlx::query("SELECT MAX(version) FROM armada_schema")
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(self.failed("migrating"))?;
+        let version = schema::check_version(&self.url, version, schema::MIGRATIONS.len())?;
+        for (done, statements) in schema::MIGRATIONS.iter().enumerate().skip(version) {
+            for statement in *statements {
+                sqlx::query(*statement)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(self.failed("migrating"))?;
+            }
+            sqlx::query("INSERT INTO armada_schema (version) VALUES ($1)")
+                .bind(done as i64 + 1)
+                .execute(&mut *tx)
+                .await
+                .map_err(self.failed("migrating"))?;
+        }
+        tx.commit().await.map_err(self.failed("migrating"))
+    }
+
+    pub(super) async fn register_run(
+        &self,
+        run: &NewRun,
+        settings: &str,
+        created_ms: u64,
+    ) -> Result<()> {
+        let _turn = self.write_turn().await;
+        let doing = "registering a run";
+        let mut tx = self.pool.begin().await.map_err(self.failed(doing))?;
+        let inserted = sqlx::query(
+            "INSERT INTO armada_runs (id, project, status, created_ms, agents, jobs, tune, \
+             relaunch_of, settings) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&run.id)
+        .bind(&run.project)
+        .bind(RunState::Running.as_str())
+        .bind(created_ms as i64)
+        .bind(i64::from(run.agents))
+        .bind(run.jobs.len() as i64)
+        .bind(&run.tune)
+        .bind(&run.relaunch_of)
+        .bind(settings)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.failed(doing))?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(());
+        }
+        for chunk in run.jobs.chunks(ROWS_PER_INSERT) {
+            let sql = values_sql(
+                "INSERT INTO armada_jobs (run_id, idx, id, status) VALUES ",
+                chunk.len(),
+                3,
+                "$",
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(&run.id);
+            for job in chunk {
+                query = query
+                    .bind(job.index as i64)
+                    .bind(&job.id)
+                    .bind(JobState::Queued.as_str());
+            }
+            query.execute(&mut *tx).await.map_err(self.failed(doing))?;
+        }
+        tx.commit().await.map_err(self.failed(doing))
+    }
+
+    pub(super) async fn finish_run(
+        &self,
+        run_id: &str,
+        finish: &Finish,
+        leftover: JobState,
+        now_ms: u64,
+    ) -> Result<()> {
+        let _turn = self.write_turn().await;
+        let doing = "finishing a run";
+        let mut tx = self.pool.begin().await.map_err(self.failed(doing))?;
+        let updated = sqlx::query(
+            "UPDATE armada_runs SET status = $1, finished_ms = COALESCE(finished_ms, $2) \
+             WHERE id = $3",
+        )
+        .bind(finish.status.as_str())
+        .bind(now_ms as i64)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.failed(doing))?
+        .rows_affected();
+        if updated == 0 {
+            return Err(Error::UnknownRun(run_id.to_owned()));
+        }
+        for job in &finish.jobs {
+            sqlx::query(
+                "UPDATE armada_jobs SET status = $1, finished_ms = $2 \
+                 WHERE run_id = $3 AND idx = $4 AND status IN ('queued', 'running', 'retrying')",
+            )
+            .bind(job.status.as_str())
+            .bind(now_ms as i64)
+            .bind(run_id)
+            .bind(job.index as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.failed(doing))?;
+        }
+        sqlx::query(
+            "UPDATE armada_jobs SET status = $1, finished_ms = $2 \
+             WHERE run_id = $3 AND status IN ('queued', 'running', 'retrying')",
+        )
+        .bind(leftover.as_str())
+        .bind(now_ms as i64)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.failed(doing))?;
+        tx.commit().await.map_err(self.failed(doing))
+    }
+
+    pub(super) async fn delete_run(&self, run_id: &str) -> Result<bool> {
+        let _turn = self.write_turn().await;
+        let deleted = sqlx::query("DELETE FROM armada_runs WHERE id = $1")
+            .bind(run_id)
+            .execute(&self.pool)
+            .await
+            .map_err(self.failed("deleting a run"))?
+            .rows_affected();
+        Ok(deleted > 0)
+    }
+
+    pub(super) async fn counts(&self, run_id: &str) -> Result<Vec<(String, u64)>> {
+        let doing = "counting jobs";
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS jobs FROM armada_jobs WHERE run_id = $1 GROUP BY status",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.failed(doing))?;
+        rows.iter()
+            .map(|row| Ok((row.required_text("status")?, row.u64("jobs")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(self.failed(doing))
+    }
+
+    /// Stores a checked batch in one transaction; `None` when its batch id was stored before.
+    pub(super) async fn ingest(
+        &self,
+        run_id: &str,
+        batch_id: &str,
+        decoded: &mut [Decoded],
+    ) -> Result<Option<Vec<Job>>> {
+        let doing = "storing events";
+        let _turn = self.write_turn().await;
+        let mut tx = self.pool.begin().await.map_err(self.failed(doing))?;
+        let new_batch = sqlx::query(
+            "INSERT INTO armada_batches (batch_id, run_id) \
+             SELECT $1, id FROM armada_runs WHERE id = $2 ON CONFLICT DO NOTHING",
+        )
+        .bind(batch_id)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.failed(doing))?
+        .rows_affected()
+            == 1;
+        let count = decoded.len() as i64;
+        let last_seq = sqlx::query(
+            "UPDATE armada_runs SET events = events + $1 WHERE id = $2 RETURNING events",
+        )
+        .bind(if new_batch { count } else { 0 })
+        .bind(run_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(self.failed(doing))?;
+        let Some(last_seq) = last_seq else {
+            return Err(Error::UnknownRun(run_id.to_owned()));
+        };
+        if !new_batch {
+            return Ok(None);
+        }
+        ingest::number(decoded, last_seq.u64("events").map_err(self.failed(doing))?);
+
+        self.insert_events(&mut tx, run_id, decoded).await?;
+        self.insert_outputs(&mut tx, run_id, decoded).await?;
+        for item in decoded.iter() {
+            if let Some((attachment, bytes)) = &item.attachment {
+                sqlx::query(
+                    "INSERT INTO armada_attachments (run_id, seq, job_idx, attempt, name, \
+                     content_type, size, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(run_id)
+                .bind(item.event.seq as i64)
+                .bind(item.event.job.unwrap_or_default() as i64)
+                .bind(i64::from(item.event.attempt.unwrap_or_default()))
+                .bind(&attachment.name)
+                .bind(&attachment.content_type)
+                .bind(bytes.len() as i64)
+                .bind(bytes.clone())
+                .execute(&mut *tx)
+                .await
+                .map_err(self.failed(doing))?;
+            }
+        }
+        let jobs = self.update_jobs(&mut tx, run_id, decoded).await?;
+        self.update_agents(&mut tx, run_id, decoded).await?;
+        tx.commit().await.map_err(self.failed(doing))?;
+        Ok(Some(jobs))
+    }
+
+    async fn insert_events(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Any>,
+        run_id: &str,
+        decoded: &[Decoded],
+    ) -> Result<()> {
+        for chunk in decoded.chunks(ROWS_PER_INSERT) {
+            let sql = values_sql(
+                "INSERT INTO armada_events (run_id, seq, job_idx, attempt, agent, kind, at_ms, \
+                 message, data) VALUES ",
+                chunk.len(),
+                8,
+                "$",
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(run_id);
+            for Decoded { event, .. } in chunk {
+                query = query
+                    .bind(event.seq as i64)
+                    .bind(event.job.map(|job| job as i64))
+                    .bind(event.attempt.map(i64::from))
+                    .bind(i64::from(event.agent))
+                    .bind(event.kind.as_str())
+                    .bind(event.at_ms as i64)
+                    .bind(event.message.as_deref())
+                    .bind(event.data.as_ref().map(Value::to_string));
+            }
+            query
+                .execute(&mut **tx)
+                .await
+                .map_err(self.failed("storing events"))?;
+        }
+        Ok(())
+    }
+
+    async fn insert_outputs(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Any>,
+        run_id: &str,
+        decoded: &[Decoded],
+    ) -> Result<()> {
+        for chunk in ingest::outputs(decoded).chunks(ROWS_PER_INSERT) {
+            let sql = values_sql(
+                "INSERT INTO armada_outputs (run_id, seq, job_idx, attempt, at_ms, data) VALUES ",
+                chunk.len(),
+                5,
+                "$",
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(run_id);
+            for (event, output) in chunk {
+                query = query
+                    .bind(event.seq as i64)
+                    .bind(event.job.unwrap_or_default() as i64)
+                    .bind(i64::from(event.attempt.unwrap_or_default()))
+                    .bind(event.at_ms as i64)
+                    .bind(output.to_string());
+            }
+            query
+                .execute(&mut **tx)
+                .await
+                .map_err(self.failed("storing outputs"))?;
+        }
+        Ok(())
+    }
+
+    async fn update_jobs(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Any>,
+        run_id: &str,
+        decoded: &[Decoded],
+    ) -> Result<Vec<Job>> {
+        let patches = ingest::job_patches(decoded);
+        let mut jobs = Vec::with_capacity(patches.len());
+        let sql = format!(
+            "UPDATE armada_jobs SET status = COALESCE($3, status), agent = $4, \
+             attempts = $5, started_ms = COALESCE($6, started_ms), \
+             finished_ms = COALESCE($7, finished_ms), \
+             duration_ms = COALESCE($8, duration_ms), last_event = $9, \
+             error = CASE WHEN $3 = 'succeeded' THEN NULL ELSE COALESCE($10, error) END \
+             WHERE run_id = $1 AND idx = $2 AND attempts <= $5 RETURNING {JOB_COLUMNS}"
+        );
+        for (index, patch) in patches {
+            let row = sqlx::query(AssertSqlSafe(sql.as_str()))
+                .bind(run_id)
+                .bind(index as i64)
+                .bind(patch.status.map(JobState::as_str))
+                .bind(i64::from(patch.agent))
+                .bind(i64::from(patch.attempt))
+                .bind(patch.started_ms.map(|at| at as i64))
+                .bind(patch.finished_ms.map(|at| at as i64))
+                .bind(patch.duration_ms)
+                .bind(patch.last_event)
+                .bind(patch.error)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(self.failed("updating jobs"))?;
+            if let Some(row) = row {
+                jobs.push(job_from_row(&row).map_err(self.failed("updating jobs"))?);
+            }
+        }
+        Ok(jobs)
+    }
+
+    async fn update_agents(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Any>,
+        run_id: &str,
+        decoded: &[Decoded],
+    ) -> Result<()> {
+        for (index, patch) in ingest::agent_patches(decoded) {
+            sqlx::query(
+                "INSERT INTO armada_agents (run_id, idx, status, started_ms, stopped_ms, error) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, idx) DO UPDATE SET \
+                 status = excluded.status, \
+                 started_ms = COALESCE(excluded.started_ms, armada_agents.started_ms), \
+                 stopped_ms = COALESCE(excluded.stopped_ms, armada_agents.stopped_ms), \
+                 error = COALESCE(excluded.error, armada_agents.error)",
+            )
+            .bind(run_id)
+            .bind(i64::from(index))
+            .bind(patch.status)
+            .bind(patch.started_ms.map(|at| at as i64))
+            .bind(patch.stopped_ms.map(|at| at as i64))
+            .bind(patch.error)
+            .execute(&mut **tx)
+            .await
+            .map_err(self.failed("updating agents"))?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn run(&self, run_id: &str) -> Result<Option<Run>> {
+        let doing = "reading a run";
+        sqlx::query("SELECT * FROM armada_runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.failed(doing))?
+            .map(|row| run_from_row(&row))
+            .transpose()
+            .map_err(self.failed(doing))
+    }
+
+    pub(super) async fn runs(&self, after: Option<&str>, rows: i64) -> Result<Vec<Run>> {
+        let doing = "listing runs";
+        let mut sql = Sql::new("SELECT * FROM armada_runs WHERE 1 = 1", "$");
+        if let Some(after) = after {
+            sql.and(
+                "(created_ms, id) < (SELECT created_ms, id FROM armada_runs WHERE id = ?)",
+                Param::Text(Some(after)),
+            );
+        }
+        sql.push(" ORDER BY created_ms DESC, id DESC");
+        let limit = sql.bind(Param::Int(Some(rows)));
+        sql.push(&format!(" LIMIT {limit}"));
+        self.fetch(sql, doing, run_from_row).await
+    }
+
+    pub(super) async fn run_exists(&self, run_id: &str) -> Result<bool> {
+        let found = sqlx::query("SELECT 1 FROM armada_runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.failed("reading a run"))?;
+        Ok(found.is_some())
+    }
+
+    /// Runs `sql` and reads every row with `read`.
+    async fn fetch<T>(
+        &self,
+        sql: Sql<'_>,
+        doing: &'static str,
+        read: fn(&AnyRow) -> Result<T, sqlx::Error>,
+    ) -> Result<Vec<T>> {
+        bound(sql)
+            .fetch_all(&self.pool)
+            .await
+            .and_then(|rows| rows.iter().map(read).collect())
+            .map_err(self.failed(doing))
+    }
+
+    pub(super) async fn jobs(
+        &self,
+        run_id: &str,
+        filter: &JobFilter,
+        after: Option<u64>,
+        rows: i64,
+    ) -> Result<Vec<Job>> {
+        let sql = Sql::new("SELECT * FROM armada_jobs", "$");
+        let mut sql = query::jobs_sql(sql, run_id, filter, after);
+        let limit = sql.bind(Param::Int(Some(rows)));
+        sql.push(&format!(" LIMIT {limit}"));
+        self.fetch(sql, "listing jobs", job_from_row).await
+    }
+
+    pub(super) async fn job(&self, run_id: &str, index: u64) -> Result<Option<Job>> {
+        let doing = "reading a job";
+        sqlx::query("SELECT * FROM armada_jobs WHERE run_id = $1 AND idx = $2")
+            .bind(run_id)
+            .bind(index as i64)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.failed(doing))?
+            .map(|row| job_from_row(&row))
+            .transpose()
+            .map_err(self.failed(doing))
+    }
+
+    pub(super) async fn attachments(
+        &self,
+        run_id: &str,
+        index: u64,
+    ) -> Result<Vec<AttachmentInfo>> {
+        let mut sql = Sql::new(
+            "SELECT seq, job_idx, attempt, name, content_type, size FROM armada_attachments \
+             WHERE run_id = $1 AND job_idx = $2 ORDER BY seq",
+            "$",
+        );
+        sql.bind(Param::Text(Some(run_id)));
+        sql.bind(Param::Int(Some(index as i64)));
+        self.fetch(sql, "listing attachments", attachment_from_row)
+            .await
+    }
+
+    pub(super) async fn attachment(
+        &self,
+        run_id: &str,
+        seq: u64,
+    ) -> Result<Option<(String, Vec<u8>)>> {
+        let doing = "reading an attachment";
+        let row = sqlx::query(
+            "SELECT content_type, bytes FROM armada_attachments WHERE run_id = $1 AND seq = $2",
+        )
+        .bind(run_id)
+        .bind(seq as i64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.failed(doing))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let content_type = row.try_get(0).map_err(self.failed(doing))?;
+        let bytes = row.try_get(1).map_err(self.failed(doing))?;
+        Ok(Some((content_type, bytes)))
+    }
+
+    pub(super) async fn events(
+        &self,
+        run_id: &str,
+        filter: &EventFilter,
+        after: u64,
+        newest_first: bool,
+        rows: i64,
+    ) -> Result<Vec<Event>> {
+        let sql = Sql::new("SELECT * FROM armada_events", "$");
+        let mut sql = query::events_sql(sql, run_id, filter, after, newest_first);
+        let limit = sql.bind(Param::Int(Some(rows)));
+        sql.push(&format!(" LIMIT {limit}"));
+        self.fetch(sql, "listing events", event_from_row).await
+    }
+
+    pub(super) async fn agents(&self, run_id: &str) -> Result<Vec<Agent>> {
+        let mut sql = Sql::new(
+            "SELECT * FROM armada_agents WHERE run_id = $1 ORDER BY idx",
+            "$",
+        );
+        sql.bind(Param::Text(Some(run_id)));
+        self.fetch(sql, "listing agents", agent_from_row).await
+    }
+
+    pub(super) async fn agent_jobs(&self, run_id: &str) -> Result<Vec<AgentJobs>> {
+        let mut sql = Sql::new(
+            "SELECT agent, status, COUNT(*) AS jobs, MIN(idx) AS first FROM armada_jobs \
+             WHERE run_id = $1 AND agent IS NOT NULL GROUP BY agent, status",
+            "$",
+        );
+        sql.bind(Param::Text(Some(run_id)));
+        self.fetch(sql, "listing agents", agent_jobs_from_row).await
+    }
+
+    pub(super) async fn failures(&self, run_id: &str, limit: i64) -> Result<Vec<FailureGroup>> {
+        let mut sql = Sql::new(
+            "SELECT error, COUNT(*) AS jobs, MIN(idx) AS sample FROM armada_jobs \
+             WHERE run_id = $1 AND status = 'failed' GROUP BY error \
+             ORDER BY COUNT(*) DESC, error LIMIT $2",
+            "$",
+        );
+        sql.bind(Param::Text(Some(run_id)));
+        sql.bind(Param::Int(Some(limit)));
+        self.fetch(sql, "grouping failures", failure_from_row).await
+    }
+
+    pub(super) async fn outputs(&self, run_id: &str, after: u64, rows: i64) -> Result<Vec<Output>> {
+        let mut sql = Sql::new(
+            "SELECT * FROM armada_outputs WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            "$",
+        );
+        sql.bind(Param::Text(Some(run_id)));
+        sql.bind(Param::Int(Some(after as i64)));
+        sql.bind(Param::Int(Some(rows)));
+        self.fetch(sql, "listing outputs", output_from_row).await
+    }
+
+    /// The duration of the succeeded job at `rank` (from 0) in duration order.
+    pub(super) async fn duration_at(&self, run_id: &str, rank: u64) -> Result<Option<f64>> {
+        let doing = "measuring durations";
+        let row = sqlx::query(
+            "SELECT duration_ms FROM armada_jobs WHERE run_id = $1 AND status = 'succeeded' \
+             AND duration_ms IS NOT NULL ORDER BY duration_ms LIMIT 1 OFFSET $2",
+        )
+        .bind(run_id)
+        .bind(rank as i64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.failed(doing))?;
+        row.map(|row| row.try_get(0))
+            .transpose()
+            .map_err(self.failed(doing))
+    }
+}
+
+fn sqlite_url(url: &str) -> Result<String> {
+    let path = url
+        .trim_start_matches("sqlite:")
+        .trim_start_matches("//")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Err(Error::Invalid(format!(
+            "the monitor store URL `{url}` names no file: use sqlite:PATH (an in-memory SQLite \
+             database would be private to one connection)"
+        )));
+    }
+    if let Some(folder) = Path::new(path)
+        .parent()
+        .filter(|folder| !folder.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(folder).map_err(|source| Error::Io {
+            path: folder.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(if url.contains("mode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    })
+}

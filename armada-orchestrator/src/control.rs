@@ -1,0 +1,327 @@
+//! The project's orchestrator as the dashboard drives it: launch a run from the Launch page,
+//! cancel it, run failed jobs again. Runs launched here are followed by tasks this
+//! [`ProjectControl`] owns; [`ProjectControl::shutdown`] cancels them and waits.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use armada_core::project::NamedFile;
+use armada_core::{Plan, ProjectFiles, RunId, RunOverrides, Tune};
+use armada_monitor::{Control, LaunchDefaults, LaunchInfo, LaunchRequest, MonitorLink};
+use futures::future::BoxFuture;
+use tokio::task::JoinSet;
+
+use crate::results::ResultsFile;
+use crate::{FollowEvent, Orchestrator, RunControl};
+
+/// Builds and validates a plan for the project's script (`Plan::for_script::<S>`).
+pub type PlanFor = fn(&ProjectFiles, &RunOverrides) -> armada_core::Result<Plan>;
+
+/// Launches, cancels and repeats the runs of one project on behalf of the dashboard.
+pub struct ProjectControl {
+    project_dir: PathBuf,
+    project: String,
+    plan_for: PlanFor,
+    orchestrator: OnceLock<Orchestrator>,
+    runs: Mutex<HashMap<String, Launched>>,
+    followers: tokio::sync::Mutex<JoinSet<()>>,
+}
+
+/// What a launch from here used, so that it can be repeated.
+#[derive(Clone)]
+struct Launched {
+    control: RunControl,
+    request: LaunchRequest,
+}
+
+impl std::fmt::Debug for ProjectControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectControl")
+            .field("project_dir", &self.project_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProjectControl {
+    /// Control over the project in `project_dir`; runs are planned with `plan_for`.
+    pub fn new(project_dir: impl Into<PathBuf>, plan_for: PlanFor) -> Arc<Self> {
+        let project_dir = project_dir.into();
+        let project = project_name(&project_dir);
+        Arc::new(Self {
+            project_dir,
+            project,
+            plan_for,
+            orchestrator: OnceLock::new(),
+            runs: Mutex::default(),
+            followers: tokio::sync::Mutex::new(JoinSet::new()),
+        })
+    }
+
+    /// The project's name, as runs are registered.
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    /// Sets the orchestrator launches go through. Its backends' monitor is the dashboard's own
+    /// monitor, which is built with this control: hence a second step.
+    pub fn attach(&self, orchestrator: Orchestrator) {
+        let _ = self.orchestrator.set(orchestrator);
+    }
+
+    /// Cancels every run launched here and waits for them to end.
+    pub async fn shutdown(&self) {
+        if let Ok(runs) = self.runs.lock() {
+            for launched in runs.values() {
+                launched.control.cancel();
+            }
+        }
+        let mut followers = self.followers.lock().await;
+        while followers.join_next().await.is_some() {}
+    }
+
+    fn orchestrator(&self) -> armada_monitor::Result<&Orchestrator> {
+        self.orchestrator.get().ok_or_else(|| {
+            armada_monitor::Error::Orchestrator("the orchestrator is still starting".into())
+        })
+    }
+
+    /// Tunes the project has: `local`, `distant`, and `config/config_<name>.json` as `<name>`.
+    fn tunes(&self) -> Vec<String> {
+        let mut tunes = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(self.project_dir.join("config")) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(tune) = name
+                    .strip_prefix("config_")
+                    .and_then(|rest| rest.strip_suffix(".json"))
+                    .filter(|tune| *tune != "template")
+                {
+                    tunes.push(tune.to_owned());
+                }
+            }
+        }
+        tunes.sort_by_key(|tune| (tune != "local", tune != "distant", tune.clone()));
+        tunes
+    }
+
+    fn tune_file(&self, name: &str) -> armada_monitor::Result<Tune> {
+        if !self.tunes().iter().any(|tune| tune == name) {
+            return Err(armada_monitor::Error::Invalid(format!(
+                "the project has no tune `{name}`: pick one of {}",
+                self.tunes().join(", ")
+            )));
+        }
+        Ok(match name {
+            "local" => Tune::Local,
+            "distant" => Tune::Distant,
+            other => Tune::Path(
+                self.project_dir
+                    .join("config")
+                    .join(format!("config_{other}.json")),
+            ),
+        })
+    }
+
+    /// What a relaunch of `run_id` repeats: the request that launched it here, or, for a run
+    /// launched elsewhere, its tune and counts as the monitor recorded them.
+    async fn earlier(&self, run_id: &str) -> armada_monitor::Result<LaunchRequest> {
+        if let Some(launched) = self
+            .runs
+            .lock()
+            .ok()
+            .and_then(|runs| runs.get(run_id).cloned())
+        {
+            return Ok(launched.request);
+        }
+        let MonitorLink::Local(monitor) = &self.orchestrator()?.backends().monitor else {
+            return Err(armada_monitor::Error::UnknownRun(run_id.to_owned()));
+        };
+        let run = monitor
+            .store()
+            .run(run_id, armada_core::wire::now_ms())
+            .await?;
+        Ok(LaunchRequest {
+            tune: run.tune,
+            agents: Some(run.agents),
+            jobs: Some(run.jobs),
+            ..LaunchRequest::default()
+        })
+    }
+
+    /// Plans a launch; the project's problems come back as diagnostics.
+    async fn plan(&self, request: &mut LaunchRequest) -> armada_monitor::Result<Plan> {
+        if let Some(run_id) = request.relaunch_of.clone() {
+            let earlier = self.earlier(&run_id).await?;
+            request.tune = request.tune.take().or(earlier.tune);
+            request.agents = request.agents.or(earlier.agents);
+            request.jobs = request.jobs.or(earlier.jobs);
+            request.data_agent_csv = request.data_agent_csv.take().or(earlier.data_agent_csv);
+            request.data_job_csv = request.data_job_csv.take().or(earlier.data_job_csv);
+        }
+        let tune = request
+            .tune
+            .get_or_insert_with(|| "local".to_owned())
+            .clone();
+        let mut files =
+            ProjectFiles::read(&self.project_dir, &self.tune_file(&tune)?).map_err(problems)?;
+        if let Some(csv) = &request.data_agent_csv {
+            files.agent_csv = Some(NamedFile::new("data_agent.csv (uploaded)", csv.as_bytes()));
+        }
+        if let Some(csv) = &request.data_job_csv {
+            files.job_csv = Some(NamedFile::new("data_job.csv (uploaded)", csv.as_bytes()));
+        }
+        let overrides = RunOverrides {
+            agents: request.agents,
+            jobs: request.jobs,
+            ..RunOverrides::default()
+        };
+        (self.plan_for)(&files, &overrides).map_err(problems)
+    }
+
+    /// Publishes `plan` and follows it to its end in a task this control owns, writing its
+    /// results where the CLI would.
+    async fn start(
+        &self,
+        plan: &Plan,
+        request: LaunchRequest,
+        relaunch_of: Option<String>,
+    ) -> armada_monitor::Result<String> {
+        let orchestrator = self
+            .orchestrator()?
+            .clone()
+            .with_project(self.project.clone(), request.tune.clone())
+            .with_relaunch_of(relaunch_of);
+        let run_id = RunId::new();
+        let run_dir = run_dir(&self.project_dir, &run_id);
+        let mut results =
+            ResultsFile::create(&run_dir.join("results.jsonl")).map_err(orchestration)?;
+        let handle = orchestrator
+            .with_evidence_dir(run_dir.join("evidence"))
+            .launch_as(plan, run_id.clone())
+            .await
+            .map_err(orchestration)?;
+        let control = handle.control();
+        if let Ok(mut runs) = self.runs.lock() {
+            let launched = Launched { control, request };
+            runs.insert(run_id.to_string(), launched);
+        }
+        self.followers.lock().await.spawn(async move {
+            let report = handle
+                .follow(|event: FollowEvent<'_>| {
+                    let written = match event {
+                        FollowEvent::Result(result) => results.write(result),
+                        FollowEvent::Progress(_) => results.flush(),
+                    };
+                    if let Err(error) = written {
+                        tracing::warn!(%error, "cannot write a run's results");
+                    }
+                })
+                .await;
+            if let Err(error) = results.finish() {
+                tracing::warn!(%error, "cannot write a run's results");
+            }
+            match report {
+                Ok(report) => {
+                    tracing::info!(run = %report.run_id, status = ?report.status, "run ended")
+                }
+                Err(error) => tracing::error!(%error, "a run launched from the dashboard failed"),
+            }
+        });
+        Ok(run_id.to_string())
+    }
+}
+
+/// The project's name as the monitor shows it: its folder's name.
+pub(crate) fn project_name(project: &Path) -> String {
+    std::fs::canonicalize(project)
+        .ok()
+        .and_then(|dir| Some(dir.file_name()?.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "armada".to_owned())
+}
+
+/// The folder of `run_id`'s results and evidence in the project, wherever it was launched.
+pub(crate) fn run_dir(project: &Path, run_id: &RunId) -> PathBuf {
+    project.join(".armada").join("runs").join(run_id.as_str())
+}
+
+fn problems(error: armada_core::Error) -> armada_monitor::Error {
+    match error {
+        armada_core::Error::Invalid(diagnostics) => armada_monitor::Error::Project(diagnostics),
+        other => armada_monitor::Error::Orchestrator(other.to_string()),
+    }
+}
+
+fn orchestration(error: crate::Error) -> armada_monitor::Error {
+    match error {
+        crate::Error::Core(error) => problems(error),
+        other => armada_monitor::Error::Orchestrator(other.to_string()),
+    }
+}
+
+impl Control for ProjectControl {
+    fn launch_info(&self) -> BoxFuture<'_, armada_monitor::Result<LaunchInfo>> {
+        Box::pin(async move {
+            let mut request = LaunchRequest::default();
+            let (agents, jobs) = match self.plan(&mut request).await {
+                Ok(plan) => (plan.agents(), plan.jobs()),
+                Err(_) => (1, 1),
+            };
+            Ok(LaunchInfo {
+                project: self.project.clone(),
+                tunes: self.tunes(),
+                defaults: LaunchDefaults {
+                    agents,
+                    jobs,
+                    tune: "local".to_owned(),
+                },
+            })
+        })
+    }
+
+    fn launch(&self, mut request: LaunchRequest) -> BoxFuture<'_, armada_monitor::Result<String>> {
+        Box::pin(async move {
+            let plan = self.plan(&mut request).await?;
+            let relaunch_of = request.relaunch_of.clone();
+            self.start(&plan, request, relaunch_of).await
+        })
+    }
+
+    fn cancel<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, armada_monitor::Result<()>> {
+        Box::pin(async move {
+            let launched = self
+                .runs
+                .lock()
+                .ok()
+                .and_then(|runs| runs.get(run_id).cloned());
+            match launched {
+                Some(launched) => {
+                    launched.control.cancel();
+                    Ok(())
+                }
+                None => Err(armada_monitor::Error::Conflict(format!(
+                    "run {run_id} was not launched from this dashboard: cancel it where it was \
+                     launched (Ctrl-C), or with `orchestrate cancel {run_id}` on shared backends"
+                ))),
+            }
+        })
+    }
+
+    fn retry<'a>(
+        &'a self,
+        run_id: &'a str,
+        jobs: Vec<u64>,
+    ) -> BoxFuture<'a, armada_monitor::Result<String>> {
+        Box::pin(async move {
+            let mut request = LaunchRequest {
+                relaunch_of: Some(run_id.to_owned()),
+                ..LaunchRequest::default()
+            };
+            let plan = self.plan(&mut request).await?;
+            let selected = plan.select_jobs(&jobs);
+            request.jobs = Some(selected.jobs());
+            self.start(&selected, request, Some(run_id.to_owned()))
+                .await
+        })
+    }
+}

@@ -1,0 +1,311 @@
+//! The dashboard end to end in a real headless Chromium: runs launched from its Launch page,
+//! jobs and events changing live without a reload, a failed job's screenshot, and two runs
+//! compared. Screenshots of each page are saved under `target/tmp/dashboard/`.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chromiumoxide::page::ScreenshotParams;
+use chromiumoxide::{Browser, BrowserConfig, Page};
+use futures::StreamExt;
+use serde_json::Value;
+
+/// A copy of the catalog project whose jobs include slow pages (so the run is still going
+/// when the dashboard opens) and a broken one (a failure with a screenshot).
+fn project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    for file in ["config_template.json", "config_local.json"] {
+        std::fs::copy(source.join(file), config.join(file)).unwrap();
+    }
+    std::fs::write(config.join("data_agent.csv"), "targetted_agent\n").unwrap();
+    std::fs::write(
+        config.join("data_job.csv"),
+        "targetted_job,kind,id\n0,product,1\n1,slow,\n2,broken,\n3,slow,\n4,product,2\n5,slow,\n6,product,3\n",
+    )
+    .unwrap();
+    dir
+}
+
+/// `catalog-orchestrate monitor` on a free port; interrupted (like Ctrl-C) when dropped.
+struct Dashboard {
+    child: Child,
+    url: String,
+}
+
+impl Dashboard {
+    fn start(project: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_catalog-orchestrate"))
+            .env_remove("DISPLAY")
+            .args(["monitor", "--listen", "127.0.0.1:0", "--project"])
+            .arg(project)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|word| word.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no dashboard URL in {line:?}"))
+            .trim_end_matches('/')
+            .to_owned();
+        Self { child, url }
+    }
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+async fn eval(page: &Page, expression: &str) -> Value {
+    page.evaluate(expression)
+        .await
+        .unwrap_or_else(|error| panic!("`{expression}`: {error}"))
+        .into_value()
+        .unwrap_or(Value::Null)
+}
+
+/// Evaluates `expression` until it is truthy; returns its value.
+async fn wait_for(page: &Page, expression: &str, what: &str) -> Value {
+    for _ in 0..600 {
+        if let Ok(result) = page.evaluate(expression).await {
+            let value: Value = result.into_value().unwrap_or(Value::Null);
+            let truthy = match &value {
+                Value::Null | Value::Bool(false) => false,
+                Value::Number(number) => number.as_f64() != Some(0.0),
+                Value::String(text) => !text.is_empty(),
+                _ => true,
+            };
+            if truthy {
+                return value;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what} (`{expression}`)");
+}
+
+async fn route(page: &Page, hash: &str, ready: &str) {
+    eval(
+        page,
+        &format!("document.body.removeAttribute('data-ready'); location.hash = '{hash}'; true"),
+    )
+    .await;
+    wait_for(
+        page,
+        &format!("document.body.dataset.ready === '{ready}'"),
+        &format!("the {ready} page"),
+    )
+    .await;
+}
+
+fn artifacts() -> PathBuf {
+    let folder = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&folder).unwrap();
+    folder
+}
+
+async fn screenshot(page: &Page, name: &str) {
+    let path = artifacts().join(format!("{name}.png"));
+    page.save_screenshot(ScreenshotParams::builder().full_page(true).build(), &path)
+        .await
+        .unwrap();
+    println!("screenshot: {}", path.display());
+}
+
+/// Fills the Launch form with `agents` and submits it; returns the new run's id once its
+/// page is showing.
+async fn launch_from_form(page: &Page, agents: u32) -> String {
+    route(page, "#/launch", "launch").await;
+    eval(
+        page,
+        &format!("document.getElementById('launch-agents').value = '{agents}'; true"),
+    )
+    .await;
+    screenshot(page, &format!("launch-{agents}-agents")).await;
+    eval(
+        page,
+        "document.getElementById('launch-submit').click(); true",
+    )
+    .await;
+    let run_id = wait_for(
+        page,
+        "document.body.dataset.ready === 'run' && document.getElementById('run-page').dataset.runId",
+        "the launched run's page",
+    )
+    .await;
+    run_id.as_str().unwrap().to_owned()
+}
+
+fn statuses_js() -> &'static str {
+    "Array.from(document.querySelectorAll('#jobs-table tr[data-job-index] td.job-status')).map(cell => cell.textContent.trim())"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_follows_launches_and_compares_runs_live() {
+    let dir = project();
+    let dashboard = Dashboard::start(dir.path());
+    let executable = ["/usr/lib/chromium/chromium", "/usr/bin/chromium"]
+        .into_iter()
+        .find(|path| Path::new(path).exists())
+        .expect("Chromium (cargo xtask test installs it)");
+    let config = BrowserConfig::builder()
+        .chrome_executable(executable)
+        .user_data_dir(dir.path().join("viewer-profile"))
+        .no_sandbox()
+        .window_size(1366, 768)
+        .args(["disable-gpu", "no-first-run", "disable-dev-shm-usage"])
+        .build()
+        .unwrap();
+    let (mut browser, mut handler) = Browser::launch(config).await.unwrap();
+    let driver = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    let page = browser
+        .new_page(format!("{}/", dashboard.url))
+        .await
+        .unwrap();
+    wait_for(
+        &page,
+        "document.body.dataset.ready === 'runs'",
+        "the runs page",
+    )
+    .await;
+
+    // A run launched from the Launch page; its page opens while jobs still run.
+    let first = launch_from_form(&page, 1).await;
+    eval(&page, "window.noReloadSince = Date.now(); true").await;
+    let before: Vec<String> = serde_json::from_value(eval(&page, statuses_js()).await).unwrap();
+    assert_eq!(before.len(), 7, "{before:?}");
+    let events_before = eval(
+        &page,
+        "document.querySelectorAll('#event-stream [data-seq]').length",
+    )
+    .await;
+    assert!(
+        before
+            .iter()
+            .any(|status| status != "succeeded" && status != "failed"),
+        "the run is still going when its page opens: {before:?}"
+    );
+    screenshot(&page, "run-live").await;
+    // Jobs change state and events arrive without a reload.
+    wait_for(
+        &page,
+        &format!(
+            "{}.filter(s => s === 'succeeded').length >= 4",
+            statuses_js()
+        ),
+        "jobs succeeding live",
+    )
+    .await;
+    wait_for(
+        &page,
+        &format!("{}.includes('failed')", statuses_js()),
+        "the broken job failing live",
+    )
+    .await;
+    let events_after = eval(
+        &page,
+        "document.querySelectorAll('#event-stream [data-seq]').length",
+    )
+    .await;
+    assert!(
+        events_after.as_u64() > events_before.as_u64(),
+        "{events_before} -> {events_after}"
+    );
+    assert!(
+        eval(&page, "typeof window.noReloadSince === 'number'")
+            .await
+            .as_bool()
+            .unwrap()
+    );
+    wait_for(
+        &page,
+        "(() => { const p = document.getElementById('run-progress'); return p && p.max > 0 && p.value === p.max; })()",
+        "the run to complete",
+    )
+    .await;
+    assert!(
+        eval(&page, "typeof window.noReloadSince === 'number'")
+            .await
+            .as_bool()
+            .unwrap()
+    );
+    screenshot(&page, "run-done").await;
+
+    // The failed job's page shows its screenshot.
+    let failed = wait_for(
+        &page,
+        "(() => { const row = Array.from(document.querySelectorAll('#jobs-table tr[data-job-index]')).find(r => r.querySelector('td.job-status').textContent.trim() === 'failed'); return row && row.dataset.jobIndex; })()",
+        "the failed job's row",
+    )
+    .await;
+    assert_eq!(failed, "2");
+    route(&page, &format!("#/runs/{first}/jobs/2"), "job").await;
+    wait_for(
+        &page,
+        "Array.from(document.querySelectorAll('img.attachment')).some(img => img.complete && img.naturalWidth > 100)",
+        "the failure screenshot",
+    )
+    .await;
+    let timeline = eval(
+        &page,
+        "document.querySelectorAll('#job-events [data-seq]').length",
+    )
+    .await;
+    assert!(timeline.as_u64().unwrap() >= 3, "{timeline}");
+    screenshot(&page, "failed-job").await;
+
+    // A second run from the Launch page, then the two side by side.
+    let second = launch_from_form(&page, 2).await;
+    assert_ne!(first, second);
+    wait_for(
+        &page,
+        "(() => { const p = document.getElementById('run-progress'); return p && p.max > 0 && p.value === p.max; })()",
+        "the second run to complete",
+    )
+    .await;
+    route(&page, &format!("#/compare?a={first}&b={second}"), "compare").await;
+    let rates = eval(
+        &page,
+        "[document.querySelector('#compare-a .success-rate').textContent, document.querySelector('#compare-b .success-rate').textContent]",
+    )
+    .await;
+    let rates: Vec<String> = serde_json::from_value(rates).unwrap();
+    // 6 of 7 jobs succeed in each run: the broken page fails in both.
+    assert!(rates.iter().all(|rate| rate.contains("85.7")), "{rates:?}");
+    screenshot(&page, "compare").await;
+
+    route(&page, "#/", "runs").await;
+    let listed = eval(&page, "Array.from(document.querySelectorAll('#runs-table tr[data-run-id]')).map(r => r.dataset.runId)").await;
+    let listed: Vec<String> = serde_json::from_value(listed).unwrap();
+    assert!(
+        listed.contains(&first) && listed.contains(&second),
+        "{listed:?}"
+    );
+    screenshot(&page, "runs").await;
+
+    browser.close().await.unwrap();
+    browser.wait().await.unwrap();
+    driver.abort();
+    drop(dashboard);
+}
