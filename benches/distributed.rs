@@ -2,13 +2,20 @@
 //! tasks, so only the backends are measured), next to a plain lapin loop on the same broker in
 //! the same process: persistent publishes with confirms, then consumers with prefetch 1 and
 //! manual ack.
+//!
+//! Throughput is jobs over the time from the first publish to the last ack (for Armada, from
+//! `launch` to the end of `follow`). Latency is the job cycle on one agent
+//! ([`support::Starts::cycle_quantiles`]); on the plain loop, the time between two consecutive
+//! deliveries to one consumer, which holds acknowledging the first (prefetch 1).
+
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod support;
 
-use armada::{Backends, Launcher, Orchestrator, ScriptAgent};
+use armada::{Backends, FollowEvent, Launcher, Orchestrator, ScriptAgent};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -16,13 +23,14 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use support::{Noop, noop_plan};
+use support::{Noop, Starts, median, noop_plan, target, wall_ns, wanted};
 
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
 const JOBS: u64 = 5_000;
+const ROUNDS: usize = 3;
 
-async fn armada_run(agents: u32) -> Duration {
+async fn armada_run(agents: u32) -> (Duration, Starts) {
     let plan = noop_plan(agents, JOBS);
     let backends = Backends::connect(REDIS_URL, AMQP_URL, "memory://")
         .await
@@ -31,19 +39,24 @@ async fn armada_run(agents: u32) -> Duration {
         backends,
         Launcher::InProcess(Arc::new(ScriptAgent::new(Noop))),
     );
+    let mut starts = Starts::default();
     let start = Instant::now();
     let report = orchestrator
         .launch(&plan)
         .await
         .expect("launch")
-        .follow(|_| {})
+        .follow(|event| {
+            if let FollowEvent::Result(result) = event {
+                starts.record(result);
+            }
+        })
         .await
         .expect("run");
     assert_eq!(report.progress.succeeded, JOBS);
-    start.elapsed()
+    (start.elapsed(), starts)
 }
 
-async fn plain_lapin(consumers: u32) -> Duration {
+async fn plain_lapin(consumers: u32) -> (Duration, Starts) {
     let queue = format!("bench.plain.{}", std::process::id());
     let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
         .await
@@ -87,6 +100,7 @@ async fn plain_lapin(consumers: u32) -> Duration {
         let queue = queue.clone();
         let take = per_consumer + u64::from(index == 0) * (JOBS % u64::from(consumers));
         tasks.spawn(async move {
+            let mut received = Vec::with_capacity(take as usize);
             channel
                 .basic_qos(1, BasicQosOptions::default())
                 .await
@@ -102,6 +116,7 @@ async fn plain_lapin(consumers: u32) -> Duration {
                 .expect("consume");
             for _ in 0..take {
                 let delivery = deliveries.next().await.expect("open").expect("a delivery");
+                received.push(wall_ns());
                 delivery
                     .acker
                     .ack(BasicAckOptions::default())
@@ -109,15 +124,23 @@ async fn plain_lapin(consumers: u32) -> Duration {
                     .expect("ack");
             }
             channel.close(200, "done".into()).await.expect("close");
+            received
         });
     }
-    while tasks.join_next().await.is_some() {}
+    let mut starts = Starts::default();
+    let mut consumer = 0;
+    while let Some(received) = tasks.join_next().await {
+        for at in received.unwrap() {
+            starts.push(consumer, at);
+        }
+        consumer += 1;
+    }
     let elapsed = start.elapsed();
     channel
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await
         .expect("delete");
-    elapsed
+    (elapsed, starts)
 }
 
 fn main() {
@@ -125,18 +148,52 @@ fn main() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    println!("## No-op jobs over Redis + RabbitMQ ({JOBS} jobs per run, publish to last ack)\n");
-    println!("| agents | armada jobs/s | plain lapin msgs/s | armada / plain |");
-    println!("|---:|---:|---:|---:|");
+    println!(
+        "{JOBS} no-op jobs per run over the local Redis (store) and RabbitMQ (queue), agents as \
+         tasks, monitor in memory; from the first publish to the last ack; median of {ROUNDS} \
+         runs, alternating with the plain loop.\n"
+    );
+    println!(
+        "| agents | armada jobs/s | cycle p50 / p99 µs | plain lapin msgs/s | plain cycle p50 / p99 µs | armada / plain msgs/s |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    let mut worst: Option<(u32, f64)> = None;
     for agents in [1, 4, 16] {
-        let plain = runtime.block_on(plain_lapin(agents));
-        let armada = runtime.block_on(armada_run(agents));
+        if !wanted(&agents.to_string()) {
+            continue;
+        }
         let rate = |elapsed: Duration| JOBS as f64 / elapsed.as_secs_f64();
+        let (mut armada_rates, mut plain_rates) = (Vec::new(), Vec::new());
+        let (mut armada_starts, mut plain_starts) = (Starts::default(), Starts::default());
+        for _ in 0..ROUNDS {
+            let (elapsed, starts) = runtime.block_on(plain_lapin(agents));
+            plain_rates.push(rate(elapsed));
+            plain_starts = starts;
+            let (elapsed, starts) = runtime.block_on(armada_run(agents));
+            armada_rates.push(rate(elapsed));
+            armada_starts = starts;
+        }
+        let (armada, plain) = (median(armada_rates), median(plain_rates));
+        let (armada_p50, armada_p99) = armada_starts.cycle_quantiles();
+        let (plain_p50, plain_p99) = plain_starts.cycle_quantiles();
         println!(
-            "| {agents} | {:.0} | {:.0} | {:.3} |",
-            rate(armada),
-            rate(plain),
-            rate(armada) / rate(plain)
+            "| {agents} | {armada:.0} | {armada_p50:.0} / {armada_p99:.0} | {plain:.0} | {plain_p50:.0} / {plain_p99:.0} | {:.3} |",
+            armada / plain
+        );
+        if worst.is_none_or(|(_, ratio)| armada / plain < ratio) {
+            worst = Some((agents, armada / plain));
+        }
+    }
+    println!(
+        "\nCycle: as in the embedded table, the time between two consecutive jobs (deliveries) \
+         starting on one agent (consumer), from the last round. Armada's cycle also holds \
+         recording the result in Redis before the ack.\n"
+    );
+    if let Some((agents, ratio)) = worst {
+        target(
+            "over RabbitMQ, at least half the plain lapin loop's msgs/s",
+            ratio >= 0.5,
+            &format!("lowest ratio {ratio:.2}, with {agents} agents"),
         );
     }
 }

@@ -32,7 +32,49 @@
 //!
 //! `cargo run --bin orchestrate` then validates the project, runs it with everything embedded
 //! (in-memory queue and config store, agents as tasks), shows progress and writes one JSON line
-//! per job. Other services embed the runtime through [`Orchestrator`].
+//! per job.
+//!
+//! # As a library
+//!
+//! Other services embed the runtime: build a [`Plan`] (from a project folder, from files held
+//! in memory, or from messages made in code), launch it through an [`Orchestrator`] on any
+//! [`Backends`] and [`Launcher`], and follow it through a [`RunTask`]. Problems with the input
+//! come back as [`Error::Invalid`] with every [`Diagnostic`] as data. There is no global state:
+//! orchestrators in one process do not interfere. The guide is `docs/guides/library.md`.
+//!
+//! ```no_run
+//! # use armada::prelude::*;
+//! # struct Visit;
+//! # impl Script for Visit {
+//! #     type Agent = PlainAgent;
+//! #     type Job = Job<serde_json::Value>;
+//! #     type Output = ();
+//! #     async fn run(&self, _: &mut PlainAgent, _: &mut Self::Job) -> Result<(), ScriptError> { Ok(()) }
+//! # }
+//! use std::sync::Arc;
+//! use armada::{Backends, Launcher, Orchestrator, Plan, ProjectFiles, RunOverrides, RunUpdate, ScriptAgent, Tune};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let files = ProjectFiles::read("my-project".as_ref(), &Tune::Local)?;
+//! // Or in memory: ProjectFiles::from_template(template).with_job_csv(csv)
+//! let plan = Plan::for_script::<Visit>(&files, &RunOverrides::default())?;
+//!
+//! let launcher = Launcher::InProcess(Arc::new(ScriptAgent::new(Visit)));
+//! let orchestrator = Orchestrator::new(Backends::embedded().await?, launcher);
+//! let mut run = orchestrator.launch(&plan).await?.spawn();
+//! println!("run {} of {} jobs", run.run_id(), run.jobs());
+//! while let Some(update) = run.next_update().await {
+//!     match update {
+//!         RunUpdate::Job(result) => println!("job {}: {:?}", result.index, result.status),
+//!         RunUpdate::Progress(progress) => println!("{}/{}", progress.terminal, progress.jobs),
+//!         _ => {}
+//!     }
+//! }
+//! let report = run.wait().await?;
+//! println!("{:?} in {:?}", report.status, report.elapsed);
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! This crate is the facade: it re-exports `armada-core` (vocabulary, project loading, traits,
 //! backends), `armada-agent` (the agent runtime), `armada-orchestrator` (runs, launchers, CLI)
@@ -64,11 +106,20 @@ pub use armada_core::{
 };
 /// Defines the project binary's `main` for a script: `armada::main!(MyScript);`.
 pub use armada_macros::main;
+/// Monitoring: the client, the SQL store, the HTTP backend and dashboard
+/// (`armada::monitor::server::app` to embed them).
+pub use armada_monitor as monitor;
+/// What can stop a launch or a run ([`Orchestrator::launch`], [`RunTask::wait`]); bad input is
+/// its `Core(Error::Invalid(..))`.
+pub use armada_orchestrator::Error as OrchestratorError;
 /// The Kubernetes launcher, its settings and the stack's manifests (feature `kubernetes`).
 #[cfg(feature = "kubernetes")]
 pub use armada_orchestrator::kubernetes;
+/// The project's orchestrator as an HTTP service (`orchestrate serve`): its routes and OpenAPI.
+pub use armada_orchestrator::service;
 pub use armada_orchestrator::{
-    Backends, FollowEvent, Launcher, Orchestrator, RunControl, RunHandle, RunReport, Summary,
+    Backends, FollowEvent, Launcher, Orchestrator, RunControl, RunHandle, RunReport, RunTask,
+    RunUpdate, Summary,
 };
 
 /// What a project's `lib.rs` usually needs.

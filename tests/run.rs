@@ -1,5 +1,6 @@
 //! Whole embedded runs through the facade: retries, time-outs, panics, agents that cannot
-//! start, cancel, and isolation of concurrent runs.
+//! start, cancel, and isolation of concurrent runs; the library API: runs followed by a
+//! `RunTask`, plans from messages made in code, diagnostics as data.
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use armada::prelude::*;
 use armada::{
     Backends, FollowEvent, JobResult, JobStatus, Launcher, Orchestrator, Plan, ProjectFiles,
-    RunOverrides, RunReport, RunStatus, ScriptAgent,
+    RunOverrides, RunReport, RunStatus, RunTask, RunUpdate, ScriptAgent,
 };
 use serde_json::{Value, json};
 
@@ -405,4 +406,189 @@ async fn a_proxy_failure_rotates_the_identity_without_costing_an_attempt() {
     // Job 0's failed attempts saved evidence too; the succeeded result does not point to it.
     assert_eq!(results[&0].evidence, None);
     assert_eq!(results[&2].evidence, None);
+}
+
+/// An agent config and a job payload made in code, for [`Plan::for_script_from`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Worker {
+    name: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Item {
+    run: String,
+    n: u64,
+}
+
+/// Returns which run and which agent ran the job.
+struct Tagged;
+
+impl Script for Tagged {
+    type Agent = PlainAgent<Worker>;
+    type Job = Job<Item, PlainAgent<Worker>>;
+    type Output = Value;
+
+    async fn run(
+        &self,
+        agent: &mut Self::Agent,
+        job: &mut Self::Job,
+    ) -> Result<Value, ScriptError> {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        Ok(json!({ "run": job.payload.run, "agent": agent.config.name, "n": job.payload.n }))
+    }
+}
+
+fn tagged_plan(run: &str, agents: u32, jobs: u64) -> Plan {
+    let workers = vec![Worker {
+        name: format!("{run}-worker"),
+    }];
+    let items = (0..jobs)
+        .map(|n| Item {
+            run: run.to_owned(),
+            n,
+        })
+        .collect();
+    Plan::for_script_from::<Tagged>(armada::RunSettings::new(agents), workers, items).unwrap()
+}
+
+/// Reads every update of a spawned run to its end, then its report.
+async fn read_to_the_end(mut task: RunTask) -> (RunReport, BTreeMap<u64, JobResult>) {
+    use futures::StreamExt;
+    let updates: Vec<RunUpdate> = task.updates().collect().await;
+    let mut results = BTreeMap::new();
+    for update in &updates {
+        if let RunUpdate::Job(result) = update {
+            let previous = results.insert(result.index, result.clone());
+            assert!(previous.is_none(), "job {} reported twice", result.index);
+        }
+    }
+    // The last update is the run's final counters.
+    match updates.last() {
+        Some(RunUpdate::Progress(progress)) => assert_eq!(progress.terminal, task.jobs()),
+        other => panic!("the last update should be the final progress, got {other:?}"),
+    }
+    assert!(task.next_update().await.is_none());
+    (task.wait().await.unwrap(), results)
+}
+
+#[tokio::test]
+async fn spawned_runs_on_one_orchestrator_and_on_two_stream_only_their_own_jobs() {
+    let orchestrator = || async {
+        Orchestrator::new(
+            Backends::embedded().await.unwrap(),
+            Launcher::InProcess(Arc::new(ScriptAgent::new(Tagged))),
+        )
+    };
+    let (shared, other) = (orchestrator().await, orchestrator().await);
+    let runs = [("a", &shared, 40), ("b", &shared, 50), ("c", &other, 60)];
+    let mut tasks = Vec::new();
+    for (tag, orchestrator, jobs) in runs {
+        let task = orchestrator
+            .launch(&tagged_plan(tag, 3, jobs))
+            .await
+            .unwrap()
+            .spawn();
+        assert_eq!(task.jobs(), jobs);
+        tasks.push(task);
+    }
+    let ids: Vec<String> = tasks.iter().map(|task| task.run_id().to_string()).collect();
+    let ended = futures::future::join_all(tasks.into_iter().map(read_to_the_end)).await;
+    for (((report, results), (tag, _, jobs)), id) in ended.into_iter().zip(runs).zip(ids) {
+        assert_eq!(report.run_id.to_string(), id);
+        assert_eq!(report.status, RunStatus::Completed, "run {tag}");
+        assert_eq!(report.progress.succeeded, jobs);
+        assert_every_job_once(&results, jobs);
+        for (index, result) in &results {
+            let expected = json!({ "run": tag, "agent": format!("{tag}-worker"), "n": index });
+            assert_eq!(result.output.as_ref(), Some(&expected), "run {tag}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn cancel_on_a_run_task_ends_the_run_and_still_reports_every_job() {
+    let script = Scripted {
+        default: Some(Behavior::Slow(Duration::from_millis(20))),
+        ..Scripted::default()
+    };
+    let plan = plan::<Scripted>(json!({ "agents": 2, "jobs": 200 }), json!({}));
+    let orchestrator = Orchestrator::new(
+        Backends::embedded().await.unwrap(),
+        Launcher::InProcess(Arc::new(ScriptAgent::new(script))),
+    );
+    let mut task = orchestrator.launch(&plan).await.unwrap().spawn();
+    let mut results = BTreeMap::new();
+    while let Some(update) = task.next_update().await {
+        if let RunUpdate::Job(result) = update {
+            let previous = results.insert(result.index, result);
+            assert!(previous.is_none(), "a job was reported twice");
+            if results.len() == 10 {
+                task.cancel();
+            }
+        }
+    }
+    let report = task.wait().await.unwrap();
+    assert_eq!(report.status, RunStatus::Canceled);
+    assert_every_job_once(&results, 200);
+    let canceled = results
+        .values()
+        .filter(|result| result.status == JobStatus::Canceled)
+        .count();
+    assert!(canceled >= 180, "{canceled} canceled");
+    assert_eq!(report.progress.terminal, 200);
+}
+
+#[tokio::test]
+async fn an_invalid_in_memory_project_gives_its_diagnostics_as_data() {
+    let template = json!({
+        "run_message": { "agents": 2, "jobs": 3 },
+        "default_agent_message": { "name": "$env_NAME" },
+        "default_job_message": { "run": "r", "n": 1 },
+    });
+    let files = ProjectFiles::from_template(template.to_string())
+        .with_tune(armada::NamedFile::new("tune.json", r#"{ "NAME": "w" }"#))
+        .with_agent_csv("targetted_agent,name\n1,x\n")
+        .with_job_csv("targetted_job,n\n0,7\n2,seven\n");
+    let Err(armada::Error::Invalid(diagnostics)) =
+        Plan::for_script::<Tagged>(&files, &RunOverrides::default())
+    else {
+        panic!("the plan should be invalid");
+    };
+    let found: Vec<_> = diagnostics
+        .iter()
+        .map(|d| (d.file.as_str(), d.line, d.field.as_deref()))
+        .collect();
+    assert_eq!(found, [("data_job.csv", Some(3), Some("n"))]);
+    assert!(diagnostics.iter().all(|d| d.message.contains("job 2")));
+
+    // Messages made in code are checked the same way, every problem at once.
+    let items = vec![json!({ "run": "r", "n": 1 }); 3]
+        .into_iter()
+        .chain([json!({ "run": "r", "n": "three" })])
+        .collect();
+    let settings = armada::RunSettings {
+        jobs: Some(3),
+        ..armada::RunSettings::new(2)
+    };
+    let Err(armada::Error::Invalid(diagnostics)) =
+        Plan::from_messages::<Tagged>(settings, vec![json!({ "label": "no name" })], items)
+    else {
+        panic!("the plan should be invalid");
+    };
+    let fields: Vec<_> = diagnostics
+        .iter()
+        .map(|d| (d.file.as_str(), d.field.as_deref().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("(in code)", "jobs"),
+            ("(in code)", "agents[0]"),
+            ("(in code)", "jobs[3].n")
+        ],
+        "{diagnostics}"
+    );
+    // As data: the same diagnostics serialize for an HTTP answer.
+    let json = serde_json::to_value(&diagnostics).unwrap();
+    assert_eq!(json[2]["field"], "jobs[3].n");
 }

@@ -898,7 +898,7 @@ function launchPage(ctx, relaunchOf) {
       if (err.status === 501) {
         errors.replaceChildren(h('p', { class: 'notice error' },
           'Launching from the dashboard needs the project\'s own orchestrator: run ',
-          h('code', null, 'cargo run --bin orchestrate -- monitor'), ' in the project.'));
+          h('code', null, 'cargo run --bin orchestrate -- serve'), ' in the project.'));
       } else if (ctx.alive && err.status !== 401) showErrors(err);
     }
     ctx.ready('launch');

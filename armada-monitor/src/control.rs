@@ -44,6 +44,14 @@ pub struct LaunchRequest {
     pub data_job_csv: Option<String>,
     /// The run this launch repeats: its tune, counts and CSV files are reused unless given.
     pub relaunch_of: Option<String>,
+    /// Tune values given inline, instead of the tune file named by `tune`.
+    pub tune_values: Option<serde_json::Value>,
+    /// A whole `config_template.json` replacing the project's.
+    pub template: Option<Vec<u8>>,
+    /// Deep-merged into the template (the project's, or `template`) before planning.
+    pub template_overrides: Option<serde_json::Value>,
+    /// The run's id, when the caller chose it.
+    pub run_id: Option<String>,
 }
 
 /// The project's orchestrator as the dashboard drives it.

@@ -82,8 +82,8 @@ pub enum Error {
     Conflict(String),
     /// The request needs the project's orchestrator, which this monitor does not have.
     #[error(
-        "{0} needs the project's orchestrator: serve the dashboard with the project's own binary \
-         (`cargo run --bin orchestrate -- monitor`) instead of the standalone armada-monitor"
+        "{0} needs the project's orchestrator service: run `cargo run --bin orchestrate -- \
+         serve` in the project, or give the standalone armada-monitor `--orchestrator URL`"
     )]
     NoOrchestrator(&'static str),
     /// A launch from the dashboard had problems in the project; every one is listed.

@@ -27,6 +27,7 @@ mod export;
 mod hub;
 mod link;
 pub mod model;
+mod remote;
 pub mod server;
 mod store;
 
@@ -35,4 +36,5 @@ pub use control::{Control, LaunchDefaults, LaunchInfo, LaunchRequest};
 pub use error::{Error, Result};
 pub use hub::{Monitor, Notice, RUN_REFRESH};
 pub use link::MonitorLink;
+pub use remote::{RemoteControl, RemoteMonitor};
 pub use store::{Ingested, MAX_EVENTS_PER_BATCH, MAX_PAGE, Store, redact};

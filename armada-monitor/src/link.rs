@@ -3,12 +3,10 @@
 use std::sync::Arc;
 
 use armada_core::EventSink;
-use armada_core::backend::{EventWriter, redact_url};
-use armada_core::wire::EventBatch;
-use futures::future::BoxFuture;
-use serde::Serialize;
+use armada_core::backend::redact_url;
 
 use crate::model::{Finish, NewRun};
+use crate::remote::RemoteMonitor;
 use crate::{Error, Monitor, Result};
 
 /// Where a run's events, registration and end go.
@@ -56,7 +54,7 @@ impl MonitorLink {
         match self {
             Self::Memory(_) => Ok(()),
             Self::Local(monitor) => monitor.register_run(run).await,
-            Self::Remote(remote) => remote.post("/api/v1/runs", run).await,
+            Self::Remote(remote) => remote.post_json("/api/v1/runs", run).await.map(drop),
         }
     }
 
@@ -65,85 +63,10 @@ impl MonitorLink {
         match self {
             Self::Memory(_) => Ok(()),
             Self::Local(monitor) => monitor.finish_run(run_id, finish).await.map(drop),
-            Self::Remote(remote) => {
-                remote
-                    .post(&format!("/api/v1/runs/{run_id}/finish"), finish)
-                    .await
-            }
-        }
-    }
-}
-
-/// A monitor service reached over HTTP.
-#[derive(Debug)]
-pub struct RemoteMonitor {
-    base: String,
-    token: Option<String>,
-    client: reqwest::Client,
-}
-
-impl RemoteMonitor {
-    fn new(url: &str, token: Option<String>) -> Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(|error| Error::Remote {
-                url: redact_url(url),
-                message: error.to_string(),
-            })?;
-        Ok(Self {
-            base: url.trim_end_matches('/').to_owned(),
-            token,
-            client,
-        })
-    }
-
-    async fn post(&self, path: &str, body: &impl Serialize) -> Result<()> {
-        let failed = |message: String| Error::Remote {
-            url: redact_url(&self.base),
-            message,
-        };
-        let body = serde_json::to_vec(body).map_err(|error| failed(error.to_string()))?;
-        let mut request = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(body);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|error| failed(format!("cannot reach it: {error}")))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let text = response.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|body| body.get("error")?.as_str().map(str::to_owned))
-            .unwrap_or(text);
-        Err(match status.as_u16() {
-            404 => Error::UnknownRun(message),
-            400 | 413 | 422 => Error::Invalid(message),
-            _ => failed(format!("answered {status}: {message}")),
-        })
-    }
-}
-
-impl EventWriter for RemoteMonitor {
-    fn write(&self, batch: EventBatch) -> BoxFuture<'_, armada_core::Result<bool>> {
-        Box::pin(async move {
-            self.post("/api/v1/events", &batch)
+            Self::Remote(remote) => remote
+                .post_json(&format!("/api/v1/runs/{run_id}/finish"), finish)
                 .await
-                .map(|()| true)
-                .map_err(|error| armada_core::Error::Backend {
-                    service: "the monitor",
-                    url: redact_url(&self.base),
-                    message: error.to_string(),
-                })
-        })
+                .map(drop),
+        }
     }
 }

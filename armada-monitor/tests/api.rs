@@ -238,7 +238,7 @@ async fn bad_input_gets_clear_4xx_and_changes_nothing() {
         body["error"]
             .as_str()
             .unwrap()
-            .contains("orchestrate -- monitor"),
+            .contains("orchestrate -- serve"),
         "{body}"
     );
     let (status, _) = service

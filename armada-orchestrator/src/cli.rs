@@ -55,9 +55,10 @@ enum Command {
     Plan(ProjectArgs),
     /// Cancel a run held in shared backends: flag it and purge its queue.
     Cancel(CancelArgs),
-    /// Serve the dashboard and monitor API for this project's runs, with Launch, Cancel and
-    /// Retry driving this project's orchestrator.
-    Monitor(MonitorArgs),
+    /// Serve this project's orchestrator over HTTP (POST /runs, /bot/start) with the
+    /// dashboard and monitor API; the dashboard's Launch, Cancel and Retry drive it.
+    #[command(visible_alias = "monitor")]
+    Serve(MonitorArgs),
     /// Run one agent of a run held in shared backends (used by launchers).
     #[command(hide = true)]
     Agent(AgentArgs),
@@ -337,7 +338,7 @@ async fn run_command<S: Script>(
             Ok(ExitCode::SUCCESS)
         }
         Command::Agent(args) => agent(args, runner).await,
-        Command::Monitor(args) => monitor::<S>(args, runner, default_project).await,
+        Command::Serve(args) => serve::<S>(args, runner, default_project).await,
         Command::Cancel(args) => cancel(args).await,
         #[cfg(feature = "kubernetes")]
         Command::Status(args) => crate::kubernetes::cli::status(&args).await,
@@ -388,7 +389,17 @@ async fn launch<S: Script>(
     }
     let mut backends = args.backends.connect().await?;
     let monitor_url = args.monitor.url_for(&project);
-    backends.monitor = MonitorLink::connect(&monitor_url, args.monitor.token.clone()).await?;
+    // The dashboard served during a launch can cancel this run, and only this run.
+    let run_control = Arc::new(crate::control::LaunchControl::default());
+    backends.monitor = match monitor_url.split_once(':').map(|(scheme, _)| scheme) {
+        Some("memory" | "http" | "https") => {
+            MonitorLink::connect(&monitor_url, args.monitor.token.clone()).await?
+        }
+        _ => MonitorLink::Local(Monitor::new(
+            Store::open(&monitor_url).await?,
+            Some(run_control.clone()),
+        )),
+    };
     let dashboard = match &backends.monitor {
         MonitorLink::Local(monitor) if !args.no_dashboard => {
             Some(Served::start(monitor.clone(), args.dashboard, args.monitor.token.clone()).await?)
@@ -469,6 +480,7 @@ async fn launch<S: Script>(
         _ => {}
     }
     let control = handle.control();
+    run_control.attach(handle.run_id().as_str(), control.clone());
     let signals = CancellationToken::new();
     let signal_task = tokio::spawn(cancel_on_ctrl_c(control.clone(), signals.clone()));
 
@@ -536,9 +548,9 @@ fn tune_name(tune: &Tune) -> String {
     }
 }
 
-/// `monitor`: serves the dashboard over a store until Ctrl-C, launching runs of this project
-/// when asked.
-async fn monitor<S: Script>(
+/// `serve` (or `monitor`): serves the orchestrator service, the monitor's API and the
+/// dashboard over a store until Ctrl-C, launching runs of this project when asked.
+async fn serve<S: Script>(
     args: MonitorArgs,
     runner: Arc<dyn AgentRunner>,
     default_project: &Path,
@@ -554,7 +566,12 @@ async fn monitor<S: Script>(
     let store = Store::open(&store_url).await?;
     let control = crate::ProjectControl::new(&project, Plan::for_script::<S>);
     let monitor = Monitor::new(store, Some(control.clone()));
-    let served = Served::start(monitor.clone(), args.listen, args.token.clone()).await?;
+    let app = armada_monitor::server::app_with(
+        monitor.clone(),
+        args.token.clone(),
+        crate::service::routes(control.clone(), monitor.clone()),
+    );
+    let served = Served::start_app(app, args.listen, args.token.as_deref()).await?;
     let mut backends = args.backends.connect().await?;
     backends.monitor = MonitorLink::Local(monitor.clone());
     let shared = !backends.queue.is_in_process() && !backends.store.is_in_process();
@@ -578,7 +595,7 @@ async fn monitor<S: Script>(
     };
     control.attach(Orchestrator::new(backends, launcher));
     println!(
-        "dashboard for {}: {}/ (runs stored in {}); Ctrl-C stops",
+        "dashboard and service for {}: {}/ (runs stored in {}); Ctrl-C stops",
         control.project(),
         served.url(),
         monitor.store().url()

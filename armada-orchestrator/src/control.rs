@@ -33,6 +33,7 @@ pub struct ProjectControl {
 struct Launched {
     control: RunControl,
     request: LaunchRequest,
+    plan: Arc<Plan>,
 }
 
 impl std::fmt::Debug for ProjectControl {
@@ -78,6 +79,12 @@ impl ProjectControl {
         }
         let mut followers = self.followers.lock().await;
         while followers.join_next().await.is_some() {}
+    }
+
+    /// The plan a run launched here was started with.
+    pub fn plan_of(&self, run_id: &str) -> Option<Arc<Plan>> {
+        let runs = self.runs.lock().ok()?;
+        runs.get(run_id).map(|launched| Arc::clone(&launched.plan))
     }
 
     fn orchestrator(&self) -> armada_monitor::Result<&Orchestrator> {
@@ -159,12 +166,32 @@ impl ProjectControl {
             request.data_agent_csv = request.data_agent_csv.take().or(earlier.data_agent_csv);
             request.data_job_csv = request.data_job_csv.take().or(earlier.data_job_csv);
         }
-        let tune = request
-            .tune
-            .get_or_insert_with(|| "local".to_owned())
-            .clone();
-        let mut files =
-            ProjectFiles::read(&self.project_dir, &self.tune_file(&tune)?).map_err(problems)?;
+        let mut files = match &request.tune_values {
+            Some(values) => {
+                let tune = request.tune.get_or_insert_with(|| "inline".to_owned());
+                // The tune file named in the request is not read: its values came inline.
+                let mut files =
+                    ProjectFiles::read(&self.project_dir, &Tune::Local).map_err(problems)?;
+                files.tune = Some(NamedFile::new(
+                    format!("tune `{tune}` (uploaded)"),
+                    values.to_string(),
+                ));
+                files
+            }
+            None => {
+                let tune = request
+                    .tune
+                    .get_or_insert_with(|| "local".to_owned())
+                    .clone();
+                ProjectFiles::read(&self.project_dir, &self.tune_file(&tune)?).map_err(problems)?
+            }
+        };
+        if let Some(template) = &request.template {
+            files.template = NamedFile::new("config_template.json (uploaded)", template.clone());
+        }
+        if let Some(overrides) = &request.template_overrides {
+            merge_into_template(&mut files.template, overrides.clone())?;
+        }
         if let Some(csv) = &request.data_agent_csv {
             files.agent_csv = Some(NamedFile::new("data_agent.csv (uploaded)", csv.as_bytes()));
         }
@@ -192,7 +219,10 @@ impl ProjectControl {
             .clone()
             .with_project(self.project.clone(), request.tune.clone())
             .with_relaunch_of(relaunch_of);
-        let run_id = RunId::new();
+        let run_id = match &request.run_id {
+            Some(id) => RunId::parse(id).map_err(problems)?,
+            None => RunId::new(),
+        };
         let run_dir = run_dir(&self.project_dir, &run_id);
         let mut results =
             ResultsFile::create(&run_dir.join("results.jsonl")).map_err(orchestration)?;
@@ -203,7 +233,11 @@ impl ProjectControl {
             .map_err(orchestration)?;
         let control = handle.control();
         if let Ok(mut runs) = self.runs.lock() {
-            let launched = Launched { control, request };
+            let launched = Launched {
+                control,
+                request,
+                plan: Arc::new(plan.clone()),
+            };
             runs.insert(run_id.to_string(), launched);
         }
         self.followers.lock().await.spawn(async move {
@@ -238,6 +272,26 @@ pub(crate) fn project_name(project: &Path) -> String {
         .ok()
         .and_then(|dir| Some(dir.file_name()?.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "armada".to_owned())
+}
+
+/// Deep-merges `overrides` into the template; a template that is not a JSON object is left to
+/// the planner, which reports it with its position.
+fn merge_into_template(
+    template: &mut NamedFile,
+    overrides: serde_json::Value,
+) -> armada_monitor::Result<()> {
+    if !overrides.is_object() {
+        return Err(armada_monitor::Error::Invalid(
+            "template overrides must be a JSON object, such as {\"run_message\": {\"agents\": 2}}"
+                .into(),
+        ));
+    }
+    if let Ok(mut merged) = serde_json::from_slice::<serde_json::Value>(&template.contents) {
+        armada_core::project::deep_merge(&mut merged, overrides);
+        template.contents = merged.to_string().into_bytes();
+        template.name = format!("{} with overrides", template.name);
+    }
+    Ok(())
 }
 
 /// The folder of `run_id`'s results and evidence in the project, wherever it was launched.
@@ -323,5 +377,52 @@ impl Control for ProjectControl {
             self.start(&selected, request, Some(run_id.to_owned()))
                 .await
         })
+    }
+}
+
+/// The dashboard's control during `orchestrate launch`: it can cancel the run being launched;
+/// launching others needs `orchestrate serve`.
+#[derive(Debug, Default)]
+pub(crate) struct LaunchControl {
+    run: OnceLock<(String, RunControl)>,
+}
+
+impl LaunchControl {
+    /// The run this launch follows.
+    pub(crate) fn attach(&self, run_id: &str, control: RunControl) {
+        let _ = self.run.set((run_id.to_owned(), control));
+    }
+}
+
+impl Control for LaunchControl {
+    fn launch_info(&self) -> BoxFuture<'_, armada_monitor::Result<LaunchInfo>> {
+        Box::pin(async { Err(armada_monitor::Error::NoOrchestrator("launching a run")) })
+    }
+
+    fn launch(&self, _: LaunchRequest) -> BoxFuture<'_, armada_monitor::Result<String>> {
+        Box::pin(async { Err(armada_monitor::Error::NoOrchestrator("launching a run")) })
+    }
+
+    fn cancel<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, armada_monitor::Result<()>> {
+        Box::pin(async move {
+            match self.run.get() {
+                Some((launched, control)) if launched == run_id => {
+                    control.cancel();
+                    Ok(())
+                }
+                _ => Err(armada_monitor::Error::Conflict(format!(
+                    "run {run_id} is not the one this `launch` follows: cancel it where it was \
+                     launched, or with `orchestrate cancel {run_id}` on shared backends"
+                ))),
+            }
+        })
+    }
+
+    fn retry<'a>(
+        &'a self,
+        _: &'a str,
+        _: Vec<u64>,
+    ) -> BoxFuture<'a, armada_monitor::Result<String>> {
+        Box::pin(async { Err(armada_monitor::Error::NoOrchestrator("running jobs again")) })
     }
 }

@@ -43,6 +43,9 @@ pub enum Error {
          and --config-store redis://…, or run agents as tasks (--agents-as tasks)"
     )]
     ProcessesNeedSharedBackends,
+    /// The task following a run was stopped before the run ended: its runtime shut down.
+    #[error("the task following the run was stopped before the run ended")]
+    RunTaskStopped,
     /// The async runtime could not be built.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),

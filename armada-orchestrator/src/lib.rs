@@ -22,12 +22,13 @@ pub mod kubernetes;
 mod progress;
 mod results;
 mod run;
+pub mod service;
 mod summary;
 
 pub use control::{PlanFor, ProjectControl};
 pub use error::{Error, Result};
 pub use run::{
     Backends, FollowEvent, Launcher, Orchestrator, ProcessLauncher, RunControl, RunHandle,
-    RunReport,
+    RunReport, RunTask, RunUpdate,
 };
 pub use summary::Summary;

@@ -15,7 +15,9 @@ use armada_core::{
 };
 use armada_monitor::model::{Finish, FinishedJob, JobState, NewJob, NewRun, RunState};
 use armada_monitor::{ClientOptions, ClientStats, MonitorClient, MonitorLink};
-use tokio::task::JoinSet;
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::Result;
@@ -480,6 +482,16 @@ impl RunHandle {
                 break End::Canceled;
             }
             if agents.is_empty() {
+                // Agents stop once every job is recorded, possibly before this loop has read
+                // the last results: read them before concluding that no agent was left.
+                let results = store.results_after(&run_id, cursor, Duration::ZERO).await?;
+                cursor += results.len() as u64;
+                for result in &results {
+                    tally.report(result, &mut on_event);
+                }
+                if tally.terminal >= jobs {
+                    break End::Completed;
+                }
                 // Agents also stop when the run was canceled from elsewhere; ask the store.
                 let canceled = control.is_canceled()
                     || store.progress(&run_id).await?.status == RunStatus::Canceled;
@@ -621,6 +633,134 @@ impl RunHandle {
             dead_letters,
             events,
         })
+    }
+}
+
+impl RunHandle {
+    /// Follows the run in a task of its own and returns at once: read its updates from the
+    /// [`RunTask`], then [`RunTask::wait`] for the report. Dropping the `RunTask` aborts the
+    /// task, and with it the run's agents (as dropping the handle would).
+    pub fn spawn(self) -> RunTask {
+        let run_id = self.run_id.clone();
+        let jobs = self.jobs();
+        let control = self.control();
+        // Unbounded, because a job's result must never be dropped, and the channel cannot grow
+        // past the run's job count: each job is reported exactly once.
+        let (results_tx, results) = mpsc::unbounded_channel();
+        // Progress is a snapshot: a reader that falls behind only needs the latest one.
+        let (progress_tx, progress) = watch::channel(None);
+        let task = tokio::spawn(self.follow(move |event| match event {
+            // A send fails only once the `RunTask` stopped listening (`wait`): nothing to do.
+            FollowEvent::Result(result) => drop(results_tx.send(result.clone())),
+            FollowEvent::Progress(snapshot) => drop(progress_tx.send_replace(Some(*snapshot))),
+        }));
+        RunTask {
+            run_id,
+            jobs,
+            control,
+            results,
+            progress,
+            progress_open: true,
+            task: AbortOnDrop(task),
+        }
+    }
+}
+
+/// What a [`RunTask`] reports while its run goes on.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum RunUpdate {
+    /// A job reached its terminal state; each job is reported exactly once, and none is ever
+    /// dropped.
+    Job(JobResult),
+    /// The run's counters. A reader that falls behind gets the latest ones only; the last
+    /// update of a run is always its final counters.
+    Progress(RunProgress),
+}
+
+/// A run followed by a task of its own ([`RunHandle::spawn`]). Owns the task: dropping the
+/// `RunTask` aborts it and the run's agents.
+#[derive(Debug)]
+pub struct RunTask {
+    run_id: RunId,
+    jobs: u64,
+    control: RunControl,
+    results: mpsc::UnboundedReceiver<JobResult>,
+    progress: watch::Receiver<Option<RunProgress>>,
+    /// Until the follow task dropped its progress sender and the last snapshot was read.
+    progress_open: bool,
+    task: AbortOnDrop<Result<RunReport>>,
+}
+
+impl RunTask {
+    /// The run's id.
+    pub fn run_id(&self) -> &RunId {
+        &self.run_id
+    }
+
+    /// Jobs in the run.
+    pub fn jobs(&self) -> u64 {
+        self.jobs
+    }
+
+    /// A handle to cancel the run from elsewhere.
+    pub fn control(&self) -> RunControl {
+        self.control.clone()
+    }
+
+    /// Cancels the run: no new job starts, agents finish their current job within the grace
+    /// period, and jobs not finished are reported as canceled. Updates go on to the end.
+    pub fn cancel(&self) {
+        self.control.cancel();
+    }
+
+    /// The next update; `None` once the run ended and every update was delivered.
+    pub async fn next_update(&mut self) -> Option<RunUpdate> {
+        loop {
+            // Results first: counters read after a result are never delivered before it.
+            tokio::select! {
+                biased;
+                Some(result) = self.results.recv() => return Some(RunUpdate::Job(result)),
+                changed = self.progress.changed(), if self.progress_open => match changed {
+                    Ok(()) => {
+                        if let Some(progress) = *self.progress.borrow_and_update() {
+                            return Some(RunUpdate::Progress(progress));
+                        }
+                    }
+                    Err(_) => self.progress_open = false,
+                },
+                else => return None,
+            }
+        }
+    }
+
+    /// The updates as a stream, ending with the run.
+    pub fn updates(&mut self) -> impl Stream<Item = RunUpdate> + '_ {
+        futures::stream::unfold(self, |task| async move {
+            let update = task.next_update().await?;
+            Some((update, task))
+        })
+    }
+
+    /// Waits for the run to end, leaving the updates not read yet, and reports how it ended.
+    pub async fn wait(self) -> Result<RunReport> {
+        let Self { mut task, .. } = self;
+        match (&mut task.0).await {
+            Ok(report) => report,
+            // A panic in the follow task is a bug; let it surface where the run is awaited.
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => Err(crate::Error::RunTaskStopped),
+        }
+    }
+}
+
+/// Aborts its task when dropped, so the task cannot outlive its owner.
+#[derive(Debug)]
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

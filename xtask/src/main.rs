@@ -5,7 +5,8 @@
 //!   Installs Chromium first when it is missing.
 //! - `test`: every check CI runs: starts Redis and RabbitMQ where installed but stopped, then
 //!   formatting, clippy with warnings denied, all tests.
-//! - `bench`: the benchmarks, each next to the plain library it is built on.
+//! - `bench`: the benchmarks, each next to the plain library it is built on; writes
+//!   BENCHMARKS.md from what they print.
 //! - `image`: writes a project's `Dockerfile` (and its `.dockerignore`) for its Kubernetes
 //!   image; building it is left to `docker build`.
 
@@ -31,7 +32,7 @@ enum Task {
     Demo,
     /// Check formatting, run clippy with warnings denied, and run every test.
     Test,
-    /// Run the benchmarks (release build) and print their tables.
+    /// Run the benchmarks (release build), print their tables and write BENCHMARKS.md.
     Bench,
     /// Write a project's Dockerfile for its Kubernetes image (does not build it).
     Image {
@@ -310,23 +311,379 @@ fn test(root: &Path) -> Result<()> {
     run(doc_tests)
 }
 
+/// One benchmark: a Cargo bench target (harness = false) that prints markdown to stdout.
+struct Bench {
+    /// The bench target's name (unique in the workspace).
+    name: &'static str,
+    /// Its section's title in BENCHMARKS.md.
+    title: &'static str,
+    /// The command that reproduces it, from the workspace root.
+    command: &'static str,
+    /// Whether one line is reproduced alone by adding `-- KEY`, its first column.
+    keyed: bool,
+}
+
+const BENCHES: [Bench; 6] = [
+    Bench {
+        name: "embedded",
+        title: "Orchestration overhead, embedded",
+        command: "cargo bench -p armada --bench embedded",
+        keyed: true,
+    },
+    Bench {
+        name: "distributed",
+        title: "Orchestration overhead, Redis + RabbitMQ",
+        command: "cargo bench -p armada --features redis,rabbitmq --bench distributed",
+        keyed: true,
+    },
+    Bench {
+        name: "pages",
+        title: "Browser jobs",
+        command: "cargo bench -p catalog --bench pages",
+        keyed: true,
+    },
+    Bench {
+        name: "scale",
+        title: "Scale of a run",
+        command: "cargo bench -p armada --bench scale",
+        keyed: true,
+    },
+    Bench {
+        name: "monitor",
+        title: "Monitor",
+        command: "cargo bench -p armada-monitor --features postgres --bench monitor",
+        keyed: false,
+    },
+    Bench {
+        name: "startup",
+        title: "Start-up",
+        command: "cargo bench -p armada --features redis,rabbitmq --bench startup",
+        keyed: true,
+    },
+];
+
+/// The packages holding the benches and the features they need, built together in one
+/// `cargo bench --no-run` (with a `--bench` per bench) so that every bench links the same
+/// build of the workspace.
+const BENCH_BUILD: [&str; 8] = [
+    "-p",
+    "armada",
+    "-p",
+    "catalog",
+    "-p",
+    "armada-monitor",
+    "--features",
+    "armada/redis,armada/rabbitmq,armada-monitor/postgres",
+];
+
+/// What one bench printed, and how it went.
+struct BenchRun {
+    output: String,
+    elapsed: Duration,
+    failure: Option<String>,
+}
+
+/// Builds every bench in release, runs each in turn (its stdout shown and captured), and
+/// writes BENCHMARKS.md at the workspace root from what they printed.
 fn bench(root: &Path) -> Result<()> {
     ensure_services()?;
-    let mut command = cargo(root);
-    command.args([
-        "bench",
-        "--locked",
-        "-p",
-        "armada",
-        "--features",
-        "redis,rabbitmq",
-    ]);
-    command.args(["--bench", "embedded", "--bench", "distributed"]);
-    run(command)?;
     ensure_chromium()?;
-    let mut browser = cargo(root);
-    browser.args(["bench", "--locked", "-p", "catalog", "--bench", "pages"]);
-    run(browser)
+    let executables = build_benches(root)?;
+    let machine = machine(root);
+    let started = Instant::now();
+    let mut runs = Vec::new();
+    for bench in &BENCHES {
+        let (executable, folder) = executables
+            .iter()
+            .find(|(name, _, _)| name == bench.name)
+            .map(|(_, executable, folder)| (executable, folder))
+            .with_context(|| format!("cargo built no bench named {}", bench.name))?;
+        eprintln!("\n=== {} ({}) ===", bench.title, bench.name);
+        let run = run_bench(executable, folder)?;
+        eprintln!(
+            "=== {} took {:.0} s ===",
+            bench.name,
+            run.elapsed.as_secs_f64()
+        );
+        runs.push(run);
+    }
+    let total = started.elapsed();
+    let text = benchmarks_md(&machine, &runs, total);
+    let path = root.join("BENCHMARKS.md");
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!(
+        "wrote {} ({:.0} s of benchmarks)",
+        path.display(),
+        total.as_secs_f64()
+    );
+    let failed: Vec<&str> = BENCHES
+        .iter()
+        .zip(&runs)
+        .filter(|(_, run)| run.failure.is_some())
+        .map(|(bench, _)| bench.name)
+        .collect();
+    ensure!(failed.is_empty(), "benches failed: {}", failed.join(", "));
+    Ok(())
+}
+
+/// Builds the benches; returns each one's (name, executable, package folder).
+fn build_benches(root: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>> {
+    let mut command = cargo(root);
+    command
+        .args(["bench", "--locked", "--no-run"])
+        .args(BENCH_BUILD)
+        .args(BENCHES.iter().flat_map(|bench| ["--bench", bench.name]))
+        .args(["--message-format", "json-render-diagnostics"])
+        .stdout(std::process::Stdio::piped());
+    eprintln!("$ {command:?}");
+    let output = command
+        .output()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    ensure!(
+        output.status.success(),
+        "building the benches failed with {}",
+        output.status
+    );
+    let mut executables = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_bench = message["target"]["kind"]
+            .as_array()
+            .is_some_and(|kinds| kinds.iter().any(|kind| kind == "bench"));
+        let (Some(name), Some(executable), Some(manifest)) = (
+            message["target"]["name"].as_str(),
+            message["executable"].as_str(),
+            message["manifest_path"].as_str(),
+        ) else {
+            continue;
+        };
+        if message["reason"] == "compiler-artifact" && is_bench {
+            let folder = Path::new(manifest)
+                .parent()
+                .map_or_else(|| root.to_path_buf(), Path::to_path_buf);
+            executables.push((name.to_owned(), PathBuf::from(executable), folder));
+        }
+    }
+    Ok(executables)
+}
+
+/// Runs one bench binary as `cargo bench` would (in its package's folder, with `--bench`),
+/// echoing its stdout while capturing it.
+fn run_bench(executable: &Path, folder: &Path) -> Result<BenchRun> {
+    use std::io::BufRead;
+    let started = Instant::now();
+    let mut child = Command::new(executable)
+        .arg("--bench")
+        .current_dir(folder)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", executable.display()))?;
+    let mut output = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("{line}");
+            output.push_str(&line);
+            output.push('\n');
+        }
+    }
+    let status = child.wait()?;
+    Ok(BenchRun {
+        output,
+        elapsed: started.elapsed(),
+        failure: (!status.success()).then(|| format!("exited with {status}")),
+    })
+}
+
+/// The machine, as a markdown list.
+fn machine(root: &Path) -> String {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let command_line = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok()
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+            .filter(|text| !text.is_empty())
+            .unwrap_or_else(|| "unknown".to_owned())
+    };
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|line| line.strip_prefix("model name")?.split_once(':'))
+        .map_or_else(
+            || "unknown".to_owned(),
+            |(_, model)| model.trim().to_owned(),
+        );
+    let memory_gib = read("/proc/meminfo")
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|value| value.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0),
+        );
+    let chromium = ["/usr/lib/chromium/chromium", "/usr/bin/chromium"]
+        .into_iter()
+        .find(|path| Path::new(path).exists())
+        .map_or_else(
+            || "not installed".to_owned(),
+            |path| command_line(path, &["--version"]),
+        );
+    let cores = command_line("nproc", &[]);
+    format!(
+        "- date: {} (UTC)\n- cores (`nproc`): {cores}\n- CPU: {cpu}\n- RAM: {memory_gib}\n\
+         - kernel: {}\n- rustc: {}\n- Chromium: {chromium}\n- load average before the run \
+         (1, 5, 15 min): {}\n",
+        utc_now(),
+        read("/proc/sys/kernel/osrelease").trim(),
+        command_line("rustc", &["--version"]),
+        read("/proc/loadavg")
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+/// Now, as `YYYY-MM-DD HH:MM`, in UTC (days to a civil date: Howard Hinnant's algorithm).
+fn utc_now() -> String {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs()) as i64;
+    let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
+        of_day / 3_600,
+        of_day % 3_600 / 60
+    )
+}
+
+/// The monitor bench prints its table only; its targets are read from it here.
+fn monitor_targets(output: &str) -> Vec<String> {
+    let mut targets = Vec::new();
+    for line in output.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let (Some(store), Some(what), Some(armada)) = (cells.get(1), cells.get(2), cells.get(3))
+        else {
+            continue;
+        };
+        let number = |text: &str| {
+            text.split_whitespace()
+                .find_map(|word| word.parse::<f64>().ok())
+        };
+        if what.starts_with("ingest") {
+            let floor = if *store == "SQLite" {
+                50_000.0
+            } else {
+                20_000.0
+            };
+            if let Some(rate) = number(armada) {
+                targets.push(target_line(
+                    &format!("monitor, at least {floor:.0} events/s into {store}"),
+                    rate >= floor,
+                    &format!("{rate:.0} events/s"),
+                ));
+            }
+        } else if what.contains("over HTTP") {
+            let p99 = armada
+                .split_once("p99")
+                .and_then(|(_, rest)| number(rest.trim_end_matches(" ms")));
+            if let Some(p99) = p99 {
+                targets.push(target_line(
+                    &format!("monitor, a page of jobs from {store} under 50 ms (p99 over HTTP)"),
+                    p99 < 50.0,
+                    &format!("p99 {p99:.2} ms"),
+                ));
+            }
+        }
+    }
+    targets
+}
+
+fn target_line(what: &str, met: bool, figure: &str) -> String {
+    let verdict = if met { "met" } else { "**MISSED**" };
+    format!("- Target: {what}: {verdict} ({figure})")
+}
+
+/// BENCHMARKS.md: the machine, the targets, then one section per bench with its command.
+fn benchmarks_md(machine: &str, runs: &[BenchRun], total: Duration) -> String {
+    let mut targets = Vec::new();
+    for (bench, run) in BENCHES.iter().zip(runs) {
+        if bench.name == "monitor" {
+            targets.extend(monitor_targets(&run.output));
+        } else {
+            targets.extend(
+                run.output
+                    .lines()
+                    .filter(|line| line.starts_with("- Target:"))
+                    .map(str::to_owned),
+            );
+        }
+        if let Some(failure) = &run.failure {
+            targets.push(format!("- **FAILED**: bench `{}` {failure}", bench.name));
+        }
+    }
+    let mut text = format!(
+        "# Benchmarks\n\n<!-- Written by `cargo xtask bench`; edit xtask/src/main.rs or the \
+         benches, not this file. -->\n\n`cargo xtask bench` builds every bench in release, runs \
+         each measurement next to the plain library it is built on, in the same process and the \
+         same run, and writes this file. On a shared machine the absolute figures move with the \
+         load; the ratios to the plain libraries are what to compare.\n\n## Machine\n\n\
+         {machine}- the whole suite ran in {:.0} s ({})\n\n## Targets (issue 7)\n\n{}\n",
+        total.as_secs_f64(),
+        BENCHES
+            .iter()
+            .zip(runs)
+            .map(|(bench, run)| format!("{} {:.0} s", bench.name, run.elapsed.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        targets.join("\n"),
+    );
+    for (bench, run) in BENCHES.iter().zip(runs) {
+        let one_line = if bench.keyed {
+            format!(
+                "; one line: `{} -- KEY`, KEY its first column",
+                bench.command
+            )
+        } else {
+            String::new()
+        };
+        text.push_str(&format!(
+            "\n## {}\n\nReproduce: `{}`{one_line} (from the workspace root; took {:.0} s \
+             here)\n\n",
+            bench.title,
+            bench.command,
+            run.elapsed.as_secs_f64()
+        ));
+        let body: Vec<&str> = run
+            .output
+            .lines()
+            .filter(|line| !line.starts_with("- Target:"))
+            .collect();
+        text.push_str(body.join("\n").trim());
+        text.push('\n');
+        if let Some(failure) = &run.failure {
+            text.push_str(&format!("\n**The bench failed**: it {failure}.\n"));
+        }
+    }
+    text
 }
 
 /// The Dockerfile of a project's image; `{name}`s are filled in by `image`.

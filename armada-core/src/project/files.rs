@@ -73,7 +73,8 @@ pub struct ProjectFiles {
 
 impl ProjectFiles {
     /// A project made of a template held in memory, with no tune file and no CSV file; add
-    /// them through the public fields.
+    /// them with [`ProjectFiles::with_tune`], [`ProjectFiles::with_agent_csv`] and
+    /// [`ProjectFiles::with_job_csv`] (or through the public fields).
     pub fn from_template(template: impl Into<Vec<u8>>) -> Self {
         Self {
             template: NamedFile::new("config_template.json", template),
@@ -82,6 +83,26 @@ impl ProjectFiles {
             agent_csv: None,
             job_csv: None,
         }
+    }
+
+    /// Resolves the template's `$env_` placeholders from this tune file; diagnostics name it
+    /// by its [`NamedFile::name`].
+    pub fn with_tune(mut self, tune: NamedFile) -> Self {
+        self.tune_name.clone_from(&tune.name);
+        self.tune = Some(tune);
+        self
+    }
+
+    /// Per-agent overrides, as the contents of `data_agent.csv` (and named so in diagnostics).
+    pub fn with_agent_csv(mut self, csv: impl Into<Vec<u8>>) -> Self {
+        self.agent_csv = Some(NamedFile::new("data_agent.csv", csv));
+        self
+    }
+
+    /// Per-job overrides, as the contents of `data_job.csv` (and named so in diagnostics).
+    pub fn with_job_csv(mut self, csv: impl Into<Vec<u8>>) -> Self {
+        self.job_csv = Some(NamedFile::new("data_job.csv", csv));
+        self
     }
 
     /// Reads `config/` of a project folder. A missing template, or a tune file given by path

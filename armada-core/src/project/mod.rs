@@ -3,10 +3,12 @@
 //! Three layers, as in the original system: the template's defaults, the tune file's values for
 //! `$env_` placeholders, and per-index CSV overrides deep-merged into the defaults. Every
 //! problem is collected with its file, line, column and field path; a plan exists only when
-//! there is none.
+//! there is none. A plan can also be made of messages built in code ([`Plan::from_messages`],
+//! [`Plan::for_script_from`]), checked the same way.
 
 mod diagnostics;
 mod files;
+mod messages;
 mod overrides;
 mod settings;
 mod tune;
@@ -446,22 +448,29 @@ fn merge_rows<T: DeserializeOwned>(
     merged
 }
 
+/// Checks a message from the project's files against `T`, as `(field path, problem)`.
 fn check_type<T: DeserializeOwned>(message: &Value) -> Result<(), (String, String)> {
+    check_type_of::<T>(message).map_err(|(path, mut problem)| {
+        if problem.contains("expected a string")
+            && (problem.contains("integer") || problem.contains("floating point"))
+        {
+            problem.push_str(
+                "; a CSV cell that looks like a number is read as one: write it as a JSON \
+                 string, \"\"\"75001\"\"\"",
+            );
+        }
+        (path, problem)
+    })
+}
+
+/// Checks any message against `T`, as `(field path, problem)`.
+fn check_type_of<T: DeserializeOwned>(message: &Value) -> Result<(), (String, String)> {
     serde_path_to_error::deserialize::<_, T>(message)
         .map(drop)
         .map_err(|error| {
             let path = error.path().to_string();
             let path = if path == "." { String::new() } else { path };
-            let mut problem = error.inner().to_string();
-            if problem.contains("expected a string")
-                && (problem.contains("integer") || problem.contains("floating point"))
-            {
-                problem.push_str(
-                    "; a CSV cell that looks like a number is read as one: write it as a JSON \
-                     string, \"\"\"75001\"\"\"",
-                );
-            }
-            (path, problem)
+            (path, error.inner().to_string())
         })
 }
 

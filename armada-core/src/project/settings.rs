@@ -53,6 +53,23 @@ fn default_retry_backoff_max_secs() -> f64 {
 }
 
 impl RunSettings {
+    /// Settings for `agents` agents with every other value at its default (3 attempts, 300 s
+    /// per attempt, backoff from 1 s up to 60 s) and the job count taken from the plan's jobs.
+    /// Change fields with struct update syntax: `RunSettings { max_attempts: 5, ..RunSettings::new(4) }`.
+    pub fn new(agents: u32) -> Self {
+        Self {
+            agents,
+            jobs: None,
+            max_attempts: default_max_attempts(),
+            job_timeout_secs: default_job_timeout_secs(),
+            retry_backoff_secs: default_retry_backoff_secs(),
+            retry_backoff_max_secs: default_retry_backoff_max_secs(),
+            image: None,
+            resources: None,
+            kubernetes: None,
+        }
+    }
+
     /// Problems with values that parse but make no sense, as `(field, message)`.
     pub(crate) fn check(&self) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();

@@ -1219,6 +1219,8 @@ fn run_settings_defaults() {
         }
     );
     assert_eq!(plan.jobs(), 0);
+    let parsed: RunSettings = serde_json::from_value(json!({ "agents": 1 })).unwrap();
+    assert_eq!(RunSettings::new(1), parsed);
 }
 
 #[test]
@@ -1290,4 +1292,99 @@ fn deep_merge_merges_objects_and_replaces_everything_else() {
     let mut scalar = json!(1);
     super::deep_merge(&mut scalar, json!({"k": 2}));
     assert_eq!(scalar, json!({"k": 2}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plans from messages made in code
+
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)] // Only checked against, never read.
+struct Page {
+    url: String,
+}
+
+fn from_values(settings: RunSettings, agents: Vec<Value>, jobs: Vec<Value>) -> crate::Result<Plan> {
+    super::messages::from_values::<Value, Page>(settings, agents, jobs)
+}
+
+#[test]
+fn messages_in_code_make_a_plan_sharing_equal_payloads() {
+    let page = |url: &str| json!({ "url": url });
+    let jobs = vec![page("a"), page("b"), page("a"), page("c")];
+    let plan = from_values(RunSettings::new(3), vec![json!({ "n": 1 })], jobs).unwrap();
+    assert_eq!((plan.agents(), plan.jobs()), (3, 4));
+    assert!((0..3).all(|index| plan.agent_message(index) == &json!({ "n": 1 })));
+    let payloads: Vec<&Value> = (0..4)
+        .map(|index| plan.job_payload(index).as_ref())
+        .collect();
+    assert_eq!(payloads, [&page("a"), &page("b"), &page("a"), &page("c")]);
+    assert!(Arc::ptr_eq(plan.job_payload(0), plan.job_payload(2)));
+
+    let shared = RunSettings {
+        jobs: Some(1000),
+        ..RunSettings::new(2)
+    };
+    let agents = vec![json!({ "n": 1 }), json!({ "n": 2 })];
+    let plan = from_values(shared, agents, vec![page("x")]).unwrap();
+    assert_eq!(plan.jobs(), 1000);
+    assert_eq!(plan.agent_message(1), &json!({ "n": 2 }));
+    assert!(Arc::ptr_eq(plan.job_payload(0), plan.job_payload(999)));
+}
+
+#[test]
+fn every_problem_with_messages_in_code_is_reported_with_its_field() {
+    let settings = RunSettings {
+        jobs: Some(3),
+        max_attempts: 0,
+        ..RunSettings::new(2)
+    };
+    let agents = vec![json!({}), json!({}), json!({})];
+    let jobs = vec![
+        json!({ "url": "a" }),
+        json!({ "url": 7 }),
+        json!({}),
+        json!({ "url": "d" }),
+    ];
+    let found = problems_of(from_values(settings, agents, jobs));
+    let at = |field: &str| {
+        found
+            .iter()
+            .find(|problem| problem.field.as_deref() == Some(field))
+            .unwrap_or_else(|| panic!("no problem at {field}: {found:?}"))
+    };
+    assert_eq!(found.len(), 5, "{found:?}");
+    assert!(
+        found
+            .iter()
+            .all(|problem| problem.file == "(in code)" && problem.line.is_none())
+    );
+    assert!(at("settings.max_attempts").message.contains("at least 1"));
+    assert!(
+        at("agents")
+            .message
+            .contains("3 agent configs for 2 agents")
+    );
+    assert!(at("jobs").message.contains("4 payloads for 3 jobs"));
+    assert!(at("jobs[1].url").message.contains("expected a string"));
+    assert!(at("jobs[2]").message.contains("missing field `url`"));
+
+    for jobs in [None, Some(5)] {
+        let settings = RunSettings {
+            jobs,
+            ..RunSettings::new(1)
+        };
+        let found = problems_of(from_values(settings, vec![json!({})], Vec::new()));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].message.starts_with("no job payload"), "{found:?}");
+    }
+    let empty = RunSettings {
+        jobs: Some(0),
+        ..RunSettings::new(1)
+    };
+    assert_eq!(
+        from_values(empty, vec![json!({})], Vec::new())
+            .unwrap()
+            .jobs(),
+        0
+    );
 }

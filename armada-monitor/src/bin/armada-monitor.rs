@@ -1,12 +1,15 @@
 //! The standalone monitor for deployments: serves the API, the WebSocket feed and the
-//! dashboard over a shared store. Launching from the dashboard needs the project's own
-//! binary (`orchestrate monitor`); here Launch, Cancel and Retry answer 501.
+//! dashboard over a shared store. The dashboard's Launch, Cancel and Retry go to the project's
+//! orchestrator service when `--orchestrator` names it (`orchestrate serve` on the same
+//! store), and answer 501 otherwise.
 
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use armada_monitor::Monitor;
+use std::sync::Arc;
+
 use armada_monitor::server::Served;
+use armada_monitor::{Control, Monitor, RemoteControl, Store};
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -25,6 +28,12 @@ struct Args {
     /// The bearer token required by the API and the dashboard.
     #[arg(long, env = "ARMADA_MONITOR_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The project's orchestrator service (`orchestrate serve`), for Launch, Cancel and Retry.
+    #[arg(long, env = "ARMADA_ORCHESTRATOR_URL", value_name = "URL")]
+    orchestrator: Option<String>,
+    /// The orchestrator service's bearer token.
+    #[arg(long, env = "ARMADA_ORCHESTRATOR_TOKEN", hide_env_values = true)]
+    orchestrator_token: Option<String>,
 }
 
 #[tokio::main]
@@ -37,9 +46,17 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let monitor = Monitor::open(&args.store)
+    let store = Store::open(&args.store)
         .await
         .context("cannot open the monitor's store")?;
+    let control = match &args.orchestrator {
+        Some(url) => Some(Arc::new(
+            RemoteControl::new(url, args.orchestrator_token.clone())
+                .context("cannot reach the orchestrator service")?,
+        ) as Arc<dyn Control>),
+        None => None,
+    };
+    let monitor = Monitor::new(store, control);
     let served = Served::start(monitor.clone(), args.listen, args.token)
         .await
         .context("cannot serve the monitor")?;

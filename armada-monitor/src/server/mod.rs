@@ -39,6 +39,11 @@ struct AppState {
 
 /// The monitor's routes over `monitor`. With a `token`, every `/api` request needs it.
 pub fn app(monitor: Monitor, token: Option<String>) -> Router {
+    app_with(monitor, token, Router::new())
+}
+
+/// [`app`] with `extra` routes (the orchestrator service's) merged in, behind the same token.
+pub fn app_with(monitor: Monitor, token: Option<String>, extra: Router) -> Router {
     let state = AppState {
         monitor,
         token: token.map(Into::into),
@@ -72,10 +77,12 @@ pub fn app(monitor: Monitor, token: Option<String>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .fallback(|| async { ApiError(Error::Invalid("no such API route".into())).not_found() });
+    let extra = extra.layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .nest("/api/v1", api)
         .merge(assets::routes())
         .with_state(state)
+        .merge(extra)
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled. Refuses to listen beyond
@@ -91,7 +98,15 @@ pub async fn serve(
         source,
     })?;
     require_token(addr, token.as_deref())?;
-    axum::serve(listener, app(monitor, token))
+    serve_app(listener, app(monitor, token), shutdown).await
+}
+
+async fn serve_app(listener: TcpListener, app: Router, shutdown: CancellationToken) -> Result<()> {
+    let addr = listener.local_addr().map_err(|source| Error::Listen {
+        addr: "the listener".into(),
+        source,
+    })?;
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .map_err(|source| Error::Listen {
@@ -655,7 +670,14 @@ impl Served {
     /// Binds `addr` (port 0 picks a free one) and serves `monitor` on it until
     /// [`Served::stop`]. Refuses to listen beyond loopback without a token.
     pub async fn start(monitor: Monitor, addr: SocketAddr, token: Option<String>) -> Result<Self> {
-        require_token(addr, token.as_deref())?;
+        let app = app(monitor, token.clone());
+        Self::start_app(app, addr, token.as_deref()).await
+    }
+
+    /// Like [`Served::start`] for a router built with [`app_with`]; `token` is the one it was
+    /// built with, checked against the address.
+    pub async fn start_app(app: Router, addr: SocketAddr, token: Option<&str>) -> Result<Self> {
+        require_token(addr, token)?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Listen {
@@ -667,7 +689,7 @@ impl Served {
             source,
         })?;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(serve(monitor, listener, token, shutdown.clone()));
+        let task = tokio::spawn(serve_app(listener, app, shutdown.clone()));
         Ok(Self {
             addr,
             shutdown,

@@ -39,10 +39,6 @@ pub use query::MAX_PAGE;
 use crate::model::{Counts, Finish, JobState, NewRun, Run, RunState};
 use crate::{Error, Result};
 
-/// Rows written by one multi-row `INSERT`: few statements, and far below every database's
-/// limit on bound parameters (SQL Server's is 2,100; 100 events take 801).
-const ROWS_PER_INSERT: usize = 100;
-
 /// The monitor's database, with its schema applied: SQLite, PostgreSQL or SQL Server.
 #[derive(Debug)]
 pub struct Store {

@@ -14,12 +14,20 @@ use super::query::{
     self, AgentJobs, JOB_COLUMNS, agent_from_row, agent_jobs_from_row, attachment_from_row,
     event_from_row, failure_from_row, job_from_row, output_from_row, run_from_row,
 };
-use super::{Columns, Param, ROWS_PER_INSERT, Sql, schema, values_sql};
+use super::{Columns, Param, Sql, schema, values_sql};
 use crate::model::{
     Agent, AttachmentInfo, Event, EventFilter, FailureGroup, Finish, Job, JobFilter, JobState,
     NewRun, Output, Run, RunState,
 };
 use crate::{Error, Result};
+
+/// Rows one multi-row statement writes on PostgreSQL: few round trips per batch, far below its
+/// limit of 65,535 bound parameters (9 per row at most).
+const POSTGRES_ROWS_PER_STATEMENT: usize = 500;
+/// The same on SQLite, where fewer rows per statement are faster: sqlx looks up each `$n`
+/// parameter by name, which costs in proportion to the statement's parameters (profiled:
+/// at 500 rows, half of ingest's time went to `sqlite3_bind_parameter_name`).
+const SQLITE_ROWS_PER_STATEMENT: usize = 50;
 
 /// A connection pool to a SQLite or PostgreSQL database.
 #[derive(Debug)]
@@ -28,6 +36,16 @@ pub(super) struct SqlStore {
     url: String,
     /// SQLite takes one writer at a time; writers queue here instead of failing busy.
     writer: Option<Mutex<()>>,
+}
+
+impl SqlStore {
+    fn rows_per_statement(&self) -> usize {
+        if self.writer.is_some() {
+            SQLITE_ROWS_PER_STATEMENT
+        } else {
+            POSTGRES_ROWS_PER_STATEMENT
+        }
+    }
 }
 
 impl Columns for AnyRow {
@@ -80,6 +98,9 @@ impl SqlStore {
                     for pragma in [
                         "PRAGMA journal_mode = WAL",
                         "PRAGMA synchronous = NORMAL",
+                        // 64 MiB of pages per connection instead of 2 MiB: a run's job indexes
+                        // stay in memory rather than being read back from the OS on every batch.
+                        "PRAGMA cache_size = -65536",
                         "PRAGMA foreign_keys = ON",
                         "PRAGMA busy_timeout = 10000",
                     ] {
@@ -186,7 +207,7 @@ impl SqlStore {
         if inserted == 0 {
             return Ok(());
         }
-        for chunk in run.jobs.chunks(ROWS_PER_INSERT) {
+        for chunk in run.jobs.chunks(self.rows_per_statement()) {
             let sql = values_sql(
                 "INSERT INTO armada_jobs (run_id, idx, id, status) VALUES ",
                 chunk.len(),
@@ -352,7 +373,7 @@ impl SqlStore {
         run_id: &str,
         decoded: &[Decoded],
     ) -> Result<()> {
-        for chunk in decoded.chunks(ROWS_PER_INSERT) {
+        for chunk in decoded.chunks(self.rows_per_statement()) {
             let sql = values_sql(
                 "INSERT INTO armada_events (run_id, seq, job_idx, attempt, agent, kind, at_ms, \
                  message, data) VALUES ",
@@ -386,7 +407,7 @@ impl SqlStore {
         run_id: &str,
         decoded: &[Decoded],
     ) -> Result<()> {
-        for chunk in ingest::outputs(decoded).chunks(ROWS_PER_INSERT) {
+        for chunk in ingest::outputs(decoded).chunks(self.rows_per_statement()) {
             let sql = values_sql(
                 "INSERT INTO armada_outputs (run_id, seq, job_idx, attempt, at_ms, data) VALUES ",
                 chunk.len(),
@@ -416,35 +437,67 @@ impl SqlStore {
         run_id: &str,
         decoded: &[Decoded],
     ) -> Result<Vec<Job>> {
-        let patches = ingest::job_patches(decoded);
+        let patches: Vec<_> = ingest::job_patches(decoded).into_iter().collect();
         let mut jobs = Vec::with_capacity(patches.len());
-        let sql = format!(
-            "UPDATE armada_jobs SET status = COALESCE($3, status), agent = $4, \
-             attempts = $5, started_ms = COALESCE($6, started_ms), \
-             finished_ms = COALESCE($7, finished_ms), \
-             duration_ms = COALESCE($8, duration_ms), last_event = $9, \
-             error = CASE WHEN $3 = 'succeeded' THEN NULL ELSE COALESCE($10, error) END \
-             WHERE run_id = $1 AND idx = $2 AND attempts <= $5 RETURNING {JOB_COLUMNS}"
-        );
-        for (index, patch) in patches {
-            let row = sqlx::query(AssertSqlSafe(sql.as_str()))
-                .bind(run_id)
-                .bind(index as i64)
-                .bind(patch.status.map(JobState::as_str))
-                .bind(i64::from(patch.agent))
-                .bind(i64::from(patch.attempt))
-                .bind(patch.started_ms.map(|at| at as i64))
-                .bind(patch.finished_ms.map(|at| at as i64))
-                .bind(patch.duration_ms)
-                .bind(patch.last_event)
-                .bind(patch.error)
-                .fetch_optional(&mut **tx)
+        // One statement per chunk of jobs, not one per job: statements are what ingest pays
+        // for, in round trips on PostgreSQL and in calls into SQLite. VALUES columns are named
+        // column1… in both databases; the casts type the parameters of every row alike.
+        for chunk in patches.chunks(self.rows_per_statement()) {
+            let mut rows = Vec::with_capacity(chunk.len());
+            for row in 0..chunk.len() {
+                let mark = |column: usize| format!("${}", 2 + row * 9 + column);
+                rows.push(format!(
+                    "(CAST({} AS BIGINT), CAST({} AS TEXT), CAST({} AS BIGINT), \
+                     CAST({} AS BIGINT), CAST({} AS BIGINT), CAST({} AS BIGINT), \
+                     CAST({} AS DOUBLE PRECISION), CAST({} AS TEXT), CAST({} AS TEXT))",
+                    mark(0),
+                    mark(1),
+                    mark(2),
+                    mark(3),
+                    mark(4),
+                    mark(5),
+                    mark(6),
+                    mark(7),
+                    mark(8)
+                ));
+            }
+            let sql = format!(
+                "UPDATE armada_jobs SET \
+                 status = COALESCE(v.column2, armada_jobs.status), agent = v.column3, \
+                 attempts = v.column4, \
+                 started_ms = COALESCE(v.column5, armada_jobs.started_ms), \
+                 finished_ms = COALESCE(v.column6, armada_jobs.finished_ms), \
+                 duration_ms = COALESCE(v.column7, armada_jobs.duration_ms), \
+                 last_event = v.column8, \
+                 error = CASE WHEN v.column2 = 'succeeded' THEN NULL \
+                 ELSE COALESCE(v.column9, armada_jobs.error) END \
+                 FROM (VALUES {}) AS v \
+                 WHERE armada_jobs.run_id = $1 AND armada_jobs.idx = v.column1 \
+                 AND armada_jobs.attempts <= v.column4 RETURNING {JOB_COLUMNS}",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(run_id);
+            for (index, patch) in chunk {
+                query = query
+                    .bind(*index as i64)
+                    .bind(patch.status.map(JobState::as_str))
+                    .bind(i64::from(patch.agent))
+                    .bind(i64::from(patch.attempt))
+                    .bind(patch.started_ms.map(|at| at as i64))
+                    .bind(patch.finished_ms.map(|at| at as i64))
+                    .bind(patch.duration_ms)
+                    .bind(patch.last_event.clone())
+                    .bind(patch.error.clone());
+            }
+            let rows = query
+                .fetch_all(&mut **tx)
                 .await
                 .map_err(self.failed("updating jobs"))?;
-            if let Some(row) = row {
-                jobs.push(job_from_row(&row).map_err(self.failed("updating jobs"))?);
+            for row in &rows {
+                jobs.push(job_from_row(row).map_err(self.failed("updating jobs"))?);
             }
         }
+        jobs.sort_by_key(|job| job.index);
         Ok(jobs)
     }
 

@@ -1,22 +1,56 @@
 //! `cargo xtask bench`: browser jobs over the catalog shop, Armada next to a plain
 //! chromiumoxide loop over the same pages with the same number of browsers, in this process.
-//! Each job opens a fresh page, loads a product, waits for its JavaScript-rendered stock,
-//! reads four fields and closes the page. Both include starting their browsers. Memory is the
-//! peak proportional set size of all Chromium processes of the phase, per browser.
+//! Each job opens a fresh page, loads a product (distinct pages of a 10,000-page shop), waits
+//! for its JavaScript-rendered stock, reads four fields and closes the page. Both include
+//! starting their browsers. Memory is the peak proportional set size of all Chromium processes
+//! of the phase, per browser. Then one agent runs a long series of jobs and its browser's
+//! memory is sampled every 100 jobs: a leak shows as a slope.
+//!
+//! Sizes: 200 pages per line and 1,000 jobs on one agent by default, which keeps
+//! `cargo xtask bench` under ten minutes on 2 cores (a page costs about 160 ms of one browser
+//! there, mostly the new tab's renderer); `ARMADA_BENCH_FULL=1` runs the issue's sizes, 500
+//! pages per line and 2,000 jobs (about 15 minutes on 2 cores).
+//!
+//! The shop renders the stock with no delay here (`site::router_with_stock_delay(0)`), so that
+//! a page costs the browser's work, not a timer that would hide Armada's overhead.
+
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use armada::{Backends, Launcher, Orchestrator, Plan, ProjectFiles, RunOverrides, ScriptAgent};
+// The root benches' helpers (row selection, target lines), shared rather than copied.
+#[path = "../../../benches/support/mod.rs"]
+mod support;
+
+use armada::{
+    Backends, FollowEvent, Launcher, Orchestrator, Plan, ProjectFiles, RunOverrides, ScriptAgent,
+};
 use catalog::{Catalog, site};
 use chromiumoxide::{Browser, BrowserConfig};
 use futures::StreamExt;
+use support::{target, wanted};
 
-const JOBS: u64 = 120;
+/// How often the growth run's browser is sampled, in jobs.
+const GROWTH_EVERY: u64 = 100;
+
+/// Pages per line (product ids 1..=pages, each visited once) and jobs of the memory-growth
+/// run on one agent: bounded by default, the issue's sizes with `ARMADA_BENCH_FULL=1`.
+fn sizes() -> (u64, u64) {
+    if std::env::var_os("ARMADA_BENCH_FULL").is_some_and(|value| value == "1") {
+        (500, 2_000)
+    } else {
+        (200, 1_000)
+    }
+}
+
+fn product_id(job: u64) -> u64 {
+    job % u64::from(site::CATALOG) + 1
+}
 
 fn product_url(base: &str, job: u64) -> String {
-    format!("{base}/product/{}", job % u64::from(site::PRODUCTS) + 1)
+    format!("{base}/product/{}", product_id(job))
 }
 
 /// Proportional set size (shared pages split between their users) in kilobytes of all
@@ -62,46 +96,72 @@ fn sample_peak(marker: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
 struct Measure {
     elapsed: Duration,
     peak_mb_per_browser: f64,
+    /// (jobs done, MB of the agents' browsers) every [`GROWTH_EVERY`] jobs.
+    samples: Vec<(u64, f64)>,
 }
 
-async fn armada(base: &str, agents: u32) -> Measure {
+async fn armada(base: &str, agents: u32, jobs: u64) -> Measure {
     let template = serde_json::json!({
-        "run_message": { "agents": agents, "jobs": JOBS, "max_attempts": 1 },
+        "run_message": { "agents": agents, "jobs": jobs, "max_attempts": 1 },
         "default_agent_message": { "site_url": base },
     });
-    let mut files = ProjectFiles::from_template(template.to_string());
-    let rows: String = (0..JOBS)
-        .map(|job| format!("{job},product,{}\n", job % u64::from(site::PRODUCTS) + 1))
+    let rows: String = (0..jobs)
+        .map(|job| format!("{job},product,{}\n", product_id(job)))
         .collect();
-    files.job_csv = Some(armada::NamedFile::new(
-        "data_job.csv",
-        format!("targetted_job,kind,id\n{rows}"),
-    ));
-    let plan = Plan::for_script::<Catalog>(&files, &RunOverrides::default()).expect("a valid plan");
+    let files = ProjectFiles::from_template(template.to_string())
+        .with_job_csv(format!("targetted_job,kind,id\n{rows}"));
+    let plan = Plan::for_script::<Catalog>(&files, &RunOverrides::default()).unwrap();
     let orchestrator = Orchestrator::new(
-        Backends::embedded().await.expect("embedded backends"),
+        Backends::embedded().await.unwrap(),
         Launcher::InProcess(Arc::new(ScriptAgent::new(Catalog))),
     );
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
-    let handle = orchestrator.launch(&plan).await.expect("launch");
-    let sampler = sample_peak(format!("armada/{}/", handle.run_id()), Arc::clone(&stop));
-    let report = handle.follow(|_| {}).await.expect("run");
+    let handle = orchestrator.launch(&plan).await.unwrap();
+    let marker = format!("armada/{}/", handle.run_id());
+    let sampler = sample_peak(marker.clone(), Arc::clone(&stop));
+    let (mut done, mut samples) = (0, Vec::new());
+    let report = handle
+        .follow(|event| {
+            if let FollowEvent::Result(_) = event {
+                done += 1;
+                // Not at the last job: the run is ending and the browser may be closing.
+                if done % GROWTH_EVERY == 0 && done < jobs {
+                    samples.push((done, chromium_kb(&marker) as f64 / 1024.0));
+                }
+            }
+        })
+        .await
+        .unwrap();
     let elapsed = start.elapsed();
     stop.store(true, Ordering::Relaxed);
     let peak = sampler.join().unwrap_or(0);
-    assert_eq!(report.progress.succeeded, JOBS, "every page must be read");
+    assert_eq!(report.progress.succeeded, jobs, "every page must be read");
     Measure {
         elapsed,
         peak_mb_per_browser: peak as f64 / 1024.0 / f64::from(agents),
+        samples,
     }
 }
 
-async fn plain(base: &str, browsers: u32) -> Measure {
+/// The least-squares slope of (jobs, MB), in MB per 1,000 jobs.
+fn slope_per_thousand(samples: &[(u64, f64)]) -> f64 {
+    let n = samples.len() as f64;
+    let mean_x = samples.iter().map(|&(x, _)| x as f64).sum::<f64>() / n;
+    let mean_y = samples.iter().map(|&(_, y)| y).sum::<f64>() / n;
+    let (mut covariance, mut variance) = (0.0, 0.0);
+    for &(x, y) in samples {
+        covariance += (x as f64 - mean_x) * (y - mean_y);
+        variance += (x as f64 - mean_x).powi(2);
+    }
+    covariance / variance * 1000.0
+}
+
+async fn plain(base: &str, browsers: u32, jobs: u64) -> Measure {
     let executable = ["/usr/lib/chromium/chromium", "/usr/bin/chromium"]
         .into_iter()
         .find(|path| std::path::Path::new(path).exists())
-        .expect("Chromium (cargo xtask bench installs it)");
+        .expect("Chromium at /usr/lib/chromium/chromium (cargo xtask bench installs it)");
     let marker = format!("armada-bench-plain-{}", std::process::id());
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_peak(marker.clone(), Arc::clone(&stop));
@@ -131,7 +191,7 @@ async fn plain(base: &str, browsers: u32) -> Measure {
         tasks.spawn(async move {
             loop {
                 let job = next.fetch_add(1, Ordering::Relaxed);
-                if job >= JOBS {
+                if job >= jobs {
                     break;
                 }
                 let page = browser.new_page("about:blank").await.expect("a page");
@@ -175,44 +235,112 @@ async fn plain(base: &str, browsers: u32) -> Measure {
     Measure {
         elapsed,
         peak_mb_per_browser: peak as f64 / 1024.0 / f64::from(browsers),
+        samples: Vec::new(),
     }
 }
 
 fn main() {
+    let (pages, growth_jobs) = sizes();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("a runtime");
+        .unwrap();
     let base = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port");
-        let address = listener.local_addr().expect("an address");
-        tokio::spawn(async move { axum::serve(listener, site::router()).await });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let shop = site::router_with_stock_delay(0);
+        tokio::spawn(async move { axum::serve(listener, shop).await });
         format!("http://{address}")
     });
     println!(
-        "## Browser jobs over the catalog shop ({JOBS} product pages, browsers started included)\n"
+        "{pages} distinct product pages per line (a shop of {} pages), a new tab per page, \
+         browsers started included; the plain loop first, then Armada (embedded backends, \
+         agents as tasks). `ARMADA_BENCH_FULL=1` runs 500 pages per line and 2,000 jobs on \
+         one agent.\n",
+        site::CATALOG
     );
     println!(
-        "| agents | armada pages/s | plain chromiumoxide pages/s | armada / plain | overhead ms/page | peak PSS MB per browser, armada | plain |"
+        "| agents | armada pages/s | plain chromiumoxide pages/s | armada / plain | overhead ms/page | peak PSS MB per browser, armada | plain | armada / plain memory |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for agents in [1, 4] {
-        let plain = runtime.block_on(plain(&base, agents));
-        let armada = runtime.block_on(armada(&base, agents));
-        let rate = |measure: &Measure| JOBS as f64 / measure.elapsed.as_secs_f64();
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    // The worst ratio of each kind, with its number of agents.
+    let mut slowest: Option<(u32, f64)> = None;
+    let mut heaviest: Option<(u32, f64)> = None;
+    for agents in [1, 2, 4] {
+        if !wanted(&agents.to_string()) {
+            continue;
+        }
+        let began = Instant::now();
+        let plain = runtime.block_on(plain(&base, agents, pages));
+        let armada = runtime.block_on(armada(&base, agents, pages));
+        let rate = |measure: &Measure| pages as f64 / measure.elapsed.as_secs_f64();
         let per_page = |measure: &Measure| {
-            measure.elapsed.as_secs_f64() * 1000.0 * f64::from(agents) / JOBS as f64
+            measure.elapsed.as_secs_f64() * 1000.0 * f64::from(agents) / pages as f64
         };
+        let (speed, memory) = (
+            rate(&armada) / rate(&plain),
+            armada.peak_mb_per_browser / plain.peak_mb_per_browser,
+        );
         println!(
-            "| {agents} | {:.1} | {:.1} | {:.3} | {:.1} | {:.0} | {:.0} |",
+            "| {agents} | {:.1} | {:.1} | {speed:.3} | {:.1} | {:.0} | {:.0} | {memory:.2} |",
             rate(&armada),
             rate(&plain),
-            rate(&armada) / rate(&plain),
             per_page(&armada) - per_page(&plain),
             armada.peak_mb_per_browser,
             plain.peak_mb_per_browser,
+        );
+        if slowest.is_none_or(|(_, worst)| speed < worst) {
+            slowest = Some((agents, speed));
+        }
+        if heaviest.is_none_or(|(_, worst)| memory > worst) {
+            heaviest = Some((agents, memory));
+        }
+        eprintln!("pages {agents}: {:.1} s", began.elapsed().as_secs_f64());
+    }
+    println!(
+        "\nOverhead per page is per browser: (armada − plain) wall time × browsers / pages.\n"
+    );
+    if wanted("growth") {
+        let began = Instant::now();
+        let growth = runtime.block_on(armada(&base, 1, growth_jobs));
+        let samples = &growth.samples;
+        let (first, last) = (samples[0], samples[samples.len() - 1]);
+        let slope = slope_per_thousand(samples);
+        println!(
+            "Memory over {growth_jobs} jobs (distinct pages) on one agent (key `growth`): its \
+             browser's PSS every {GROWTH_EVERY} jobs.\n"
+        );
+        println!(
+            "| key | pages/s | MB after {} jobs | MB after {} jobs | slope MB per 1,000 jobs | peak MB |",
+            first.0, last.0
+        );
+        println!("|---|---:|---:|---:|---:|---:|");
+        println!(
+            "| growth | {:.1} | {:.0} | {:.0} | {slope:+.1} | {:.0} |",
+            growth_jobs as f64 / growth.elapsed.as_secs_f64(),
+            first.1,
+            last.1,
+            growth.peak_mb_per_browser,
+        );
+        let series: Vec<String> = samples
+            .iter()
+            .map(|(jobs, mb)| format!("{jobs}: {mb:.0}"))
+            .collect();
+        println!("\nSamples (jobs: MB): {}.\n", series.join(", "));
+        eprintln!("pages growth: {:.1} s", began.elapsed().as_secs_f64());
+    }
+    if let Some((agents, speed)) = slowest {
+        target(
+            "browser jobs within 5% of the plain chromiumoxide loop's pages/s",
+            speed >= 0.95,
+            &format!("lowest ratio {speed:.3}, with {agents} agents"),
+        );
+    }
+    if let Some((agents, memory)) = heaviest {
+        target(
+            "memory per agent within 10% of the plain loop's browser",
+            memory <= 1.10,
+            &format!("highest ratio {memory:.2}, with {agents} agents"),
         );
     }
 }

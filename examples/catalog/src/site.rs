@@ -13,8 +13,13 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-/// Products in the shop.
+/// Products in the shop's listing.
 pub const PRODUCTS: u32 = 20;
+/// Products served by id (`/product/{id}`, `1..=CATALOG`): the listing shows the first
+/// [`PRODUCTS`]; the rest give benchmarks many distinct pages, each the same size.
+pub const CATALOG: u32 = 10_000;
+/// How long a product page's script waits before rendering the stock, by default.
+pub const STOCK_DELAY_MS: u32 = 100;
 /// Products per listing page.
 pub const PAGE_SIZE: u32 = 5;
 
@@ -35,10 +40,19 @@ pub fn stock(id: u32) -> u32 {
 
 /// The shop's routes.
 pub fn router() -> Router {
+    router_with_stock_delay(STOCK_DELAY_MS)
+}
+
+/// The shop's routes, with product pages rendering their stock after `stock_delay_ms`
+/// (benchmarks use 0, so that a page costs the browser's work rather than a timer).
+pub fn router_with_stock_delay(stock_delay_ms: u32) -> Router {
     Router::new()
         .route("/", get(|| async { page("Shop", "<a href=\"/products?page=1\">Products</a>") }))
         .route("/products", get(listing))
-        .route("/product/{id}", get(product))
+        .route(
+            "/product/{id}",
+            get(move |id: Path<u32>| product(id, stock_delay_ms)),
+        )
         .route("/img/{id}", get(image))
         .route("/login", get(login_form).post(login))
         .route("/account", get(account))
@@ -96,8 +110,8 @@ async fn listing(Query(query): Query<ListingQuery>) -> Response {
     .into_response()
 }
 
-async fn product(Path(id): Path<u32>) -> Response {
-    if id == 0 || id > PRODUCTS {
+async fn product(Path(id): Path<u32>, stock_delay_ms: u32) -> Response {
+    if id == 0 || id > CATALOG {
         return (
             StatusCode::NOT_FOUND,
             page("Not found", "<h1>No such product</h1>"),
@@ -107,7 +121,7 @@ async fn product(Path(id): Path<u32>) -> Response {
     let body = format!(
         "<h1 id=\"name\">{}</h1><p id=\"price\">{}</p><p id=\"sku\">SKU-{id:04}</p>\
          <p id=\"stock\">loading</p>\
-         <script>setTimeout(() => {{ document.getElementById('stock').textContent = 'in stock: {}'; }}, 100);</script>",
+         <script>setTimeout(() => {{ document.getElementById('stock').textContent = 'in stock: {}'; }}, {stock_delay_ms});</script>",
         name(id),
         price(id),
         stock(id)

@@ -181,3 +181,53 @@ fn the_agent_subcommand_refuses_in_memory_backends() {
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output.stderr).contains("shared backends"));
 }
+
+#[test]
+fn the_dashboard_of_a_launch_cancels_its_run() {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orchestrate"))
+        .args(["launch", "--agents", "4", "--jobs", "400", "--project"])
+        .arg(project())
+        .args(["--monitor"])
+        .arg(format!("sqlite:{}", dir.path().join("m.sqlite").display()))
+        .args(["--output"])
+        .arg(dir.path().join("r.jsonl"))
+        .env_remove("ARMADA_AMQP_URL")
+        .env_remove("ARMADA_REDIS_URL")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let run_id = first.split([' ', ':']).nth(1).unwrap().to_owned();
+    let mut second = String::new();
+    stdout.read_line(&mut second).unwrap();
+    let address = second
+        .strip_prefix("dashboard: http://")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no dashboard in {second:?}"))
+        .to_owned();
+    let post = |path: &str| {
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    // Another run cannot be canceled from here; this one can.
+    let other = post("/api/v1/runs/not-this-run/cancel");
+    assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+    let response = post(&format!("/api/v1/runs/{run_id}/cancel"));
+    assert!(response.starts_with("HTTP/1.1 202"), "{response}");
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(status.code(), Some(130), "{rest}");
+}

@@ -1,0 +1,554 @@
+//! `orchestrate serve`, the project's orchestrator over HTTP: launches by JSON, multipart and
+//! the original `/bot/start`, the same plan as the CLI, 422 with nothing published, runs kept
+//! apart, cancel, the bearer token, and the OpenAPI description held to the routes.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const TOKEN: &str = "service-token";
+
+/// A copy of the hello project.
+fn project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    for entry in std::fs::read_dir(source).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), config.join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+/// `orchestrate serve` on a free port of 127.0.0.1, with a token; interrupted when dropped.
+struct Service {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Service {
+    fn start(project: &Path) -> Self {
+        Self::start_with(project, &[])
+    }
+
+    fn start_with(project: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_orchestrate"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--token",
+                TOKEN,
+                "--project",
+            ])
+            .arg(project)
+            .args(args)
+            .env_remove("ARMADA_AMQP_URL")
+            .env_remove("ARMADA_REDIS_URL")
+            .env_remove("ARMADA_MONITOR_TOKEN")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .split_whitespace()
+            .find(|word| word.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .trim_end_matches('/')
+            .to_owned();
+        Self {
+            child,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, String) {
+        let response = request.bearer_auth(TOKEN).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    async fn json(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let (status, text) = self.send(request).await;
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        self.json(request).await
+    }
+
+    async fn post_form(&self, path: &str, parts: &[(&str, &str)]) -> (u16, Value) {
+        let (content_type, body) = multipart(parts);
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .body(body);
+        self.json(request).await
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.json(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    /// Waits until the run is no longer running; returns it.
+    async fn finished(&self, run_id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, run) = self.get(&format!("/runs/{run_id}")).await;
+            assert_eq!(status, 200, "{run}");
+            if run["status"] != "running" {
+                return run;
+            }
+            assert!(Instant::now() < deadline, "run {run_id} did not end: {run}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+/// A multipart/form-data body with these text parts (CSV parts carry a file name).
+fn multipart(parts: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let boundary = "armada-test-boundary-7MA4YWxkTrZu0gW";
+    let mut body = String::new();
+    for (name, value) in parts {
+        body.push_str(&format!("--{boundary}\r\n"));
+        if name.ends_with(".csv") || name.starts_with("data_") || name.starts_with("config") {
+            body.push_str(&format!(
+                "Content-Disposition: form-data; name=\"{name}\"; filename=\"{name}\"\r\n\r\n"
+            ));
+        } else {
+            body.push_str(&format!(
+                "Content-Disposition: form-data; name=\"{name}\"\r\n\r\n"
+            ));
+        }
+        body.push_str(value);
+        body.push_str("\r\n");
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    (
+        format!("multipart/form-data; boundary={boundary}"),
+        body.into_bytes(),
+    )
+}
+
+const AGENT_CSV: &str = "targetted_agent,greeting\n0,Ciao\n1,Hej\n";
+const JOB_CSV: &str = "targetted_job,name,number\n0,Lin,3\n4,Mo,9\n";
+
+#[tokio::test]
+async fn a_multipart_launch_plans_what_the_cli_plans_from_the_same_files() {
+    let dir = project();
+    let service = Service::start(dir.path());
+    let (status, launched) = service
+        .post_form(
+            "/runs",
+            &[
+                ("tune", "local"),
+                ("agents", "2"),
+                ("jobs", "6"),
+                ("data_agent.csv", AGENT_CSV),
+                ("data_job.csv", JOB_CSV),
+            ],
+        )
+        .await;
+    assert_eq!(status, 201, "{launched}");
+    assert_eq!(
+        (launched["agents"].clone(), launched["jobs"].clone()),
+        (json!(2), json!(6))
+    );
+    let run_id = launched["run_id"].as_str().unwrap().to_owned();
+    let (status, plan) = service
+        .send(
+            service
+                .http
+                .get(format!("{}/runs/{run_id}/plan", service.base)),
+        )
+        .await;
+    assert_eq!(status, 200, "{plan}");
+
+    // The CLI, on a project holding the same files.
+    let same = project();
+    std::fs::write(same.path().join("config/data_agent.csv"), AGENT_CSV).unwrap();
+    std::fs::write(same.path().join("config/data_job.csv"), JOB_CSV).unwrap();
+    let cli = Command::new(env!("CARGO_BIN_EXE_orchestrate"))
+        .args(["plan", "--agents", "2", "--jobs", "6", "--project"])
+        .arg(same.path())
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert_eq!(plan, String::from_utf8(cli.stdout).unwrap());
+
+    let run = service.finished(&run_id).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["counts"]["succeeded"], 6);
+    let results = dir
+        .path()
+        .join(format!(".armada/runs/{run_id}/results.jsonl"));
+    assert_eq!(std::fs::read_to_string(results).unwrap().lines().count(), 6);
+}
+
+#[tokio::test]
+async fn a_bad_csv_gets_422_with_the_row_and_publishes_nothing() {
+    let dir = project();
+    let service = Service::start(dir.path());
+    let (_, before) = service.get("/api/v1/runs").await;
+    let (status, answer) = service
+        .post_form(
+            "/runs",
+            &[("data_job.csv", "targetted_job,name\n0,Ada\nzero,Bob\n")],
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    let diagnostic = &answer["diagnostics"][0];
+    assert_eq!(diagnostic["line"], 3, "{answer}");
+    assert_eq!(diagnostic["field"], "targetted_job", "{answer}");
+    assert!(
+        diagnostic["file"]
+            .as_str()
+            .unwrap()
+            .contains("data_job.csv"),
+        "{answer}"
+    );
+    // JSON bodies are checked the same way, and so is what the script's types accept.
+    let (status, answer) = service
+        .post_json(
+            "/runs",
+            json!({ "data_job_csv": "targetted_job,number\n0,many\n" }),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["diagnostics"][0]["field"]
+            .as_str()
+            .unwrap()
+            .contains("number"),
+        "{answer}"
+    );
+    let (status, answer) = service.post_json("/runs", json!({ "agentz": 3 })).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("agentz"),
+        "{answer}"
+    );
+    let (_, after) = service.get("/api/v1/runs").await;
+    assert_eq!(before, after, "nothing was published");
+    assert!(
+        !dir.path().join(".armada/runs").exists()
+            || std::fs::read_dir(dir.path().join(".armada/runs"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+}
+
+#[tokio::test]
+async fn two_runs_launched_together_stay_apart() {
+    let dir = project();
+    let service = Service::start(dir.path());
+    let launch = |jobs: u64, name: &'static str| {
+        service.post_json(
+            "/runs",
+            json!({
+                "jobs": jobs,
+                "agents": 2,
+                "overrides": { "default_job_message": { "name": name, "work_ms": 5 } },
+                "data_agent_csv": "targetted_agent\n",
+                "data_job_csv": "targetted_job\n",
+            }),
+        )
+    };
+    let ((first_status, first), (second_status, second)) =
+        tokio::join!(launch(12, "first"), launch(7, "second"));
+    assert_eq!(
+        (first_status, second_status),
+        (201, 201),
+        "{first} {second}"
+    );
+    let first_id = first["run_id"].as_str().unwrap();
+    let second_id = second["run_id"].as_str().unwrap();
+    assert_ne!(first_id, second_id);
+    for (run_id, jobs, name) in [(first_id, 12, "first"), (second_id, 7, "second")] {
+        let run = service.finished(run_id).await;
+        assert_eq!(run["jobs"], jobs);
+        assert_eq!(run["counts"]["succeeded"], jobs, "{run}");
+        let results = std::fs::read_to_string(
+            dir.path()
+                .join(format!(".armada/runs/{run_id}/results.jsonl")),
+        )
+        .unwrap();
+        assert_eq!(results.lines().count() as u64, jobs);
+        for line in results.lines() {
+            let result: Value = serde_json::from_str(line).unwrap();
+            assert!(
+                result["output"]["text"].as_str().unwrap().contains(name),
+                "{result}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn bot_start_takes_the_original_parts() {
+    let dir = project();
+    let service = Service::start(dir.path());
+    let run_id = "a1b2c3d4-0000-4000-8000-000000000001";
+    // What the original front end sent: the template with placeholders resolved, its run id
+    // and bundled code injected, plus the tune and both CSV files.
+    let template = json!({
+        "run_message": { "agents": 2, "jobs": 4, "max_attempts": 2, "run_id": run_id },
+        "default_agent_message": { "greeting": "Salut", "style": { "uppercase": false, "suffix": "." }, "code": "print('hi')", "run_id": run_id },
+        "default_job_message": { "name": "bot", "number": 5, "run_id": run_id },
+    });
+    let (status, launched) = service
+        .post_form(
+            "/bot/start",
+            &[
+                ("configtemplate", &template.to_string()),
+                ("configtune", "{}"),
+                ("data_job", "targetted_job,name\n1,Yan\n"),
+                ("data_agent", "targetted_agent,greeting\n1,Hallo\n"),
+                ("python_code", "print('ignored')"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 201, "{launched}");
+    assert_eq!(launched["run_id"], run_id);
+    assert!(
+        launched["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("python_code"),
+        "{launched}"
+    );
+    let run = service.finished(run_id).await;
+    assert_eq!(run["counts"]["succeeded"], 4, "{run}");
+    let results = std::fs::read_to_string(
+        dir.path()
+            .join(format!(".armada/runs/{run_id}/results.jsonl")),
+    )
+    .unwrap();
+    let texts: Vec<String> = results
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["output"]["text"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(texts.iter().any(|text| text.contains("Yan")), "{texts:?}");
+    assert!(
+        texts
+            .iter()
+            .any(|text| text.contains("Salut") || text.contains("Hallo")),
+        "{texts:?}"
+    );
+    let (status, answer) = service
+        .post_form("/bot/start", &[("data_job", "targetted_job\n")])
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("configtemplate"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn cancel_over_http_stops_a_run() {
+    let dir = project();
+    let service = Service::start(dir.path());
+    let (status, launched) = service
+        .post_json(
+            "/runs",
+            json!({ "jobs": 400, "agents": 2, "overrides": { "default_job_message": { "work_ms": 50 } }, "data_job_csv": "targetted_job\n", "data_agent_csv": "targetted_agent\n" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{launched}");
+    let run_id = launched["run_id"].as_str().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, _) = service
+        .post_json(&format!("/runs/{run_id}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 202);
+    let run = service.finished(run_id).await;
+    assert_eq!(run["status"], "canceled", "{run}");
+    assert!(run["counts"]["canceled"].as_u64().unwrap() > 0, "{run}");
+    assert!(run["counts"]["succeeded"].as_u64().unwrap() < 400, "{run}");
+    let (status, _) = service.post_json("/runs/not-a-run/cancel", json!({})).await;
+    assert_eq!(status, 409);
+}
+
+#[tokio::test]
+async fn the_token_is_required_and_openapi_matches_the_routes() {
+    let dir = project();
+    let service = Service::start(dir.path());
+    let anonymous = service
+        .http
+        .get(format!("{}/openapi.json", service.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let (status, spec) = service.get("/openapi.json").await;
+    assert_eq!(status, 200);
+
+    // The description served is the one checked in.
+    let checked_in = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    let pretty = serde_json::to_string_pretty(&spec).unwrap() + "\n";
+    if std::env::var_os("ARMADA_BLESS").is_some() {
+        std::fs::write(&checked_in, &pretty).unwrap();
+    }
+    assert_eq!(
+        std::fs::read_to_string(&checked_in).unwrap(),
+        pretty,
+        "docs/openapi.json is stale: run this test with ARMADA_BLESS=1 and review the diff"
+    );
+
+    // Every described operation is routed, and the description lists every route.
+    let mut described = Vec::new();
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for method in operations.as_object().unwrap().keys() {
+            described.push((method.clone(), path.clone()));
+        }
+    }
+    described.sort();
+    let mut routed: Vec<(String, String)> = armada::service::ROUTES
+        .iter()
+        .map(|(method, path)| ((*method).to_owned(), (*path).to_owned()))
+        .collect();
+    routed.sort();
+    assert_eq!(described, routed);
+    for (method, path) in &routed {
+        let url = format!("{}{}", service.base, path.replace("{id}", "no-such-run"));
+        let request = match method.as_str() {
+            "get" => service.http.get(url),
+            "post" => service
+                .http
+                .post(url)
+                .header("content-type", "application/json")
+                .body("{}"),
+            other => panic!("unexpected method {other}"),
+        };
+        let (status, body) = service.send(request).await;
+        // A route that exists answers for itself: 404 only with its own JSON error.
+        assert_ne!(status, 405, "{method} {path}");
+        if status == 404 {
+            assert!(
+                body.contains("\"error\""),
+                "{method} {path} is not routed: {body}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_standalone_monitor_launches_through_the_service() {
+    use armada::monitor::server::Served;
+    use armada::monitor::{Monitor, RemoteControl, Store};
+
+    let dir = project();
+    let store_url = format!("sqlite:{}", dir.path().join("shared.sqlite").display());
+    let service = Service::start_with(dir.path(), &["--store", &store_url]);
+    // A monitor of its own over the same store, as `armada-monitor --orchestrator URL` runs.
+    let control = RemoteControl::new(&service.base, Some(TOKEN.into())).unwrap();
+    let monitor = Monitor::new(
+        Store::open(&store_url).await.unwrap(),
+        Some(std::sync::Arc::new(control)),
+    );
+    let served = Served::start(monitor.clone(), "127.0.0.1:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let info: Value = serde_json::from_str(
+        &http
+            .get(format!("{}/api/v1/launch", served.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(info["tunes"][0], "local", "{info}");
+    let (content_type, body) = multipart(&[
+        ("agents", "1"),
+        ("jobs", "3"),
+        ("data_agent.csv", "targetted_agent\n"),
+        ("data_job.csv", "targetted_job\n"),
+    ]);
+    let response = http
+        .post(format!("{}/api/v1/launch", served.url()))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let launched: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    let run_id = launched["run_id"].as_str().unwrap();
+    // The service ran it; the monitor shows it from the shared store.
+    let run = service.finished(run_id).await;
+    assert_eq!(run["counts"]["succeeded"], 3, "{run}");
+    let shown: Value = serde_json::from_str(
+        &http
+            .get(format!("{}/api/v1/runs/{run_id}", served.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(shown["status"], "completed", "{shown}");
+    // Problems found by the service come back through the monitor as diagnostics.
+    let (content_type, body) = multipart(&[("data_job.csv", "targetted_job\nx\n")]);
+    let response = http
+        .post(format!("{}/api/v1/launch", served.url()))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    monitor.close();
+    served.stop().await.unwrap();
+}
