@@ -120,6 +120,24 @@ impl BackendArgs {
         Backends::connect(&self.config_store, &self.queue, "memory://").await
     }
 
+    /// Agents as processes of this binary, given these backends and the monitor to report to.
+    fn process_launcher(
+        &self,
+        monitor_url: Option<String>,
+        monitor_token: Option<String>,
+    ) -> Result<ProcessLauncher> {
+        Ok(ProcessLauncher {
+            program: std::env::current_exe().map_err(|source| Error::Spawn {
+                program: "the current executable".into(),
+                source,
+            })?,
+            queue_url: self.queue.clone(),
+            store_url: self.config_store.clone(),
+            monitor_url,
+            monitor_token,
+        })
+    }
+
     /// For commands that work on a run held elsewhere: in-memory backends exist only inside
     /// the `launch` that created them, so they are refused before anything connects.
     async fn connect_shared(&self) -> Result<Backends> {
@@ -435,16 +453,10 @@ async fn launch<S: Script>(
         _ if kubernetes => return Err(Error::KubernetesNotCompiled),
         AgentsAs::Tasks => Launcher::InProcess(runner),
         AgentsAs::Processes if !shared => return Err(Error::ProcessesNeedSharedBackends),
-        AgentsAs::Processes => Launcher::Processes(ProcessLauncher {
-            program: std::env::current_exe().map_err(|source| Error::Spawn {
-                program: "the current executable".into(),
-                source,
-            })?,
-            queue_url: args.backends.queue.clone(),
-            store_url: args.backends.config_store.clone(),
-            monitor_url: agents_monitor,
-            monitor_token: args.monitor.token.clone(),
-        }),
+        AgentsAs::Processes => Launcher::Processes(
+            args.backends
+                .process_launcher(agents_monitor, args.monitor.token.clone())?,
+        ),
     };
     let run_dir = crate::control::run_dir(&project, &run_id);
     #[cfg(feature = "kubernetes")]
@@ -582,16 +594,10 @@ async fn serve<S: Script>(
     }) {
         AgentsAs::Tasks => Launcher::InProcess(runner),
         AgentsAs::Processes if !shared => return Err(Error::ProcessesNeedSharedBackends),
-        AgentsAs::Processes => Launcher::Processes(ProcessLauncher {
-            program: std::env::current_exe().map_err(|source| Error::Spawn {
-                program: "the current executable".into(),
-                source,
-            })?,
-            queue_url: args.backends.queue.clone(),
-            store_url: args.backends.config_store.clone(),
-            monitor_url: Some(served.url()),
-            monitor_token: args.token.clone(),
-        }),
+        AgentsAs::Processes => Launcher::Processes(
+            args.backends
+                .process_launcher(Some(served.url()), args.token.clone())?,
+        ),
     };
     control.attach(Orchestrator::new(backends, launcher));
     println!(
