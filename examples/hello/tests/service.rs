@@ -496,56 +496,40 @@ async fn the_standalone_monitor_launches_through_the_service() {
         .await
         .unwrap();
     let http = reqwest::Client::new();
-    let info: Value = serde_json::from_str(
-        &http
-            .get(format!("{}/api/v1/launch", served.url()))
+    let get = |path: String| {
+        let request = http.get(format!("{}{path}", served.url()));
+        async move {
+            let text = request.send().await.unwrap().text().await.unwrap();
+            serde_json::from_str::<Value>(&text).unwrap()
+        }
+    };
+    let launch = |parts: &[(&str, &str)]| {
+        let (content_type, body) = multipart(parts);
+        http.post(format!("{}/api/v1/launch", served.url()))
+            .header("content-type", content_type)
+            .body(body)
             .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    };
+    let info = get("/api/v1/launch".into()).await;
     assert_eq!(info["tunes"][0], "local", "{info}");
-    let (content_type, body) = multipart(&[
+    let response = launch(&[
         ("agents", "1"),
         ("jobs", "3"),
         ("data_agent.csv", "targetted_agent\n"),
         ("data_job.csv", "targetted_job\n"),
-    ]);
-    let response = http
-        .post(format!("{}/api/v1/launch", served.url()))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    ])
+    .await
+    .unwrap();
     assert_eq!(response.status(), 201);
     let launched: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
     let run_id = launched["run_id"].as_str().unwrap();
     // The service ran it; the monitor shows it from the shared store.
     let run = service.finished(run_id).await;
     assert_eq!(run["counts"]["succeeded"], 3, "{run}");
-    let shown: Value = serde_json::from_str(
-        &http
-            .get(format!("{}/api/v1/runs/{run_id}", served.url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let shown = get(format!("/api/v1/runs/{run_id}")).await;
     assert_eq!(shown["status"], "completed", "{shown}");
     // Problems found by the service come back through the monitor as diagnostics.
-    let (content_type, body) = multipart(&[("data_job.csv", "targetted_job\nx\n")]);
-    let response = http
-        .post(format!("{}/api/v1/launch", served.url()))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
+    let response = launch(&[("data_job.csv", "targetted_job\nx\n")])
         .await
         .unwrap();
     assert_eq!(response.status(), 422);
