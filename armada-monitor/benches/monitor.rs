@@ -1,7 +1,7 @@
 //! The monitor's ingest and paging, next to plain sqlx doing the same writes and reads on the
 //! same database in the same process (the ratio is what counts on a shared machine).
 //!
-//! - ingest: 200,000 events in batches of 1,000 through `Monitor::ingest` (what embedded runs
+//! - ingest: 100,000 events in batches of 1,000 through `Monitor::ingest` (what embedded runs
 //!   and the HTTP route call) while four WebSocket dashboards are subscribed to the run,
 //!   against a plain multi-row `INSERT` of the same rows, one transaction per batch;
 //! - a page of 50 jobs from a run of 100,000 jobs, over HTTP and straight from the store,
@@ -23,7 +23,7 @@ use futures::StreamExt;
 use serde_json::json;
 use sqlx::{AssertSqlSafe, Executor};
 
-const EVENTS: u64 = 200_000;
+const EVENTS: u64 = 100_000;
 const PER_BATCH: u64 = 1_000;
 const PAGE_JOBS: u64 = 100_000;
 const PAGE_SAMPLES: usize = 200;
@@ -122,7 +122,16 @@ async fn dashboards(served: &Served, run: &str) -> Vec<tokio::task::JoinHandle<u
 }
 
 /// The plain loop: the same rows, one multi-row INSERT per 100 rows, one transaction a batch.
-async fn plain_ingest(pool: &sqlx::AnyPool, batches: &[EventBatch]) -> Duration {
+/// Placeholders are `?` on SQLite (sqlx finds a numbered one by a linear search of its name)
+/// and `$n` on PostgreSQL.
+async fn plain_ingest(pool: &sqlx::AnyPool, sqlite: bool, batches: &[EventBatch]) -> Duration {
+    let mark = |number: usize| {
+        if sqlite {
+            "?".to_owned()
+        } else {
+            format!("${number}")
+        }
+    };
     pool.execute("DROP TABLE IF EXISTS bench_plain_events")
         .await
         .unwrap();
@@ -144,9 +153,7 @@ async fn plain_ingest(pool: &sqlx::AnyPool, batches: &[EventBatch]) -> Duration 
                     sql.push(',');
                 }
                 let base = row * 9;
-                let marks: Vec<String> = (1..=9)
-                    .map(|column| format!("${}", base + column))
-                    .collect();
+                let marks: Vec<String> = (1..=9).map(|column| mark(base + column)).collect();
                 sql.push_str(&format!("({})", marks.join(", ")));
             }
             let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -218,7 +225,7 @@ async fn measure(name: &str, url: &str) -> Vec<String> {
         pool.execute("PRAGMA journal_mode = WAL").await.unwrap();
         pool.execute("PRAGMA synchronous = NORMAL").await.unwrap();
     }
-    let plain = plain_ingest(&pool, &batches).await;
+    let plain = plain_ingest(&pool, url.starts_with("sqlite:"), &batches).await;
     let rate = |elapsed: Duration| EVENTS as f64 / elapsed.as_secs_f64();
     lines.push(format!(
         "| {name} | ingest, 4 dashboards subscribed | {:.0} events/s | {:.0} events/s | {:.2} |",

@@ -276,18 +276,20 @@ pub(super) trait Columns {
     }
 }
 
-/// `prefix` followed by `rows` tuples of the first parameter (the run id) and `per_row`
-/// numbered parameters, written with the driver's parameter prefix `mark`.
-fn values_sql(prefix: &str, rows: usize, per_row: usize, mark: &str) -> String {
+/// `prefix` followed by `rows` tuples of the run id and `per_row` more parameters, each
+/// written by `mark` from its number (from 1; the run id is number 1 in every row).
+fn values_sql(prefix: &str, rows: usize, per_row: usize, mark: impl Fn(usize) -> String) -> String {
     let mut sql = String::with_capacity(prefix.len() + rows * per_row * 6);
     sql.push_str(prefix);
     for row in 0..rows {
         if row > 0 {
             sql.push(',');
         }
-        sql.push_str(&format!("({mark}1"));
+        sql.push('(');
+        sql.push_str(&mark(1));
         for column in 0..per_row {
-            sql.push_str(&format!(", {mark}{}", 2 + row * per_row + column));
+            sql.push_str(", ");
+            sql.push_str(&mark(2 + row * per_row + column));
         }
         sql.push(')');
     }

@@ -567,7 +567,7 @@ impl MssqlStore {
                 "INSERT INTO armada_jobs (run_id, idx, id, status) VALUES ",
                 chunk.len(),
                 3,
-                MARK,
+                |number| format!("{MARK}{number}"),
             );
             let mut insert = Query::new(sql);
             insert.bind(run.id.as_str());
@@ -721,7 +721,7 @@ impl MssqlStore {
                  message, data) VALUES ",
                 chunk.len(),
                 8,
-                MARK,
+                |number| format!("{MARK}{number}"),
             );
             let mut insert = Query::new(sql);
             insert.bind(run_id);
@@ -742,7 +742,7 @@ impl MssqlStore {
                 "INSERT INTO armada_outputs (run_id, seq, job_idx, attempt, at_ms, data) VALUES ",
                 chunk.len(),
                 5,
-                MARK,
+                |number| format!("{MARK}{number}"),
             );
             let mut insert = Query::new(sql);
             insert.bind(run_id);

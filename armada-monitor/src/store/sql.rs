@@ -7,7 +7,6 @@ use serde_json::Value;
 use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row};
-use tokio::sync::Mutex;
 
 use super::ingest::{self, Decoded};
 use super::query::{
@@ -21,29 +20,51 @@ use crate::model::{
 };
 use crate::{Error, Result};
 
-/// Rows one multi-row statement writes on PostgreSQL: few round trips per batch, far below its
-/// limit of 65,535 bound parameters (9 per row at most).
-const POSTGRES_ROWS_PER_STATEMENT: usize = 500;
-/// The same on SQLite, where fewer rows per statement are faster: sqlx looks up each `$n`
-/// parameter by name, which costs in proportion to the statement's parameters (profiled:
-/// at 500 rows, half of ingest's time went to `sqlite3_bind_parameter_name`).
-const SQLITE_ROWS_PER_STATEMENT: usize = 50;
+/// Rows one multi-row statement writes: few statements per batch, far below PostgreSQL's
+/// limit of 65,535 bound parameters and SQLite's of 32,766 (10 per row at most).
+const ROWS_PER_STATEMENT: usize = 500;
+/// How long a write may wait for SQLite's one writing connection.
+const WRITER_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A connection pool to a SQLite or PostgreSQL database.
 #[derive(Debug)]
 pub(super) struct SqlStore {
     pool: AnyPool,
     url: String,
-    /// SQLite takes one writer at a time; writers queue here instead of failing busy.
-    writer: Option<Mutex<()>>,
+    /// On SQLite, the one connection that writes. SQLite takes one writer at a time, so
+    /// writers queue for it instead of failing busy; and a connection that alone writes keeps
+    /// its page cache, where each of several would drop its own at every other's write
+    /// (profiled: re-reading pages from the OS was the largest part of ingest). `None` on
+    /// PostgreSQL, which writes on any of the pool's connections.
+    writer: Option<AnyPool>,
 }
 
 impl SqlStore {
-    fn rows_per_statement(&self) -> usize {
+    /// The placeholder of parameter `number` (from 1) in a multi-row statement: `$n` on
+    /// PostgreSQL; on SQLite an anonymous `?`, bound in order, so that a repeated parameter is
+    /// bound again. sqlx finds a numbered parameter by its name, a linear search in SQLite,
+    /// so numbered parameters cost the square of their number per statement (profiled: a
+    /// fifth of ingest's time went to `sqlite3_bind_parameter_name`).
+    fn mark(&self, number: usize) -> String {
         if self.writer.is_some() {
-            SQLITE_ROWS_PER_STATEMENT
+            "?".to_owned()
         } else {
-            POSTGRES_ROWS_PER_STATEMENT
+            format!("${number}")
+        }
+    }
+
+    /// Binds the run id, parameter 1 of a multi-row statement, before row `row`: once on
+    /// PostgreSQL, in every row on SQLite (see [`Self::mark`]).
+    fn bind_run<'q>(
+        &self,
+        query: Query<'q, Any, AnyArguments>,
+        row: usize,
+        run_id: &'q str,
+    ) -> Query<'q, Any, AnyArguments> {
+        if row == 0 || self.writer.is_some() {
+            query.bind(run_id)
+        } else {
+            query
         }
     }
 }
@@ -89,7 +110,7 @@ impl SqlStore {
         } else {
             url.to_owned()
         };
-        let options = AnyPoolOptions::new().max_connections(if sqlite { 4 } else { 8 });
+        let options = AnyPoolOptions::new().max_connections(if sqlite { 3 } else { 8 });
         let options = if sqlite {
             options.after_connect(|connection, _| {
                 Box::pin(async move {
@@ -112,15 +133,27 @@ impl SqlStore {
         } else {
             options
         };
-        let pool = options.connect(&url).await.map_err(|source| Error::Store {
+        let connecting = |source| Error::Store {
             url: shown.clone(),
             doing: "connecting",
             source,
-        })?;
+        };
+        let writer = if sqlite {
+            let writer = options
+                .clone()
+                .max_connections(1)
+                .min_connections(1)
+                // Writers wait their turn as long as the writes before them take.
+                .acquire_timeout(WRITER_WAIT);
+            Some(writer.connect(&url).await.map_err(connecting)?)
+        } else {
+            None
+        };
+        let pool = options.connect(&url).await.map_err(connecting)?;
         let store = Self {
             pool,
             url: shown,
-            writer: sqlite.then(|| Mutex::new(())),
+            writer,
         };
         store.migrate().await?;
         Ok(store)
@@ -134,16 +167,17 @@ impl SqlStore {
         }
     }
 
-    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        match &self.writer {
-            Some(writer) => Some(writer.lock().await),
-            None => None,
-        }
+    /// Where writes go: the one writing connection on SQLite, the pool on PostgreSQL.
+    fn writes(&self) -> &AnyPool {
+        self.writer.as_ref().unwrap_or(&self.pool)
     }
 
     async fn migrate(&self) -> Result<()> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await.map_err(self.failed("migrating"))?;
+        let mut tx = self
+            .writes()
+            .begin()
+            .await
+            .map_err(self.failed("migrating"))?;
         if self.writer.is_none() {
             // Monitors starting together on one PostgreSQL database migrate one at a time.
             sqlx::query("SELECT pg_advisory_xact_lock(7226150)")
@@ -183,9 +217,8 @@ impl SqlStore {
         settings: &str,
         created_ms: u64,
     ) -> Result<()> {
-        let _turn = self.write_turn().await;
         let doing = "registering a run";
-        let mut tx = self.pool.begin().await.map_err(self.failed(doing))?;
+        let mut tx = self.writes().begin().await.map_err(self.failed(doing))?;
         let inserted = sqlx::query(
             "INSERT INTO armada_runs (id, project, status, created_ms, agents, jobs, tune, \
              relaunch_of, settings) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
@@ -207,16 +240,17 @@ impl SqlStore {
         if inserted == 0 {
             return Ok(());
         }
-        for chunk in run.jobs.chunks(self.rows_per_statement()) {
+        for chunk in run.jobs.chunks(ROWS_PER_STATEMENT) {
             let sql = values_sql(
                 "INSERT INTO armada_jobs (run_id, idx, id, status) VALUES ",
                 chunk.len(),
                 3,
-                "$",
+                |number| self.mark(number),
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(&run.id);
-            for job in chunk {
-                query = query
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (row, job) in chunk.iter().enumerate() {
+                query = self
+                    .bind_run(query, row, &run.id)
                     .bind(job.index as i64)
                     .bind(&job.id)
                     .bind(JobState::Queued.as_str());
@@ -233,9 +267,8 @@ impl SqlStore {
         leftover: JobState,
         now_ms: u64,
     ) -> Result<()> {
-        let _turn = self.write_turn().await;
         let doing = "finishing a run";
-        let mut tx = self.pool.begin().await.map_err(self.failed(doing))?;
+        let mut tx = self.writes().begin().await.map_err(self.failed(doing))?;
         let updated = sqlx::query(
             "UPDATE armada_runs SET status = $1, finished_ms = COALESCE(finished_ms, $2) \
              WHERE id = $3",
@@ -277,10 +310,9 @@ impl SqlStore {
     }
 
     pub(super) async fn delete_run(&self, run_id: &str) -> Result<bool> {
-        let _turn = self.write_turn().await;
         let deleted = sqlx::query("DELETE FROM armada_runs WHERE id = $1")
             .bind(run_id)
-            .execute(&self.pool)
+            .execute(self.writes())
             .await
             .map_err(self.failed("deleting a run"))?
             .rows_affected();
@@ -310,8 +342,7 @@ impl SqlStore {
         decoded: &mut [Decoded],
     ) -> Result<Option<Vec<Job>>> {
         let doing = "storing events";
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await.map_err(self.failed(doing))?;
+        let mut tx = self.writes().begin().await.map_err(self.failed(doing))?;
         let new_batch = sqlx::query(
             "INSERT INTO armada_batches (batch_id, run_id) \
              SELECT $1, id FROM armada_runs WHERE id = $2 ON CONFLICT DO NOTHING",
@@ -373,17 +404,18 @@ impl SqlStore {
         run_id: &str,
         decoded: &[Decoded],
     ) -> Result<()> {
-        for chunk in decoded.chunks(self.rows_per_statement()) {
+        for chunk in decoded.chunks(ROWS_PER_STATEMENT) {
             let sql = values_sql(
                 "INSERT INTO armada_events (run_id, seq, job_idx, attempt, agent, kind, at_ms, \
                  message, data) VALUES ",
                 chunk.len(),
                 8,
-                "$",
+                |number| self.mark(number),
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(run_id);
-            for Decoded { event, .. } in chunk {
-                query = query
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (row, Decoded { event, .. }) in chunk.iter().enumerate() {
+                query = self
+                    .bind_run(query, row, run_id)
                     .bind(event.seq as i64)
                     .bind(event.job.map(|job| job as i64))
                     .bind(event.attempt.map(i64::from))
@@ -407,16 +439,17 @@ impl SqlStore {
         run_id: &str,
         decoded: &[Decoded],
     ) -> Result<()> {
-        for chunk in ingest::outputs(decoded).chunks(self.rows_per_statement()) {
+        for chunk in ingest::outputs(decoded).chunks(ROWS_PER_STATEMENT) {
             let sql = values_sql(
                 "INSERT INTO armada_outputs (run_id, seq, job_idx, attempt, at_ms, data) VALUES ",
                 chunk.len(),
                 5,
-                "$",
+                |number| self.mark(number),
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(run_id);
-            for (event, output) in chunk {
-                query = query
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (row, (event, output)) in chunk.iter().enumerate() {
+                query = self
+                    .bind_run(query, row, run_id)
                     .bind(event.seq as i64)
                     .bind(event.job.unwrap_or_default() as i64)
                     .bind(i64::from(event.attempt.unwrap_or_default()))
@@ -441,15 +474,21 @@ impl SqlStore {
         let mut jobs = Vec::with_capacity(patches.len());
         // One statement per chunk of jobs, not one per job: statements are what ingest pays
         // for, in round trips on PostgreSQL and in calls into SQLite. VALUES columns are named
-        // column1… in both databases; the casts type the parameters of every row alike.
-        for chunk in patches.chunks(self.rows_per_statement()) {
+        // column1… in both databases; the casts type the parameters of every row alike. The
+        // run id is a VALUES column (parameter 1 in every row), not a constant on armada_jobs: with a
+        // constant, SQLite (3.51, no statistics) walks every job of the run through an index
+        // and probes VALUES, costing the run's size per statement; joined on both key
+        // columns, both databases look each job up by its primary key.
+        for chunk in patches.chunks(ROWS_PER_STATEMENT) {
             let mut rows = Vec::with_capacity(chunk.len());
             for row in 0..chunk.len() {
-                let mark = |column: usize| format!("${}", 2 + row * 9 + column);
+                let mark = |column: usize| self.mark(2 + row * 9 + column);
                 rows.push(format!(
-                    "(CAST({} AS BIGINT), CAST({} AS TEXT), CAST({} AS BIGINT), \
+                    "(CAST({} AS TEXT), CAST({} AS BIGINT), CAST({} AS TEXT), \
                      CAST({} AS BIGINT), CAST({} AS BIGINT), CAST({} AS BIGINT), \
-                     CAST({} AS DOUBLE PRECISION), CAST({} AS TEXT), CAST({} AS TEXT))",
+                     CAST({} AS BIGINT), CAST({} AS DOUBLE PRECISION), CAST({} AS TEXT), \
+                     CAST({} AS TEXT))",
+                    self.mark(1),
                     mark(0),
                     mark(1),
                     mark(2),
@@ -463,22 +502,23 @@ impl SqlStore {
             }
             let sql = format!(
                 "UPDATE armada_jobs SET \
-                 status = COALESCE(v.column2, armada_jobs.status), agent = v.column3, \
-                 attempts = v.column4, \
-                 started_ms = COALESCE(v.column5, armada_jobs.started_ms), \
-                 finished_ms = COALESCE(v.column6, armada_jobs.finished_ms), \
-                 duration_ms = COALESCE(v.column7, armada_jobs.duration_ms), \
-                 last_event = v.column8, \
-                 error = CASE WHEN v.column2 = 'succeeded' THEN NULL \
-                 ELSE COALESCE(v.column9, armada_jobs.error) END \
+                 status = COALESCE(v.column3, armada_jobs.status), agent = v.column4, \
+                 attempts = v.column5, \
+                 started_ms = COALESCE(v.column6, armada_jobs.started_ms), \
+                 finished_ms = COALESCE(v.column7, armada_jobs.finished_ms), \
+                 duration_ms = COALESCE(v.column8, armada_jobs.duration_ms), \
+                 last_event = v.column9, \
+                 error = CASE WHEN v.column3 = 'succeeded' THEN NULL \
+                 ELSE COALESCE(v.column10, armada_jobs.error) END \
                  FROM (VALUES {}) AS v \
-                 WHERE armada_jobs.run_id = $1 AND armada_jobs.idx = v.column1 \
-                 AND armada_jobs.attempts <= v.column4 RETURNING {JOB_COLUMNS}",
+                 WHERE armada_jobs.run_id = v.column1 AND armada_jobs.idx = v.column2 \
+                 AND armada_jobs.attempts <= v.column5 RETURNING {JOB_COLUMNS}",
                 rows.join(", ")
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(run_id);
-            for (index, patch) in chunk {
-                query = query
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (row, (index, patch)) in chunk.iter().enumerate() {
+                query = self
+                    .bind_run(query, row, run_id)
                     .bind(*index as i64)
                     .bind(patch.status.map(JobState::as_str))
                     .bind(i64::from(patch.agent))
