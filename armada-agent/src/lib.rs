@@ -277,7 +277,7 @@ async fn run_job<S: Script>(
     );
     report.event(EventKind::JobStarted, None, None);
     let started = Instant::now();
-    let verdict = match Payload::<S>::deserialize(&*payload) {
+    let verdict = match serde_json::from_str::<Payload<S>>(payload.get()) {
         Err(error) => Verdict::Fail {
             error: format!("the job message does not match the script's payload type: {error}"),
         },

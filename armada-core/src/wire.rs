@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::{AgentIndex, JobId, JobIndex, RunId, RunSettings};
 
@@ -16,7 +17,7 @@ use crate::{AgentIndex, JobId, JobIndex, RunId, RunSettings};
 pub const WIRE_VERSION: u16 = 1;
 
 /// One job on the run's queue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobMessage {
     /// Wire version.
     pub v: u16,
@@ -31,8 +32,23 @@ pub struct JobMessage {
     /// Retries so far that did not count as attempts (the agent's identity failed).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub identity_retries: u32,
-    /// The merged job message, deserialized into the script's payload type by the agent.
-    pub payload: Arc<Value>,
+    /// The merged job message as compact JSON, deserialized into the script's payload type by
+    /// the agent. Held as text, not as a `Value`: a plan of a million jobs holds a million of
+    /// them, and a parsed object costs several times its text.
+    pub payload: Arc<RawValue>,
+}
+
+/// Messages are equal when their fields are, the payload compared as its JSON text.
+impl PartialEq for JobMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.v == other.v
+            && self.run_id == other.run_id
+            && self.job_id == other.job_id
+            && self.index == other.index
+            && self.attempt == other.attempt
+            && self.identity_retries == other.identity_retries
+            && self.payload.get() == other.payload.get()
+    }
 }
 
 /// Limits an agent applies to every job of its run.

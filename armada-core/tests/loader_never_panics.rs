@@ -74,7 +74,12 @@ fn check_result(result: armada_core::Result<Plan>) -> Result<(), TestCaseError> 
                 prop_assert!(plan.agent_message(index).is_object());
             }
             for index in 0..plan.jobs().min(MAX_JOBS_TO_WRITE) {
-                prop_assert!(plan.job_payload(index).is_object());
+                let payload = plan.job_payload(index).get();
+                prop_assert!(
+                    payload.starts_with('{'),
+                    "a job payload is an object: {}",
+                    payload
+                );
             }
             if plan.jobs() <= MAX_JOBS_TO_WRITE {
                 let mut out = Vec::new();
@@ -343,7 +348,10 @@ fn the_largest_job_count_costs_one_default_message() {
     );
     let plan = Plan::build::<Value, Value>(&files, &RunOverrides::default()).unwrap();
     assert_eq!(plan.jobs(), jobs);
-    assert_eq!(**plan.job_payload(3), serde_json::json!({"a": "x"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(plan.job_payload(3).get()).unwrap(),
+        serde_json::json!({"a": "x"})
+    );
     assert!(std::sync::Arc::ptr_eq(
         plan.job_payload(0),
         plan.job_payload(jobs - 1)

@@ -3,7 +3,6 @@
 //! files with every problem collected into [`Diagnostics`].
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -145,10 +144,10 @@ pub(super) fn from_values<C: DeserializeOwned, P: DeserializeOwned>(
     Ok(Plan {
         settings,
         agent_messages,
-        default_job: Arc::new(default_job),
+        default_job: super::compact(&default_job),
         job_overrides: job_overrides
             .into_iter()
-            .map(|(index, payload)| (index, Arc::new(payload)))
+            .map(|(index, payload)| (index, super::compact(&payload)))
             .collect(),
     })
 }

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 pub use diagnostics::{Diagnostic, Diagnostics};
@@ -40,8 +41,8 @@ pub struct Plan {
     /// `jobs` is always `Some` here: resolved from the CSV when `run_message` left it out.
     settings: RunSettings,
     agent_messages: Vec<Value>,
-    default_job: Arc<Value>,
-    job_overrides: BTreeMap<JobIndex, Arc<Value>>,
+    default_job: Arc<RawValue>,
+    job_overrides: BTreeMap<JobIndex, Arc<RawValue>>,
 }
 
 impl Plan {
@@ -96,8 +97,9 @@ impl Plan {
         &self.agent_messages[index as usize]
     }
 
-    /// The merged payload of job `index` (shared with every job that has no CSV row).
-    pub fn job_payload(&self, index: JobIndex) -> &Arc<Value> {
+    /// The merged payload of job `index` as compact JSON (shared with every job that has no
+    /// CSV row).
+    pub fn job_payload(&self, index: JobIndex) -> &Arc<RawValue> {
         self.job_overrides.get(&index).unwrap_or(&self.default_job)
     }
 
@@ -293,27 +295,30 @@ fn build<C: DeserializeOwned, P: DeserializeOwned>(
             None
         }
     };
-    let agent_messages = merge_rows::<C>(
+    let agent_messages = merge_rows::<C, _>(
         &default_agent,
         agent_rows,
         settings.as_ref().map(|settings| u64::from(settings.agents)),
         ("agent", "agents", "targetted_agent"),
         template_name,
         diagnostics,
+        |message| message,
     );
-    let job_overrides = merge_rows::<P>(
+    let job_overrides = merge_rows::<P, _>(
         &default_job,
         job_rows,
         jobs,
         ("job", "jobs", "targetted_job"),
         template_name,
         diagnostics,
+        // Each job's message is held as text from here on (see `JobMessage::payload`).
+        |message| compact(&message),
     );
     let (settings, jobs) = (settings?, jobs?);
     let agent_messages = (0..u64::from(settings.agents))
         .map(|index| merged_or_default(&agent_messages, index, &default_agent))
         .collect();
-    let default_job = Arc::new(default_job);
+    let default_job = compact(&default_job);
     Some(Plan {
         settings: RunSettings {
             jobs: Some(jobs),
@@ -321,11 +326,16 @@ fn build<C: DeserializeOwned, P: DeserializeOwned>(
         },
         agent_messages,
         default_job,
-        job_overrides: job_overrides
-            .into_iter()
-            .map(|(index, value)| (index, Arc::new(value)))
-            .collect(),
+        job_overrides,
     })
+}
+
+/// A merged job message as the compact JSON a plan holds.
+pub(crate) fn compact(message: &Value) -> Arc<RawValue> {
+    // A `Value` always serializes (its keys are strings, its numbers finite): the `null`
+    // fallback is never taken.
+    serde_json::value::to_raw_value(message)
+        .map_or_else(|_| Arc::from(RawValue::NULL.to_owned()), Arc::from)
 }
 
 fn merged_or_default(merged: &BTreeMap<u64, Value>, index: u64, default: &Value) -> Value {
@@ -384,14 +394,15 @@ fn join_path(prefix: &str, path: &str) -> String {
 
 /// Merges each row into the default, checks ranges, and checks every message that will be used
 /// against the script's type. Returns the merged rows by index.
-fn merge_rows<T: DeserializeOwned>(
+fn merge_rows<T: DeserializeOwned, M>(
     default: &Value,
     overrides: overrides::Overrides,
     count: Option<u64>,
     (singular, plural, index_column): (&str, &str, &str),
     template_name: &str,
     diagnostics: &mut Diagnostics,
-) -> BTreeMap<u64, Value> {
+    keep: impl Fn(Value) -> M,
+) -> BTreeMap<u64, M> {
     let mut merged = BTreeMap::new();
     for row in overrides.rows {
         if let Some(count) = count.filter(|&count| row.index >= count) {
@@ -426,7 +437,7 @@ fn merge_rows<T: DeserializeOwned>(
                 .at_field(field),
             );
         }
-        merged.insert(row.index, message);
+        merged.insert(row.index, keep(message));
     }
     // Unknown count: check the default anyway, it is almost always used.
     let using_default = count.map_or(1, |count| count.saturating_sub(merged.len() as u64));

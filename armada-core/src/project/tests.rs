@@ -13,6 +13,11 @@ const TUNE: &str = "config/config_local.json";
 const AGENT_CSV: &str = "config/data_agent.csv";
 const JOB_CSV: &str = "config/data_job.csv";
 
+/// Job `index`'s payload, parsed.
+fn payload(plan: &Plan, index: u64) -> Value {
+    serde_json::from_str(plan.job_payload(index).get()).unwrap()
+}
+
 fn project(template: &str) -> ProjectFiles {
     ProjectFiles {
         template: NamedFile::new(TEMPLATE, template),
@@ -164,7 +169,7 @@ fn env_placeholders_are_replaced_in_nested_objects_and_arrays_only_as_whole_stri
     );
     let plan = plan(&files);
     assert_eq!(
-        **plan.job_payload(0),
+        payload(&plan, 0),
         json!({
             "outer": {"inner": {"value": 3.5}},
             "list": ["alpha", {"x": [1, 2]}, [{"k": "v"}], 7],
@@ -246,7 +251,7 @@ fn a_template_without_placeholders_needs_no_tune_file() {
         plan.agent_message(0),
         &json!({"text": "no $env_ here", "price": "$5"})
     );
-    assert_eq!(**plan.job_payload(1), json!({"n": 1}));
+    assert_eq!(payload(&plan, 1), json!({"n": 1}));
 }
 
 #[test]
@@ -300,7 +305,7 @@ fn dotted_headers_and_json_objects_deep_merge_and_arrays_replace() {
     let plan = plan(&files);
     assert_eq!(plan.jobs(), 4);
     assert_eq!(
-        **plan.job_payload(0),
+        payload(&plan, 0),
         json!({
             "proxy": {"server": "p0:8080", "user": "anon", "opts": {"a": 1, "b": 20, "c": 30}},
             "label": "none",
@@ -308,14 +313,14 @@ fn dotted_headers_and_json_objects_deep_merge_and_arrays_replace() {
         })
     );
     assert_eq!(
-        **plan.job_payload(1),
+        payload(&plan, 1),
         json!({
             "proxy": {"server": "default:1", "user": "anon", "opts": {"a": 1, "b": 2}},
             "label": "a, b",
             "tags": ["x", "w"]
         })
     );
-    assert_eq!(**plan.job_payload(2), default_job);
+    assert_eq!(payload(&plan, 2), default_job);
     assert!(Arc::ptr_eq(plan.job_payload(2), plan.job_payload(3)));
     assert!(!Arc::ptr_eq(plan.job_payload(0), plan.job_payload(2)));
 }
@@ -346,7 +351,7 @@ fn cells_are_read_as_json_scalars_or_as_text() {
          0,42,1.5,-3,true,false,null,hello world,\"\"\"quoted\"\"\",01,  7  ,,Null\n",
     );
     assert_eq!(
-        **plan(&files).job_payload(0),
+        payload(&plan(&files), 0),
         json!({
             "n": 42, "f": 1.5, "neg": -3, "t": true, "fa": false, "nul": null,
             "text": "hello world", "quoted": "quoted", "zip": "01", "spaces": 7,
@@ -365,12 +370,12 @@ fn rfc4180_quoting_commas_doubled_quotes_and_newlines() {
     );
     let plan = plan(&files);
     assert_eq!(
-        **plan.job_payload(0),
+        payload(&plan, 0),
         json!({"comma": "a, b", "quotes": "say \"hi\"", "newline": "line1\nline2"})
     );
     // An empty quoted cell keeps the default; `""""""` is the JSON string `""` (empty text).
     assert_eq!(
-        **plan.job_payload(1),
+        payload(&plan, 1),
         json!({"quotes": "", "newline": {"k": [1, 2]}})
     );
 }
@@ -381,7 +386,7 @@ fn a_utf8_bom_before_the_first_header_is_accepted() {
         project(&jobs_template(1, &json!({"name": "default"}))),
         "\u{feff}targetted_job,name\n0,bob\n",
     );
-    assert_eq!(**plan(&files).job_payload(0), json!({"name": "bob"}));
+    assert_eq!(payload(&plan(&files), 0), json!({"name": "bob"}));
     let files = with_agent_csv(
         project(r#"{"run_message": {"agents": 1, "jobs": 1}}"#),
         "\u{feff}\"targetted_agent\",name\n0,ann\n",
@@ -395,7 +400,7 @@ fn empty_and_header_only_files_mean_defaults_for_everyone() {
         let files = with_job_csv(project(&jobs_template(2, &json!({"name": "d"}))), csv);
         let plan = plan(&files);
         assert_eq!(plan.jobs(), 2, "csv {csv:?}");
-        assert_eq!(**plan.job_payload(0), json!({"name": "d"}), "csv {csv:?}");
+        assert_eq!(payload(&plan, 0), json!({"name": "d"}), "csv {csv:?}");
         assert!(
             Arc::ptr_eq(plan.job_payload(0), plan.job_payload(1)),
             "csv {csv:?}"
@@ -423,9 +428,9 @@ fn without_run_message_jobs_the_job_count_is_the_number_of_csv_rows() {
     let plan = plan(&files);
     assert_eq!(plan.jobs(), 3);
     assert_eq!(plan.settings().jobs, Some(3));
-    assert_eq!(**plan.job_payload(0), json!({"name": "a"}));
-    assert_eq!(**plan.job_payload(1), json!({"name": "d"}));
-    assert_eq!(**plan.job_payload(2), json!({"name": "c"}));
+    assert_eq!(payload(&plan, 0), json!({"name": "a"}));
+    assert_eq!(payload(&plan, 1), json!({"name": "d"}));
+    assert_eq!(payload(&plan, 2), json!({"name": "c"}));
 }
 
 #[test]
@@ -1179,7 +1184,7 @@ fn run_overrides_take_precedence_over_run_message() {
         crate::wire::JobLimits::from_settings(plan.settings(), plan.jobs()).job_timeout(),
         std::time::Duration::from_millis(2500)
     );
-    assert_eq!(**plan.job_payload(4), json!({"a": "z"}));
+    assert_eq!(payload(&plan, 4), json!({"a": "z"}));
 
     // An override is validated like the template value it replaces.
     let overrides = RunOverrides {
@@ -1247,8 +1252,8 @@ fn plan_accessors_and_json_lines() {
         plan.agent_message(1),
         &json!({"proxy": {"server": "p1", "port": 1}})
     );
-    assert_eq!(**plan.job_payload(0), json!({"url": "https://d"}));
-    assert_eq!(**plan.job_payload(1), json!({"url": "https://one"}));
+    assert_eq!(payload(&plan, 0), json!({"url": "https://d"}));
+    assert_eq!(payload(&plan, 1), json!({"url": "https://one"}));
     assert!(Arc::ptr_eq(plan.job_payload(0), plan.job_payload(2)));
 
     let mut out = Vec::new();
@@ -1314,10 +1319,8 @@ fn messages_in_code_make_a_plan_sharing_equal_payloads() {
     let plan = from_values(RunSettings::new(3), vec![json!({ "n": 1 })], jobs).unwrap();
     assert_eq!((plan.agents(), plan.jobs()), (3, 4));
     assert!((0..3).all(|index| plan.agent_message(index) == &json!({ "n": 1 })));
-    let payloads: Vec<&Value> = (0..4)
-        .map(|index| plan.job_payload(index).as_ref())
-        .collect();
-    assert_eq!(payloads, [&page("a"), &page("b"), &page("a"), &page("c")]);
+    let payloads: Vec<Value> = (0..4).map(|index| payload(&plan, index)).collect();
+    assert_eq!(payloads, [page("a"), page("b"), page("a"), page("c")]);
     assert!(Arc::ptr_eq(plan.job_payload(0), plan.job_payload(2)));
 
     let shared = RunSettings {
