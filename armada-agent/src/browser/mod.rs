@@ -334,14 +334,17 @@ impl<C> BrowserAgent<C> {
         Ok(())
     }
 
-    /// Closes every tab: the previous job's (dropping a `Page` leaves its tab and renderer
-    /// open), popups it opened, and the tab Chromium opened at start.
-    async fn close_pages(&mut self) {
+    /// Closes every tab but `keep`: the previous job's (dropping a `Page` leaves its tab and
+    /// renderer open), popups it opened, and the tab Chromium opened at start.
+    async fn close_pages_except(&mut self, keep: &Page) {
         self.current = None;
         let Some(session) = &self.session else {
             return;
         };
         for page in session.browser.pages().await.unwrap_or_default() {
+            if page.target_id() == keep.target_id() {
+                continue;
+            }
             if tokio::time::timeout(Duration::from_secs(5), page.close())
                 .await
                 .is_err()
@@ -374,8 +377,8 @@ impl<C> BrowserAgent<C> {
     /// A fresh page with the agent's identity and interception applied, replacing the previous
     /// job's page. Starts a new browser first when the old one died or is due for recycling.
     pub async fn new_page(&mut self) -> Result<Page, ScriptError> {
-        self.close_pages().await;
         if self.needs_launch() {
+            self.current = None;
             self.session = None;
             self.launch().await.map_err(ScriptError::retry)?;
         }
@@ -388,9 +391,12 @@ impl<C> BrowserAgent<C> {
             .new_page("about:blank")
             .await
             .map_err(|error| ScriptError::retry(BrowserError::Cdp(error)))?;
-        self.pages_on_browser += 1;
         let credentials = session.credentials.clone();
         self.died = session.died.clone();
+        // The previous job's tabs close only once the new one is open: a browser left with no
+        // tab at all makes the next one cost twice as much (measured by the `pages` bench).
+        self.close_pages_except(&page).await;
+        self.pages_on_browser += 1;
         let open = prepare_page(
             page,
             &self.config.identity,

@@ -1,15 +1,14 @@
 //! `cargo xtask bench`: browser jobs over the catalog shop, Armada next to a plain
 //! chromiumoxide loop over the same pages with the same number of browsers, in this process.
-//! Each job opens a fresh page, loads a product (distinct pages of a 10,000-page shop), waits
-//! for its JavaScript-rendered stock, reads four fields and closes the page. Both include
-//! starting their browsers. Memory is the peak proportional set size of all Chromium processes
-//! of the phase, per browser. Then one agent runs a long series of jobs and its browser's
+//! Each job opens a fresh tab, closes the last job's, loads a product (distinct pages of a
+//! 10,000-page shop), waits for its JavaScript-rendered stock and reads four fields. Both
+//! include starting their browsers. Memory is the peak proportional set size of all Chromium
+//! processes of the phase, per browser. Then one agent runs 2,000 jobs and its browser's
 //! memory is sampled every 100 jobs: a leak shows as a slope.
 //!
-//! Sizes: 200 pages per line and 1,000 jobs on one agent by default, which keeps
-//! `cargo xtask bench` under ten minutes on 2 cores (a page costs about 160 ms of one browser
-//! there, mostly the new tab's renderer); `ARMADA_BENCH_FULL=1` runs the issue's sizes, 500
-//! pages per line and 2,000 jobs (about 15 minutes on 2 cores).
+//! Sizes: 80 pages per line by default, which keeps `cargo xtask bench` under ten minutes on
+//! 2 cores (a page costs about 170 ms of one browser there, mostly the new tab's renderer);
+//! `ARMADA_BENCH_FULL=1` runs 500 pages per line.
 //!
 //! The shop renders the stock with no delay here (`site::router_with_stock_delay(0)`), so that
 //! a page costs the browser's work, not a timer that would hide Armada's overhead.
@@ -36,12 +35,12 @@ use support::{target, wanted};
 const GROWTH_EVERY: u64 = 100;
 
 /// Pages per line (product ids 1..=pages, each visited once) and jobs of the memory-growth
-/// run on one agent: bounded by default, the issue's sizes with `ARMADA_BENCH_FULL=1`.
+/// run on one agent: fewer pages per line by default, 500 with `ARMADA_BENCH_FULL=1`.
 fn sizes() -> (u64, u64) {
     if std::env::var_os("ARMADA_BENCH_FULL").is_some_and(|value| value == "1") {
         (500, 2_000)
     } else {
-        (200, 1_000)
+        (80, 2_000)
     }
 }
 
@@ -87,7 +86,9 @@ fn sample_peak(marker: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
         let mut peak = 0;
         while !stop.load(Ordering::Relaxed) {
             peak = peak.max(chromium_kb(&marker));
-            std::thread::sleep(Duration::from_millis(100));
+            // Reading every process's smaps costs the kernel a page-table walk (about 20 ms
+            // a round): sampled more often, it would take a core's share from the browsers.
+            std::thread::sleep(Duration::from_millis(250));
         }
         peak
     })
@@ -189,12 +190,17 @@ async fn plain(base: &str, browsers: u32, jobs: u64) -> Measure {
         let driver = tokio::spawn(async move { while handler.next().await.is_some() {} });
         let (next, base) = (Arc::clone(&next), base.to_owned());
         tasks.spawn(async move {
+            let mut previous: Option<chromiumoxide::Page> = None;
             loop {
                 let job = next.fetch_add(1, Ordering::Relaxed);
                 if job >= jobs {
                     break;
                 }
+                // As Armada does: the next tab opens before the last one closes.
                 let page = browser.new_page("about:blank").await.expect("a page");
+                if let Some(previous) = previous.take() {
+                    previous.close().await.expect("close");
+                }
                 page.goto(product_url(&base, job))
                     .await
                     .expect("the page loads");
@@ -219,7 +225,10 @@ async fn plain(base: &str, browsers: u32, jobs: u64) -> Measure {
                         .into_value()
                         .expect("text");
                 }
-                page.close().await.expect("close");
+                previous = Some(page);
+            }
+            if let Some(previous) = previous {
+                previous.close().await.expect("close");
             }
             let _ = browser.close().await;
             let _ = browser.wait().await;
@@ -253,10 +262,10 @@ fn main() {
         format!("http://{address}")
     });
     println!(
-        "{pages} distinct product pages per line (a shop of {} pages), a new tab per page, \
-         browsers started included; the plain loop first, then Armada (embedded backends, \
-         agents as tasks). `ARMADA_BENCH_FULL=1` runs 500 pages per line and 2,000 jobs on \
-         one agent.\n",
+        "{pages} distinct product pages per line (a shop of {} pages), a new tab per page \
+         (opened before the last one closes), browsers started included; the plain loop \
+         first, then Armada (embedded backends, agents as tasks). `ARMADA_BENCH_FULL=1` runs \
+         500 pages per line.\n",
         site::CATALOG
     );
     println!(
