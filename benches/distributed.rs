@@ -27,7 +27,7 @@ use support::{Noop, Starts, median, noop_plan, target, wall_ns, wanted};
 
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
-const JOBS: u64 = 5_000;
+const JOBS: u64 = 3_000;
 const ROUNDS: usize = 3;
 
 async fn armada_run(agents: u32) -> (Duration, Starts) {

@@ -646,7 +646,7 @@ fn benchmarks_md(machine: &str, runs: &[BenchRun], total: Duration) -> String {
          each measurement next to the plain library it is built on, in the same process and the \
          same run, and writes this file. On a shared machine the absolute figures move with the \
          load; the ratios to the plain libraries are what to compare.\n\n## Machine\n\n\
-         {machine}- the whole suite ran in {:.0} s ({})\n\n## Targets (issue 7)\n\n{}\n",
+         {machine}- the whole suite ran in {:.0} s ({})\n\n## Targets (issue 7)\n\n{}\n{}",
         total.as_secs_f64(),
         BENCHES
             .iter()
@@ -655,6 +655,12 @@ fn benchmarks_md(machine: &str, runs: &[BenchRun], total: Duration) -> String {
             .collect::<Vec<_>>()
             .join(", "),
         targets.join("\n"),
+        if targets.iter().any(|line| line.contains("MISSED")) {
+            "\nWhere the time and memory of each missed target go, profiled, with what was \
+             changed and why the rest stays: [docs/performance.md](docs/performance.md).\n"
+        } else {
+            ""
+        },
     );
     for (bench, run) in BENCHES.iter().zip(runs) {
         let one_line = if bench.keyed {
