@@ -394,7 +394,7 @@ impl<C> BrowserAgent<C> {
         let credentials = session.credentials.clone();
         self.died = session.died.clone();
         // The previous job's tabs close only once the new one is open: a browser left with no
-        // tab at all makes the next one cost twice as much (measured by the `pages` bench).
+        // tab at all makes the next one cost more (docs/performance.md).
         self.close_pages_except(&page).await;
         self.pages_on_browser += 1;
         let open = prepare_page(

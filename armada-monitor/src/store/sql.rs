@@ -34,7 +34,7 @@ pub(super) struct SqlStore {
     /// On SQLite, the one connection that writes. SQLite takes one writer at a time, so
     /// writers queue for it instead of failing busy; and a connection that alone writes keeps
     /// its page cache, where each of several would drop its own at every other's write
-    /// (profiled: re-reading pages from the OS was the largest part of ingest). `None` on
+    /// (profiled: `pcache1TruncateUnsafe`, then the kernel copying the pages back). `None` on
     /// PostgreSQL, which writes on any of the pool's connections.
     writer: Option<AnyPool>,
 }
@@ -44,7 +44,7 @@ impl SqlStore {
     /// PostgreSQL; on SQLite an anonymous `?`, bound in order, so that a repeated parameter is
     /// bound again. sqlx finds a numbered parameter by its name, a linear search in SQLite,
     /// so numbered parameters cost the square of their number per statement (profiled: a
-    /// fifth of ingest's time went to `sqlite3_bind_parameter_name`).
+    /// fifth of the samples were in `sqlite3_bind_parameter_name`).
     fn mark(&self, number: usize) -> String {
         if self.writer.is_some() {
             "?".to_owned()
