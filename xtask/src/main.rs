@@ -63,8 +63,13 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The workspace this xtask was run from. `cargo run` sets `CARGO_MANIFEST_DIR` for the
+/// process; it is read at run time because a target directory shared by two checkouts (CI's
+/// persistent one) can hand one checkout an xtask binary compiled in the other.
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
