@@ -257,6 +257,21 @@ impl RabbitQueue {
         }
         let millis = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
         let mut arguments = FieldTable::default();
+        // A quorum queue dead-letters at least once; a classic one at most once, and a broker
+        // restart lost a retry whose delay ran out before the jobs queue had its leader again
+        // ("leader not known. Command is dropped"). At-least-once needs reject-publish.
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        arguments.insert(
+            "x-dead-letter-strategy".into(),
+            AMQPValue::LongString("at-least-once".into()),
+        );
+        arguments.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
+        );
         arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(millis));
         arguments.insert(
             "x-expires".into(),
