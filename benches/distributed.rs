@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use armada::{Backends, FollowEvent, Launcher, Orchestrator, ScriptAgent};
+use armada::{Backends, Launcher, Orchestrator, ScriptAgent};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -39,19 +39,9 @@ async fn armada_run(agents: u32) -> (Duration, Starts) {
         backends,
         Launcher::InProcess(Arc::new(ScriptAgent::new(Noop))),
     );
-    let mut starts = Starts::default();
     let start = Instant::now();
-    let report = orchestrator
-        .launch(&plan)
-        .await
-        .expect("launch")
-        .follow(|event| {
-            if let FollowEvent::Result(result) = event {
-                starts.record(result);
-            }
-        })
-        .await
-        .expect("run");
+    let handle = orchestrator.launch(&plan).await.expect("launch");
+    let (report, starts) = Starts::follow(handle).await;
     assert_eq!(report.progress.succeeded, JOBS);
     (start.elapsed(), starts)
 }

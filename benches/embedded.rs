@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use armada::{Backends, FollowEvent, Launcher, Orchestrator, ScriptAgent};
+use armada::{Backends, Launcher, Orchestrator, ScriptAgent};
 use support::{Noop, Starts, cpu_seconds, noop_plan, target, wall_ns, wanted};
 use tokio::sync::{Mutex, mpsc};
 
@@ -38,17 +38,9 @@ async fn armada_run(agents: u32) -> Measure {
         Backends::embedded().await.unwrap(),
         Launcher::InProcess(Arc::new(ScriptAgent::new(Noop))),
     );
-    let mut starts = Starts::default();
     let (start, cpu) = (Instant::now(), cpu_seconds());
     let handle = orchestrator.launch(&plan).await.unwrap();
-    let report = handle
-        .follow(|event| {
-            if let FollowEvent::Result(result) = event {
-                starts.record(result);
-            }
-        })
-        .await
-        .unwrap();
+    let (report, starts) = Starts::follow(handle).await;
     assert_eq!(report.progress.succeeded, JOBS);
     Measure {
         wall: start.elapsed(),

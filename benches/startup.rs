@@ -18,7 +18,7 @@ use std::time::Instant;
 
 mod support;
 
-use armada::{Backends, FollowEvent, Launcher, Orchestrator, ScriptAgent};
+use armada::{Backends, Launcher, Orchestrator, ScriptAgent};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -55,18 +55,10 @@ async fn armada(agents: u32, processes: bool) -> (f64, f64) {
         )
     };
     let orchestrator = Orchestrator::new(backends, launcher);
-    let mut starts = Starts::default();
     let launched = wall_ns();
     let handle = orchestrator.launch(&plan).await.unwrap();
     let returned = wall_ns();
-    let report = handle
-        .follow(|event| {
-            if let FollowEvent::Result(result) = event {
-                starts.record(result);
-            }
-        })
-        .await
-        .unwrap();
+    let (report, starts) = Starts::follow(handle).await;
     assert_eq!(report.progress.succeeded, u64::from(agents));
     (
         ms_between(launched, starts.first().unwrap()),

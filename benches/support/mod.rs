@@ -54,7 +54,21 @@ pub struct Starts {
 }
 
 impl Starts {
-    /// Records a result (call it from `RunHandle::follow`).
+    /// Follows a run to its end, recording when each job started.
+    pub async fn follow(handle: armada::RunHandle) -> (armada::RunReport, Self) {
+        let mut starts = Self::default();
+        let report = handle
+            .follow(|event| {
+                if let armada::FollowEvent::Result(result) = event {
+                    starts.record(result);
+                }
+            })
+            .await
+            .expect("the run ends");
+        (report, starts)
+    }
+
+    /// Records a result.
     pub fn record(&mut self, result: &JobResult) {
         let (Some(agent), Some(started)) = (
             result.agent,
