@@ -113,12 +113,14 @@ fn ensure_chromium() -> Result<()> {
     update.arg("update");
     run(update)?;
     let mut install = Command::new("apt-get");
-    install.args(["install", "-y", "chromium"]);
+    install.args(["install", "-y", "chromium", "xvfb"]);
     run(install)?;
-    ensure!(
-        Path::new(CHROMIUM).exists(),
-        "apt-get installed no {CHROMIUM}"
-    );
+    for program in [CHROMIUM, XVFB] {
+        ensure!(
+            Path::new(program).exists(),
+            "apt-get installed no {program}"
+        );
+    }
     Ok(())
 }
 

@@ -45,6 +45,11 @@ pub struct BrowserSettings {
     pub recycle_after_jobs: u32,
     /// Start a new browser when its processes use more than this many megabytes (0: never).
     pub recycle_above_mb: u64,
+    /// How long one Chromium start may take, in seconds, until it prints its DevTools address.
+    pub startup_timeout_secs: f64,
+    /// Chromium starts tried before the agent gives up (at least 1): a start that hangs or
+    /// crashes on a loaded machine is tried again with a fresh profile.
+    pub startup_attempts: u32,
 }
 
 impl Default for BrowserSettings {
@@ -57,6 +62,8 @@ impl Default for BrowserSettings {
             page_load_timeout_secs: 30.0,
             recycle_after_jobs: 0,
             recycle_above_mb: 0,
+            startup_timeout_secs: 60.0,
+            startup_attempts: 3,
         }
     }
 }

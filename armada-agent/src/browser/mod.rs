@@ -259,7 +259,32 @@ impl<C> BrowserAgent<C> {
             .and_then(|session| session.process.pid())
     }
 
+    /// Starts a browser, trying again when Chromium hangs or crashes at start (a loaded machine,
+    /// a slow disk): such a failure says nothing about the next try, while giving up would
+    /// lose the agent for the rest of the run.
     async fn launch(&mut self) -> Result<(), BrowserError> {
+        let attempts = self.config.browser.startup_attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            match self.try_launch().await {
+                Err(error @ (BrowserError::Startup(_) | BrowserError::Cdp(_)))
+                    if attempt < attempts =>
+                {
+                    tracing::warn!(
+                        agent = self.info.index,
+                        attempt,
+                        %error,
+                        "the browser did not start; trying again"
+                    );
+                    tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn try_launch(&mut self) -> Result<(), BrowserError> {
         let settings = &self.config.browser;
         let executable = match &settings.executable {
             Some(path) => path.clone(),
@@ -291,6 +316,7 @@ impl<C> BrowserAgent<C> {
             accept_language: self.config.identity.accept_language.as_deref(),
             display: display.as_ref().map(VirtualDisplay::display),
             extra_args: &settings.args,
+            startup_timeout: Duration::from_secs_f64(settings.startup_timeout_secs.max(1.0)),
         })
         .await?;
         let handler_config = HandlerConfig {

@@ -12,8 +12,6 @@ use tokio::process::{Child, Command};
 
 use super::BrowserError;
 
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Flags that keep Chromium quiet on a closed network and fast in a container. Written without
 /// `--`, as chromiumoxide's arguments, but passed here directly.
 const QUIET_FLAGS: [&str; 9] = [
@@ -53,6 +51,8 @@ pub(crate) struct Launch<'a> {
     /// The X display of a visible browser (`:101`), when not the session's own.
     pub(crate) display: Option<String>,
     pub(crate) extra_args: &'a [String],
+    /// How long Chromium may take to print its DevTools address.
+    pub(crate) startup_timeout: Duration,
 }
 
 /// Finds Chromium: Debian's real binary first (its `/usr/bin/chromium` is a wrapper script
@@ -142,7 +142,7 @@ impl ChromiumProcess {
         };
         let mut lines = BufReader::new(stderr).lines();
         let mut last_lines = Vec::new();
-        let found = tokio::time::timeout(STARTUP_TIMEOUT, async {
+        let found = tokio::time::timeout(launch.startup_timeout, async {
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(url) = line.strip_prefix("DevTools listening on ") {
                     return Some(url.trim().to_owned());
@@ -165,7 +165,10 @@ impl ChromiumProcess {
             }
             Err(_) => {
                 return Err(BrowserError::Startup(format!(
-                    "Chromium gave no DevTools address within {STARTUP_TIMEOUT:?}"
+                    "Chromium gave no DevTools address within {:?} (raise \
+                     browser.startup_timeout_secs on a loaded machine); it printed: {}",
+                    launch.startup_timeout,
+                    last_lines.join(" | ")
                 )));
             }
         }

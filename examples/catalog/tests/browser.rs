@@ -123,7 +123,9 @@ impl Launch {
         let path = format!("/api/v1/runs/{}/jobs?status=running", self.run_id);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let mut stream = TcpStream::connect(&self.dashboard).unwrap();
+            let mut stream = TcpStream::connect(&self.dashboard).unwrap_or_else(|error| {
+                panic!("the run ended before {count} jobs ran together (its dashboard: {error})")
+            });
             write!(
                 stream,
                 "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
@@ -677,4 +679,50 @@ fn a_visible_browser_without_a_display_gets_its_own_xvfb() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(xvfb_servers(), before, "the agent's Xvfb outlived it");
+}
+
+#[test]
+fn a_chromium_that_hangs_at_start_is_killed_and_started_again() {
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    let chromium = ["/usr/lib/chromium/chromium", "/usr/bin/chromium"]
+        .into_iter()
+        .find(|path| Path::new(path).is_file())
+        .expect("Chromium is installed");
+    // The first start hangs without a word, as a Chromium starved of CPU or disk does.
+    let wrapper = dir.path().join("chromium-hanging-once");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif mkdir '{hung}' 2>/dev/null; then echo $$ > '{hung}/pid'; exec sleep 600; fi\nexec {chromium} \"$@\"\n",
+            hung = dir.path().join("hung").display(),
+        ),
+    )
+    .unwrap();
+    let mut permissions = std::fs::metadata(&wrapper).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&wrapper, permissions).unwrap();
+    let agents = format!(
+        "targetted_agent,browser.executable,browser.startup_timeout_secs\n0,{},2\n",
+        wrapper.display()
+    );
+    let project = project(&agents, "targetted_job,kind\n0,whoami\n1,product\n");
+    let run = launch(
+        project.path(),
+        &project.path().join("r.jsonl"),
+        &["--agents", "1"],
+    );
+    let run_id = run.run_id.clone();
+    let (code, stdout, results) = run.finish();
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(results[&0]["output"]["browser_launches"], 2, "{results:?}");
+    assert_eq!(results[&1]["output"]["name"], "Product 1");
+    let hung = std::fs::read_to_string(dir.path().join("hung/pid")).unwrap();
+    let hung = PathBuf::from(format!("/proc/{}", hung.trim()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hung.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!hung.exists(), "the start that hung was left running");
+    assert_nothing_left(&run_id);
 }
