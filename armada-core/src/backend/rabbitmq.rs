@@ -1,13 +1,13 @@
 //! The RabbitMQ job queue (feature `rabbitmq`).
 //!
 //! Per run, on the default exchange:
-//! - `armada.{run}.jobs`: a durable classic queue of persistent [`JobMessage`]s as JSON. It only
-//!   says whether a message was redelivered; the agent counts redeliveries in the config store,
-//!   so attempts lost with their agents are counted exactly. (Quorum queues count deliveries
-//!   themselves, but halve the throughput on these machines: `cargo xtask bench`.)
-//! - `armada.{run}.delay.{ms}`: one classic queue per retry delay; messages expire after `ms`
-//!   and are dead-lettered back to the jobs queue. A queue per delay avoids the head-of-line
-//!   blocking of per-message TTLs; each expires once unused.
+//! - `armada.{run}.jobs`: a durable quorum queue of persistent [`JobMessage`]s as JSON:
+//!   replicated on a cluster and kept whole through a broker restart. It only says whether a
+//!   message was redelivered; the agent counts redeliveries in the config store, so attempts
+//!   lost with their agents are counted exactly.
+//! - `armada.{run}.delay.{ms}`: one quorum queue per retry delay; messages expire after `ms`
+//!   and are dead-lettered back to the jobs queue at least once. A queue per delay avoids the
+//!   head-of-line blocking of per-message TTLs; each expires once unused.
 //! - `armada.{run}.dead`: jobs that failed for good and messages that could not be decoded,
 //!   with the reason in the `x-armada-reason` header.
 //!
