@@ -24,7 +24,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use armada_core::backend::{Delivery, RunStatus};
+use armada_core::backend::{Consumer, Delivery, RunStatus};
 use armada_core::wire::{EventJob, EventKind, JobLimits, JobResult, JobStatus, WIRE_VERSION};
 use armada_core::{
     AgentContext, AgentExit, AgentInfo, AgentRunner, AgentSpec, JobContext, JobInfo, Outcome,
@@ -127,6 +127,19 @@ async fn job_loop<S: Script>(
     limits: &JobLimits,
 ) -> Result<u64> {
     let mut consumer = spec.queue.consume(&spec.run_id, 1).await?;
+    let taken = take_jobs(script, agent, spec, limits, &mut consumer).await;
+    consumer.close().await;
+    taken
+}
+
+/// Takes and runs jobs until the run ends or the agent is told to stop; returns the attempts.
+async fn take_jobs<S: Script>(
+    script: &S,
+    agent: &mut S::Agent,
+    spec: &AgentSpec,
+    limits: &JobLimits,
+    consumer: &mut Consumer,
+) -> Result<u64> {
     let mut attempts = 0;
     // The queue's deletion normally ends the loop; this check also ends it when the run ended
     // or was canceled without the queue being deleted (its orchestrator died).

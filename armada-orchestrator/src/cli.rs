@@ -466,6 +466,7 @@ async fn launch<S: Script>(
     };
     let tune_name = args.project.tune.as_ref().map(tune_name);
     let monitor_link = backends.monitor.clone();
+    let queue = backends.queue.clone();
     let orchestrator = Orchestrator::new(backends, launcher)
         .with_grace(grace)
         .with_evidence_dir(run_dir.join("evidence"))
@@ -528,6 +529,7 @@ async fn launch<S: Script>(
     signals.cancel();
     let _ = signal_task.await;
     progress.finish();
+    queue.close().await;
     if let MonitorLink::Local(monitor) = &monitor_link {
         monitor.close();
     }
@@ -599,6 +601,7 @@ async fn serve<S: Script>(
                 .process_launcher(Some(served.url()), args.token.clone())?,
         ),
     };
+    let queue = backends.queue.clone();
     control.attach(Orchestrator::new(backends, launcher));
     println!(
         "dashboard and service for {}: {}/ (runs stored in {}); Ctrl-C stops",
@@ -609,6 +612,7 @@ async fn serve<S: Script>(
     let _ = tokio::signal::ctrl_c().await;
     eprintln!("stopping: runs launched from the dashboard are canceled");
     control.shutdown().await;
+    queue.close().await;
     monitor.close();
     served.stop().await?;
     Ok(ExitCode::SUCCESS)
@@ -649,6 +653,7 @@ async fn agent(args: AgentArgs, runner: Arc<dyn AgentRunner>) -> Result<ExitCode
         ClientOptions::default(),
     );
     let shutdown = CancellationToken::new();
+    let queue = backends.queue.clone();
     let spec = AgentSpec {
         evidence_dir: args.evidence_dir.clone(),
         run_id,
@@ -669,6 +674,7 @@ async fn agent(args: AgentArgs, runner: Arc<dyn AgentRunner>) -> Result<ExitCode
         }
     };
     monitor.close().await;
+    queue.close().await;
     match exit? {
         armada_core::AgentExit::Finished { .. } => Ok(ExitCode::SUCCESS),
         armada_core::AgentExit::StartFailed { error } | armada_core::AgentExit::Died { error } => {
@@ -686,6 +692,7 @@ async fn cancel(args: CancelArgs) -> Result<ExitCode> {
         .set_status(&run_id, RunStatus::Canceled)
         .await?;
     backends.queue.delete(&run_id).await?;
+    backends.queue.close().await;
     println!("run {run_id} canceled: its agents stop after their current job");
     if args.target == Target::Kubernetes {
         #[cfg(feature = "kubernetes")]

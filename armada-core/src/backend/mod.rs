@@ -318,6 +318,16 @@ impl JobQueue {
     pub async fn dead_letters(&self, run: &RunId) -> Result<Vec<DeadLetter>> {
         dispatch_queue!(self, Self, queue => queue.dead_letters(run).await)
     }
+
+    /// Closes the connection to the broker (all clones share it); the next publish opens it
+    /// again. Call it before the runtime stops, so that no connection is cut mid-frame.
+    pub async fn close(&self) {
+        match self {
+            Self::Memory(_) => {}
+            #[cfg(feature = "rabbitmq")]
+            Self::RabbitMq(queue) => queue.close().await,
+        }
+    }
 }
 
 /// A consumer of one run's queue.
@@ -331,6 +341,15 @@ pub enum Consumer {
 }
 
 impl Consumer {
+    /// Stops consuming: what the consumer still holds unsettled goes back to the queue.
+    pub async fn close(self) {
+        match self {
+            Self::Memory(_) => {}
+            #[cfg(feature = "rabbitmq")]
+            Self::RabbitMq(consumer) => consumer.close().await,
+        }
+    }
+
     /// The next delivery; `None` when the run's queue was deleted.
     pub async fn next(&mut self) -> Result<Option<Delivery>> {
         match self {

@@ -79,6 +79,14 @@ struct Link {
     channel: Channel,
 }
 
+impl Link {
+    /// Closes the connection, waiting a bounded time for the broker's answer.
+    async fn close(self, reason: &'static str) {
+        let close = self.connection.close(200, reason.into());
+        let _ = tokio::time::timeout(CONNECT_TIMEOUT, close).await;
+    }
+}
+
 impl RabbitQueue {
     /// Connects and opens the publishing channel, so a bad URL or broker fails here.
     pub async fn connect(url: &str) -> Result<Self> {
@@ -133,6 +141,14 @@ impl RabbitQueue {
         let channel = fresh.channel.clone();
         *link = Some(fresh);
         Ok(channel)
+    }
+
+    /// Closes the publishing connection, if open. Call it before the runtime stops: lapin's
+    /// I/O thread panics when the tasks it waits on are dropped with the runtime.
+    pub async fn close(&self) {
+        if let Some(link) = self.publisher.lock().await.take() {
+            link.close("done").await;
+        }
     }
 
     async fn reconnect(&self) -> Result<Link> {
@@ -486,6 +502,13 @@ impl RabbitConsumer {
         }
     }
 
+    /// Closes the consumer's connection: the broker requeues what it still holds.
+    pub async fn close(mut self) {
+        if let Some((link, _stream)) = self.stream.take() {
+            link.close("consumer closed").await;
+        }
+    }
+
     /// The next job; `None` once the run's queue is deleted.
     pub async fn next(&mut self) -> Result<Option<RabbitDelivery>> {
         loop {
@@ -632,9 +655,7 @@ impl Drop for RabbitConsumer {
         };
         // Close the consumer's own connection so the broker requeues what it still holds.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = link.connection.close(200, "consumer dropped".into()).await;
-            });
+            runtime.spawn(link.close("consumer dropped"));
         }
     }
 }

@@ -6,15 +6,20 @@
 //! processes of the phase, per browser. Then one agent runs 2,000 jobs and its browser's
 //! memory is sampled every 100 jobs: a leak shows as a slope.
 //!
-//! Sizes: 80 pages per line by default, which keeps `cargo xtask bench` under ten minutes on
+//! A line is three rounds, each the plain loop and Armada over pages not visited before, in
+//! alternating order; its ratio is the median of the rounds' ratios, so that a burst of load
+//! on a shared machine spoils one round rather than the line.
+//!
+//! Sizes: 40 pages per round by default, which keeps `cargo xtask bench` under ten minutes on
 //! 2 cores (a page costs about 170 ms of one browser there, mostly the new tab's renderer);
-//! `ARMADA_BENCH_FULL=1` runs 500 pages per line.
+//! `ARMADA_BENCH_FULL=1` runs 170 pages per round (510 per line).
 //!
 //! The shop renders the stock with no delay here (`site::router_with_stock_delay(0)`), so that
 //! a page costs the browser's work, not a timer that would hide Armada's overhead.
 
 #![allow(clippy::unwrap_used)]
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -29,18 +34,21 @@ use armada::{
 use catalog::{Catalog, site};
 use chromiumoxide::{Browser, BrowserConfig};
 use futures::StreamExt;
-use support::{target, wanted};
+use support::{median, target, wanted};
 
 /// How often the growth run's browser is sampled, in jobs.
 const GROWTH_EVERY: u64 = 100;
 
-/// Pages per line (product ids 1..=pages, each visited once) and jobs of the memory-growth
-/// run on one agent: fewer pages per line by default, 500 with `ARMADA_BENCH_FULL=1`.
+/// Rounds of a line, each the plain loop and Armada.
+const ROUNDS: u64 = 3;
+
+/// Pages per round (each page of a line visited once) and jobs of the memory-growth run on one
+/// agent: 40 pages per round by default, 170 with `ARMADA_BENCH_FULL=1`.
 fn sizes() -> (u64, u64) {
     if std::env::var_os("ARMADA_BENCH_FULL").is_some_and(|value| value == "1") {
-        (500, 2_000)
+        (170, 2_000)
     } else {
-        (80, 2_000)
+        (40, 2_000)
     }
 }
 
@@ -101,13 +109,15 @@ struct Measure {
     samples: Vec<(u64, f64)>,
 }
 
-async fn armada(base: &str, agents: u32, jobs: u64) -> Measure {
+async fn armada(base: &str, agents: u32, pages: Range<u64>) -> Measure {
+    let jobs = pages.end - pages.start;
     let template = serde_json::json!({
         "run_message": { "agents": agents, "jobs": jobs, "max_attempts": 1 },
         "default_agent_message": { "site_url": base },
     });
-    let rows: String = (0..jobs)
-        .map(|job| format!("{job},product,{}\n", product_id(job)))
+    let rows: String = pages
+        .enumerate()
+        .map(|(job, page)| format!("{job},product,{}\n", product_id(page)))
         .collect();
     let files = ProjectFiles::from_template(template.to_string())
         .with_job_csv(format!("targetted_job,kind,id\n{rows}"));
@@ -158,7 +168,7 @@ fn slope_per_thousand(samples: &[(u64, f64)]) -> f64 {
     covariance / variance * 1000.0
 }
 
-async fn plain(base: &str, browsers: u32, jobs: u64) -> Measure {
+async fn plain(base: &str, browsers: u32, pages: Range<u64>) -> Measure {
     let executable = ["/usr/lib/chromium/chromium", "/usr/bin/chromium"]
         .into_iter()
         .find(|path| std::path::Path::new(path).exists())
@@ -166,7 +176,7 @@ async fn plain(base: &str, browsers: u32, jobs: u64) -> Measure {
     let marker = format!("armada-bench-plain-{}", std::process::id());
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_peak(marker.clone(), Arc::clone(&stop));
-    let next = Arc::new(AtomicU64::new(0));
+    let (next, end) = (Arc::new(AtomicU64::new(pages.start)), pages.end);
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..browsers {
@@ -193,7 +203,7 @@ async fn plain(base: &str, browsers: u32, jobs: u64) -> Measure {
             let mut previous: Option<chromiumoxide::Page> = None;
             loop {
                 let job = next.fetch_add(1, Ordering::Relaxed);
-                if job >= jobs {
+                if job >= end {
                     break;
                 }
                 // As Armada does: the next tab opens before the last one closes.
@@ -262,10 +272,12 @@ fn main() {
         format!("http://{address}")
     });
     println!(
-        "{pages} distinct product pages per line (a shop of {} pages), a new tab per page \
-         (opened before the last one closes), browsers started included; the plain loop \
-         first, then Armada (embedded backends, agents as tasks). `ARMADA_BENCH_FULL=1` runs \
-         500 pages per line.\n",
+        "{ROUNDS} rounds per line of {pages} product pages each, every page of a line distinct \
+         (a shop of {} pages); a new tab per page (opened before the last one closes), \
+         browsers started included; in each round the plain loop and Armada (embedded \
+         backends, agents as tasks), in alternating order. Rates are the rounds' medians, the \
+         ratio the median of the rounds' ratios, memory the highest peak of the rounds. \
+         `ARMADA_BENCH_FULL=1` runs 170 pages per round.\n",
         site::CATALOG
     );
     println!(
@@ -280,23 +292,30 @@ fn main() {
             continue;
         }
         let began = Instant::now();
-        let plain = runtime.block_on(plain(&base, agents, pages));
-        let armada = runtime.block_on(armada(&base, agents, pages));
         let rate = |measure: &Measure| pages as f64 / measure.elapsed.as_secs_f64();
-        let per_page = |measure: &Measure| {
-            measure.elapsed.as_secs_f64() * 1000.0 * f64::from(agents) / pages as f64
-        };
-        let (speed, memory) = (
-            rate(&armada) / rate(&plain),
-            armada.peak_mb_per_browser / plain.peak_mb_per_browser,
-        );
+        let (mut armada_rates, mut plain_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut armada_peak, mut plain_peak) = (0.0_f64, 0.0_f64);
+        for round in 0..ROUNDS {
+            let line = (round * pages)..((round + 1) * pages);
+            let (plain, armada) = if round % 2 == 0 {
+                let plain = runtime.block_on(plain(&base, agents, line.clone()));
+                (plain, runtime.block_on(armada(&base, agents, line)))
+            } else {
+                let armada = runtime.block_on(armada(&base, agents, line.clone()));
+                (runtime.block_on(plain(&base, agents, line)), armada)
+            };
+            ratios.push(rate(&armada) / rate(&plain));
+            armada_rates.push(rate(&armada));
+            plain_rates.push(rate(&plain));
+            armada_peak = armada_peak.max(armada.peak_mb_per_browser);
+            plain_peak = plain_peak.max(plain.peak_mb_per_browser);
+        }
+        let (armada_rate, plain_rate) = (median(armada_rates), median(plain_rates));
+        let (speed, memory) = (median(ratios), armada_peak / plain_peak);
+        let per_page = |rate: f64| 1000.0 * f64::from(agents) / rate;
         println!(
-            "| {agents} | {:.1} | {:.1} | {speed:.3} | {:.1} | {:.0} | {:.0} | {memory:.2} |",
-            rate(&armada),
-            rate(&plain),
-            per_page(&armada) - per_page(&plain),
-            armada.peak_mb_per_browser,
-            plain.peak_mb_per_browser,
+            "| {agents} | {armada_rate:.1} | {plain_rate:.1} | {speed:.3} | {:.1} | {armada_peak:.0} | {plain_peak:.0} | {memory:.2} |",
+            per_page(armada_rate) - per_page(plain_rate),
         );
         if slowest.is_none_or(|(_, worst)| speed < worst) {
             slowest = Some((agents, speed));
@@ -307,11 +326,12 @@ fn main() {
         eprintln!("pages {agents}: {:.1} s", began.elapsed().as_secs_f64());
     }
     println!(
-        "\nOverhead per page is per browser: (armada − plain) wall time × browsers / pages.\n"
+        "\nOverhead per page is per browser, from the median rates: browsers / armada pages/s − \
+         browsers / plain pages/s.\n"
     );
     if wanted("growth") {
         let began = Instant::now();
-        let growth = runtime.block_on(armada(&base, 1, growth_jobs));
+        let growth = runtime.block_on(armada(&base, 1, 0..growth_jobs));
         let samples = &growth.samples;
         let (first, last) = (samples[0], samples[samples.len() - 1]);
         let slope = slope_per_thousand(samples);
