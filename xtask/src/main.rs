@@ -666,7 +666,8 @@ fn benchmarks_md(machine: &str, runs: &[BenchRun], total: Duration) -> String {
             "\nWhere the time and memory of each missed target go, profiled, with what was \
              changed and why the rest stays: [docs/performance.md](docs/performance.md).\n"
         } else {
-            ""
+            "\nThe targets missed in earlier runs, profiled, with what was changed: \
+             [docs/performance.md](docs/performance.md).\n"
         },
     );
     for (bench, run) in BENCHES.iter().zip(runs) {

@@ -80,10 +80,21 @@ struct Link {
 }
 
 impl Link {
-    /// Closes the connection, waiting a bounded time for the broker's answer.
+    /// Closes the connection, waiting a bounded time for the broker's answer, then for lapin's
+    /// I/O thread to end: that thread closes the socket through a task on this runtime, and
+    /// panics if the runtime stops first (as it does when a process returns from `main`).
     async fn close(self, reason: &'static str) {
-        let close = self.connection.close(200, reason.into());
-        let _ = tokio::time::timeout(CONNECT_TIMEOUT, close).await;
+        let Self {
+            connection,
+            channel,
+        } = self;
+        drop(channel);
+        let close = connection.close(200, reason.into());
+        // Closed now, or closed already (by the broker, or a broken socket): either way the
+        // I/O thread is ending, so joining it cannot hang. Unanswered, it may not be.
+        if tokio::time::timeout(CONNECT_TIMEOUT, close).await.is_ok() {
+            let _ = tokio::task::spawn_blocking(move || connection.run()).await;
+        }
     }
 }
 
@@ -366,8 +377,9 @@ impl RabbitQueue {
             run: run.clone(),
             prefetch: prefetch.max(1),
             stream: None,
+            gone: false,
         };
-        consumer.subscribe().await?;
+        consumer.gone = matches!(consumer.subscribe().await?, Subscribed::QueueGone);
         Ok(consumer)
     }
 
@@ -391,35 +403,39 @@ impl RabbitQueue {
         Ok(())
     }
 
-    /// The run's dead letters, left in place (read on a channel that is closed unacked).
+    /// The run's dead letters, left in place (read on a connection that is closed unacked).
     pub async fn dead_letters(&self, run: &RunId) -> Result<Vec<DeadLetter>> {
         let link = self.open_link(Confirms::Off).await?;
-        let mut letters = Vec::new();
-        loop {
-            let got = match link
-                .channel
-                .basic_get(
-                    dead_queue(run).as_str().into(),
-                    BasicGetOptions { no_ack: false },
-                )
-                .await
-            {
-                Ok(got) => got,
-                Err(error) if queue_gone(&error) => break,
-                Err(error) => return Err(self.failed(error)),
-            };
-            let Some(message) = got else { break };
-            let delivery = &message.delivery;
-            let reason = header_text(delivery.properties.headers().as_ref(), REASON_HEADER)
-                .unwrap_or_else(|| "no reason recorded".to_owned());
-            letters.push(DeadLetter {
-                message: serde_json::from_slice(&delivery.data).ok(),
-                reason,
-            });
+        let read = async {
+            let mut letters = Vec::new();
+            loop {
+                let got = match link
+                    .channel
+                    .basic_get(
+                        dead_queue(run).as_str().into(),
+                        BasicGetOptions { no_ack: false },
+                    )
+                    .await
+                {
+                    Ok(got) => got,
+                    Err(error) if queue_gone(&error) => break,
+                    Err(error) => return Err(self.failed(error)),
+                };
+                let Some(message) = got else { break };
+                let delivery = &message.delivery;
+                let reason = header_text(delivery.properties.headers().as_ref(), REASON_HEADER)
+                    .unwrap_or_else(|| "no reason recorded".to_owned());
+                letters.push(DeadLetter {
+                    message: serde_json::from_slice(&delivery.data).ok(),
+                    reason,
+                });
+            }
+            Ok(letters)
         }
-        // Closing the channel returns every message we read to the queue.
-        let _ = link.channel.close(200, "read dead letters".into()).await;
-        Ok(letters)
+        .await;
+        // Closing the connection returns every message read to the queue.
+        link.close("read dead letters").await;
+        read
     }
 }
 
@@ -442,6 +458,9 @@ pub struct RabbitConsumer {
     run: RunId,
     prefetch: u16,
     stream: Option<(Link, lapin::Consumer)>,
+    /// The run's queue was found deleted: the run is over, and there is nothing to reconnect
+    /// to (a reconnection cut short when the agent stops would outlive it).
+    gone: bool,
 }
 
 impl std::fmt::Debug for RabbitConsumer {
@@ -462,26 +481,36 @@ impl RabbitConsumer {
     async fn try_subscribe(&mut self) -> Result<Subscribed> {
         let link = self.queue.open_link(Confirms::Off).await?;
         let channel = &link.channel;
-        channel
-            .basic_qos(self.prefetch, BasicQosOptions::default())
-            .await
-            .map_err(|error| self.queue.failed(error))?;
-        let consumed = channel
-            .basic_consume(
-                jobs_queue(&self.run).as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await;
+        let consumed = async {
+            channel
+                .basic_qos(self.prefetch, BasicQosOptions::default())
+                .await?;
+            channel
+                .basic_consume(
+                    jobs_queue(&self.run).as_str().into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+        }
+        .await;
         match consumed {
             Ok(consumer) => {
                 self.stream = Some((link, consumer));
                 Ok(Subscribed::Ready)
             }
-            // The run's queue was deleted: the run is over.
-            Err(error) if queue_gone(&error) => Ok(Subscribed::QueueGone),
-            Err(error) => Err(self.queue.failed(error)),
+            Err(error) => {
+                // A failed channel leaves its connection open: close it, or it outlives the
+                // consumer (and lapin's I/O thread panics when the runtime stops under it).
+                link.close("cannot consume").await;
+                if queue_gone(&error) {
+                    // The run's queue was deleted: the run is over.
+                    Ok(Subscribed::QueueGone)
+                } else {
+                    Err(self.queue.failed(error))
+                }
+            }
         }
     }
 
@@ -493,7 +522,14 @@ impl RabbitConsumer {
                 Ok(found) => return Ok(found),
                 Err(error) if tries >= 60 => return Err(error),
                 Err(error) => {
-                    tracing::warn!(%error, run = %self.run, "cannot consume; retrying in {delay:?}");
+                    // RabbitMQ 3.10 fails a consume that races the queue's deletion at the end
+                    // of a run with INTERNAL_ERROR; the next try sees the queue gone. Only a
+                    // failure that lasts is worth a warning.
+                    if tries == 0 {
+                        tracing::debug!(%error, run = %self.run, "cannot consume; retrying in {delay:?}");
+                    } else {
+                        tracing::warn!(%error, run = %self.run, "cannot consume; retrying in {delay:?}");
+                    }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(RECONNECT_BACKOFF_MAX);
                     tries += 1;
@@ -512,11 +548,12 @@ impl RabbitConsumer {
     /// The next job; `None` once the run's queue is deleted.
     pub async fn next(&mut self) -> Result<Option<RabbitDelivery>> {
         loop {
+            if self.gone {
+                return Ok(None);
+            }
             let Some((_, stream)) = self.stream.as_mut() else {
-                match self.subscribe().await? {
-                    Subscribed::Ready => continue,
-                    Subscribed::QueueGone => return Ok(None),
-                }
+                self.gone = matches!(self.subscribe().await?, Subscribed::QueueGone);
+                continue;
             };
             match stream.next().await {
                 Some(Ok(delivery)) => {

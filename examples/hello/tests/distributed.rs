@@ -72,6 +72,8 @@ struct Launch {
     run_id: String,
     results: PathBuf,
     stdout: Option<std::thread::JoinHandle<String>>,
+    /// The launch's and its agents' stderr, echoed as it comes and kept.
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 fn launch(project: &Path, args: &[&str]) -> Launch {
@@ -84,9 +86,20 @@ fn launch(project: &Path, args: &[&str]) -> Launch {
         .arg(&results)
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let stderr = std::thread::spawn(move || {
+        let mut kept = String::new();
+        for line in stderr.lines() {
+            let line = line.unwrap_or_default();
+            eprintln!("{line}");
+            kept.push_str(&line);
+            kept.push('\n');
+        }
+        kept
+    });
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
@@ -105,6 +118,7 @@ fn launch(project: &Path, args: &[&str]) -> Launch {
         run_id,
         results,
         stdout: Some(stdout),
+        stderr: Some(stderr),
     }
 }
 
@@ -148,6 +162,10 @@ impl Launch {
             std::thread::sleep(Duration::from_millis(50));
         };
         let stdout = self.stdout.take().unwrap().join().unwrap();
+        let stderr = self.stderr.take().unwrap().join().unwrap();
+        // No process of the run panics, at its end either (lapin's I/O thread did when an
+        // agent's runtime stopped with its connections open).
+        assert!(!stderr.contains("panicked"), "{stderr}");
         let results = std::fs::read_to_string(&self.results)
             .unwrap_or_default()
             .lines()
