@@ -74,6 +74,8 @@ fn armada_orchestrator_launcher() -> armada_orchestrator::ProcessLauncher {
         store_url: REDIS_URL.to_owned(),
         monitor_url: None,
         monitor_token: None,
+        restarts: armada_orchestrator::ProcessLauncher::DEFAULT_RESTARTS,
+        detached_logs: None,
     }
 }
 

@@ -24,8 +24,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use armada_core::backend::{Consumer, Delivery, RunStatus};
-use armada_core::wire::{EventJob, EventKind, JobLimits, JobResult, JobStatus, WIRE_VERSION};
+use armada_core::backend::{Consumer, Delivery, Recorded, RunStatus};
+use armada_core::wire::{
+    EventJob, EventKind, HEARTBEAT_INTERVAL, JobLimits, JobResult, JobStatus, WIRE_VERSION,
+};
 use armada_core::{
     AgentContext, AgentExit, AgentInfo, AgentRunner, AgentSpec, JobContext, JobInfo, Outcome,
     Reporter, Result, Retry, Script, ScriptError,
@@ -66,6 +68,14 @@ type Payload<S> = <<S as Script>::Job as JobContext>::Payload;
 /// Errors are backend failures (the store or queue could not be reached); a context that fails
 /// to start is not an error but [`AgentExit::StartFailed`].
 pub async fn run<S: Script>(script: Arc<S>, spec: AgentSpec) -> Result<AgentExit> {
+    // An agent restarted after its run ended (its process died with the run's last job) has
+    // nothing to do, and its config is gone.
+    if spec.store.progress(&spec.run_id).await?.status != RunStatus::Running {
+        return Ok(AgentExit::Finished { attempts: 0 });
+    }
+    spec.events
+        .agent_event(spec.index, EventKind::AgentStarting, None);
+    let _heartbeat = Heartbeat::start(&spec);
     let record = spec.store.agent_config(&spec.run_id, spec.index).await?;
     let info = AgentInfo {
         run_id: spec.run_id.clone(),
@@ -116,8 +126,35 @@ pub async fn run<S: Script>(script: Arc<S>, spec: AgentSpec) -> Result<AgentExit
     }
     spec.events
         .agent_event(spec.index, EventKind::AgentStopped, None);
+    // The context removed its own scratch files; the run's folder goes with its last agent
+    // on this host (removing a folder that still holds another agent's files fails).
+    let _ = std::fs::remove_dir(armada_core::scratch_dir(&spec.run_id));
     let attempts = loop_result?;
     Ok(AgentExit::Finished { attempts })
+}
+
+/// Tells the monitor every [`HEARTBEAT_INTERVAL`] that the agent is alive, also while a job
+/// runs, for as long as the agent's `run` holds it: the task stops when it is dropped.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Heartbeat {
+    fn start(spec: &AgentSpec) -> Self {
+        let (events, index) = (spec.events.clone(), spec.index);
+        Self(tokio::spawn(async move {
+            let mut beat = tokio::time::interval(HEARTBEAT_INTERVAL);
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                beat.tick().await;
+                events.agent_event(index, EventKind::Heartbeat, None);
+            }
+        }))
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn job_loop<S: Script>(
@@ -129,7 +166,38 @@ async fn job_loop<S: Script>(
     let mut consumer = spec.queue.consume(&spec.run_id, 1).await?;
     let taken = take_jobs(script, agent, spec, limits, &mut consumer).await;
     consumer.close().await;
-    taken
+    let attempts = taken?;
+    // The agent that recorded the last result ends the run; if it died doing so, whichever
+    // agent sees the completed run next does.
+    if spec.store.progress(&spec.run_id).await?.status == RunStatus::Completed
+        && spec.store.finished(&spec.run_id).await?.is_none()
+    {
+        finish_completed_run(spec).await;
+    }
+    Ok(attempts)
+}
+
+/// Ends a run whose last result this agent saw recorded: its queues, its finished record, and
+/// the monitor, which learns it from this agent's events.
+async fn finish_completed_run(spec: &AgentSpec) {
+    match armada_core::backend::finish_run(
+        &spec.store,
+        &spec.queue,
+        &spec.run_id,
+        RunStatus::Completed,
+    )
+    .await
+    {
+        Ok(_) => {
+            tracing::debug!(run = %spec.run_id, agent = spec.index, "the run is complete");
+            spec.events
+                .agent_event(spec.index, EventKind::RunCompleted, None);
+        }
+        // Whoever follows or attaches to the run finishes it too.
+        Err(error) => {
+            tracing::warn!(run = %spec.run_id, agent = spec.index, %error, "cannot end the completed run");
+        }
+    }
 }
 
 /// Takes and runs jobs until the run ends or the agent is told to stop; returns the attempts.
@@ -276,7 +344,11 @@ async fn run_job<S: Script>(
         if spec.store.is_recorded(&spec.run_id, index).await? {
             return delivery.ack().await;
         }
-        state.attempt += spec.store.count_redelivery(&spec.run_id, index).await?;
+        let deaths = spec.store.count_redelivery(&spec.run_id, index).await?;
+        state.attempt += deaths;
+        if state.attempt > limits.max_attempts {
+            return fail_poison_job(delivery, spec, state.attempt - 1, deaths).await;
+        }
     }
     let attempt = state.attempt;
     let report = Reporter::new(
@@ -348,8 +420,7 @@ async fn run_job<S: Script>(
             let data = serde_json::json!({ "duration_ms": duration_ms, "output": output });
             report.event(EventKind::JobSucceeded, None, Some(data));
             let result = result(JobStatus::Succeeded, Some(output), None);
-            spec.store.record_result(&spec.run_id, result).await?;
-            delivery.ack().await
+            record(spec, result, delivery, Delivery::ack).await
         }
         Verdict::Retry { error, delay } => {
             let data = serde_json::json!({
@@ -375,10 +446,75 @@ async fn run_job<S: Script>(
         Verdict::Fail { error } => {
             report.event(EventKind::JobFailed, Some(error.clone()), Some(timing));
             let result = result(JobStatus::Failed, None, Some(error.clone()));
-            spec.store.record_result(&spec.run_id, result).await?;
-            delivery.dead_letter(error).await
+            record(spec, result, delivery, |delivery| {
+                delivery.dead_letter(error)
+            })
+            .await
         }
     }
+}
+
+/// Fails a job whose attempts ran out with the agents that ran it (a job that aborts or
+/// exhausts its agent's process): it is not run again, so it cannot take every agent down.
+async fn fail_poison_job(
+    delivery: Delivery,
+    spec: &AgentSpec,
+    attempts: u32,
+    deaths: u32,
+) -> Result<()> {
+    let message = delivery.message();
+    let times = if deaths == 1 {
+        "once".to_owned()
+    } else {
+        format!("{deaths} times")
+    };
+    let error = format!("the agent died during this job {times}");
+    tracing::warn!(run = %spec.run_id, job = message.index, "{error}");
+    let report = Reporter::new(
+        spec.events.clone(),
+        spec.index,
+        EventJob {
+            id: message.job_id,
+            index: message.index,
+            attempt: attempts,
+        },
+    );
+    report.event(EventKind::JobFailed, Some(error.clone()), None);
+    let result = JobResult {
+        v: WIRE_VERSION,
+        index: message.index,
+        id: message.job_id,
+        status: JobStatus::Failed,
+        attempts,
+        agent: Some(spec.index),
+        duration_ms: 0.0,
+        output: None,
+        error: Some(error.clone()),
+        evidence: None,
+    };
+    record(spec, result, delivery, |delivery| {
+        delivery.dead_letter(error)
+    })
+    .await
+}
+
+/// Records a job's terminal result, then settles its delivery; the agent whose result was the
+/// run's last ends the run.
+async fn record<F>(
+    spec: &AgentSpec,
+    result: JobResult,
+    delivery: Delivery,
+    settle: impl FnOnce(Delivery) -> F,
+) -> Result<()>
+where
+    F: Future<Output = Result<()>>,
+{
+    let recorded = spec.store.record_result(&spec.run_id, result).await?;
+    settle(delivery).await?;
+    if recorded == Recorded::LastOfRun {
+        finish_completed_run(spec).await;
+    }
+    Ok(())
 }
 
 /// Asks the agent context for evidence of a failed attempt; returns the folder when it saved

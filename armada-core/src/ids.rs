@@ -68,6 +68,16 @@ impl JobId {
     pub fn new() -> Self {
         Self(uuid::Uuid::new_v4())
     }
+
+    /// The id of job `index` of `run`: derived from both, so that any process following the
+    /// run (`attach`) names its jobs as the launcher did, without storing every id.
+    pub fn of(run: &RunId, index: u64) -> Self {
+        let name = format!("{run}/{index}");
+        Self(uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            name.as_bytes(),
+        ))
+    }
 }
 
 impl Default for JobId {

@@ -42,6 +42,18 @@ impl EventSender {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Tells the monitor that a process following the run (not an agent) is alive.
+    pub fn follower_heartbeat(&self) {
+        self.send(Event {
+            kind: EventKind::Heartbeat,
+            at_ms: now_ms(),
+            agent: 0,
+            job: None,
+            message: None,
+            data: Some(serde_json::json!({ "follower": true })),
+        });
+    }
+
     /// Sends an agent-level event (no job).
     pub fn agent_event(&self, agent: AgentIndex, kind: EventKind, message: Option<String>) {
         self.send(Event {

@@ -168,6 +168,9 @@ pub struct JobResult {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
+    /// An agent began: it reads its config and starts its context (a browser may take a
+    /// while).
+    AgentStarting,
     /// An agent's context started.
     AgentStarted,
     /// An agent's context failed to start; its share of jobs goes to the others.
@@ -194,12 +197,23 @@ pub enum EventKind {
     JobSucceeded,
     /// The job failed for good.
     JobFailed,
+    /// The agent recorded the run's last result and ended the run: the monitor marks it
+    /// completed, whether or not a process follows it.
+    RunCompleted,
+    /// A process of the run is alive: an agent (`agent`), or with `data` `{"follower": true}`
+    /// a process following the run. Sent every [`HEARTBEAT_INTERVAL`]; the monitor notes when
+    /// it last heard from each and does not store the event.
+    Heartbeat,
 }
+
+/// How often agents and the processes following a run tell the monitor they are alive.
+pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl EventKind {
     /// The kind as written on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::AgentStarting => "agent_starting",
             Self::AgentStarted => "agent_started",
             Self::AgentStartFailed => "agent_start_failed",
             Self::AgentStopped => "agent_stopped",
@@ -213,6 +227,8 @@ impl EventKind {
             Self::Retrying => "retrying",
             Self::JobSucceeded => "job_succeeded",
             Self::JobFailed => "job_failed",
+            Self::RunCompleted => "run_completed",
+            Self::Heartbeat => "heartbeat",
         }
     }
 }

@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use armada_core::backend::{Consumer, DeadLetter, Delivery, RunProgress, RunRecord, RunStatus};
+use armada_core::backend::{
+    Consumer, DeadLetter, Delivery, Recorded, RunProgress, RunRecord, RunStatus, finish_run,
+};
 use armada_core::wire::{
     AgentConfigRecord, Event, EventBatch, EventKind, JobLimits, JobMessage, JobResult, JobStatus,
     WIRE_VERSION,
@@ -569,7 +571,10 @@ async fn record_result_is_idempotent_per_job_index() {
     let run = RunId::new();
     let store = store_with_run(&run).await;
     let first = result(0, JobStatus::Succeeded);
-    assert!(store.record_result(&run, first.clone()).await.unwrap());
+    assert_eq!(
+        store.record_result(&run, first.clone()).await.unwrap(),
+        Recorded::Now
+    );
     let progress = RunProgress {
         jobs: 3,
         succeeded: 1,
@@ -581,17 +586,27 @@ async fn record_result_is_idempotent_per_job_index() {
     assert_eq!(store.progress(&run).await.unwrap(), progress);
 
     // A redelivered job finishing again (even differently) is not counted twice.
-    assert!(
-        !store
+    assert_eq!(
+        store
             .record_result(&run, result(0, JobStatus::Failed))
             .await
-            .unwrap()
+            .unwrap(),
+        Recorded::Before
     );
-    assert!(!store.record_result(&run, first.clone()).await.unwrap());
+    assert_eq!(
+        store.record_result(&run, first.clone()).await.unwrap(),
+        Recorded::Before
+    );
     assert_eq!(store.progress(&run).await.unwrap(), progress);
 
     let failed = result(2, JobStatus::Failed);
-    assert!(store.record_result(&run, failed.clone()).await.unwrap());
+    assert!(
+        store
+            .record_result(&run, failed.clone())
+            .await
+            .unwrap()
+            .is_new()
+    );
     store.record_retry(&run).await.unwrap();
     store.record_retry(&run).await.unwrap();
     assert_eq!(
@@ -613,18 +628,80 @@ async fn record_result_is_idempotent_per_job_index() {
         vec![first, failed]
     );
 
-    // Canceled and abandoned jobs are terminal but neither succeeded nor failed.
-    assert!(
+    // Canceled and abandoned jobs are terminal but neither succeeded nor failed. The last
+    // result completes the running run, and says so once.
+    assert_eq!(
         store
             .record_result(&run, result(1, JobStatus::Abandoned))
             .await
-            .unwrap()
+            .unwrap(),
+        Recorded::LastOfRun
     );
     let progress = store.progress(&run).await.unwrap();
     assert_eq!(
-        (progress.succeeded, progress.failed, progress.terminal),
-        (1, 1, 3)
+        (
+            progress.succeeded,
+            progress.failed,
+            progress.terminal,
+            progress.status
+        ),
+        (1, 1, 3, RunStatus::Completed)
     );
+    assert_eq!(
+        store
+            .record_result(&run, result(1, JobStatus::Succeeded))
+            .await
+            .unwrap(),
+        Recorded::Before
+    );
+}
+
+#[tokio::test]
+async fn a_run_ended_by_any_process_keeps_one_finished_record_and_its_results() {
+    let run = RunId::new();
+    let store = store_with_run(&run).await;
+    let queue = JobQueue::connect("memory://").await.unwrap();
+    queue.publish(&run, [job(&run, 0)]).await.unwrap();
+    let mut consumer = queue.consume(&run, 1).await.unwrap();
+    let delivery = consumer.next().await.unwrap().unwrap();
+    delivery.dead_letter("poison".into()).await.unwrap();
+    store
+        .record_result(&run, result(0, JobStatus::Failed))
+        .await
+        .unwrap();
+
+    let first = finish_run(&store, &queue, &run, RunStatus::Canceled)
+        .await
+        .unwrap();
+    assert_eq!(first.status, RunStatus::Canceled);
+    assert_eq!(first.dead_letters.len(), 1);
+    assert_eq!(first.dead_letters[0].reason, "poison");
+    // The queue is gone, so its consumers end.
+    assert!(consumer.next().await.unwrap().is_none());
+    // A second process ending it the other way changes nothing.
+    let again = finish_run(&store, &queue, &run, RunStatus::Completed)
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(store.finished(&run).await.unwrap(), Some(first));
+    assert_eq!(
+        store.progress(&run).await.unwrap().status,
+        RunStatus::Canceled
+    );
+    // What attach and results read stays; what only running agents need is gone.
+    assert_eq!(store.run_record(&run).await.unwrap().jobs, 3);
+    assert_eq!(
+        store
+            .results_after(&run, 0, Duration::ZERO)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(matches!(
+        store.agent_config(&run, 0).await,
+        Err(Error::AgentConfigMissing { .. })
+    ));
 }
 
 #[tokio::test]

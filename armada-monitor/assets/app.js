@@ -30,6 +30,11 @@ const enc = encodeURIComponent;
 const runHref = (id) => `#/runs/${enc(id)}`;
 const jobHref = (id, index) => `#/runs/${enc(id)}/jobs/${index}`;
 
+/** Whether a run has not ended: running, or stalled (it may still go on). */
+function isOpen(status) {
+  return status === 'running' || status === 'stalled';
+}
+
 function badge(status) {
   return h('span', { class: `badge st-${status}` }, status);
 }
@@ -414,12 +419,15 @@ function runPage(ctx, runId) {
   const progress = h('progress', { id: 'run-progress', value: 0, max: 1, 'aria-label': 'Jobs done' });
   const progressText = h('span', { class: 'progress-text' });
   const summary = h('div', { class: 'summary' });
+  const stalledNote = h('p', { class: 'stalled-note', role: 'status', hidden: true });
   const cancelBtn = h('button', { type: 'button', class: 'danger' }, 'Cancel run');
   const retryBtn = h('button', { type: 'button' }, 'Retry failed jobs');
 
   const renderHeader = (r) => {
     run = r;
     statusSlot.replaceChildren(badge(r.status));
+    stalledNote.hidden = !r.stalled_reason;
+    stalledNote.textContent = r.stalled_reason ? `Stalled: ${r.stalled_reason}.` : '';
     const d = done(r.counts);
     progress.max = r.jobs || 1;
     progress.value = d;
@@ -436,7 +444,7 @@ function runPage(ctx, runId) {
       r.relaunch_of && ['Relaunch of', h('a', { href: runHref(r.relaunch_of) }, r.relaunch_of)],
     ]), h('ul', { class: 'status-counts', 'aria-label': 'Jobs per status' },
       JOB_STATUSES.map((s) => h('li', null, badge(s), ' ', fmtNum(r.counts[s] ?? 0)))));
-    cancelBtn.disabled = r.status !== 'running';
+    cancelBtn.disabled = !isOpen(r.status);
     retryBtn.disabled = !(r.counts.failed || r.counts.abandoned);
   };
 
@@ -489,7 +497,7 @@ function runPage(ctx, runId) {
         else if (m.type === 'deleted') notify('This run was deleted.');
       }
       if (latest) {
-        const finished = run?.status === 'running' && latest.status !== 'running';
+        const finished = isOpen(run?.status) && !isOpen(latest.status);
         renderHeader(latest);
         if (finished) { agents.load().catch(() => {}); failures.load().catch(() => {}); }
       }
@@ -497,9 +505,11 @@ function runPage(ctx, runId) {
       events.append(evs);
     },
   });
-  // Agents and failures have no push messages: poll them while the run is going.
+  // Agents, failures and silence (a run turning stalled, an agent gone) have no push
+  // messages: poll them while the run is going.
   ctx.every(4000, () => {
-    if (run?.status !== 'running') return;
+    if (!isOpen(run?.status)) return;
+    api(path).then((r) => { if (ctx.alive) renderHeader(r); }).catch(() => {});
     agents.load().catch(() => {});
     failures.load().catch(() => {});
   });
@@ -512,6 +522,7 @@ function runPage(ctx, runId) {
         h('a', { class: 'button', href: `#/launch?relaunch=${enc(runId)}` }, 'Relaunch'),
         downloadLink(ctx, `${path}/outputs?format=jsonl`, `${runId}-outputs.jsonl`, 'Outputs JSONL'),
         downloadLink(ctx, `${path}/outputs?format=csv`, `${runId}-outputs.csv`, 'Outputs CSV'))),
+    stalledNote,
     h('div', { class: 'progress-row' }, progress, progressText),
     summary,
     jobs.el,
@@ -666,9 +677,10 @@ function agentsSection(ctx, runId) {
     h('td', null, badge(a.status)),
     h('td', { class: 'num' }, fmtNum(a.succeeded)),
     h('td', { class: 'num' }, fmtNum(a.failed)),
-    h('td', { class: 'num' }, fmtNum(a.retries)),
+    h('td', { class: 'num' }, fmtNum(a.retrying)),
     h('td', null, a.running_job == null ? '—' : h('a', { href: jobHref(runId, a.running_job) }, `job ${a.running_job}`)),
     h('td', null, timeEl(a.started_ms)),
+    h('td', null, timeEl(a.seen_ms)),
     h('td', { class: 'clip error-text', title: a.error ?? '' }, a.error ?? ''));
   return {
     async load() {
@@ -677,7 +689,7 @@ function agentsSection(ctx, runId) {
     },
     el: h('section', { class: 'panel', 'aria-labelledby': 'agents-title' },
       h('h2', { id: 'agents-title' }, 'Agents'),
-      table('Agents of this run', ['Agent', 'Status', 'Succeeded', 'Failed', 'Retries', 'Running', 'Started', 'Error'], tbody, 'agents-table')),
+      table('Agents of this run', ['Agent', 'Status', 'Succeeded', 'Failed', 'Retrying', 'Running', 'Started', 'Last heard', 'Error'], tbody, 'agents-table')),
   };
 }
 

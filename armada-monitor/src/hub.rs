@@ -10,14 +10,14 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use armada_core::backend::EventWriter;
-use armada_core::wire::{EventBatch, now_ms};
+use armada_core::wire::{EventBatch, EventKind, now_ms};
 use futures::future::BoxFuture;
 use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::Control;
-use crate::model::{Event, Finish, Job, NewRun, Run};
+use crate::model::{Event, Finish, Job, NewRun, Run, RunState};
 use crate::store::Store;
 use crate::{Error, Result};
 
@@ -181,6 +181,22 @@ impl Monitor {
         };
         self.publish(run_id, false, &message);
         self.changed(run_id);
+        if batch
+            .events
+            .iter()
+            .any(|event| event.kind == EventKind::RunCompleted)
+        {
+            // The run ended without its launcher being needed: its last agent says so.
+            let completed = Finish {
+                status: RunState::Completed,
+                jobs: Vec::new(),
+            };
+            // The batch is stored: failing it now would not mark the run again when it is
+            // resent. Whoever follows or attaches to the run marks it as well.
+            if let Err(error) = self.finish_run(run_id, &completed).await {
+                tracing::warn!(run = run_id, %error, "cannot mark the completed run finished");
+            }
+        }
         Ok(true)
     }
 

@@ -37,4 +37,4 @@ pub use error::{Error, Result};
 pub use hub::{Monitor, Notice, RUN_REFRESH};
 pub use link::MonitorLink;
 pub use remote::{RemoteControl, RemoteMonitor};
-pub use store::{Ingested, MAX_EVENTS_PER_BATCH, MAX_PAGE, Store, redact};
+pub use store::{DEFAULT_STALL_LIMIT, Ingested, MAX_EVENTS_PER_BATCH, MAX_PAGE, Store, redact};

@@ -19,6 +19,10 @@ pub enum RunState {
     Canceled,
     /// The run stopped with no agent left.
     Stopped,
+    /// Running in the store, but no agent and no process following it has been heard from
+    /// for longer than the store's stall limit: its processes died or lost the network. Shown,
+    /// never stored: the run is `running` again as soon as one of them reports.
+    Stalled,
 }
 
 /// Where a job stands in the monitor.
@@ -60,7 +64,17 @@ macro_rules! text_enum {
     };
 }
 
-text_enum!(RunState { Running => "running", Completed => "completed", Canceled => "canceled", Stopped => "stopped" });
+text_enum!(RunState {
+    Running => "running", Completed => "completed", Canceled => "canceled", Stopped => "stopped",
+    Stalled => "stalled",
+});
+
+impl RunState {
+    /// Whether the run has not ended: running, or stalled (which may still go on).
+    pub fn is_open(self) -> bool {
+        matches!(self, Self::Running | Self::Stalled)
+    }
+}
 text_enum!(JobState {
     Queued => "queued", Running => "running", Retrying => "retrying", Succeeded => "succeeded",
     Failed => "failed", Abandoned => "abandoned", Canceled => "canceled",
@@ -141,9 +155,32 @@ pub struct Run {
     pub relaunch_of: Option<String>,
     /// The run settings, secrets redacted.
     pub settings: Value,
+    /// When the monitor last heard from one of its agents or a process following it.
+    #[serde(default)]
+    pub seen_ms: Option<u64>,
+    /// Why it is `stalled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled_reason: Option<String>,
 }
 
 impl Run {
+    /// Shows a running run that nothing has been heard from for longer than `limit` as
+    /// stalled, saying since when.
+    pub(crate) fn derive_liveness(&mut self, now_ms: u64, limit: std::time::Duration) {
+        let last = self.seen_ms.unwrap_or(self.created_ms);
+        let silent = now_ms.saturating_sub(last);
+        if self.status == RunState::Running && u128::from(silent) > limit.as_millis() {
+            self.status = RunState::Stalled;
+            self.stalled_reason = Some(format!(
+                "no agent and no process following the run has been heard from for {} s \
+                 (the limit is {} s): they stopped or lost the network; the run goes on if one \
+                 reports again, or cancel it",
+                silent / 1000,
+                limit.as_secs()
+            ));
+        }
+    }
+
     /// Fills in the figures derived from the counts and times.
     pub(crate) fn derive_pace(&mut self, now_ms: u64) {
         let end = self.finished_ms.unwrap_or(now_ms);
@@ -211,8 +248,12 @@ pub struct Event {
 pub struct Agent {
     /// Its index.
     pub index: u32,
-    /// `starting`, `running`, `start_failed` or `stopped`.
+    /// `starting` (its context is starting), `idle`, `busy` (with `running_job`), `gone`
+    /// (not heard from for longer than the store's stall limit), `start_failed` or `stopped`.
     pub status: String,
+    /// When the monitor last heard from it.
+    #[serde(default)]
+    pub seen_ms: Option<u64>,
     /// When its context started.
     pub started_ms: Option<u64>,
     /// When it stopped.

@@ -388,14 +388,27 @@ async fn rest_serves_runs_jobs_events_outputs_and_files() {
     assert_eq!(compared["a"]["success_rate"], 0.75);
     assert_eq!(compared["b"]["run"]["id"], other.id.as_str());
 
-    let response = service
-        .http
-        .delete(service.url(&format!("/runs/{}", run.id)))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 204);
+    let delete = || {
+        service
+            .http
+            .delete(service.url(&format!("/runs/{}", run.id)))
+            .bearer_auth(TOKEN)
+            .send()
+    };
+    // A run that has not ended is not deleted: it would go on out of sight.
+    let refused = delete().await.unwrap();
+    assert_eq!(refused.status(), 409);
+    let why: Value = serde_json::from_str(&refused.text().await.unwrap()).unwrap();
+    assert!(why.to_string().contains("still running"), "{why}");
+    assert_eq!(service.get(&format!("/runs/{}", run.id)).await.0, 200);
+    let (status, _) = service
+        .post(
+            &format!("/runs/{}/finish", run.id),
+            &json!({ "status": "canceled" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(delete().await.unwrap().status(), 204);
     assert_eq!(service.get(&format!("/runs/{}", run.id)).await.0, 404);
 
     // The dashboard itself is served from the binary.

@@ -443,7 +443,7 @@ async fn agents_are_summarized(store: Store) {
     store.ingest(&batch(&run, events)).await.unwrap();
     let agents = store.agents(&run.id).await.unwrap();
     assert_eq!(agents.len(), 2);
-    assert_eq!(agents[0].status, "running");
+    assert_eq!(agents[0].status, "busy", "running a job");
     assert_eq!((agents[0].succeeded, agents[0].failed), (1, 1));
     assert_eq!(agents[0].running_job, Some(2));
     assert_eq!(agents[1].status, "start_failed");
@@ -566,6 +566,7 @@ async fn runs_are_listed_newest_first_and_deleted_whole(store: Store) {
     let mut ids = Vec::new();
     for created in 0..5 {
         let mut run = new_run(&store, 0).await;
+        end(&store, &run.id).await;
         store.delete_run(&run.id).await.unwrap();
         run.id = RunId::new().to_string();
         store.register_run(&run, base + created).await.unwrap();
@@ -583,6 +584,7 @@ async fn runs_are_listed_newest_first_and_deleted_whole(store: Store) {
         ids[3..5]
     );
     for id in &ids {
+        end(&store, id).await;
         store.delete_run(id).await.unwrap();
     }
 
@@ -595,6 +597,7 @@ async fn runs_are_listed_newest_first_and_deleted_whole(store: Store) {
     ));
     let stored = batch(&run, events);
     store.ingest(&stored).await.unwrap();
+    end(&store, &run.id).await;
     store.delete_run(&run.id).await.unwrap();
     assert!(matches!(
         store.run(&run.id, 0).await,
@@ -611,6 +614,152 @@ async fn runs_are_listed_newest_first_and_deleted_whole(store: Store) {
     // Its batch ids went with it: registering the run again accepts the same batch.
     store.register_run(&run, 1).await.unwrap();
     assert!(store.ingest(&stored).await.unwrap().stored);
+}
+
+/// Ends a run as its orchestrator would.
+async fn end(store: &Store, run_id: &str) {
+    let finish = Finish {
+        status: RunState::Completed,
+        jobs: Vec::new(),
+    };
+    store.finish_run(run_id, &finish, 50_000).await.unwrap();
+}
+
+async fn one_run_id_is_one_run_and_a_running_run_is_not_deleted(store: Store) {
+    let run = new_run(&store, 3).await;
+    // The same registration again (a retried request) is accepted and changes nothing.
+    store.register_run(&run, 5_000).await.unwrap();
+    let mut other = run.clone();
+    other.jobs[0].id = JobId::new().to_string();
+    let refused = store.register_run(&other, 6_000).await;
+    assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
+    let refused = store.delete_run(&run.id).await;
+    assert!(
+        matches!(&refused, Err(Error::Conflict(message)) if message.contains("still running")),
+        "{refused:?}"
+    );
+    assert_eq!(store.run(&run.id, 7_000).await.unwrap().jobs, 3);
+    end(&store, &run.id).await;
+    // An ended run is not registered again, even by its own launch.
+    let refused = store.register_run(&run, 8_000).await;
+    assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
+    store.delete_run(&run.id).await.unwrap();
+}
+
+/// A statement first prepared with a NULL duration, then run with real ones, and the other
+/// way round: every event and every duration is stored (sqlx 0.9.0 typed such a parameter
+/// float4 on PostgreSQL, and the batches that reused it failed).
+async fn null_and_real_floats_share_prepared_statements(store: Store) {
+    let jobs = 20;
+    let run = new_run(&store, jobs).await;
+    for job in 0..jobs {
+        let started = batch(&run, vec![event(&run, EventKind::JobStarted, 0, job, 1)]);
+        assert!(store.ingest(&started).await.unwrap().stored);
+        let duration = 12.25 + job as f64;
+        let data = json!({ "duration_ms": duration, "output": null });
+        let ended = with(
+            event(&run, EventKind::JobSucceeded, 0, job, 1),
+            None,
+            Some(data),
+        );
+        assert!(
+            store
+                .ingest(&batch(&run, vec![ended]))
+                .await
+                .unwrap()
+                .stored
+        );
+    }
+    let shown = store.run(&run.id, 90_000).await.unwrap();
+    assert_eq!(shown.events, 2 * jobs);
+    assert_eq!(shown.counts.succeeded, jobs);
+    let listed = store
+        .jobs(&run.id, &JobFilter::default(), None, 100)
+        .await
+        .unwrap();
+    let durations: Vec<Option<f64>> = listed.items.iter().map(|job| job.duration_ms).collect();
+    let expected: Vec<Option<f64>> = (0..jobs).map(|job| Some(12.25 + job as f64)).collect();
+    assert_eq!(durations, expected);
+}
+
+/// An event of agent `agent` about no job.
+fn agent_event(kind: EventKind, agent: u32, data: Option<serde_json::Value>) -> Event {
+    Event {
+        kind,
+        at_ms: 3_000,
+        agent,
+        job: None,
+        message: None,
+        data,
+    }
+}
+
+async fn silence_shows_as_a_stalled_run_and_gone_agents(store: Store) {
+    let limit = std::time::Duration::from_millis(400);
+    let store = store.with_stall_limit(limit);
+    let run = new_run(&store, 2).await;
+    let first = batch(
+        &run,
+        vec![
+            agent_event(EventKind::AgentStarting, 0, None),
+            agent_event(EventKind::AgentStarted, 0, None),
+            event(&run, EventKind::JobStarted, 0, 0, 1),
+            agent_event(EventKind::Heartbeat, 1, None),
+        ],
+    );
+    assert!(store.ingest(&first).await.unwrap().stored);
+    let now = armada_core::wire::now_ms;
+    let shown = store.run(&run.id, now()).await.unwrap();
+    assert_eq!(shown.status, RunState::Running);
+    assert_eq!(shown.events, 3, "heartbeats are not stored");
+    let agents = store.agents(&run.id).await.unwrap();
+    let states: Vec<(&str, Option<u64>)> = agents
+        .iter()
+        .map(|agent| (agent.status.as_str(), agent.running_job))
+        .collect();
+    assert_eq!(states, [("busy", Some(0)), ("starting", None)]);
+
+    tokio::time::sleep(limit * 2).await;
+    let shown = store.run(&run.id, now()).await.unwrap();
+    assert_eq!(shown.status, RunState::Stalled);
+    assert!(
+        shown
+            .stalled_reason
+            .as_deref()
+            .unwrap()
+            .contains("heard from"),
+        "{shown:?}"
+    );
+    let agents = store.agents(&run.id).await.unwrap();
+    assert!(
+        agents.iter().all(|agent| agent.status == "gone"),
+        "{agents:?}"
+    );
+
+    // A process following the run is heard from: it is running again; its agents stay gone.
+    let follower = json!({ "follower": true });
+    let heartbeat = batch(
+        &run,
+        vec![agent_event(EventKind::Heartbeat, 0, Some(follower))],
+    );
+    assert!(store.ingest(&heartbeat).await.unwrap().stored);
+    assert_eq!(
+        store.run(&run.id, now()).await.unwrap().status,
+        RunState::Running
+    );
+    let agents = store.agents(&run.id).await.unwrap();
+    assert!(
+        agents.iter().all(|agent| agent.status == "gone"),
+        "{agents:?}"
+    );
+
+    // An ended run is never stalled.
+    end(&store, &run.id).await;
+    tokio::time::sleep(limit * 2).await;
+    assert_eq!(
+        store.run(&run.id, now()).await.unwrap().status,
+        RunState::Completed
+    );
 }
 
 async fn sqlite() -> Store {
@@ -686,6 +835,9 @@ conformance!(
     finishing_ends_every_job,
     stats_compare_runs,
     runs_are_listed_newest_first_and_deleted_whole,
+    one_run_id_is_one_run_and_a_running_run_is_not_deleted,
+    null_and_real_floats_share_prepared_statements,
+    silence_shows_as_a_stalled_run_and_gone_agents,
 );
 
 /// A SQL Server URL in a build without the `mssql` feature names the feature to enable.

@@ -29,7 +29,7 @@ use crate::progress::Progress;
 use crate::results::ResultsFile;
 use crate::{
     Backends, Error, FollowEvent, Launcher, Orchestrator, ProcessLauncher, Result, RunControl,
-    Summary,
+    RunHandle, RunReport, Summary,
 };
 
 #[derive(Debug, Parser)]
@@ -55,6 +55,12 @@ enum Command {
     Plan(ProjectArgs),
     /// Cancel a run held in shared backends: flag it and purge its queue.
     Cancel(CancelArgs),
+    /// Follow a run held in shared backends, whether its launcher is alive or not: progress,
+    /// summary, and its results file, one line per job. Ends the run if no one else does.
+    Attach(AttachArgs),
+    /// Write the results of a run held in shared backends that has ended, one JSON line per
+    /// job.
+    Results(ResultsArgs),
     /// Serve this project's orchestrator over HTTP (POST /runs, /bot/start) with the
     /// dashboard and monitor API; the dashboard's Launch, Cancel and Retry drive it.
     #[command(visible_alias = "monitor")]
@@ -113,11 +119,24 @@ struct BackendArgs {
         default_value = "memory://"
     )]
     config_store: String,
+    /// How long each process keeps trying while Redis or RabbitMQ is unreachable (a restart,
+    /// a failover, a cut network) before the run stops with an error.
+    #[arg(
+        long,
+        env = "ARMADA_OUTAGE_SECS",
+        value_name = "SECS",
+        default_value_t = 60.0
+    )]
+    outage_secs: f64,
 }
 
 impl BackendArgs {
     async fn connect(&self) -> Result<Backends> {
-        Backends::connect(&self.config_store, &self.queue, "memory://").await
+        let mut backends = Backends::connect(&self.config_store, &self.queue, "memory://").await?;
+        let limit =
+            Duration::try_from_secs_f64(self.outage_secs).unwrap_or(Duration::from_secs(60));
+        backends.store = backends.store.with_outage_limit(limit);
+        Ok(backends)
     }
 
     /// Agents as processes of this binary, given these backends and the monitor to report to.
@@ -135,6 +154,8 @@ impl BackendArgs {
             store_url: self.config_store.clone(),
             monitor_url,
             monitor_token,
+            restarts: ProcessLauncher::DEFAULT_RESTARTS,
+            detached_logs: None,
         })
     }
 
@@ -202,6 +223,10 @@ struct MonitorArgs {
     /// The bearer token the API and dashboard require.
     #[arg(long, env = "ARMADA_MONITOR_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Seconds a running run's agents and followers may be silent before it shows as
+    /// stalled (and an agent as gone).
+    #[arg(long, value_name = "SECS", default_value_t = armada_monitor::DEFAULT_STALL_LIMIT.as_secs_f64())]
+    stall_secs: f64,
     #[command(flatten)]
     backends: BackendArgs,
     /// Run agents of launched runs as tasks in this process or as separate processes.
@@ -245,6 +270,38 @@ struct LaunchArgs {
     /// With --target kubernetes: print the Job that would be created, and publish nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Publish the run, start its agents apart from this process, print the run id and
+    /// return. The run ends by itself; `attach RUN_ID` follows it and writes its results.
+    #[arg(long)]
+    detach: bool,
+}
+
+#[derive(Debug, Args)]
+struct AttachArgs {
+    /// The run to follow.
+    run_id: String,
+    /// The project folder, where the results file and the monitor store are by default.
+    #[arg(long, value_name = "DIR")]
+    project: Option<PathBuf>,
+    /// Where to write one JSON line per job (default: .armada/runs/<run_id>/results.jsonl in
+    /// the project). Lines already there are kept and their jobs not written again.
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    backends: BackendArgs,
+    #[command(flatten)]
+    monitor: MonitorLinkArgs,
+}
+
+#[derive(Debug, Args)]
+struct ResultsArgs {
+    /// The run whose results to write.
+    run_id: String,
+    /// Where to write them (default: standard output).
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    backends: BackendArgs,
 }
 
 /// Where a run's agents run.
@@ -278,6 +335,10 @@ enum AgentsAs {
     Tasks,
     /// Local processes, `orchestrate agent …` (the default with Redis and RabbitMQ).
     Processes,
+    /// Started by you, on any host that reaches the backends: `orchestrate agent --run-id
+    /// RUN --index I` for each index, with ARMADA_AMQP_URL, ARMADA_REDIS_URL and
+    /// ARMADA_MONITOR_URL set.
+    External,
 }
 
 #[derive(Debug, Args)]
@@ -358,6 +419,8 @@ async fn run_command<S: Script>(
         Command::Agent(args) => agent(args, runner).await,
         Command::Serve(args) => serve::<S>(args, runner, default_project).await,
         Command::Cancel(args) => cancel(args).await,
+        Command::Attach(args) => attach(args, default_project).await,
+        Command::Results(args) => results(args).await,
         #[cfg(feature = "kubernetes")]
         Command::Status(args) => crate::kubernetes::cli::status(&args).await,
         #[cfg(feature = "kubernetes")]
@@ -365,16 +428,16 @@ async fn run_command<S: Script>(
     }
 }
 
-fn project_dir(args: &ProjectArgs, default_project: &Path) -> PathBuf {
-    match &args.project {
-        Some(project) => project.clone(),
+fn project_dir(project: Option<&Path>, default_project: &Path) -> PathBuf {
+    match project {
+        Some(project) => project.to_path_buf(),
         None if Path::new("config/config_template.json").is_file() => PathBuf::from("."),
         None => default_project.to_path_buf(),
     }
 }
 
 fn load_plan<S: Script>(args: &ProjectArgs, default_project: &Path) -> Result<(PathBuf, Plan)> {
-    let project = project_dir(args, default_project);
+    let project = project_dir(args.project.as_deref(), default_project);
     let files = ProjectFiles::read(&project, args.tune.as_ref().unwrap_or(&Tune::Local))?;
     let overrides = RunOverrides {
         agents: args.agents,
@@ -419,7 +482,7 @@ async fn launch<S: Script>(
         )),
     };
     let dashboard = match &backends.monitor {
-        MonitorLink::Local(monitor) if !args.no_dashboard => {
+        MonitorLink::Local(monitor) if !args.no_dashboard && !args.detach => {
             Some(Served::start(monitor.clone(), args.dashboard, args.monitor.token.clone()).await?)
         }
         _ => None,
@@ -435,7 +498,10 @@ async fn launch<S: Script>(
         .output
         .clone()
         .unwrap_or_else(|| crate::control::run_dir(&project, &run_id).join("results.jsonl"));
-    let mut results = ResultsFile::create(&output)?;
+    // A detached run's results file is written by whoever attaches to it.
+    let results = (!args.detach)
+        .then(|| ResultsFile::create(&output))
+        .transpose()?;
     let grace = Duration::try_from_secs_f64(args.grace_secs).unwrap_or(Duration::from_secs(10));
     let shared = !backends.queue.is_in_process() && !backends.store.is_in_process();
     let agents_as = args.agents_as.unwrap_or(if shared {
@@ -451,12 +517,21 @@ async fn launch<S: Script>(
         }
         #[cfg(not(feature = "kubernetes"))]
         _ if kubernetes => return Err(Error::KubernetesNotCompiled),
+        AgentsAs::Tasks if args.detach => return Err(Error::DetachNeedsSharedBackends),
         AgentsAs::Tasks => Launcher::InProcess(runner),
         AgentsAs::Processes if !shared => return Err(Error::ProcessesNeedSharedBackends),
-        AgentsAs::Processes => Launcher::Processes(
-            args.backends
-                .process_launcher(agents_monitor, args.monitor.token.clone())?,
-        ),
+        AgentsAs::External if !shared => return Err(Error::ProcessesNeedSharedBackends),
+        AgentsAs::External => Launcher::External,
+        AgentsAs::Processes => {
+            let mut launcher = args
+                .backends
+                .process_launcher(agents_monitor, args.monitor.token.clone())?;
+            if args.detach {
+                launcher.detached_logs =
+                    Some(crate::control::run_dir(&project, &run_id).join("agents"));
+            }
+            Launcher::Processes(launcher)
+        }
     };
     let run_dir = crate::control::run_dir(&project, &run_id);
     #[cfg(feature = "kubernetes")]
@@ -475,6 +550,7 @@ async fn launch<S: Script>(
             tune_name.or(Some("local".into())),
         );
     let handle = orchestrator.launch_as(&plan, run_id).await?;
+    let run_id_text = handle.run_id().to_string();
     println!(
         "run {}: {} agents, {} jobs",
         handle.run_id(),
@@ -492,43 +568,31 @@ async fn launch<S: Script>(
         }
         _ => {}
     }
+    if args.agents_as == Some(AgentsAs::External) {
+        println!(
+            "agents: start `orchestrate agent --run-id {run_id_text} --index I` for I from 0 to {}, \
+             on hosts that reach the backends (ARMADA_AMQP_URL, ARMADA_REDIS_URL, \
+             ARMADA_MONITOR_URL)",
+            plan.agents().saturating_sub(1)
+        );
+    }
+    let Some(mut results) = results else {
+        handle.detach().await;
+        println!(
+            "detached: the run ends by itself; `attach {}` follows it and writes its results",
+            run_id_text
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
     let control = handle.control();
     run_control.attach(handle.run_id().as_str(), control.clone());
     let signals = CancellationToken::new();
     let signal_task = tokio::spawn(cancel_on_ctrl_c(control.clone(), signals.clone()));
 
-    let mut progress = Progress::new(plan.jobs());
-    let mut summary = Summary::default();
-    let mut retries = 0;
-    let mut write_error = None;
-    let report = handle
-        .follow(|event| match event {
-            FollowEvent::Result(result) => {
-                summary.add(result);
-                if let Err(error) = results.write(result)
-                    && write_error.is_none()
-                {
-                    write_error = Some(error);
-                    control.cancel();
-                }
-                progress.update(&summary, retries, false);
-            }
-            FollowEvent::Progress(counters) => {
-                retries = counters.retries;
-                progress.update(&summary, retries, false);
-                // Keep the file current for anyone following it.
-                if let Err(error) = results.flush()
-                    && write_error.is_none()
-                {
-                    write_error = Some(error);
-                    control.cancel();
-                }
-            }
-        })
-        .await;
+    let (report, summary, write_error) =
+        follow_on_terminal(handle, &mut results, plan.jobs(), Some(control)).await;
     signals.cancel();
     let _ = signal_task.await;
-    progress.finish();
     queue.close().await;
     if let MonitorLink::Local(monitor) = &monitor_link {
         monitor.close();
@@ -546,12 +610,65 @@ async fn launch<S: Script>(
         return Err(error);
     }
     print!("{}", summary.render(&report, Some(&output)));
-    Ok(match report.status {
+    Ok(exit_code(&report, &summary))
+}
+
+/// Follows a run to its end with a progress bar, writing each result to the file once.
+/// A file that cannot be written cancels the run through `cancel_on_error` (a launch), or
+/// stops following it (an attach), and is returned as the third value.
+async fn follow_on_terminal(
+    handle: RunHandle,
+    results: &mut ResultsFile,
+    jobs: u64,
+    cancel_on_error: Option<RunControl>,
+) -> (Result<RunReport>, Summary, Option<Error>) {
+    let mut progress = Progress::new(jobs);
+    let mut summary = Summary::default();
+    let mut retries = 0;
+    let mut write_error = None;
+    let stop = CancellationToken::new();
+    let failed = |error: Error, write_error: &mut Option<Error>| {
+        if write_error.is_none() {
+            *write_error = Some(error);
+            match &cancel_on_error {
+                Some(control) => control.cancel(),
+                None => stop.cancel(),
+            }
+        }
+    };
+    let follow = handle.follow(|event| match event {
+        FollowEvent::Result(result) => {
+            summary.add(result);
+            if let Err(error) = results.write(result) {
+                failed(error, &mut write_error);
+            }
+            progress.update(&summary, retries, false);
+        }
+        FollowEvent::Progress(counters) => {
+            retries = counters.retries;
+            progress.update(&summary, retries, false);
+            // Keep the file current for anyone following it.
+            if let Err(error) = results.flush() {
+                failed(error, &mut write_error);
+            }
+        }
+    });
+    let report = tokio::select! {
+        report = follow => report,
+        () = stop.cancelled() => Err(Error::RunTaskStopped),
+    };
+    progress.finish();
+    (report, summary, write_error)
+}
+
+/// `launch`'s and `attach`'s exit code for a run that ended.
+fn exit_code(report: &RunReport, summary: &Summary) -> ExitCode {
+    match report.status {
         RunStatus::Canceled => ExitCode::from(130),
         RunStatus::Failed => ExitCode::from(3),
         _ if summary.total() != summary.succeeded() => ExitCode::from(2),
         _ => ExitCode::SUCCESS,
-    })
+    }
 }
 
 fn tune_name(tune: &Tune) -> String {
@@ -569,7 +686,7 @@ async fn serve<S: Script>(
     runner: Arc<dyn AgentRunner>,
     default_project: &Path,
 ) -> Result<ExitCode> {
-    let project = project_dir(&args.project, default_project);
+    let project = project_dir(args.project.project.as_deref(), default_project);
     let store_url = args.store.clone().unwrap_or_else(|| {
         format!(
             "sqlite:{}",
@@ -577,7 +694,9 @@ async fn serve<S: Script>(
         )
     });
     armada_monitor::server::require_token(args.listen, args.token.as_deref())?;
-    let store = Store::open(&store_url).await?;
+    let stall_limit =
+        Duration::try_from_secs_f64(args.stall_secs).unwrap_or(armada_monitor::DEFAULT_STALL_LIMIT);
+    let store = Store::open(&store_url).await?.with_stall_limit(stall_limit);
     let control = crate::ProjectControl::new(&project, Plan::for_script::<S>);
     let monitor = Monitor::new(store, Some(control.clone()));
     let app = armada_monitor::server::app_with(
@@ -595,7 +714,10 @@ async fn serve<S: Script>(
         AgentsAs::Tasks
     }) {
         AgentsAs::Tasks => Launcher::InProcess(runner),
-        AgentsAs::Processes if !shared => return Err(Error::ProcessesNeedSharedBackends),
+        AgentsAs::Processes | AgentsAs::External if !shared => {
+            return Err(Error::ProcessesNeedSharedBackends);
+        }
+        AgentsAs::External => Launcher::External,
         AgentsAs::Processes => Launcher::Processes(
             args.backends
                 .process_launcher(Some(served.url()), args.token.clone())?,
@@ -687,6 +809,14 @@ async fn agent(args: AgentArgs, runner: Arc<dyn AgentRunner>) -> Result<ExitCode
 async fn cancel(args: CancelArgs) -> Result<ExitCode> {
     let run_id = RunId::parse(&args.run_id)?;
     let backends = args.backends.connect_shared().await?;
+    let status = backends.store.progress(&run_id).await?.status;
+    if status != RunStatus::Running {
+        backends.queue.close().await;
+        return Err(Error::RunEnded {
+            run: run_id,
+            status: status.as_str(),
+        });
+    }
     backends
         .store
         .set_status(&run_id, RunStatus::Canceled)
@@ -700,5 +830,86 @@ async fn cancel(args: CancelArgs) -> Result<ExitCode> {
         #[cfg(not(feature = "kubernetes"))]
         return Err(Error::KubernetesNotCompiled);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `attach`: follows a run from the store to its end, as `launch` would have, and ends it if
+/// no one else does. Ctrl-C stops following; the run goes on.
+async fn attach(args: AttachArgs, default_project: &Path) -> Result<ExitCode> {
+    let run_id = RunId::parse(&args.run_id)?;
+    let project = project_dir(args.project.as_deref(), default_project);
+    let mut backends = args.backends.connect_shared().await?;
+    backends.monitor =
+        MonitorLink::connect(&args.monitor.url_for(&project), args.monitor.token.clone()).await?;
+    let output = args
+        .output
+        .unwrap_or_else(|| crate::control::run_dir(&project, &run_id).join("results.jsonl"));
+    let mut results = ResultsFile::resume(&output)?;
+    let queue = backends.queue.clone();
+    let monitor_link = backends.monitor.clone();
+    let handle = RunHandle::attach(backends, run_id).await?;
+    let jobs = handle.jobs();
+    println!("run {}: attached, {jobs} jobs", handle.run_id());
+    let followed = tokio::select! {
+        followed = follow_on_terminal(handle, &mut results, jobs, None) => Some(followed),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    queue.close().await;
+    if let MonitorLink::Local(monitor) = &monitor_link {
+        monitor.close();
+    }
+    results.finish()?;
+    let Some((report, summary, write_error)) = followed else {
+        eprintln!("\nstopped following: the run goes on");
+        return Ok(ExitCode::from(130));
+    };
+    if let Some(error) = write_error {
+        return Err(error);
+    }
+    let report = report?;
+    print!("{}", summary.render(&report, Some(&output)));
+    Ok(exit_code(&report, &summary))
+}
+
+/// `results`: a run's results as JSON lines, once it ended.
+async fn results(args: ResultsArgs) -> Result<ExitCode> {
+    let run_id = RunId::parse(&args.run_id)?;
+    let backends = args.backends.connect_shared().await?;
+    backends.queue.close().await;
+    let store = &backends.store;
+    if store.finished(&run_id).await?.is_none() {
+        let progress = store.progress(&run_id).await?;
+        return Err(Error::RunNotEnded {
+            run: run_id,
+            terminal: progress.terminal,
+            jobs: progress.jobs,
+        });
+    }
+    let all = store.results_after(&run_id, 0, Duration::ZERO).await?;
+    let (path, mut out): (String, Box<dyn Write>) = match &args.output {
+        Some(path) => {
+            let file = std::fs::File::create(path).map_err(|source| Error::Results {
+                path: path.display().to_string(),
+                source,
+            })?;
+            (path.display().to_string(), Box::new(BufWriter::new(file)))
+        }
+        None => (
+            "standard output".to_owned(),
+            Box::new(BufWriter::new(std::io::stdout().lock())),
+        ),
+    };
+    let mut seen = std::collections::HashSet::new();
+    for result in all.iter().filter(|result| seen.insert(result.index)) {
+        serde_json::to_writer(&mut out, result)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+            .map_err(|source| Error::Results {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    out.flush()
+        .map_err(|source| Error::Results { path, source })?;
     Ok(ExitCode::SUCCESS)
 }

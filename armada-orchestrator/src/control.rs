@@ -224,8 +224,14 @@ impl ProjectControl {
             None => RunId::new(),
         };
         let run_dir = run_dir(&self.project_dir, &run_id);
-        let mut results =
-            ResultsFile::create(&run_dir.join("results.jsonl")).map_err(orchestration)?;
+        let results_path = run_dir.join("results.jsonl");
+        if results_path.exists() {
+            // Another run had this id: its results are not overwritten.
+            return Err(armada_monitor::Error::Conflict(format!(
+                "run {run_id} exists already: a new run needs a new id"
+            )));
+        }
+        let mut results = ResultsFile::create(&results_path).map_err(orchestration)?;
         let handle = orchestrator
             .with_evidence_dir(run_dir.join("evidence"))
             .launch_as(plan, run_id.clone())
@@ -302,6 +308,9 @@ pub(crate) fn run_dir(project: &Path, run_id: &RunId) -> PathBuf {
 fn problems(error: armada_core::Error) -> armada_monitor::Error {
     match error {
         armada_core::Error::Invalid(diagnostics) => armada_monitor::Error::Project(diagnostics),
+        error @ armada_core::Error::RunExists(_) => {
+            armada_monitor::Error::Conflict(error.to_string())
+        }
         other => armada_monitor::Error::Orchestrator(other.to_string()),
     }
 }
@@ -309,6 +318,8 @@ fn problems(error: armada_core::Error) -> armada_monitor::Error {
 fn orchestration(error: crate::Error) -> armada_monitor::Error {
     match error {
         crate::Error::Core(error) => problems(error),
+        // The monitor's own refusals (a run id that exists) keep their meaning.
+        crate::Error::Monitor(error) => error,
         other => armada_monitor::Error::Orchestrator(other.to_string()),
     }
 }

@@ -39,10 +39,37 @@ pub enum Error {
     },
     /// Agents as processes need backends other processes can reach.
     #[error(
-        "agents run as processes need a shared queue and config store: pass --queue amqp://… \
-         and --config-store redis://…, or run agents as tasks (--agents-as tasks)"
+        "agents run as processes (or started elsewhere) need a shared queue and config store: \
+         pass --queue amqp://… and --config-store redis://…, or run agents as tasks \
+         (--agents-as tasks)"
     )]
     ProcessesNeedSharedBackends,
+    /// A detached launch whose agents would live in the launching process.
+    #[error(
+        "a detached run needs agents that outlive the launching process: shared backends \
+         (Redis and RabbitMQ) with agents as processes, or on Kubernetes"
+    )]
+    DetachNeedsSharedBackends,
+    /// A run that ended cannot be canceled.
+    #[error("run {run} already ended: {status}")]
+    RunEnded {
+        /// The run.
+        run: armada_core::RunId,
+        /// How it ended.
+        status: &'static str,
+    },
+    /// A run's results were asked for before it ended.
+    #[error(
+        "run {run} has not ended yet ({terminal} of {jobs} jobs done): its results are not final"
+    )]
+    RunNotEnded {
+        /// The run.
+        run: armada_core::RunId,
+        /// Jobs done.
+        terminal: u64,
+        /// Jobs planned.
+        jobs: u64,
+    },
     /// The task following a run was stopped before the run ended: its runtime shut down.
     #[error("the task following the run was stopped before the run ended")]
     RunTaskStopped,

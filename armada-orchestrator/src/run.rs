@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use armada_core::backend::{DeadLetter, RunProgress, RunRecord, RunStatus};
 use armada_core::wire::{
-    AgentConfigRecord, JobLimits, JobMessage, JobResult, JobStatus, WIRE_VERSION, now_ms,
+    AgentConfigRecord, HEARTBEAT_INTERVAL, JobLimits, JobMessage, JobResult, JobStatus,
+    WIRE_VERSION, now_ms,
 };
 use armada_core::{
     AgentExit, AgentIndex, AgentRunner, AgentSpec, ConfigStore, JobId, JobQueue, Plan, RunId,
@@ -60,6 +61,11 @@ pub enum Launcher {
     InProcess(Arc<dyn AgentRunner>),
     /// As local OS processes (the default with shared backends).
     Processes(ProcessLauncher),
+    /// Started by someone else, on any host that reaches the backends: one
+    /// `orchestrate agent --run-id RUN --index I` per index, with the backends' URLs in the
+    /// environment. The run waits for them, and shows `stalled` in the monitor while none is
+    /// heard from.
+    External,
     /// As the pods of one Kubernetes Indexed Job per run (feature `kubernetes`).
     #[cfg(feature = "kubernetes")]
     Kubernetes(crate::kubernetes::KubernetesLauncher),
@@ -69,6 +75,7 @@ impl fmt::Debug for Launcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::InProcess(_) => f.write_str("Launcher::InProcess"),
+            Self::External => f.write_str("Launcher::External"),
             Self::Processes(launcher) => f
                 .debug_tuple("Launcher::Processes")
                 .field(&launcher.program)
@@ -83,8 +90,12 @@ impl fmt::Debug for Launcher {
 }
 
 /// Starts each agent as `PROGRAM agent --run-id R --index I`, with the backend URLs in its
-/// environment (`ARMADA_AMQP_URL`, `ARMADA_REDIS_URL`, `ARMADA_MONITOR_URL`) rather than on its command line, where
-/// every user of the machine could read their passwords.
+/// environment (`ARMADA_AMQP_URL`, `ARMADA_REDIS_URL`, `ARMADA_MONITOR_URL`) rather than on its
+/// command line, where every user of the machine could read their passwords.
+///
+/// An agent process that dies (a job that aborts it, the OOM killer) is started again, up to
+/// `restarts` times; its job goes back to the queue and the lost attempt counts, so a job that
+/// kills every agent it meets fails after its attempts instead of emptying the run.
 #[derive(Clone)]
 pub struct ProcessLauncher {
     /// The project binary (usually `std::env::current_exe()`).
@@ -97,16 +108,24 @@ pub struct ProcessLauncher {
     pub monitor_url: Option<String>,
     /// The monitor's bearer token (`ARMADA_MONITOR_TOKEN`).
     pub monitor_token: Option<String>,
+    /// How many times each agent process that dies is started again.
+    pub restarts: u32,
+    /// When set, agents are detached from the launching process: each leads its own process
+    /// group (the terminal's Ctrl-C and hang-up do not reach it), is not killed when its
+    /// launcher goes, and writes its output to `agent-<index>.log` in this folder.
+    pub detached_logs: Option<PathBuf>,
 }
 
 impl ProcessLauncher {
-    fn spawn(
+    /// How many times an agent process is started again by default.
+    pub const DEFAULT_RESTARTS: u32 = 3;
+
+    fn command(
         &self,
         run_id: &RunId,
         index: AgentIndex,
         evidence_dir: Option<&std::path::Path>,
-    ) -> std::io::Result<impl Future<Output = armada_core::Result<AgentExit>> + Send + 'static>
-    {
+    ) -> std::io::Result<tokio::process::Command> {
         let mut command = tokio::process::Command::new(&self.program);
         if let Some(folder) = evidence_dir {
             command.env("ARMADA_EVIDENCE_DIR", folder);
@@ -117,7 +136,7 @@ impl ProcessLauncher {
         if let Some(token) = &self.monitor_token {
             command.env("ARMADA_MONITOR_TOKEN", token);
         }
-        let mut child = command
+        command
             .arg("agent")
             .arg("--run-id")
             .arg(run_id.as_str())
@@ -125,17 +144,64 @@ impl ProcessLauncher {
             .arg(index.to_string())
             .env("ARMADA_AMQP_URL", &self.queue_url)
             .env("ARMADA_REDIS_URL", &self.store_url)
-            .stdin(std::process::Stdio::null())
+            .stdin(std::process::Stdio::null());
+        match &self.detached_logs {
+            Some(folder) => {
+                std::fs::create_dir_all(folder)?;
+                let log = std::fs::File::create(folder.join(format!("agent-{index}.log")))?;
+                command
+                    .stdout(log.try_clone()?)
+                    .stderr(log)
+                    .process_group(0)
+                    .kill_on_drop(false);
+            }
             // The task owns the child: aborting the task kills the agent.
-            .kill_on_drop(true)
-            .spawn()?;
+            None => {
+                command.kill_on_drop(true);
+            }
+        }
+        Ok(command)
+    }
+
+    fn spawn(
+        &self,
+        run_id: &RunId,
+        index: AgentIndex,
+        evidence_dir: Option<&std::path::Path>,
+    ) -> std::io::Result<impl Future<Output = armada_core::Result<AgentExit>> + Send + 'static>
+    {
+        let mut command = self.command(run_id, index, evidence_dir)?;
+        let mut child = command.spawn()?;
+        let restarts = self.restarts;
+        let run = run_id.clone();
         Ok(async move {
-            let error = match child.wait().await {
-                Ok(status) if status.success() => return Ok(AgentExit::Finished { attempts: 0 }),
-                Ok(status) => format!("agent {index} exited abnormally ({status})"),
-                Err(error) => format!("agent {index} could not be waited for: {error}"),
-            };
-            Ok(AgentExit::Died { error })
+            let mut restarted = 0;
+            loop {
+                let error = match child.wait().await {
+                    Ok(status) if status.success() => {
+                        return Ok(AgentExit::Finished { attempts: 0 });
+                    }
+                    Ok(status) => format!("agent {index} exited abnormally ({status})"),
+                    Err(error) => format!("agent {index} could not be waited for: {error}"),
+                };
+                if restarted == restarts {
+                    let error = match restarts {
+                        0 => error,
+                        _ => format!("{error}, after {restarts} restarts"),
+                    };
+                    return Ok(AgentExit::Died { error });
+                }
+                restarted += 1;
+                tracing::warn!(run = %run, agent = index, "{error}: starting it again ({restarted} of {restarts})");
+                child = match command.spawn() {
+                    Ok(child) => child,
+                    Err(spawn) => {
+                        return Ok(AgentExit::Died {
+                            error: format!("{error}; starting it again failed: {spawn}"),
+                        });
+                    }
+                };
+            }
         })
     }
 }
@@ -216,7 +282,9 @@ impl Orchestrator {
             created_ms: now_ms(),
         };
         backends.store.create_run(record).await?;
-        let job_ids: Vec<JobId> = (0..plan.jobs()).map(|_| JobId::new()).collect();
+        let job_ids: Vec<JobId> = (0..plan.jobs())
+            .map(|index| JobId::of(&run_id, index))
+            .collect();
         let published = match self.register(plan, &run_id, &job_ids).await {
             Ok(()) => self.publish(plan, &run_id, &job_ids).await,
             Err(error) => Err(error),
@@ -288,6 +356,7 @@ impl Orchestrator {
                     Some(pod) => agents.spawn(pod),
                     None => break,
                 },
+                Launcher::External => break,
             };
             agent_tasks.insert(task.id(), index);
         }
@@ -298,6 +367,7 @@ impl Orchestrator {
             job_ids,
             agents,
             agent_tasks,
+            owns_agents: !matches!(self.launcher, Launcher::External),
             monitor,
             control,
             started: Instant::now(),
@@ -421,6 +491,9 @@ pub struct RunHandle {
     job_ids: Vec<JobId>,
     agents: JoinSet<armada_core::Result<AgentExit>>,
     agent_tasks: HashMap<tokio::task::Id, AgentIndex>,
+    /// Whether this handle started the run's agents and sees them end (not when it attached
+    /// to the run, or its agents are started by someone else).
+    owns_agents: bool,
     monitor: MonitorClient,
     control: RunControl,
     started: Instant,
@@ -434,6 +507,33 @@ enum End {
 }
 
 impl RunHandle {
+    /// Follows a run held in these backends that another process launched (or is gone): its
+    /// results are read from the store from the first one, and whoever sees its end first ends
+    /// it (see [`RunHandle::follow`]). Its agents are not this handle's: canceling it cancels
+    /// the run in the store, where they see it.
+    pub async fn attach(backends: Backends, run_id: RunId) -> Result<Self> {
+        let record = backends.store.run_record(&run_id).await?;
+        let monitor = MonitorClient::start(
+            run_id.clone(),
+            backends.monitor.sink(),
+            ClientOptions::default(),
+        );
+        Ok(Self {
+            job_ids: (0..record.jobs)
+                .map(|index| JobId::of(&run_id, index))
+                .collect(),
+            run_id,
+            backends,
+            agents: JoinSet::new(),
+            agent_tasks: HashMap::new(),
+            owns_agents: false,
+            monitor,
+            control: RunControl::default(),
+            started: Instant::now(),
+            grace: Duration::ZERO,
+        })
+    }
+
     /// The run's id.
     pub fn run_id(&self) -> &RunId {
         &self.run_id
@@ -449,6 +549,15 @@ impl RunHandle {
         self.control.clone()
     }
 
+    /// Lets the run go on without this process: stops watching its agents and returns. Only
+    /// agents that do not depend on this process keep running (detached processes, pods); the
+    /// agent that records the last result ends the run, and [`RunHandle::attach`] follows it.
+    pub async fn detach(self) {
+        self.monitor.close().await;
+        // Dropping the set stops the tasks waiting on the agents, not detached agents.
+        drop(self.agents);
+    }
+
     /// Follows the run to its end, reporting every job's result exactly once, then stops the
     /// agents and removes the run's queue and keys.
     pub async fn follow(self, mut on_event: impl FnMut(FollowEvent<'_>)) -> Result<RunReport> {
@@ -458,6 +567,7 @@ impl RunHandle {
             job_ids,
             mut agents,
             agent_tasks,
+            owns_agents,
             monitor,
             control,
             started,
@@ -473,6 +583,8 @@ impl RunHandle {
         let mut agent_problems = Vec::new();
         let mut grace_deadline: Option<tokio::time::Instant> = None;
         let mut next_progress = Instant::now() + PROGRESS_INTERVAL;
+        let heartbeats = monitor.sender();
+        let mut next_heartbeat = Instant::now();
 
         let end = loop {
             if tally.terminal >= jobs {
@@ -481,7 +593,7 @@ impl RunHandle {
             if control.abort.is_cancelled() {
                 break End::Canceled;
             }
-            if agents.is_empty() {
+            if owns_agents && agents.is_empty() {
                 // Agents stop once every job is recorded, possibly before this loop has read
                 // the last results: read them before concluding that no agent was left.
                 let results = store.results_after(&run_id, cursor, Duration::ZERO).await?;
@@ -521,6 +633,11 @@ impl RunHandle {
                     }
                 }
             }
+            if Instant::now() >= next_heartbeat {
+                // The monitor tells a run that someone follows from one nobody does.
+                next_heartbeat = Instant::now() + HEARTBEAT_INTERVAL;
+                heartbeats.follower_heartbeat();
+            }
             if Instant::now() >= next_progress {
                 next_progress = Instant::now() + PROGRESS_INTERVAL;
                 let progress = store.progress(&run_id).await?;
@@ -529,6 +646,10 @@ impl RunHandle {
                     control.cancel();
                 }
                 on_event(FollowEvent::Progress(&progress));
+                if !owns_agents && progress.status == RunStatus::Failed {
+                    // Its launcher saw no agent left; nothing will record the rest.
+                    break End::NoAgentLeft;
+                }
             }
         };
 
@@ -537,10 +658,12 @@ impl RunHandle {
             End::Canceled => RunStatus::Canceled,
             End::NoAgentLeft => RunStatus::Failed,
         };
-        store.set_status(&run_id, status).await?;
-        let dead_letters = backends.queue.dead_letters(&run_id).await?;
         // Deleting the queue ends every agent's consumer: they stop their contexts and exit.
-        backends.queue.delete(&run_id).await?;
+        // The agent that recorded a completed run's last result may have ended it already;
+        // then its record stands.
+        let finished =
+            armada_core::backend::finish_run(store, &backends.queue, &run_id, status).await?;
+        let status = finished.status;
         let wait = if control.abort.is_cancelled() {
             Duration::ZERO
         } else {
@@ -615,7 +738,11 @@ impl RunHandle {
             // The run itself is over and its results are written; only the dashboard lags.
             tracing::warn!(run = %run_id, %error, "cannot mark the run finished in the monitor");
         }
-        store.remove_run(&run_id).await?;
+        // A shared store keeps the finished record for `attach` and `results` until it
+        // expires; nothing outside this process can read an in-process one.
+        if store.is_in_process() {
+            store.remove_run(&run_id).await?;
+        }
         // Agents remove their own scratch files; this catches those of agents that were killed.
         let scratch = armada_core::scratch_dir(&run_id);
         if let Err(error) = std::fs::remove_dir_all(&scratch)
@@ -630,7 +757,7 @@ impl RunHandle {
             progress,
             elapsed: started.elapsed(),
             agent_problems,
-            dead_letters,
+            dead_letters: finished.dead_letters,
             events,
         })
     }

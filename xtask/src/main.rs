@@ -96,7 +96,23 @@ const XVFB: &str = "/usr/bin/Xvfb";
 /// Installs Chromium from Debian's packages when it is missing and this is root; otherwise
 /// says how.
 fn ensure_chromium() -> Result<()> {
-    if Path::new(CHROMIUM).exists() && Path::new(XVFB).exists() {
+    ensure_installed(&[(CHROMIUM, "chromium"), (XVFB, "xvfb")])
+}
+
+/// What the tests of runs spread over hosts need: network namespaces joined by veth pairs
+/// (iproute2's `ip`) and relays from them to this machine's services (socat).
+fn ensure_host_tools() -> Result<()> {
+    ensure_installed(&[("/usr/sbin/ip", "iproute2"), ("/usr/bin/socat", "socat")])
+}
+
+/// Installs the Debian packages whose programs are missing, as root; otherwise says how.
+fn ensure_installed(programs: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = programs
+        .iter()
+        .filter(|(program, _)| !Path::new(program).exists())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
     let root = Command::new("id")
@@ -105,17 +121,18 @@ fn ensure_chromium() -> Result<()> {
         .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0");
     ensure!(
         root,
-        "Chromium and Xvfb are needed and not installed: run `sudo apt-get install -y chromium \
-         xvfb`, then this command again"
+        "{} needed and not installed: run `sudo apt-get install -y {}`, then this command again",
+        missing.join(", "),
+        missing.join(" ")
     );
-    eprintln!("Chromium or Xvfb is not installed: installing Debian's packages");
+    eprintln!("installing Debian's {}", missing.join(", "));
     let mut update = Command::new("apt-get");
     update.arg("update");
     run(update)?;
     let mut install = Command::new("apt-get");
-    install.args(["install", "-y", "chromium", "xvfb"]);
+    install.args(["install", "-y"]).args(&missing);
     run(install)?;
-    for program in [CHROMIUM, XVFB] {
+    for (program, _) in programs {
         ensure!(
             Path::new(program).exists(),
             "apt-get installed no {program}"
@@ -262,6 +279,7 @@ const ALL_FEATURES: &str = "armada/postgres,armada/mssql,armada/kubernetes";
 fn test(root: &Path) -> Result<()> {
     ensure_services()?;
     ensure_chromium()?;
+    ensure_host_tools()?;
     let mut fmt = cargo(root);
     fmt.args(["fmt", "--all", "--", "--check"]);
     run(fmt)?;

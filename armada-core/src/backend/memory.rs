@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::{DeadLetter, RunProgress, RunRecord, RunStatus};
+use super::{DeadLetter, FinishedRun, Recorded, RunProgress, RunRecord, RunStatus};
 use crate::wire::{AgentConfigRecord, Event, EventBatch, JobMessage, JobResult, JobStatus};
 use crate::{AgentIndex, Error, JobIndex, Result, RunId};
 
@@ -287,6 +287,8 @@ struct RunSlot {
 
 #[derive(Debug)]
 struct RunState {
+    record: RunRecord,
+    finished: Option<FinishedRun>,
     configs: Vec<Option<AgentConfigRecord>>,
     results: Vec<JobResult>,
     recorded: HashSet<JobIndex>,
@@ -315,6 +317,8 @@ impl MemoryStore {
             return Err(Error::RunExists(record.run_id));
         }
         let state = RunState {
+            record: record.clone(),
+            finished: None,
             configs: vec![None; record.agents as usize],
             results: Vec::new(),
             recorded: HashSet::new(),
@@ -366,12 +370,17 @@ impl MemoryStore {
         })
     }
 
-    /// Records a terminal result once.
-    pub async fn record_result(&self, run: &RunId, result: JobResult) -> Result<bool> {
+    /// The run as created.
+    pub async fn run_record(&self, run: &RunId) -> Result<RunRecord> {
+        self.with_state(run, |state| state.record.clone())
+    }
+
+    /// Records a terminal result once; the last one a running run needed completes it.
+    pub async fn record_result(&self, run: &RunId, result: JobResult) -> Result<Recorded> {
         let slot = self.slot(run)?;
         let mut state = lock(&slot.state);
         if !state.recorded.insert(result.index) {
-            return Ok(false);
+            return Ok(Recorded::Before);
         }
         let progress = &mut state.progress;
         progress.terminal += 1;
@@ -380,10 +389,18 @@ impl MemoryStore {
             JobStatus::Failed => progress.failed += 1,
             JobStatus::Canceled | JobStatus::Abandoned => {}
         }
+        let last = progress.terminal >= progress.jobs && progress.status == RunStatus::Running;
+        if last {
+            progress.status = RunStatus::Completed;
+        }
         state.results.push(result);
         drop(state);
         slot.changed.notify_waiters();
-        Ok(true)
+        Ok(if last {
+            Recorded::LastOfRun
+        } else {
+            Recorded::Now
+        })
     }
 
     /// Whether a job is recorded.
@@ -439,6 +456,24 @@ impl MemoryStore {
         lock(&slot.state).progress.status = status;
         slot.changed.notify_waiters();
         Ok(())
+    }
+
+    /// Keeps the first finished record; drops agent configs and redelivery counts.
+    pub async fn mark_finished(&self, run: &RunId, finished: FinishedRun) -> Result<FinishedRun> {
+        let slot = self.slot(run)?;
+        let mut state = lock(&slot.state);
+        let kept = state.finished.get_or_insert(finished).clone();
+        state.progress.status = kept.status;
+        state.configs.clear();
+        state.redeliveries.clear();
+        drop(state);
+        slot.changed.notify_waiters();
+        Ok(kept)
+    }
+
+    /// The finished record.
+    pub async fn finished(&self, run: &RunId) -> Result<Option<FinishedRun>> {
+        self.with_state(run, |state| state.finished.clone())
     }
 
     /// Forgets the run.

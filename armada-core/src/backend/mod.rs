@@ -89,12 +89,77 @@ pub struct RunProgress {
 }
 
 /// A message that left the queue for good, and why.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
     /// The message as last delivered; `None` when it could not be decoded.
     pub message: Option<JobMessage>,
     /// Why it was dead-lettered.
     pub reason: String,
+}
+
+/// What recording a job's result did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Recorded {
+    /// The job had a result already; nothing changed.
+    Before,
+    /// The result was recorded.
+    Now,
+    /// The result was recorded and was the last one the running run needed: the store marked
+    /// the run completed, and the caller ends it with [`finish_run`].
+    LastOfRun,
+}
+
+impl Recorded {
+    /// Whether this call recorded the result.
+    pub fn is_new(self) -> bool {
+        !matches!(self, Self::Before)
+    }
+}
+
+/// The record a run leaves in the store once it ended: what `attach` and `results` read after
+/// its agents, queues and configs are gone. Written once; the first writer wins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinishedRun {
+    /// Wire version.
+    pub v: u16,
+    /// How the run ended.
+    pub status: RunStatus,
+    /// When it ended, in milliseconds since the Unix epoch.
+    pub finished_ms: u64,
+    /// What its queues dead-lettered, read before they were deleted.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// Ends a run in the backends, whoever sees its end first (the agent that recorded its last
+/// result, the process following it, `cancel`): sets its status, keeps its dead letters in the
+/// store, deletes its queues (which ends its agents' loops), and leaves only the finished
+/// record, its counters and its results in the store. Safe to call again and from several
+/// processes: once a run has its finished record, that record is returned and nothing else
+/// changes.
+pub async fn finish_run(
+    store: &ConfigStore,
+    queue: &JobQueue,
+    run: &RunId,
+    status: RunStatus,
+) -> Result<FinishedRun> {
+    if let Some(finished) = store.finished(run).await? {
+        return Ok(finished);
+    }
+    store.set_status(run, status).await?;
+    let dead_letters = queue.dead_letters(run).await?;
+    queue.delete(run).await?;
+    store
+        .mark_finished(
+            run,
+            FinishedRun {
+                v: crate::wire::WIRE_VERSION,
+                status,
+                finished_ms: crate::wire::now_ms(),
+                dead_letters,
+            },
+        )
+        .await
 }
 
 fn scheme(url: &str) -> &str {
@@ -179,6 +244,19 @@ impl ConfigStore {
         matches!(self, Self::Memory(_))
     }
 
+    /// How long each operation keeps trying while the store's service is unreachable
+    /// (restarting, failing over, cut off) before it fails; Redis's default is 60 s. The
+    /// in-process store is never unreachable.
+    #[must_use]
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    pub fn with_outage_limit(self, limit: Duration) -> Self {
+        match self {
+            Self::Memory(store) => Self::Memory(store),
+            #[cfg(feature = "redis")]
+            Self::Redis(store) => Self::Redis(store.with_outage_limit(limit)),
+        }
+    }
+
     /// Creates a run; fails if it exists.
     pub async fn create_run(&self, record: RunRecord) -> Result<()> {
         dispatch!(self, Self, store => store.create_run(record).await)
@@ -198,8 +276,15 @@ impl ConfigStore {
         dispatch!(self, Self, store => store.agent_config(run, index).await)
     }
 
-    /// Records a job's terminal result once; `false` when the job was already recorded.
-    pub async fn record_result(&self, run: &RunId, result: JobResult) -> Result<bool> {
+    /// The run as created.
+    pub async fn run_record(&self, run: &RunId) -> Result<RunRecord> {
+        dispatch!(self, Self, store => store.run_record(run).await)
+    }
+
+    /// Records a job's terminal result once. When it is the last result a running run
+    /// needed, the run is marked completed in the same step and [`Recorded::LastOfRun`] says
+    /// so, to exactly one caller.
+    pub async fn record_result(&self, run: &RunId, result: JobResult) -> Result<Recorded> {
         dispatch!(self, Self, store => store.record_result(run, result).await)
     }
 
@@ -239,7 +324,18 @@ impl ConfigStore {
         dispatch!(self, Self, store => store.set_status(run, status).await)
     }
 
-    /// Removes the run's configs and state.
+    /// Stores the run's finished record unless it has one, drops what only a running run needs
+    /// (agent configs, redelivery counts), and returns the record that is stored.
+    pub async fn mark_finished(&self, run: &RunId, finished: FinishedRun) -> Result<FinishedRun> {
+        dispatch!(self, Self, store => store.mark_finished(run, finished).await)
+    }
+
+    /// The run's finished record, once it ended.
+    pub async fn finished(&self, run: &RunId) -> Result<Option<FinishedRun>> {
+        dispatch!(self, Self, store => store.finished(run).await)
+    }
+
+    /// Removes everything of the run, its finished record and results too.
     pub async fn remove_run(&self, run: &RunId) -> Result<()> {
         dispatch!(self, Self, store => store.remove_run(run).await)
     }

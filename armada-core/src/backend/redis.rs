@@ -7,33 +7,63 @@
 //! - `agent:{index}`: each [`AgentConfigRecord`] as JSON;
 //! - `recorded`: a bitmap with one bit per job index, set when its result is recorded;
 //! - `results`: the terminal [`JobResult`]s as JSON, in the order they were recorded;
-//! - `redeliveries`: a hash of job index to how often its message came back unsettled.
+//! - `redeliveries`: a hash of job index to how often its message came back unsettled;
+//! - `finished`: the [`FinishedRun`] as JSON, once the run ended. Then only `record`, `state`,
+//!   `recorded`, `results` and `finished` are left, until they expire.
 //!
 //! Recording a result is one Lua script: the bit, the list and the counters change together or
-//! not at all, and a job is recorded once however often it is delivered.
+//! not at all, and a job is recorded once however often it is delivered. The script that
+//! records a running run's last result marks it completed, so exactly one caller learns that
+//! it ended the run.
+//!
+//! Every operation rides out a restart or failover of Redis: a connection error is tried again
+//! with backoff until the store's outage limit ([`DEFAULT_OUTAGE_LIMIT`]) runs out. Operations
+//! are idempotent where a lost reply would count twice, except the retry and redelivery
+//! counters, which may count one too many after a reply lost in an outage.
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{RunProgress, RunRecord, RunStatus, redact_url};
+use super::{FinishedRun, Recorded, RunProgress, RunRecord, RunStatus, redact_url};
 use crate::wire::{AgentConfigRecord, JobResult, JobStatus};
 use crate::{AgentIndex, Error, JobIndex, Result, RunId};
 
 /// How long a run's keys live after their last write.
 pub const KEY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long an operation keeps trying through a Redis outage before it fails.
+pub const DEFAULT_OUTAGE_LIMIT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A reply slower than this counts as a lost connection, so a partitioned host is retried
+/// rather than waited on forever.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const RESULTS_POLL: Duration = Duration::from_millis(50);
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(2);
 
 const RECORD_RESULT: &str = r"
 if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
 if redis.call('SETBIT', KEYS[1], ARGV[1], 1) == 1 then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
-redis.call('HINCRBY', KEYS[3], 'terminal', 1)
+local terminal = redis.call('HINCRBY', KEYS[3], 'terminal', 1)
 if ARGV[3] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[3], 1) end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
+local jobs = tonumber(redis.call('HGET', KEYS[3], 'jobs'))
+if terminal >= jobs and redis.call('HGET', KEYS[3], 'status') == 'running' then
+  redis.call('HSET', KEYS[3], 'status', 'completed')
+  return 2
+end
 return 1
+";
+
+/// Keeps the first finished record (`KEYS[1]`), sets the state's status from it when this call
+/// wrote it, and deletes what only a running run needs (`KEYS[3..]`). Returns the stored record.
+const MARK_FINISHED: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HSET', KEYS[2], 'status', ARGV[3])
+end
+for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
+return redis.call('GET', KEYS[1])
 ";
 
 /// Changes a field of the state hash only while the run exists, so a late writer cannot
@@ -50,12 +80,14 @@ return 1
 pub struct RedisStore {
     connection: ConnectionManager,
     url: String,
+    outage_limit: Duration,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
             .field("url", &self.url)
+            .field("outage_limit", &self.outage_limit)
             .finish()
     }
 }
@@ -79,7 +111,11 @@ impl RedisStore {
             // where the reconnecting manager would retry it until the time-out.
             let mut probe = client.get_multiplexed_async_connection().await?;
             redis::cmd("PING").query_async::<String>(&mut probe).await?;
-            client.get_connection_manager().await
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                .set_max_delay(RETRY_PAUSE_MAX);
+            client.get_connection_manager_with_config(config).await
         };
         let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
@@ -88,10 +124,17 @@ impl RedisStore {
         Ok(Self {
             connection,
             url: shown,
+            outage_limit: DEFAULT_OUTAGE_LIMIT,
         })
     }
 
-    fn failed(&self, error: redis::RedisError) -> Error {
+    /// How long operations keep trying through an outage (default [`DEFAULT_OUTAGE_LIMIT`]).
+    pub fn with_outage_limit(mut self, limit: Duration) -> Self {
+        self.outage_limit = limit;
+        self
+    }
+
+    fn failed(&self, error: &redis::RedisError) -> Error {
         Error::Backend {
             service: "Redis",
             url: self.url.clone(),
@@ -99,24 +142,72 @@ impl RedisStore {
         }
     }
 
+    /// Runs `operation` on the shared connection, trying again with backoff while Redis is
+    /// unreachable, restarting or failing over, up to the outage limit.
+    async fn retrying<T, F>(&self, mut operation: impl FnMut(ConnectionManager) -> F) -> Result<T>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.outage_limit;
+        let mut pause = Duration::from_millis(100);
+        let mut failures = 0u32;
+        loop {
+            let error = match operation(self.connection.clone()).await {
+                Ok(value) => {
+                    if failures > 0 {
+                        tracing::info!(url = %self.url, "Redis answers again");
+                    }
+                    return Ok(value);
+                }
+                Err(error) => error,
+            };
+            if !transient(&error) {
+                return Err(self.failed(&error));
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(Error::Backend {
+                    service: "Redis",
+                    url: self.url.clone(),
+                    message: format!(
+                        "unreachable for longer than the outage limit of {:?}: {error}",
+                        self.outage_limit
+                    ),
+                });
+            }
+            if failures == 0 {
+                tracing::warn!(url = %self.url, %error, "Redis unreachable; trying again");
+            }
+            failures += 1;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RETRY_PAUSE_MAX);
+        }
+    }
+
     async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T> {
-        let mut connection = self.connection.clone();
-        command
-            .query_async(&mut connection)
+        self.retrying(|mut connection| async move { command.query_async(&mut connection).await })
             .await
-            .map_err(|error| self.failed(error))
+    }
+
+    async fn pipeline<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T> {
+        self.retrying(|mut connection| async move { pipe.query_async(&mut connection).await })
+            .await
+    }
+
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T> {
+        self.retrying(
+            |mut connection| async move { invocation.invoke_async(&mut connection).await },
+        )
+        .await
     }
 
     async fn update_state(&self, run: &RunId, op: &str, field: &str, value: &str) -> Result<()> {
-        let mut connection = self.connection.clone();
-        let found: i64 = redis::Script::new(UPDATE_STATE)
-            .key(key(run, "state"))
-            .arg(op)
-            .arg(field)
-            .arg(value)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|error| self.failed(error))?;
+        let script = redis::Script::new(UPDATE_STATE);
+        let mut invocation = script.key(key(run, "state"));
+        invocation.arg(op).arg(field).arg(value);
+        let found: i64 = self.script(&invocation).await?;
         if found < 0 {
             return Err(Error::RunNotFound(run.clone()));
         }
@@ -158,10 +249,18 @@ impl RedisStore {
             .arg(key(&run, "state"))
             .arg(ttl)
             .ignore();
-        let mut connection = self.connection.clone();
-        pipe.query_async::<()>(&mut connection)
-            .await
-            .map_err(|error| self.failed(error))
+        self.pipeline(&pipe).await
+    }
+
+    /// The run as created.
+    pub async fn run_record(&self, run: &RunId) -> Result<RunRecord> {
+        let json: Option<String> = self
+            .query(redis::cmd("GET").arg(key(run, "record")))
+            .await?;
+        match json {
+            Some(json) => decode(&json, "a run record"),
+            None => Err(Error::RunNotFound(run.clone())),
+        }
     }
 
     /// Stores agent configs.
@@ -179,10 +278,7 @@ impl RedisStore {
                 .arg(KEY_TTL.as_secs())
                 .ignore();
         }
-        let mut connection = self.connection.clone();
-        pipe.query_async::<()>(&mut connection)
-            .await
-            .map_err(|error| self.failed(error))
+        self.pipeline(&pipe).await
     }
 
     /// One agent's config.
@@ -208,28 +304,27 @@ impl RedisStore {
         }
     }
 
-    /// Records a terminal result once.
-    pub async fn record_result(&self, run: &RunId, result: JobResult) -> Result<bool> {
+    /// Records a terminal result once; the last one a running run needed completes it.
+    pub async fn record_result(&self, run: &RunId, result: JobResult) -> Result<Recorded> {
         let counter = match result.status {
             JobStatus::Succeeded => "succeeded",
             JobStatus::Failed => "failed",
             JobStatus::Canceled | JobStatus::Abandoned => "",
         };
-        let mut connection = self.connection.clone();
-        let recorded: i64 = redis::Script::new(RECORD_RESULT)
-            .key(key(run, "recorded"))
+        let script = redis::Script::new(RECORD_RESULT);
+        let mut invocation = script.key(key(run, "recorded"));
+        invocation
             .key(key(run, "results"))
             .key(key(run, "state"))
             .arg(result.index)
             .arg(encode(&result, "a job result")?)
             .arg(counter)
-            .arg(KEY_TTL.as_secs())
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|error| self.failed(error))?;
-        match recorded {
+            .arg(KEY_TTL.as_secs());
+        match self.script::<i64>(&invocation).await? {
             -1 => Err(Error::RunNotFound(run.clone())),
-            recorded => Ok(recorded == 1),
+            0 => Ok(Recorded::Before),
+            2 => Ok(Recorded::LastOfRun),
+            _ => Ok(Recorded::Now),
         }
     }
 
@@ -259,11 +354,7 @@ impl RedisStore {
             .arg(&key)
             .arg(KEY_TTL.as_secs())
             .ignore();
-        let mut connection = self.connection.clone();
-        let (count,): (u32,) = pipe
-            .query_async(&mut connection)
-            .await
-            .map_err(|error| self.failed(error))?;
+        let (count,): (u32,) = self.pipeline(&pipe).await?;
         Ok(count)
     }
 
@@ -324,6 +415,37 @@ impl RedisStore {
             .await
     }
 
+    /// Keeps the first finished record; deletes agent configs and redelivery counts.
+    pub async fn mark_finished(&self, run: &RunId, finished: FinishedRun) -> Result<FinishedRun> {
+        let agents = match self.run_record(run).await {
+            Ok(record) => record.agents,
+            Err(Error::RunNotFound(_)) => 0,
+            Err(error) => return Err(error),
+        };
+        let script = redis::Script::new(MARK_FINISHED);
+        let mut invocation = script.key(key(run, "finished"));
+        invocation
+            .key(key(run, "state"))
+            .key(key(run, "redeliveries"));
+        for index in 0..agents {
+            invocation.key(key(run, &format!("agent:{index}")));
+        }
+        invocation
+            .arg(encode(&finished, "a finished run")?)
+            .arg(KEY_TTL.as_secs())
+            .arg(finished.status.as_str());
+        let stored: String = self.script(&invocation).await?;
+        decode(&stored, "a finished run")
+    }
+
+    /// The finished record, once the run ended.
+    pub async fn finished(&self, run: &RunId) -> Result<Option<FinishedRun>> {
+        let json: Option<String> = self
+            .query(redis::cmd("GET").arg(key(run, "finished")))
+            .await?;
+        json.map(|json| decode(&json, "a finished run")).transpose()
+    }
+
     /// Removes every key of the run.
     pub async fn remove_run(&self, run: &RunId) -> Result<()> {
         let record: Option<String> = self
@@ -333,13 +455,27 @@ impl RedisStore {
             Some(json) => decode::<RunRecord>(&json, "a run record")?.agents,
             None => 0,
         };
-        let mut keys: Vec<String> = ["record", "state", "recorded", "results", "redeliveries"]
-            .iter()
-            .map(|suffix| key(run, suffix))
-            .collect();
+        let mut keys: Vec<String> = [
+            "record",
+            "state",
+            "recorded",
+            "results",
+            "redeliveries",
+            "finished",
+        ]
+        .iter()
+        .map(|suffix| key(run, suffix))
+        .collect();
         keys.extend((0..agents).map(|index| key(run, &format!("agent:{index}"))));
         self.query::<()>(redis::cmd("DEL").arg(keys)).await
     }
+}
+
+/// Whether an error is Redis being away (a dropped or refused connection, a time-out, a server
+/// loading its data or failing over) rather than a refused operation or login.
+fn transient(error: &redis::RedisError) -> bool {
+    error.kind() != redis::ErrorKind::AuthenticationFailed
+        && !matches!(error.retry_method(), redis::RetryMethod::NoRetry)
 }
 
 fn encode(value: &impl serde::Serialize, what: &'static str) -> Result<String> {

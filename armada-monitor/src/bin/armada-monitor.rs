@@ -34,6 +34,10 @@ struct Args {
     /// The orchestrator service's bearer token.
     #[arg(long, env = "ARMADA_ORCHESTRATOR_TOKEN", hide_env_values = true)]
     orchestrator_token: Option<String>,
+    /// Seconds a running run's agents and followers may be silent before it shows as
+    /// stalled (and an agent as gone).
+    #[arg(long, env = "ARMADA_STALL_SECS", value_name = "SECS", default_value_t = armada_monitor::DEFAULT_STALL_LIMIT.as_secs_f64())]
+    stall_secs: f64,
 }
 
 #[tokio::main]
@@ -46,9 +50,12 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let stall_limit = std::time::Duration::try_from_secs_f64(args.stall_secs)
+        .context("--stall-secs is not a duration")?;
     let store = Store::open(&args.store)
         .await
-        .context("cannot open the monitor's store")?;
+        .context("cannot open the monitor's store")?
+        .with_stall_limit(stall_limit);
     let control = match &args.orchestrator {
         Some(url) => Some(Arc::new(
             RemoteControl::new(url, args.orchestrator_token.clone())

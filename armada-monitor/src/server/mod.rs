@@ -543,9 +543,9 @@ async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiRes
         .store()
         .run(&id, armada_core::wire::now_ms())
         .await?;
-    if run.status != crate::model::RunState::Running {
+    if !run.status.is_open() {
         return Err(Error::Conflict(format!(
-            "run {id} is {}; only a running run can be canceled",
+            "run {id} is {}; only a running or stalled run can be canceled",
             run.status.as_str()
         ))
         .into());

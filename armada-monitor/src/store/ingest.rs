@@ -1,7 +1,7 @@
 //! Storing an event batch: events, outputs, attachments, and the state of the jobs and
 //! agents they are about, in one transaction, once per batch id.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Backend, Store};
 use crate::model::{Event, Job, JobState};
@@ -38,11 +38,21 @@ pub(super) struct JobPatch {
     pub(super) error: Option<String>,
 }
 
+/// Who a batch shows alive, and when the monitor heard it: the run, and the agents that
+/// reported anything, heartbeats included.
+#[derive(Debug)]
+pub(super) struct Seen {
+    pub(super) at_ms: u64,
+    pub(super) agents: BTreeSet<u32>,
+}
+
 /// The net change a batch makes to one agent: a backend inserts the agent or updates it,
-/// keeping times and error it already has when the patch has none.
+/// keeping status, times and error it already has when the patch has none (an agent first
+/// heard from without a lifecycle event is `starting`).
 #[derive(Debug)]
 pub(super) struct AgentPatch {
-    pub(super) status: &'static str,
+    pub(super) status: Option<&'static str>,
+    pub(super) seen_ms: u64,
     pub(super) started_ms: Option<u64>,
     pub(super) stopped_ms: Option<u64>,
     pub(super) error: Option<String>,
@@ -71,14 +81,26 @@ impl Store {
             )));
         }
         let run_id = batch.run_id.as_str();
-        let mut decoded = batch
-            .events
-            .iter()
-            .enumerate()
-            .map(|(position, event)| decode(position, event))
-            .collect::<Result<Vec<_>>>()?;
+        let mut seen = Seen {
+            at_ms: armada_core::wire::now_ms(),
+            agents: BTreeSet::new(),
+        };
+        let mut decoded = Vec::with_capacity(batch.events.len());
+        for (position, event) in batch.events.iter().enumerate() {
+            let follower = event
+                .data
+                .as_ref()
+                .is_some_and(|data| data.get("follower") == Some(&Value::Bool(true)));
+            if !(event.kind == EventKind::Heartbeat && follower) {
+                seen.agents.insert(event.agent);
+            }
+            // Heartbeats say who is alive, nothing else: they are not stored.
+            if event.kind != EventKind::Heartbeat {
+                decoded.push(decode(position, event)?);
+            }
+        }
         let batch_id = batch.batch_id.to_string();
-        let Some(jobs) = dispatch!(self, ingest(run_id, &batch_id, &mut decoded))? else {
+        let Some(jobs) = dispatch!(self, ingest(run_id, &batch_id, &mut decoded, &seen))? else {
             return Ok(Ingested::default());
         };
         Ok(Ingested {
@@ -165,11 +187,25 @@ pub(super) fn job_patches(decoded: &[Decoded]) -> BTreeMap<u64, JobPatch> {
     patches
 }
 
-/// The net change a batch makes to each agent it is about, by agent index.
-pub(super) fn agent_patches(decoded: &[Decoded]) -> BTreeMap<u32, AgentPatch> {
-    let mut patches: BTreeMap<u32, AgentPatch> = BTreeMap::new();
+/// The net change a batch makes to each agent it shows alive, by agent index.
+pub(super) fn agent_patches(decoded: &[Decoded], seen: &Seen) -> BTreeMap<u32, AgentPatch> {
+    let mut patches: BTreeMap<u32, AgentPatch> = seen
+        .agents
+        .iter()
+        .map(|&agent| {
+            let patch = AgentPatch {
+                status: None,
+                seen_ms: seen.at_ms,
+                started_ms: None,
+                stopped_ms: None,
+                error: None,
+            };
+            (agent, patch)
+        })
+        .collect();
     for Decoded { event, .. } in decoded {
         let (status, started, stopped, error) = match event.kind {
+            EventKind::AgentStarting => ("starting", None, None, None),
             EventKind::AgentStarted => ("running", Some(event.at_ms), None, None),
             EventKind::AgentStartFailed => (
                 "start_failed",
@@ -181,12 +217,13 @@ pub(super) fn agent_patches(decoded: &[Decoded]) -> BTreeMap<u32, AgentPatch> {
             _ => continue,
         };
         let patch = patches.entry(event.agent).or_insert(AgentPatch {
-            status,
+            status: None,
+            seen_ms: seen.at_ms,
             started_ms: None,
             stopped_ms: None,
             error: None,
         });
-        patch.status = status;
+        patch.status = Some(status);
         patch.started_ms = started.or(patch.started_ms);
         patch.stopped_ms = stopped.or(patch.stopped_ms);
         patch.error = error.or(patch.error.take());

@@ -30,6 +30,8 @@ mod query;
 mod schema;
 mod sql;
 
+use std::time::Duration;
+
 use armada_core::backend::redact_url;
 use serde_json::Value;
 
@@ -44,7 +46,12 @@ use crate::{Error, Result};
 pub struct Store {
     backend: Backend,
     url: String,
+    stall_limit: Duration,
 }
+
+/// How long a running run's agents and followers may be silent before it shows as stalled
+/// (agents and followers report every [`armada_core::wire::HEARTBEAT_INTERVAL`]).
+pub const DEFAULT_STALL_LIMIT: Duration = Duration::from_secs(60);
 
 /// The compiled-in backends; every `Store` method runs on exactly one.
 #[derive(Debug)]
@@ -94,7 +101,21 @@ impl Store {
         Ok(Self {
             backend,
             url: shown,
+            stall_limit: DEFAULT_STALL_LIMIT,
         })
+    }
+
+    /// How long a running run may go unheard from before it shows as `stalled`, and an agent
+    /// before it shows as `gone` (default [`DEFAULT_STALL_LIMIT`]).
+    #[must_use]
+    pub fn with_stall_limit(mut self, limit: Duration) -> Self {
+        self.stall_limit = limit;
+        self
+    }
+
+    /// See [`Store::with_stall_limit`].
+    pub fn stall_limit(&self) -> Duration {
+        self.stall_limit
     }
 
     /// The store's URL, password hidden.
@@ -102,10 +123,16 @@ impl Store {
         &self.url
     }
 
-    /// Registers a run with every job queued. Registering the same run id again changes
-    /// nothing.
+    /// Registers a run with every job queued. The same registration sent again (a retried
+    /// request) changes nothing; another run with an id that exists is a conflict, so two runs
+    /// never merge under one id.
     pub async fn register_run(&self, run: &NewRun, created_ms: u64) -> Result<()> {
         validate_run_id(&run.id)?;
+        match self.run(&run.id, created_ms).await {
+            Ok(existing) => return self.same_registration(run, &existing).await,
+            Err(Error::UnknownRun(_)) => {}
+            Err(error) => return Err(error),
+        }
         let settings = redact(run.settings.clone()).to_string();
         dispatch!(self, register_run(run, &settings, created_ms))
     }
@@ -133,8 +160,38 @@ impl Store {
         self.run(run_id, now_ms).await
     }
 
-    /// Deletes a run with everything under it.
+    /// `Ok` when `existing` is `run` registered before, by the same launch: its first job
+    /// has the same id (job ids are derived from the run id and a launch's jobs).
+    async fn same_registration(&self, run: &NewRun, existing: &Run) -> Result<()> {
+        let conflict = || {
+            Error::Conflict(format!(
+                "run {} exists already ({}): a new run needs a new id",
+                run.id,
+                existing.status.as_str()
+            ))
+        };
+        if existing.jobs != run.jobs.len() as u64 || existing.project != run.project {
+            return Err(conflict());
+        }
+        let Some(first) = run.jobs.first() else {
+            return Err(conflict());
+        };
+        match self.job(&run.id, first.index).await {
+            Ok((job, _)) if job.id == first.id && existing.status.is_open() => Ok(()),
+            Ok(_) => Err(conflict()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Deletes a run with everything under it. A run that has not ended is refused: deleting
+    /// it would hide it while its agents go on; it is canceled first.
     pub async fn delete_run(&self, run_id: &str) -> Result<()> {
+        let run = self.run(run_id, armada_core::wire::now_ms()).await?;
+        if run.status.is_open() {
+            return Err(Error::Conflict(format!(
+                "run {run_id} is still running: cancel it, then delete it once it ended"
+            )));
+        }
         if dispatch!(self, delete_run(run_id))? {
             Ok(())
         } else {

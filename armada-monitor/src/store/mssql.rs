@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
-use super::ingest::{self, Decoded};
+use super::ingest::{self, Decoded, Seen};
 use super::query::{
     self, AgentJobs, JOB_COLUMNS, agent_from_row, agent_jobs_from_row, attachment_from_row,
     event_from_row, failure_from_row, job_from_row, output_from_row, run_from_row,
@@ -669,10 +669,13 @@ impl MssqlStore {
         run_id: &str,
         batch_id: &str,
         decoded: &mut [Decoded],
+        seen: &Seen,
     ) -> Result<Option<Vec<Job>>> {
         let doing = "storing events";
         let mut conn = self.begin(doing).await?;
-        let result = self.ingest_in(&mut conn, run_id, batch_id, decoded).await;
+        let result = self
+            .ingest_in(&mut conn, run_id, batch_id, decoded, seen)
+            .await;
         self.end(conn, result, doing).await
     }
 
@@ -682,6 +685,7 @@ impl MssqlStore {
         run_id: &str,
         batch_id: &str,
         decoded: &mut [Decoded],
+        seen: &Seen,
     ) -> Result<Option<Vec<Job>>> {
         let failed = |doing| self.failed(doing);
         let doing = "storing events";
@@ -702,10 +706,12 @@ impl MssqlStore {
         // without gaps or repeats.
         let count = decoded.len() as i64;
         let mut update = Query::new(
-            "UPDATE armada_runs SET events = events + @P1 OUTPUT inserted.events WHERE id = @P2",
+            "UPDATE armada_runs SET events = events + @P1, seen_ms = @P3 \
+             OUTPUT inserted.events WHERE id = @P2",
         );
         update.bind(if new_batch { count } else { 0 });
         update.bind(run_id);
+        update.bind(seen.at_ms as i64);
         let last_seq = rows(client, update).await.map_err(failed(doing))?;
         let Some(last_seq) = last_seq.first() else {
             return Err(Error::UnknownRun(run_id.to_owned()));
@@ -809,27 +815,30 @@ impl MssqlStore {
         }
 
         let doing = "updating agents";
-        for (index, patch) in ingest::agent_patches(decoded) {
+        for (index, patch) in ingest::agent_patches(decoded, seen) {
             // HOLDLOCK: MERGE alone is not atomic against a concurrent insert of the same key.
             let mut merge = Query::new(
                 "MERGE armada_agents WITH (HOLDLOCK) AS target \
                  USING (SELECT @P1 AS run_id, @P2 AS idx, @P3 AS status, @P4 AS started_ms, \
-                 @P5 AS stopped_ms, @P6 AS error) AS source \
+                 @P5 AS stopped_ms, @P6 AS error, @P7 AS seen_ms, @P8 AS has_status) AS source \
                  ON target.run_id = source.run_id AND target.idx = source.idx \
-                 WHEN MATCHED THEN UPDATE SET status = source.status, \
+                 WHEN MATCHED THEN UPDATE SET status = CASE WHEN source.has_status = 1 \
+                 THEN source.status ELSE target.status END, \
                  started_ms = COALESCE(source.started_ms, target.started_ms), \
                  stopped_ms = COALESCE(source.stopped_ms, target.stopped_ms), \
-                 error = COALESCE(source.error, target.error) \
+                 error = COALESCE(source.error, target.error), seen_ms = source.seen_ms \
                  WHEN NOT MATCHED THEN INSERT (run_id, idx, status, started_ms, stopped_ms, \
-                 error) VALUES (source.run_id, source.idx, source.status, source.started_ms, \
-                 source.stopped_ms, source.error);",
+                 error, seen_ms) VALUES (source.run_id, source.idx, source.status, \
+                 source.started_ms, source.stopped_ms, source.error, source.seen_ms);",
             );
             merge.bind(run_id);
             merge.bind(i64::from(index));
-            merge.bind(patch.status);
+            merge.bind(patch.status.unwrap_or("starting"));
             merge.bind(patch.started_ms.map(|at| at as i64));
             merge.bind(patch.stopped_ms.map(|at| at as i64));
             merge.bind(patch.error);
+            merge.bind(patch.seen_ms as i64);
+            merge.bind(i64::from(patch.status.is_some()));
             execute(client, merge).await.map_err(failed(doing))?;
         }
         Ok(Some(jobs))

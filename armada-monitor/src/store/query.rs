@@ -40,6 +40,7 @@ impl Store {
 
     async fn complete_run(&self, mut run: Run, now_ms: u64) -> Result<Run> {
         run.counts = self.counts(&run.id).await?;
+        run.derive_liveness(now_ms, self.stall_limit);
         run.derive_pace(now_ms);
         Ok(run)
     }
@@ -148,6 +149,7 @@ impl Store {
             let agent = agents.entry(row.agent).or_insert_with(|| Agent {
                 index: row.agent,
                 status: "running".into(),
+                seen_ms: None,
                 started_ms: None,
                 stopped_ms: None,
                 error: None,
@@ -163,6 +165,20 @@ impl Store {
                 "running" => agent.running_job = Some(row.first),
                 _ => {}
             }
+        }
+        let now = armada_core::wire::now_ms();
+        let limit = self.stall_limit.as_millis();
+        for agent in agents.values_mut() {
+            let silent = agent
+                .seen_ms
+                .is_some_and(|seen| u128::from(now.saturating_sub(seen)) > limit);
+            let shown = match agent.status.as_str() {
+                "starting" | "running" if silent => "gone",
+                "running" if agent.running_job.is_some() => "busy",
+                "running" => "idle",
+                _ => continue,
+            };
+            agent.status = shown.into();
         }
         Ok(agents.into_values().collect())
     }
@@ -331,6 +347,8 @@ pub(super) fn run_from_row<R: Columns>(row: &R) -> Result<Run, R::Error> {
         tune: row.text("tune")?,
         relaunch_of: row.text("relaunch_of")?,
         settings: serde_json::from_str(&settings).unwrap_or(Value::Null),
+        seen_ms: row.opt_u64("seen_ms")?,
+        stalled_reason: None,
     })
 }
 
@@ -382,6 +400,7 @@ pub(super) fn agent_from_row<R: Columns>(row: &R) -> Result<Agent, R::Error> {
     Ok(Agent {
         index: row.u64("idx")? as u32,
         status: row.required_text("status")?,
+        seen_ms: row.opt_u64("seen_ms")?,
         started_ms: row.opt_u64("started_ms")?,
         stopped_ms: row.opt_u64("stopped_ms")?,
         error: row.text("error")?,

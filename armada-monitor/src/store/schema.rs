@@ -116,6 +116,12 @@ pub(super) const MIGRATIONS: &[&[&str]] = &[
      WHERE status = 'succeeded' AND duration_ms IS NOT NULL",
         "CREATE INDEX armada_jobs_by_error ON armada_jobs (run_id, error) WHERE status = 'failed'",
     ],
+    &[
+        // Version 3: when the monitor last heard from each run and agent, for `stalled` runs
+        // and `gone` agents.
+        "ALTER TABLE armada_runs ADD COLUMN seen_ms BIGINT",
+        "ALTER TABLE armada_agents ADD COLUMN seen_ms BIGINT",
+    ],
 ];
 
 /// The same schema versions for SQL Server, in T-SQL: `NVARCHAR(MAX)` for text, `FLOAT` for
@@ -224,6 +230,10 @@ pub(super) const MSSQL: &[&[&str]] = &[
      WHERE status = 'succeeded' AND duration_ms IS NOT NULL",
         "CREATE INDEX armada_jobs_by_error ON armada_jobs (run_id) INCLUDE (error) \
      WHERE status = 'failed'",
+    ],
+    &[
+        "ALTER TABLE armada_runs ADD seen_ms BIGINT",
+        "ALTER TABLE armada_agents ADD seen_ms BIGINT",
     ],
 ];
 

@@ -8,7 +8,7 @@ use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row};
 
-use super::ingest::{self, Decoded};
+use super::ingest::{self, Decoded, Seen};
 use super::query::{
     self, AgentJobs, JOB_COLUMNS, agent_from_row, agent_jobs_from_row, attachment_from_row,
     event_from_row, failure_from_row, job_from_row, output_from_row, run_from_row,
@@ -340,6 +340,7 @@ impl SqlStore {
         run_id: &str,
         batch_id: &str,
         decoded: &mut [Decoded],
+        seen: &Seen,
     ) -> Result<Option<Vec<Job>>> {
         let doing = "storing events";
         let mut tx = self.writes().begin().await.map_err(self.failed(doing))?;
@@ -356,10 +357,12 @@ impl SqlStore {
             == 1;
         let count = decoded.len() as i64;
         let last_seq = sqlx::query(
-            "UPDATE armada_runs SET events = events + $1 WHERE id = $2 RETURNING events",
+            "UPDATE armada_runs SET events = events + $1, seen_ms = $3 WHERE id = $2 \
+             RETURNING events",
         )
         .bind(if new_batch { count } else { 0 })
         .bind(run_id)
+        .bind(seen.at_ms as i64)
         .fetch_optional(&mut *tx)
         .await
         .map_err(self.failed(doing))?;
@@ -393,7 +396,7 @@ impl SqlStore {
             }
         }
         let jobs = self.update_jobs(&mut tx, run_id, decoded).await?;
-        self.update_agents(&mut tx, run_id, decoded).await?;
+        self.update_agents(&mut tx, run_id, decoded, seen).await?;
         tx.commit().await.map_err(self.failed(doing))?;
         Ok(Some(jobs))
     }
@@ -546,22 +549,26 @@ impl SqlStore {
         tx: &mut sqlx::Transaction<'_, Any>,
         run_id: &str,
         decoded: &[Decoded],
+        seen: &Seen,
     ) -> Result<()> {
-        for (index, patch) in ingest::agent_patches(decoded) {
+        for (index, patch) in ingest::agent_patches(decoded, seen) {
             sqlx::query(
-                "INSERT INTO armada_agents (run_id, idx, status, started_ms, stopped_ms, error) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, idx) DO UPDATE SET \
-                 status = excluded.status, \
+                "INSERT INTO armada_agents (run_id, idx, status, started_ms, stopped_ms, error, \
+                 seen_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (run_id, idx) DO UPDATE \
+                 SET status = CASE WHEN $8 = 1 THEN excluded.status ELSE armada_agents.status END, \
                  started_ms = COALESCE(excluded.started_ms, armada_agents.started_ms), \
                  stopped_ms = COALESCE(excluded.stopped_ms, armada_agents.stopped_ms), \
-                 error = COALESCE(excluded.error, armada_agents.error)",
+                 error = COALESCE(excluded.error, armada_agents.error), \
+                 seen_ms = excluded.seen_ms",
             )
             .bind(run_id)
             .bind(i64::from(index))
-            .bind(patch.status)
+            .bind(patch.status.unwrap_or("starting"))
             .bind(patch.started_ms.map(|at| at as i64))
             .bind(patch.stopped_ms.map(|at| at as i64))
             .bind(patch.error)
+            .bind(patch.seen_ms as i64)
+            .bind(i64::from(patch.status.is_some()))
             .execute(&mut **tx)
             .await
             .map_err(self.failed("updating agents"))?;

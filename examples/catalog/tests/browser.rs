@@ -561,7 +561,8 @@ fn kill_9_of_an_agent_process_leaves_no_browser_and_no_profile() {
     let run_id = run.run_id.clone();
     let (code, stdout, results) = run.finish();
     assert_eq!(code, Some(0), "{stdout}");
-    assert!(stdout.contains("exited abnormally"), "{stdout}");
+    // The launcher started the killed agent again, with a browser of its own.
+    assert!(!stdout.contains("exited abnormally"), "{stdout}");
     assert_eq!(results.len(), 8);
     assert!(results.values().all(|r| r["status"] == "succeeded"));
     assert_nothing_left(&run_id);

@@ -39,6 +39,10 @@ pub struct Task {
     /// Fail every attempt, to show a job running out of attempts and being dead-lettered.
     #[serde(default)]
     pub always_fail: bool,
+    /// Abort the agent's process, to show a poison job: each attempt costs an agent, and the
+    /// job fails after its attempts instead of taking every agent down.
+    #[serde(default)]
+    pub abort_agent: bool,
 }
 
 /// What a job returns.
@@ -75,6 +79,9 @@ impl Script for Hello {
             return Err(ScriptError::retry("flaky on the first attempt, on purpose"));
         }
         tokio::time::sleep(std::time::Duration::from_millis(task.work_ms)).await;
+        if task.abort_agent {
+            std::process::abort();
+        }
         if task.always_fail {
             return Err(ScriptError::retry("this job always fails, on purpose"));
         }

@@ -78,51 +78,58 @@ struct Launch {
 
 fn launch(project: &Path, args: &[&str]) -> Launch {
     let results = project.join("results.jsonl");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orchestrate"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_orchestrate"));
+    command
         .arg("launch")
         .arg("--project")
         .arg(project)
         .args(["--queue", AMQP_URL, "--config-store", REDIS_URL, "--output"])
         .arg(&results)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let stderr = std::thread::spawn(move || {
-        let mut kept = String::new();
-        for line in stderr.lines() {
-            let line = line.unwrap_or_default();
-            eprintln!("{line}");
-            kept.push_str(&line);
-            kept.push('\n');
-        }
-        kept
-    });
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    let run_id = first
-        .strip_prefix("run ")
-        .and_then(|rest| rest.split(':').next())
-        .unwrap_or_else(|| panic!("no run id in {first:?}"))
-        .to_owned();
-    let stdout = std::thread::spawn(move || {
-        let mut rest = String::new();
-        stdout.read_to_string(&mut rest).unwrap();
-        first + &rest
-    });
-    Launch {
-        child,
-        run_id,
-        results,
-        stdout: Some(stdout),
-        stderr: Some(stderr),
-    }
+        .args(args);
+    Launch::spawn(command, results)
 }
 
 impl Launch {
+    /// Starts a `launch` command and reads its run id.
+    fn spawn(mut command: Command, results: PathBuf) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let stderr = std::thread::spawn(move || {
+            let mut kept = String::new();
+            for line in stderr.lines() {
+                let line = line.unwrap_or_default();
+                eprintln!("{line}");
+                kept.push_str(&line);
+                kept.push('\n');
+            }
+            kept
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        let run_id = first
+            .strip_prefix("run ")
+            .and_then(|rest| rest.split(':').next())
+            .unwrap_or_else(|| panic!("no run id in {first:?}"))
+            .to_owned();
+        let stdout = std::thread::spawn(move || {
+            let mut rest = String::new();
+            stdout.read_to_string(&mut rest).unwrap();
+            first + &rest
+        });
+        Launch {
+            child,
+            run_id,
+            results,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        }
+    }
+
     fn lines(&self) -> usize {
         std::fs::read_to_string(&self.results).map_or(0, |text| text.lines().count())
     }
@@ -149,7 +156,21 @@ impl Launch {
             .collect()
     }
 
-    fn finish(mut self) -> (ExitStatus, String, Vec<Value>) {
+    fn finish(self) -> (ExitStatus, String, Vec<Value>) {
+        let (status, stdout, stderr, results) = self.finish_with_stderr();
+        // No process of the run panics, at its end either (lapin's I/O thread did when an
+        // agent's runtime stopped with its connections open).
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        (status, stdout, results)
+    }
+
+    /// Like `finish`, for a run whose agents abort on purpose.
+    fn finish_allowing_aborts(self) -> (ExitStatus, String, Vec<Value>) {
+        let (status, stdout, _, results) = self.finish_with_stderr();
+        (status, stdout, results)
+    }
+
+    fn finish_with_stderr(mut self) -> (ExitStatus, String, String, Vec<Value>) {
         let deadline = Instant::now() + Duration::from_secs(120);
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -163,15 +184,12 @@ impl Launch {
         };
         let stdout = self.stdout.take().unwrap().join().unwrap();
         let stderr = self.stderr.take().unwrap().join().unwrap();
-        // No process of the run panics, at its end either (lapin's I/O thread did when an
-        // agent's runtime stopped with its connections open).
-        assert!(!stderr.contains("panicked"), "{stderr}");
         let results = std::fs::read_to_string(&self.results)
             .unwrap_or_default()
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
             .collect();
-        (status, stdout, results)
+        (status, stdout, stderr, results)
     }
 }
 
@@ -189,15 +207,27 @@ fn indexes(results: &[Value]) -> BTreeSet<u64> {
         .collect()
 }
 
+/// What the run left in Redis beyond its finished record (`record`, `state`, `recorded`,
+/// `results`, `finished`, kept for `attach` and `results`), and its jobs and dead-letter
+/// queues left in RabbitMQ.
 fn run_leftovers(run_id: &str) -> (String, String) {
     let keys = Command::new("redis-cli")
         .args(["--scan", "--pattern", &format!("armada:run:{run_id}:*")])
         .output()
         .unwrap();
+    let kept = ["record", "state", "recorded", "results", "finished"]
+        .map(|suffix| format!("armada:run:{run_id}:{suffix}"));
+    let mut keys: Vec<String> = String::from_utf8_lossy(&keys.stdout)
+        .lines()
+        .filter(|key| !kept.iter().any(|kept| kept == key))
+        .map(str::to_owned)
+        .collect();
+    keys.sort();
     let queues = Command::new("rabbitmqctl")
         .args(["list_queues", "--quiet", "name"])
         .output()
         .unwrap();
+    // Retry-delay queues expire by themselves a minute after their last use.
     let jobs_queue = format!("armada.{run_id}.jobs");
     let dead_queue = format!("armada.{run_id}.dead");
     let queues: Vec<String> = String::from_utf8_lossy(&queues.stdout)
@@ -205,9 +235,29 @@ fn run_leftovers(run_id: &str) -> (String, String) {
         .filter(|name| *name == jobs_queue || *name == dead_queue)
         .map(str::to_owned)
         .collect();
+    (keys.join(","), queues.join(","))
+}
+
+/// A field of the run's state in Redis ("" when it has none).
+fn run_state(run_id: &str, field: &str) -> String {
+    let output = Command::new("redis-cli")
+        .args(["HGET", &format!("armada:run:{run_id}:state"), field])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Runs `orchestrate` with these arguments and the shared backends; its exit status and output.
+fn orchestrate(args: &[&str]) -> (ExitStatus, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_orchestrate"))
+        .args(args)
+        .args(["--queue", AMQP_URL, "--config-store", REDIS_URL])
+        .output()
+        .unwrap();
     (
-        String::from_utf8_lossy(&keys.stdout).trim().to_owned(),
-        queues.join(","),
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
 
@@ -236,6 +286,206 @@ fn four_agent_processes_complete_200_jobs_and_leave_nothing_behind() {
         .collect();
     assert!(agents.len() > 1, "one agent did everything: {agents:?}");
     assert_eq!(run_leftovers(&run_id), (String::new(), String::new()));
+    assert_eq!(run_state(&run_id, "status"), "completed");
+    // The finished record serves `results`, which writes the same lines as the launch did.
+    let (status, exported, stderr) = orchestrate(&["results", &run_id]);
+    assert!(status.success(), "{stderr}");
+    let exported: Vec<Value> = exported
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(exported, results);
+    // A run that ended cannot be canceled; it says how it ended.
+    let (status, _, stderr) = orchestrate(&["cancel", &run_id]);
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("already ended: completed"), "{stderr}");
+}
+
+#[test]
+fn a_job_that_kills_its_agent_fails_after_its_attempts_and_the_run_goes_on() {
+    let _services = services();
+    let dir = project(
+        quick,
+        json!({ "DEFAULT_NUMBER": 27 }),
+        "targetted_job,abort_agent\n7,true\n",
+    );
+    let run = launch(
+        dir.path(),
+        &["--agents", "4", "--jobs", "30", "--max-attempts", "3"],
+    );
+    let run_id = run.run_id.clone();
+    let (status, stdout, results) = run.finish_allowing_aborts();
+    assert_eq!(status.code(), Some(2), "{stdout}");
+    assert_eq!(indexes(&results), (0..30).collect());
+    let poison = results.iter().find(|r| r["index"] == 7).unwrap();
+    assert_eq!(poison["status"], "failed", "{poison}");
+    assert_eq!(poison["attempts"], 3, "{poison}");
+    assert_eq!(
+        poison["error"], "the agent died during this job 3 times",
+        "{poison}"
+    );
+    let succeeded = results.iter().filter(|r| r["status"] == "succeeded");
+    assert_eq!(succeeded.count(), 29);
+    // Its dead letter carries the reason.
+    assert!(
+        stdout.contains("the agent died during this job 3 times"),
+        "{stdout}"
+    );
+    assert_eq!(run_leftovers(&run_id), (String::new(), String::new()));
+}
+
+#[test]
+fn a_run_whose_launcher_is_killed_ends_by_itself_and_attach_writes_every_result_once() {
+    let _services = services();
+    let dir = project(
+        |template| set(template, "default_job_message", "work_ms", json!(20)),
+        json!({ "DEFAULT_NUMBER": 27 }),
+        "targetted_job,name\n",
+    );
+    let mut run = launch(dir.path(), &["--agents", "4", "--jobs", "500"]);
+    let run_id = run.run_id.clone();
+    run.wait_for_results(170);
+    run.child.kill().unwrap(); // SIGKILL
+    run.child.wait().unwrap();
+    assert!(
+        run.lines() < 500,
+        "the launcher finished before it was killed"
+    );
+    // No one follows the run: its agents end it.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while run_state(&run_id, "status") != "completed" {
+        assert!(Instant::now() < deadline, "the run did not end by itself");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while run_leftovers(&run_id) != (String::new(), String::new()) || !run.agent_pids().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the run's queues, agent keys or agents stay: {:?} {:?}",
+            run_leftovers(&run_id),
+            run.agent_pids()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Attaching continues the launcher's file: exactly one line per job.
+    let output = run.results.display().to_string();
+    let attach = || {
+        let (status, stdout, stderr) = orchestrate(&["attach", &run_id, "--output", &output]);
+        assert_eq!(status.code(), Some(0), "{stdout}{stderr}");
+        let text = std::fs::read_to_string(&run.results).unwrap();
+        let results: Vec<Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        results
+    };
+    let results = attach();
+    assert_eq!(results.len(), 500);
+    assert_eq!(indexes(&results), (0..500).collect());
+    assert!(results.iter().all(|r| r["status"] == "succeeded"));
+    // Attaching again changes nothing.
+    assert_eq!(attach(), results);
+    assert_eq!(run_leftovers(&run_id), (String::new(), String::new()));
+}
+
+#[test]
+fn a_redis_restart_mid_run_is_ridden_out_and_every_job_recorded_once() {
+    let _services = services();
+    let redis = PrivateRedis::start();
+    let dir = project(
+        |template| set(template, "default_job_message", "work_ms", json!(50)),
+        json!({ "DEFAULT_NUMBER": 27 }),
+        "targetted_job,name\n",
+    );
+    let results = dir.path().join("results.jsonl");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_orchestrate"));
+    command
+        .arg("launch")
+        .arg("--project")
+        .arg(dir.path())
+        .args(["--agents", "3", "--jobs", "120", "--queue", AMQP_URL])
+        .args(["--config-store", &redis.url(), "--output"])
+        .arg(&results);
+    let run = Launch::spawn(command, results);
+    run.wait_for_results(20);
+    redis.restart(Duration::from_secs(3));
+    let (status, stdout, results) = run.finish();
+    assert!(status.success(), "{stdout}");
+    assert!(
+        !stdout.contains("exited abnormally"),
+        "every agent rides out the restart: {stdout}"
+    );
+    assert_eq!(results.len(), 120, "each job exactly once");
+    assert_eq!(indexes(&results), (0..120).collect());
+    assert!(results.iter().all(|r| r["status"] == "succeeded"));
+}
+
+/// A Redis server of the test's own, on a free port, persisting to a temporary folder, so
+/// that it can be restarted with its data while other tests use the shared one.
+struct PrivateRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let redis = Self {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        redis.launch();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn launch(&self) {
+        let status = Command::new("redis-server")
+            .args(["--daemonize", "yes", "--bind", "127.0.0.1"])
+            .args(["--port", &self.port.to_string(), "--dir"])
+            .arg(self.dir.path())
+            .args(["--appendonly", "yes", "--save", ""])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "the test's Redis did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn shutdown(&self) {
+        let _ = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "shutdown"])
+            .output();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "the test's Redis did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server (it writes its data first), waits `down`, and starts it again.
+    fn restart(&self, down: Duration) {
+        self.shutdown();
+        std::thread::sleep(down);
+        self.launch();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
 }
 
 #[test]
@@ -255,9 +505,14 @@ fn a_killed_agent_s_job_is_redelivered_and_recorded_once() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let (status, stdout, results) = run.finish();
+    let (status, stdout, stderr, results) = run.finish_with_stderr();
     assert!(status.success(), "{stdout}");
-    assert!(stdout.contains("exited abnormally"), "{stdout}");
+    // The launcher starts the killed agent again; the run never misses it.
+    assert!(
+        stderr.contains("exited abnormally (signal: 9 (SIGKILL)): starting it again (1 of 3)"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("exited abnormally"), "{stdout}");
     assert_eq!(results.len(), 40, "each job exactly once");
     assert_eq!(indexes(&results), (0..40).collect());
     assert!(results.iter().all(|r| r["status"] == "succeeded"));
