@@ -76,6 +76,7 @@ fn armada_orchestrator_launcher() -> armada_orchestrator::ProcessLauncher {
         monitor_token: None,
         restarts: armada_orchestrator::ProcessLauncher::DEFAULT_RESTARTS,
         detached_logs: None,
+        outage_secs: None,
     }
 }
 

@@ -188,11 +188,13 @@ async fn finish_completed_run(spec: &AgentSpec) {
     )
     .await
     {
-        Ok(_) => {
+        // Exactly one process ends the run, and only it tells the monitor.
+        Ok(end) if end.ended_here => {
             tracing::debug!(run = %spec.run_id, agent = spec.index, "the run is complete");
             spec.events
                 .agent_event(spec.index, EventKind::RunCompleted, None);
         }
+        Ok(_) => {}
         // Whoever follows or attaches to the run finishes it too.
         Err(error) => {
             tracing::warn!(run = %spec.run_id, agent = spec.index, %error, "cannot end the completed run");

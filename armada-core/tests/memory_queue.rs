@@ -670,9 +670,11 @@ async fn a_run_ended_by_any_process_keeps_one_finished_record_and_its_results() 
         .await
         .unwrap();
 
-    let first = finish_run(&store, &queue, &run, RunStatus::Canceled)
+    let end = finish_run(&store, &queue, &run, RunStatus::Canceled)
         .await
         .unwrap();
+    assert!(end.ended_here);
+    let first = end.finished;
     assert_eq!(first.status, RunStatus::Canceled);
     assert_eq!(first.dead_letters.len(), 1);
     assert_eq!(first.dead_letters[0].reason, "poison");
@@ -682,7 +684,8 @@ async fn a_run_ended_by_any_process_keeps_one_finished_record_and_its_results() 
     let again = finish_run(&store, &queue, &run, RunStatus::Completed)
         .await
         .unwrap();
-    assert_eq!(again, first);
+    assert!(!again.ended_here, "only the first process ends the run");
+    assert_eq!(again.finished, first);
     assert_eq!(store.finished(&run).await.unwrap(), Some(first));
     assert_eq!(
         store.progress(&run).await.unwrap().status,

@@ -879,3 +879,46 @@ async fn unreachable_mssql_is_an_error() {
         "{error:?}"
     );
 }
+
+/// A store written by the previous schema version (2) is upgraded when opened and then read
+/// and written at once, on the connections that saw it before the upgrade: reads name their
+/// columns, so a table that gained one cannot widen a statement cached before (with `SELECT *`
+/// the SQLite worker panicked and the run could not be finished).
+#[tokio::test]
+async fn a_store_of_the_previous_version_is_upgraded_and_used_at_once() {
+    let folder = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", folder.path().join("monitor.sqlite").display());
+    drop(Store::open(&url).await.unwrap());
+    // Back to version 2: what version 3 added removed again.
+    let path = folder.path().join("monitor.sqlite");
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
+    let mut connection = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
+        .await
+        .unwrap();
+    for statement in [
+        "ALTER TABLE armada_runs DROP COLUMN seen_ms",
+        "ALTER TABLE armada_agents DROP COLUMN seen_ms",
+        "DELETE FROM armada_schema WHERE version = 3",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut connection)
+            .await
+            .unwrap();
+    }
+    sqlx::Connection::close(connection).await.unwrap();
+
+    let store = Store::open(&url).await.unwrap();
+    let run = new_run(&store, 2).await;
+    let events = vec![
+        agent_event(EventKind::AgentStarted, 0, None),
+        event(&run, EventKind::JobStarted, 0, 0, 1),
+    ];
+    assert!(store.ingest(&batch(&run, events)).await.unwrap().stored);
+    assert_eq!(store.run(&run.id, 4_000).await.unwrap().events, 2);
+    assert_eq!(store.agents(&run.id).await.unwrap()[0].status, "busy");
+    end(&store, &run.id).await;
+    assert_eq!(
+        store.run(&run.id, 60_000).await.unwrap().status,
+        RunState::Completed
+    );
+}

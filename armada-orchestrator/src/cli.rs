@@ -136,6 +136,7 @@ impl BackendArgs {
         let limit =
             Duration::try_from_secs_f64(self.outage_secs).unwrap_or(Duration::from_secs(60));
         backends.store = backends.store.with_outage_limit(limit);
+        backends.queue = backends.queue.with_outage_limit(limit);
         Ok(backends)
     }
 
@@ -156,6 +157,7 @@ impl BackendArgs {
             monitor_token,
             restarts: ProcessLauncher::DEFAULT_RESTARTS,
             detached_logs: None,
+            outage_secs: Some(self.outage_secs),
         })
     }
 
@@ -319,6 +321,12 @@ struct CancelArgs {
     run_id: String,
     #[command(flatten)]
     backends: BackendArgs,
+    /// Where the run's monitoring goes, to record how it ended there.
+    #[command(flatten)]
+    monitor: MonitorLinkArgs,
+    /// Seconds its agents get to finish their current job before it is ended.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    grace_secs: f64,
     /// With kubernetes, the run's Job is deleted too, its pods first.
     #[arg(long, value_enum, default_value = "local")]
     target: Target,
@@ -808,22 +816,44 @@ async fn agent(args: AgentArgs, runner: Arc<dyn AgentRunner>) -> Result<ExitCode
 
 async fn cancel(args: CancelArgs) -> Result<ExitCode> {
     let run_id = RunId::parse(&args.run_id)?;
-    let backends = args.backends.connect_shared().await?;
-    let status = backends.store.progress(&run_id).await?.status;
-    if status != RunStatus::Running {
-        backends.queue.close().await;
-        return Err(Error::RunEnded {
-            run: run_id,
-            status: status.as_str(),
-        });
+    let mut backends = args.backends.connect_shared().await?;
+    if let Some(url) = &args.monitor.url {
+        backends.monitor = MonitorLink::connect(url, args.monitor.token.clone()).await?;
     }
-    backends
-        .store
-        .set_status(&run_id, RunStatus::Canceled)
-        .await?;
-    backends.queue.delete(&run_id).await?;
-    backends.queue.close().await;
-    println!("run {run_id} canceled: its agents stop after their current job");
+    let queue = backends.queue.clone();
+    let grace = Duration::try_from_secs_f64(args.grace_secs).unwrap_or(Duration::from_secs(10));
+    let handle = match RunHandle::cancel_stored(backends, run_id.clone(), grace).await {
+        Ok(handle) => handle,
+        // Its state is gone (Redis lost it, or it expired): what it left in the queue goes too.
+        Err(Error::Core(armada_core::Error::RunNotFound(_))) => {
+            let deleted = queue.delete(&run_id).await;
+            queue.close().await;
+            deleted?;
+            println!(
+                "run {run_id} is not in the config store (it expired, was lost, or never \
+                 existed); its queues, if any, were deleted"
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(error) => {
+            queue.close().await;
+            return Err(error);
+        }
+    };
+    println!(
+        "run {run_id} canceled: its agents stop after their current job (waiting up to {}s)",
+        grace.as_secs_f64()
+    );
+    let report = handle.follow(|_| {}).await;
+    queue.close().await;
+    let report = report?;
+    println!(
+        "run {run_id} ended {}: {} of {} jobs done",
+        report.status.as_str(),
+        report.progress.succeeded + report.progress.failed,
+        report.progress.jobs
+    );
+
     if args.target == Target::Kubernetes {
         #[cfg(feature = "kubernetes")]
         crate::kubernetes::cli::cancel(&run_id, &args.namespace).await?;

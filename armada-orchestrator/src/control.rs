@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use tokio::task::JoinSet;
 
 use crate::results::ResultsFile;
-use crate::{FollowEvent, Orchestrator, RunControl};
+use crate::{FollowEvent, Orchestrator, RunControl, RunHandle};
 
 /// Builds and validates a plan for the project's script (`Plan::for_script::<S>`).
 pub type PlanFor = fn(&ProjectFiles, &RunOverrides) -> armada_core::Result<Plan>;
@@ -359,16 +359,38 @@ impl Control for ProjectControl {
                 .lock()
                 .ok()
                 .and_then(|runs| runs.get(run_id).cloned());
-            match launched {
-                Some(launched) => {
-                    launched.control.cancel();
-                    Ok(())
-                }
-                None => Err(armada_monitor::Error::Conflict(format!(
-                    "run {run_id} was not launched from this dashboard: cancel it where it was \
-                     launched (Ctrl-C), or with `orchestrate cancel {run_id}` on shared backends"
-                ))),
+            if let Some(launched) = launched {
+                launched.control.cancel();
+                return Ok(());
             }
+            // Launched elsewhere (its launcher may be gone): through the store's cancel flag,
+            // followed here to its end so that the monitor records it.
+            let orchestrator = self.orchestrator()?;
+            let run = RunId::parse(run_id).map_err(problems)?;
+            let handle = RunHandle::cancel_stored(
+                orchestrator.backends().clone(),
+                run,
+                orchestrator.grace(),
+            )
+            .await
+            .map_err(|error| match error {
+                crate::Error::Core(armada_core::Error::RunNotFound(_)) => {
+                    armada_monitor::Error::Conflict(format!(
+                        "run {run_id} is not in this service's config store: cancel it with the \
+                         store it runs on"
+                    ))
+                }
+                error @ crate::Error::RunEnded { .. } => {
+                    armada_monitor::Error::Conflict(error.to_string())
+                }
+                other => orchestration(other),
+            })?;
+            self.followers.lock().await.spawn(async move {
+                if let Err(error) = handle.follow(|_| {}).await {
+                    tracing::warn!(%error, "cannot end the canceled run");
+                }
+            });
+            Ok(())
         })
     }
 

@@ -114,6 +114,9 @@ pub struct ProcessLauncher {
     /// group (the terminal's Ctrl-C and hang-up do not reach it), is not killed when its
     /// launcher goes, and writes its output to `agent-<index>.log` in this folder.
     pub detached_logs: Option<PathBuf>,
+    /// How long agents ride out an outage of Redis or RabbitMQ (`ARMADA_OUTAGE_SECS`); none
+    /// leaves their default.
+    pub outage_secs: Option<f64>,
 }
 
 impl ProcessLauncher {
@@ -135,6 +138,9 @@ impl ProcessLauncher {
         }
         if let Some(token) = &self.monitor_token {
             command.env("ARMADA_MONITOR_TOKEN", token);
+        }
+        if let Some(seconds) = self.outage_secs {
+            command.env("ARMADA_OUTAGE_SECS", seconds.to_string());
         }
         command
             .arg("agent")
@@ -249,6 +255,11 @@ impl Orchestrator {
     /// The backends.
     pub fn backends(&self) -> &Backends {
         &self.backends
+    }
+
+    /// How long a canceled run gives its agents to finish their current job.
+    pub fn grace(&self) -> Duration {
+        self.grace
     }
 
     /// Where agents save the evidence of failed attempts (screenshots, HTML, console logs);
@@ -534,6 +545,29 @@ impl RunHandle {
         })
     }
 
+    /// Cancels a run held in these backends, whoever launched it and whether its launcher is
+    /// alive or not: flags it canceled in the store (agents start no new job) and deletes its
+    /// queue. Following the returned handle ends the run after `grace`: jobs that did not
+    /// finish are recorded as canceled, and the store and the monitor get its final state. A
+    /// run that ended is refused with how it ended.
+    pub async fn cancel_stored(backends: Backends, run_id: RunId, grace: Duration) -> Result<Self> {
+        let status = backends.store.progress(&run_id).await?.status;
+        if status != RunStatus::Running {
+            return Err(crate::Error::RunEnded {
+                run: run_id,
+                status: status.as_str(),
+            });
+        }
+        backends
+            .store
+            .set_status(&run_id, RunStatus::Canceled)
+            .await?;
+        backends.queue.delete(&run_id).await?;
+        let mut handle = Self::attach(backends, run_id).await?;
+        handle.grace = grace;
+        Ok(handle)
+    }
+
     /// The run's id.
     pub fn run_id(&self) -> &RunId {
         &self.run_id
@@ -661,8 +695,9 @@ impl RunHandle {
         // Deleting the queue ends every agent's consumer: they stop their contexts and exit.
         // The agent that recorded a completed run's last result may have ended it already;
         // then its record stands.
-        let finished =
-            armada_core::backend::finish_run(store, &backends.queue, &run_id, status).await?;
+        let finished = armada_core::backend::finish_run(store, &backends.queue, &run_id, status)
+            .await?
+            .finished;
         let status = finished.status;
         let wait = if control.abort.is_cancelled() {
             Duration::ZERO

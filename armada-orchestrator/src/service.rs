@@ -382,10 +382,10 @@ pub fn openapi() -> Value {
                                "404": { "description": "No such run launched here", "content": { "application/json": { "schema": error } } } },
             } },
             "/runs/{id}/cancel": { "post": {
-                "summary": "Cancel a run launched by this service",
+                "summary": "Cancel a run of this service's config store, whoever launched it",
                 "parameters": run_id,
                 "responses": { "202": { "description": "Canceling: agents finish their current job" },
-                               "409": { "description": "The run was not launched here", "content": { "application/json": { "schema": error } } } },
+                               "409": { "description": "The run ended, or is not in this service's config store", "content": { "application/json": { "schema": error } } } },
             } },
             "/bot/start": { "post": {
                 "summary": "Launch as the original system's orchestrator did",
@@ -428,7 +428,7 @@ pub fn openapi() -> Value {
                     "links": { "type": "object", "properties": { "run": { "type": "string" }, "plan": { "type": "string" }, "dashboard": { "type": "string" } } } } },
                 "Run": { "type": "object", "description": "As the monitor's GET /api/v1/runs/{id} (docs/monitor-api.md)", "required": ["id", "status", "jobs", "counts"], "properties": {
                     "id": { "type": "string" }, "project": { "type": "string" },
-                    "status": { "type": "string", "enum": ["running", "completed", "canceled", "stopped"] },
+                    "status": { "type": "string", "enum": ["running", "completed", "canceled", "stopped", "stalled"] },
                     "agents": { "type": "integer" }, "jobs": { "type": "integer" },
                     "counts": { "type": "object", "additionalProperties": { "type": "integer" } },
                     "created_ms": { "type": "integer" }, "finished_ms": { "type": ["integer", "null"] },

@@ -459,16 +459,21 @@ impl MemoryStore {
     }
 
     /// Keeps the first finished record; drops agent configs and redelivery counts.
-    pub async fn mark_finished(&self, run: &RunId, finished: FinishedRun) -> Result<FinishedRun> {
+    pub async fn mark_finished(
+        &self,
+        run: &RunId,
+        finished: FinishedRun,
+    ) -> Result<(FinishedRun, bool)> {
         let slot = self.slot(run)?;
         let mut state = lock(&slot.state);
+        let first = state.finished.is_none();
         let kept = state.finished.get_or_insert(finished).clone();
         state.progress.status = kept.status;
         state.configs.clear();
         state.redeliveries.clear();
         drop(state);
         slot.changed.notify_waiters();
-        Ok(kept)
+        Ok((kept, first))
     }
 
     /// The finished record.

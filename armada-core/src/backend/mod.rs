@@ -23,6 +23,10 @@ use serde::{Deserialize, Serialize};
 use crate::wire::{AgentConfigRecord, EventBatch, JobMessage, JobResult};
 use crate::{AgentIndex, Error, JobIndex, Result, RunId};
 
+/// How long an operation on Redis or RabbitMQ keeps trying through an outage of its service
+/// (a restart, a failover, a cut network) before it fails.
+pub const DEFAULT_OUTAGE_LIMIT: Duration = Duration::from_secs(60);
+
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -131,35 +135,47 @@ pub struct FinishedRun {
     pub dead_letters: Vec<DeadLetter>,
 }
 
+/// A run's end, as [`finish_run`] found or made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunEnd {
+    /// The run's finished record.
+    pub finished: FinishedRun,
+    /// Whether this call ended the run; `false` when another process had.
+    pub ended_here: bool,
+}
+
 /// Ends a run in the backends, whoever sees its end first (the agent that recorded its last
 /// result, the process following it, `cancel`): sets its status, keeps its dead letters in the
 /// store, deletes its queues (which ends its agents' loops), and leaves only the finished
 /// record, its counters and its results in the store. Safe to call again and from several
-/// processes: once a run has its finished record, that record is returned and nothing else
-/// changes.
+/// processes at once: the first finished record stands, and only its writer is told it ended
+/// the run.
 pub async fn finish_run(
     store: &ConfigStore,
     queue: &JobQueue,
     run: &RunId,
     status: RunStatus,
-) -> Result<FinishedRun> {
+) -> Result<RunEnd> {
     if let Some(finished) = store.finished(run).await? {
-        return Ok(finished);
+        return Ok(RunEnd {
+            finished,
+            ended_here: false,
+        });
     }
     store.set_status(run, status).await?;
     let dead_letters = queue.dead_letters(run).await?;
     queue.delete(run).await?;
-    store
-        .mark_finished(
-            run,
-            FinishedRun {
-                v: crate::wire::WIRE_VERSION,
-                status,
-                finished_ms: crate::wire::now_ms(),
-                dead_letters,
-            },
-        )
-        .await
+    let ours = FinishedRun {
+        v: crate::wire::WIRE_VERSION,
+        status,
+        finished_ms: crate::wire::now_ms(),
+        dead_letters,
+    };
+    let (finished, ended_here) = store.mark_finished(run, ours).await?;
+    Ok(RunEnd {
+        finished,
+        ended_here,
+    })
 }
 
 fn scheme(url: &str) -> &str {
@@ -245,8 +261,8 @@ impl ConfigStore {
     }
 
     /// How long each operation keeps trying while the store's service is unreachable
-    /// (restarting, failing over, cut off) before it fails; Redis's default is 60 s. The
-    /// in-process store is never unreachable.
+    /// (restarting, failing over, cut off) before it fails (default [`DEFAULT_OUTAGE_LIMIT`]).
+    /// The in-process store is never unreachable.
     #[must_use]
     #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
     pub fn with_outage_limit(self, limit: Duration) -> Self {
@@ -325,8 +341,13 @@ impl ConfigStore {
     }
 
     /// Stores the run's finished record unless it has one, drops what only a running run needs
-    /// (agent configs, redelivery counts), and returns the record that is stored.
-    pub async fn mark_finished(&self, run: &RunId, finished: FinishedRun) -> Result<FinishedRun> {
+    /// (agent configs, redelivery counts), and returns the record that is stored and whether
+    /// it is this one.
+    pub async fn mark_finished(
+        &self,
+        run: &RunId,
+        finished: FinishedRun,
+    ) -> Result<(FinishedRun, bool)> {
         dispatch!(self, Self, store => store.mark_finished(run, finished).await)
     }
 
@@ -383,6 +404,19 @@ impl JobQueue {
     /// Whether the queue lives only in this process.
     pub fn is_in_process(&self) -> bool {
         matches!(self, Self::Memory(_))
+    }
+
+    /// How long reconnecting keeps trying while the broker is unreachable before the
+    /// operation fails (default [`DEFAULT_OUTAGE_LIMIT`]). The in-process queue is never
+    /// unreachable.
+    #[must_use]
+    #[cfg_attr(not(feature = "rabbitmq"), allow(unused_variables))]
+    pub fn with_outage_limit(self, limit: Duration) -> Self {
+        match self {
+            Self::Memory(queue) => Self::Memory(queue),
+            #[cfg(feature = "rabbitmq")]
+            Self::RabbitMq(queue) => Self::RabbitMq(queue.with_outage_limit(limit)),
+        }
     }
 
     /// Publishes jobs to the run's queue, declaring it if needed; returns when all are held.

@@ -56,12 +56,14 @@ pub struct RabbitQueue {
     url: Arc<str>,
     shown: String,
     publisher: Arc<Mutex<Option<Link>>>,
+    outage_limit: Duration,
 }
 
 impl std::fmt::Debug for RabbitQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RabbitQueue")
             .field("url", &self.shown)
+            .field("outage_limit", &self.outage_limit)
             .finish()
     }
 }
@@ -105,6 +107,7 @@ impl RabbitQueue {
             url: url.into(),
             shown: redact_url(url),
             publisher: Arc::new(Mutex::new(None)),
+            outage_limit: super::DEFAULT_OUTAGE_LIMIT,
         };
         let link = queue.open_link(Confirms::On).await?;
         *queue.publisher.lock().await = Some(link);
@@ -162,18 +165,34 @@ impl RabbitQueue {
         }
     }
 
+    /// How long reconnecting keeps trying through an outage before it fails (default
+    /// [`super::DEFAULT_OUTAGE_LIMIT`]).
+    pub fn with_outage_limit(mut self, limit: Duration) -> Self {
+        self.outage_limit = limit;
+        self
+    }
+
+    /// The error for an outage that outlasted the limit.
+    fn outlasted(&self, error: &Error) -> Error {
+        self.failed(format!(
+            "unreachable for longer than the outage limit of {:?}: {error}",
+            self.outage_limit
+        ))
+    }
+
     async fn reconnect(&self) -> Result<Link> {
         let mut delay = Duration::from_millis(100);
-        let mut tries = 0;
+        let deadline = tokio::time::Instant::now() + self.outage_limit;
         loop {
             match self.open_link(Confirms::On).await {
                 Ok(link) => return Ok(link),
-                Err(error) if tries >= 60 => return Err(error),
+                Err(error) if tokio::time::Instant::now() + delay > deadline => {
+                    return Err(self.outlasted(&error));
+                }
                 Err(error) => {
                     tracing::warn!(%error, "RabbitMQ unreachable; reconnecting in {delay:?}");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(RECONNECT_BACKOFF_MAX);
-                    tries += 1;
                 }
             }
         }
@@ -517,10 +536,13 @@ impl RabbitConsumer {
     async fn subscribe(&mut self) -> Result<Subscribed> {
         let mut delay = Duration::from_millis(100);
         let mut tries = 0;
+        let deadline = tokio::time::Instant::now() + self.queue.outage_limit;
         loop {
             match self.try_subscribe().await {
                 Ok(found) => return Ok(found),
-                Err(error) if tries >= 60 => return Err(error),
+                Err(error) if tokio::time::Instant::now() + delay > deadline => {
+                    return Err(self.queue.outlasted(&error));
+                }
                 Err(error) => {
                     // RabbitMQ 3.10 fails a consume that races the queue's deletion at the end
                     // of a run with INTERNAL_ERROR; the next try sees the queue gone. Only a

@@ -25,14 +25,14 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{FinishedRun, Recorded, RunProgress, RunRecord, RunStatus, redact_url};
+use super::{
+    DEFAULT_OUTAGE_LIMIT, FinishedRun, Recorded, RunProgress, RunRecord, RunStatus, redact_url,
+};
 use crate::wire::{AgentConfigRecord, JobResult, JobStatus};
 use crate::{AgentIndex, Error, JobIndex, Result, RunId};
 
 /// How long a run's keys live after their last write.
 pub const KEY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-/// How long an operation keeps trying through a Redis outage before it fails.
-pub const DEFAULT_OUTAGE_LIMIT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A reply slower than this counts as a lost connection, so a partitioned host is retried
 /// rather than waited on forever.
@@ -57,13 +57,16 @@ return 1
 ";
 
 /// Keeps the first finished record (`KEYS[1]`), sets the state's status from it when this call
-/// wrote it, and deletes what only a running run needs (`KEYS[3..]`). Returns the stored record.
+/// wrote it, and deletes what only a running run needs (`KEYS[3..]`). Returns the stored record
+/// and whether this call wrote it.
 const MARK_FINISHED: &str = r"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) and redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HSET', KEYS[2], 'status', ARGV[3])
+local first = 0
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  first = 1
+  if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'status', ARGV[3]) end
 end
 for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
-return redis.call('GET', KEYS[1])
+return {redis.call('GET', KEYS[1]), first}
 ";
 
 /// Changes a field of the state hash only while the run exists, so a late writer cannot
@@ -416,7 +419,11 @@ impl RedisStore {
     }
 
     /// Keeps the first finished record; deletes agent configs and redelivery counts.
-    pub async fn mark_finished(&self, run: &RunId, finished: FinishedRun) -> Result<FinishedRun> {
+    pub async fn mark_finished(
+        &self,
+        run: &RunId,
+        finished: FinishedRun,
+    ) -> Result<(FinishedRun, bool)> {
         let agents = match self.run_record(run).await {
             Ok(record) => record.agents,
             Err(Error::RunNotFound(_)) => 0,
@@ -434,8 +441,8 @@ impl RedisStore {
             .arg(encode(&finished, "a finished run")?)
             .arg(KEY_TTL.as_secs())
             .arg(finished.status.as_str());
-        let stored: String = self.script(&invocation).await?;
-        decode(&stored, "a finished run")
+        let (stored, first): (String, i64) = self.script(&invocation).await?;
+        Ok((decode(&stored, "a finished run")?, first == 1))
     }
 
     /// The finished record, once the run ended.

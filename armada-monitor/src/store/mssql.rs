@@ -20,8 +20,9 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use super::ingest::{self, Decoded, Seen};
 use super::query::{
-    self, AgentJobs, JOB_COLUMNS, agent_from_row, agent_jobs_from_row, attachment_from_row,
-    event_from_row, failure_from_row, job_from_row, output_from_row, run_from_row,
+    self, AGENT_COLUMNS, AgentJobs, EVENT_COLUMNS, JOB_COLUMNS, OUTPUT_COLUMNS, RUN_COLUMNS,
+    agent_from_row, agent_jobs_from_row, attachment_from_row, event_from_row, failure_from_row,
+    job_from_row, output_from_row, run_from_row,
 };
 use super::{Columns, Param, Sql, schema, values_sql};
 use crate::model::{
@@ -845,7 +846,10 @@ impl MssqlStore {
     }
 
     pub(super) async fn run(&self, run_id: &str) -> Result<Option<Run>> {
-        let mut sql = Sql::new("SELECT * FROM armada_runs WHERE id = @P1", MARK);
+        let mut sql = Sql::new(
+            &format!("SELECT {RUN_COLUMNS} FROM armada_runs WHERE id = @P1"),
+            MARK,
+        );
         sql.bind(Param::Text(Some(run_id)));
         Ok(self
             .fetch(sql, "reading a run", run_from_row)
@@ -855,7 +859,7 @@ impl MssqlStore {
     }
 
     pub(super) async fn runs(&self, after: Option<&str>, rows: i64) -> Result<Vec<Run>> {
-        let mut sql = Sql::new("SELECT r.* FROM armada_runs AS r", MARK);
+        let mut sql = Sql::new(&format!("SELECT {RUN_COLUMNS} FROM armada_runs AS r"), MARK);
         if let Some(after) = after {
             // T-SQL has no row values: (created_ms, id) < cursor, spelled out.
             let cursor = sql.bind(Param::Text(Some(after)));
@@ -886,7 +890,7 @@ impl MssqlStore {
         after: Option<u64>,
         rows: i64,
     ) -> Result<Vec<Job>> {
-        let sql = Sql::new("SELECT * FROM armada_jobs", MARK);
+        let sql = Sql::new(&format!("SELECT {JOB_COLUMNS} FROM armada_jobs"), MARK);
         let mut sql = query::jobs_sql(sql, run_id, filter, after);
         limit(&mut sql, rows);
         self.fetch(sql, "listing jobs", job_from_row).await
@@ -894,7 +898,7 @@ impl MssqlStore {
 
     pub(super) async fn job(&self, run_id: &str, index: u64) -> Result<Option<Job>> {
         let mut sql = Sql::new(
-            "SELECT * FROM armada_jobs WHERE run_id = @P1 AND idx = @P2",
+            &format!("SELECT {JOB_COLUMNS} FROM armada_jobs WHERE run_id = @P1 AND idx = @P2"),
             MARK,
         );
         sql.bind(Param::Text(Some(run_id)));
@@ -954,7 +958,7 @@ impl MssqlStore {
         newest_first: bool,
         rows: i64,
     ) -> Result<Vec<Event>> {
-        let sql = Sql::new("SELECT * FROM armada_events", MARK);
+        let sql = Sql::new(&format!("SELECT {EVENT_COLUMNS} FROM armada_events"), MARK);
         let mut sql = query::events_sql(sql, run_id, filter, after, newest_first);
         limit(&mut sql, rows);
         self.fetch(sql, "listing events", event_from_row).await
@@ -962,7 +966,7 @@ impl MssqlStore {
 
     pub(super) async fn agents(&self, run_id: &str) -> Result<Vec<Agent>> {
         let mut sql = Sql::new(
-            "SELECT * FROM armada_agents WHERE run_id = @P1 ORDER BY idx",
+            &format!("SELECT {AGENT_COLUMNS} FROM armada_agents WHERE run_id = @P1 ORDER BY idx"),
             MARK,
         );
         sql.bind(Param::Text(Some(run_id)));
@@ -993,7 +997,9 @@ impl MssqlStore {
 
     pub(super) async fn outputs(&self, run_id: &str, after: u64, rows: i64) -> Result<Vec<Output>> {
         let mut sql = Sql::new(
-            "SELECT * FROM armada_outputs WHERE run_id = @P1 AND seq > @P2 ORDER BY seq",
+            &format!(
+                "SELECT {OUTPUT_COLUMNS} FROM armada_outputs WHERE run_id = @P1 AND seq > @P2 ORDER BY seq"
+            ),
             MARK,
         );
         sql.bind(Param::Text(Some(run_id)));

@@ -439,7 +439,22 @@ pub(super) fn output_from_row<R: Columns>(row: &R) -> Result<Output, R::Error> {
     })
 }
 
-/// The columns every backend reads a run's jobs list with: `SELECT *` would do, but naming
-/// them keeps the order of `OUTPUT`/`RETURNING` and `SELECT` the same.
+// The columns each read names, never `SELECT *`: a connection that prepared `SELECT *` before
+// another process (or this one's writer) added a column gets rows one column wider than the
+// statement it cached (SQLite re-prepares it; sqlx 0.9 then indexed past its columns and
+// panicked), and PostgreSQL refuses such a cached plan. Named, a read keeps its width across
+// migrations.
+
+/// The columns every backend reads a run's jobs list with, in the order of `OUTPUT`/`RETURNING`
+/// and `SELECT` alike.
 pub(super) const JOB_COLUMNS: &str = "idx, id, status, agent, attempts, started_ms, \
                                       finished_ms, duration_ms, last_event, error";
+/// The columns `run_from_row` reads.
+pub(super) const RUN_COLUMNS: &str = "id, project, status, created_ms, finished_ms, agents, \
+                                      jobs, events, tune, relaunch_of, settings, seen_ms";
+/// The columns `agent_from_row` reads.
+pub(super) const AGENT_COLUMNS: &str = "idx, status, seen_ms, started_ms, stopped_ms, error";
+/// The columns `event_from_row` reads.
+pub(super) const EVENT_COLUMNS: &str = "seq, kind, at_ms, agent, job_idx, attempt, message, data";
+/// The columns `output_from_row` reads.
+pub(super) const OUTPUT_COLUMNS: &str = "seq, job_idx, attempt, at_ms, data";

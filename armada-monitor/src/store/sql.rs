@@ -10,8 +10,9 @@ use sqlx::{Any, AnyPool, AssertSqlSafe, Row};
 
 use super::ingest::{self, Decoded, Seen};
 use super::query::{
-    self, AgentJobs, JOB_COLUMNS, agent_from_row, agent_jobs_from_row, attachment_from_row,
-    event_from_row, failure_from_row, job_from_row, output_from_row, run_from_row,
+    self, AGENT_COLUMNS, AgentJobs, EVENT_COLUMNS, JOB_COLUMNS, OUTPUT_COLUMNS, RUN_COLUMNS,
+    agent_from_row, agent_jobs_from_row, attachment_from_row, event_from_row, failure_from_row,
+    job_from_row, output_from_row, run_from_row,
 };
 use super::{Columns, Param, Sql, schema, values_sql};
 use crate::model::{
@@ -578,19 +579,24 @@ impl SqlStore {
 
     pub(super) async fn run(&self, run_id: &str) -> Result<Option<Run>> {
         let doing = "reading a run";
-        sqlx::query("SELECT * FROM armada_runs WHERE id = $1")
-            .bind(run_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(self.failed(doing))?
-            .map(|row| run_from_row(&row))
-            .transpose()
-            .map_err(self.failed(doing))
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM armada_runs WHERE id = $1"
+        )))
+        .bind(run_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.failed(doing))?
+        .map(|row| run_from_row(&row))
+        .transpose()
+        .map_err(self.failed(doing))
     }
 
     pub(super) async fn runs(&self, after: Option<&str>, rows: i64) -> Result<Vec<Run>> {
         let doing = "listing runs";
-        let mut sql = Sql::new("SELECT * FROM armada_runs WHERE 1 = 1", "$");
+        let mut sql = Sql::new(
+            &format!("SELECT {RUN_COLUMNS} FROM armada_runs WHERE 1 = 1"),
+            "$",
+        );
         if let Some(after) = after {
             sql.and(
                 "(created_ms, id) < (SELECT created_ms, id FROM armada_runs WHERE id = ?)",
@@ -633,7 +639,7 @@ impl SqlStore {
         after: Option<u64>,
         rows: i64,
     ) -> Result<Vec<Job>> {
-        let sql = Sql::new("SELECT * FROM armada_jobs", "$");
+        let sql = Sql::new(&format!("SELECT {JOB_COLUMNS} FROM armada_jobs"), "$");
         let mut sql = query::jobs_sql(sql, run_id, filter, after);
         let limit = sql.bind(Param::Int(Some(rows)));
         sql.push(&format!(" LIMIT {limit}"));
@@ -642,15 +648,17 @@ impl SqlStore {
 
     pub(super) async fn job(&self, run_id: &str, index: u64) -> Result<Option<Job>> {
         let doing = "reading a job";
-        sqlx::query("SELECT * FROM armada_jobs WHERE run_id = $1 AND idx = $2")
-            .bind(run_id)
-            .bind(index as i64)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(self.failed(doing))?
-            .map(|row| job_from_row(&row))
-            .transpose()
-            .map_err(self.failed(doing))
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM armada_jobs WHERE run_id = $1 AND idx = $2"
+        )))
+        .bind(run_id)
+        .bind(index as i64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.failed(doing))?
+        .map(|row| job_from_row(&row))
+        .transpose()
+        .map_err(self.failed(doing))
     }
 
     pub(super) async fn attachments(
@@ -699,7 +707,7 @@ impl SqlStore {
         newest_first: bool,
         rows: i64,
     ) -> Result<Vec<Event>> {
-        let sql = Sql::new("SELECT * FROM armada_events", "$");
+        let sql = Sql::new(&format!("SELECT {EVENT_COLUMNS} FROM armada_events"), "$");
         let mut sql = query::events_sql(sql, run_id, filter, after, newest_first);
         let limit = sql.bind(Param::Int(Some(rows)));
         sql.push(&format!(" LIMIT {limit}"));
@@ -708,7 +716,7 @@ impl SqlStore {
 
     pub(super) async fn agents(&self, run_id: &str) -> Result<Vec<Agent>> {
         let mut sql = Sql::new(
-            "SELECT * FROM armada_agents WHERE run_id = $1 ORDER BY idx",
+            &format!("SELECT {AGENT_COLUMNS} FROM armada_agents WHERE run_id = $1 ORDER BY idx"),
             "$",
         );
         sql.bind(Param::Text(Some(run_id)));
@@ -739,7 +747,9 @@ impl SqlStore {
 
     pub(super) async fn outputs(&self, run_id: &str, after: u64, rows: i64) -> Result<Vec<Output>> {
         let mut sql = Sql::new(
-            "SELECT * FROM armada_outputs WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            &format!(
+                "SELECT {OUTPUT_COLUMNS} FROM armada_outputs WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+            ),
             "$",
         );
         sql.bind(Param::Text(Some(run_id)));

@@ -762,3 +762,97 @@ fn concurrent_runs_stay_apart_and_cancel_stops_only_its_own() {
         }
     }
 }
+
+#[test]
+fn a_detached_launch_returns_at_once_and_attach_follows_its_run_to_the_end() {
+    let _services = services();
+    let dir = project(
+        |template| set(template, "default_job_message", "work_ms", json!(30)),
+        json!({ "DEFAULT_NUMBER": 27 }),
+        "targetted_job,name\n",
+    );
+    let project_dir = dir.path().display().to_string();
+    let args = ["launch", "--project", &project_dir, "--agents", "3"];
+    let (status, stdout, stderr) =
+        orchestrate(&[&args[..], &["--jobs", "90", "--detach"]].concat());
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("detached"), "{stdout}");
+    let run_id = stdout
+        .strip_prefix("run ")
+        .and_then(|rest| rest.split(':').next())
+        .unwrap()
+        .to_owned();
+    let output = dir.path().join("attached.jsonl").display().to_string();
+    let (status, stdout, stderr) = orchestrate(&[
+        "attach",
+        &run_id,
+        "--project",
+        &project_dir,
+        "--output",
+        &output,
+    ]);
+    assert!(status.success(), "{stdout}{stderr}");
+    let results: Vec<Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(results.len(), 90);
+    assert_eq!(indexes(&results), (0..90).collect());
+    assert!(results.iter().all(|r| r["status"] == "succeeded"));
+    // The agents wrote their output apart from the launcher, which was long gone.
+    let log = dir
+        .path()
+        .join(format!(".armada/runs/{run_id}/agents/agent-0.log"));
+    assert!(log.is_file(), "{}", log.display());
+    assert_eq!(run_leftovers(&run_id), (String::new(), String::new()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let agents = Command::new("pgrep")
+            .args(["-f", &format!("agent --run-id {run_id}")])
+            .output()
+            .unwrap();
+        if agents.stdout.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "agents outlived their run");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn cancel_removes_the_queues_of_a_run_whose_state_redis_lost() {
+    let _services = services();
+    let dir = project(
+        |template| set(template, "default_job_message", "work_ms", json!(300)),
+        json!({ "DEFAULT_NUMBER": 27 }),
+        "targetted_job,name\n",
+    );
+    let mut run = launch(dir.path(), &["--agents", "2", "--jobs", "40"]);
+    run.wait_for_results(2);
+    let run_id = run.run_id.clone();
+    for pid in run.agent_pids() {
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+    }
+    run.child.kill().unwrap();
+    run.child.wait().unwrap();
+    // Redis lost the run (a restart without persistence): only its queues are left.
+    let keys = Command::new("redis-cli")
+        .args(["--scan", "--pattern", &format!("armada:run:{run_id}:*")])
+        .output()
+        .unwrap();
+    for key in String::from_utf8_lossy(&keys.stdout).lines() {
+        Command::new("redis-cli")
+            .args(["DEL", key])
+            .output()
+            .unwrap();
+    }
+    assert_ne!(run_leftovers(&run_id).1, "", "the run's queue is there");
+    let (status, stdout, stderr) = orchestrate(&["cancel", &run_id]);
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("not in the config store"), "{stdout}");
+    assert_eq!(run_leftovers(&run_id), (String::new(), String::new()));
+}

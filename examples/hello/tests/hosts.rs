@@ -270,8 +270,10 @@ impl Cluster {
         network.relay("services", 5672);
         let redis = Self::start_redis(&network);
         let services = network.host("services");
-        let monitor = services
-            .command(env!("CARGO_BIN_EXE_orchestrate"))
+        // The service reaches the run's backends too: its Cancel works on any of their runs.
+        let mut monitor = services.command(env!("CARGO_BIN_EXE_orchestrate"));
+        run_environment(&mut monitor, &services.address);
+        let monitor = monitor
             .arg("serve")
             .args(["--listen", &format!("{}:{MONITOR_PORT}", services.address)])
             .args(["--token", TOKEN, "--stall-secs", &STALL_SECS.to_string()])
@@ -335,22 +337,6 @@ impl Cluster {
         &self.network.host("services").address
     }
 
-    /// The URLs every process of a run is given, as environment variables.
-    fn environment(&self, command: &mut Command) {
-        let services = self.services_address();
-        command
-            .env(
-                "ARMADA_AMQP_URL",
-                format!("amqp://guest:guest@{services}:5672/%2f"),
-            )
-            .env("ARMADA_REDIS_URL", format!("redis://{services}:6379"))
-            .env(
-                "ARMADA_MONITOR_URL",
-                format!("http://{services}:{MONITOR_PORT}"),
-            )
-            .env("ARMADA_MONITOR_TOKEN", TOKEN);
-    }
-
     /// `orchestrate` with these arguments on `host`.
     fn orchestrate(&self, host: &str, args: &[&str]) -> Command {
         let mut command = self
@@ -358,7 +344,7 @@ impl Cluster {
             .host(host)
             .command(env!("CARGO_BIN_EXE_orchestrate"));
         command.args(args);
-        self.environment(&mut command);
+        run_environment(&mut command, self.services_address());
         command
     }
 
@@ -418,27 +404,30 @@ impl Cluster {
 
     /// The run as the monitor service shows it.
     fn monitored_run(&self, run_id: &str) -> Value {
+        let (_, text) = self.monitor_request(reqwest::Method::GET, &format!("/runs/{run_id}"));
+        serde_json::from_str(&text).unwrap_or_else(|error| panic!("{error}: {text}"))
+    }
+
+    /// A request to the monitor service's API: its status and body.
+    fn monitor_request(&self, method: reqwest::Method, path: &str) -> (u16, String) {
         let url = format!(
-            "http://{}:{MONITOR_PORT}/api/v1/runs/{run_id}",
+            "http://{}:{MONITOR_PORT}/api/v1{path}",
             self.services_address()
         );
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let text = runtime.block_on(async {
-            reqwest::Client::new()
-                .get(url)
+        runtime.block_on(async {
+            let response = reqwest::Client::new()
+                .request(method, url)
                 .bearer_auth(TOKEN)
                 .timeout(Duration::from_secs(5))
                 .send()
                 .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        });
-        serde_json::from_str(&text).unwrap_or_else(|error| panic!("{error}: {text}"))
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        })
     }
 
     /// A field of the run's state in Redis.
@@ -490,6 +479,21 @@ impl Cluster {
             })
             .collect()
     }
+}
+
+/// The URLs every process of a run is given, as environment variables: the services host's.
+fn run_environment(command: &mut Command, services: &str) {
+    command
+        .env(
+            "ARMADA_AMQP_URL",
+            format!("amqp://guest:guest@{services}:5672/%2f"),
+        )
+        .env("ARMADA_REDIS_URL", format!("redis://{services}:6379"))
+        .env(
+            "ARMADA_MONITOR_URL",
+            format!("http://{services}:{MONITOR_PORT}"),
+        )
+        .env("ARMADA_MONITOR_TOKEN", TOKEN);
 }
 
 impl Drop for Cluster {
@@ -665,4 +669,33 @@ fn a_run_whose_every_process_was_killed_shows_stalled() {
     let run = cluster.monitored_run(&run_id);
     let reason = run["stalled_reason"].as_str().unwrap_or_default();
     assert!(reason.contains("heard from"), "{run}");
+    let agents = cluster.monitor_request(reqwest::Method::GET, &format!("/runs/{run_id}/agents"));
+    assert!(agents.1.contains("\"gone\""), "{agents:?}");
+
+    // The monitor service cancels it through the store, though no process of it is left.
+    let (status, body) =
+        cluster.monitor_request(reqwest::Method::POST, &format!("/runs/{run_id}/cancel"));
+    assert_eq!(status, 202, "{body}");
+    wait_for(
+        "the monitor to say canceled",
+        Duration::from_secs(40),
+        || cluster.monitored_run(&run_id)["status"] == "canceled",
+    );
+    assert_eq!(cluster.store_state(&run_id, "status"), "canceled");
+    let run = cluster.monitored_run(&run_id);
+    assert_eq!(
+        run["counts"]["canceled"].as_u64().unwrap() + done(&run),
+        40,
+        "{run}"
+    );
+    assert_eq!(cluster.leftovers(&run_id), (Vec::new(), Vec::new()));
+    // Canceling it again is refused with how it ended.
+    let (status, body) =
+        cluster.monitor_request(reqwest::Method::POST, &format!("/runs/{run_id}/cancel"));
+    assert_eq!(status, 409, "{body}");
+}
+
+/// Jobs of a monitored run that succeeded or failed.
+fn done(run: &Value) -> u64 {
+    run["counts"]["succeeded"].as_u64().unwrap() + run["counts"]["failed"].as_u64().unwrap()
 }

@@ -380,6 +380,29 @@ async fn bot_start_takes_the_original_parts() {
             .any(|text| text.contains("Salut") || text.contains("Hallo")),
         "{texts:?}"
     );
+    // The same run id again is another run: refused, and the first one's results stay.
+    let (status, answer) = service
+        .post_form(
+            "/bot/start",
+            &[
+                ("configtemplate", &template.to_string()),
+                ("configtune", "{}"),
+                ("data_job", "targetted_job,name\n1,Yan\n"),
+                ("data_agent", "targetted_agent,greeting\n1,Hallo\n"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("exists already"),
+        "{answer}"
+    );
+    let kept = std::fs::read_to_string(
+        dir.path()
+            .join(format!(".armada/runs/{run_id}/results.jsonl")),
+    )
+    .unwrap();
+    assert_eq!(kept, results);
     let (status, answer) = service
         .post_form("/bot/start", &[("data_job", "targetted_job\n")])
         .await;
