@@ -71,6 +71,9 @@ pub async fn run<S: Script>(script: Arc<S>, spec: AgentSpec) -> Result<AgentExit
     // An agent restarted after its run ended (its process died with the run's last job) has
     // nothing to do, and its config is gone.
     if spec.store.progress(&spec.run_id).await?.status != RunStatus::Running {
+        // If the agent that recorded the last result died before ending the run, this one
+        // ends it.
+        end_if_completed(&spec).await;
         return Ok(AgentExit::Finished { attempts: 0 });
     }
     spec.events
@@ -166,15 +169,21 @@ async fn job_loop<S: Script>(
     let mut consumer = spec.queue.consume(&spec.run_id, 1).await?;
     let taken = take_jobs(script, agent, spec, limits, &mut consumer).await;
     consumer.close().await;
-    let attempts = taken?;
-    // The agent that recorded the last result ends the run; if it died doing so, whichever
-    // agent sees the completed run next does.
-    if spec.store.progress(&spec.run_id).await?.status == RunStatus::Completed
-        && spec.store.finished(&spec.run_id).await?.is_none()
-    {
+    end_if_completed(spec).await;
+    taken
+}
+
+/// The agent that recorded the last result ends the run; if it died or failed doing so,
+/// whichever agent sees the completed run next does. Best effort: a follower ends it too.
+async fn end_if_completed(spec: &AgentSpec) {
+    let store = &spec.store;
+    let completed = matches!(
+        store.progress(&spec.run_id).await,
+        Ok(progress) if progress.status == RunStatus::Completed
+    );
+    if completed && matches!(store.finished(&spec.run_id).await, Ok(None)) {
         finish_completed_run(spec).await;
     }
-    Ok(attempts)
 }
 
 /// Ends a run whose last result this agent saw recorded: its queues, its finished record, and
@@ -512,11 +521,12 @@ where
     F: Future<Output = Result<()>>,
 {
     let recorded = spec.store.record_result(&spec.run_id, result).await?;
-    settle(delivery).await?;
+    let settled = settle(delivery).await;
+    // The run ends whether or not the settle went through: its result is recorded.
     if recorded == Recorded::LastOfRun {
         finish_completed_run(spec).await;
     }
-    Ok(())
+    settled
 }
 
 /// Asks the agent context for evidence of a failed attempt; returns the folder when it saved

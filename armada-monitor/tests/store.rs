@@ -99,9 +99,12 @@ fn lifecycle(run: &NewRun, agent: u32, job: u64, end: EventKind, duration_ms: f6
     ]
 }
 
-async fn register_is_idempotent_and_redacts(store: Store) {
+async fn register_refuses_a_second_run_and_redacts(store: Store) {
     let run = new_run(&store, 5).await;
-    store.register_run(&run, 9_999).await.unwrap();
+    let mut again = run.clone();
+    again.jobs.truncate(2);
+    let refused = store.register_run(&again, 9_999).await;
+    assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
     let shown = store.run(&run.id, 61_000).await.unwrap();
     assert_eq!(shown.jobs, 5);
     assert_eq!(shown.counts.queued, 5);
@@ -627,8 +630,9 @@ async fn end(store: &Store, run_id: &str) {
 
 async fn one_run_id_is_one_run_and_a_running_run_is_not_deleted(store: Store) {
     let run = new_run(&store, 3).await;
-    // The same registration again (a retried request) is accepted and changes nothing.
-    store.register_run(&run, 5_000).await.unwrap();
+    // Another run under this id, with the same jobs or not, is refused.
+    let refused = store.register_run(&run, 5_000).await;
+    assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
     let mut other = run.clone();
     other.jobs[0].id = JobId::new().to_string();
     let refused = store.register_run(&other, 6_000).await;
@@ -640,7 +644,7 @@ async fn one_run_id_is_one_run_and_a_running_run_is_not_deleted(store: Store) {
     );
     assert_eq!(store.run(&run.id, 7_000).await.unwrap().jobs, 3);
     end(&store, &run.id).await;
-    // An ended run is not registered again, even by its own launch.
+    // Nor once it ended.
     let refused = store.register_run(&run, 8_000).await;
     assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
     store.delete_run(&run.id).await.unwrap();
@@ -826,7 +830,7 @@ macro_rules! conformance {
 }
 
 conformance!(
-    register_is_idempotent_and_redacts,
+    register_refuses_a_second_run_and_redacts,
     ingest_tracks_jobs_and_is_idempotent,
     bad_batches_change_nothing,
     jobs_are_keyset_paged_and_filtered,

@@ -586,6 +586,10 @@ async fn launch<S: Script>(
     }
     let Some(mut results) = results else {
         handle.detach().await;
+        queue.close().await;
+        if let MonitorLink::Local(monitor) = &monitor_link {
+            monitor.close();
+        }
         println!(
             "detached: the run ends by itself; `attach {}` follows it and writes its results",
             run_id_text
@@ -874,7 +878,7 @@ async fn attach(args: AttachArgs, default_project: &Path) -> Result<ExitCode> {
     let output = args
         .output
         .unwrap_or_else(|| crate::control::run_dir(&project, &run_id).join("results.jsonl"));
-    let mut results = ResultsFile::resume(&output)?;
+    let mut results = ResultsFile::resume(&output, &run_id)?;
     let queue = backends.queue.clone();
     let monitor_link = backends.monitor.clone();
     let handle = RunHandle::attach(backends, run_id).await?;
@@ -907,8 +911,10 @@ async fn results(args: ResultsArgs) -> Result<ExitCode> {
     let backends = args.backends.connect_shared().await?;
     backends.queue.close().await;
     let store = &backends.store;
-    if store.finished(&run_id).await?.is_none() {
-        let progress = store.progress(&run_id).await?;
+    let progress = store.progress(&run_id).await?;
+    // Ended, and every job has its line (a canceled run's unfinished jobs are recorded
+    // last, by whoever ended it).
+    if store.finished(&run_id).await?.is_none() || progress.terminal < progress.jobs {
         return Err(Error::RunNotEnded {
             run: run_id,
             terminal: progress.terminal,

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use armada_core::project::NamedFile;
 use armada_core::{Plan, ProjectFiles, RunId, RunOverrides, Tune};
+use armada_monitor::model::{Finish, RunState};
 use armada_monitor::{Control, LaunchDefaults, LaunchInfo, LaunchRequest, MonitorLink};
 use futures::future::BoxFuture;
 use tokio::task::JoinSet;
@@ -324,6 +325,64 @@ fn orchestration(error: crate::Error) -> armada_monitor::Error {
     }
 }
 
+impl ProjectControl {
+    /// Cancels a run that this service's config store does not hold (another store, or one
+    /// that lost it): when the monitor has heard from none of its processes past the stall
+    /// limit, nothing of it is left to stop, and it ends in the monitor as canceled.
+    async fn end_unreachable(&self, run_id: &str) -> armada_monitor::Result<()> {
+        let unreachable = || {
+            armada_monitor::Error::Conflict(format!(
+                "run {run_id} is not in this service's config store and is still heard from: \
+                 cancel it with the store it runs on"
+            ))
+        };
+        let MonitorLink::Local(monitor) = &self.orchestrator()?.backends().monitor else {
+            return Err(unreachable());
+        };
+        let run = monitor
+            .store()
+            .run(run_id, armada_core::wire::now_ms())
+            .await?;
+        if run.status != RunState::Stalled {
+            return Err(unreachable());
+        }
+        let canceled = Finish {
+            status: RunState::Canceled,
+            jobs: Vec::new(),
+        };
+        monitor.finish_run(run_id, &canceled).await.map(drop)
+    }
+}
+
+impl ProjectControl {
+    /// Gives the monitor the end of a run that ended in the config store, if it shows it open.
+    async fn record_end(&self, run_id: &str) {
+        let Ok(orchestrator) = self.orchestrator() else {
+            return;
+        };
+        let backends = orchestrator.backends();
+        let (Ok(run), MonitorLink::Local(monitor)) = (RunId::parse(run_id), &backends.monitor)
+        else {
+            return;
+        };
+        let Ok(Some(finished)) = backends.store.finished(&run).await else {
+            return;
+        };
+        let status = match finished.status {
+            armada_core::backend::RunStatus::Completed => RunState::Completed,
+            armada_core::backend::RunStatus::Canceled => RunState::Canceled,
+            _ => RunState::Stopped,
+        };
+        let end = Finish {
+            status,
+            jobs: Vec::new(),
+        };
+        if let Err(error) = monitor.finish_run(run_id, &end).await {
+            tracing::warn!(run = run_id, %error, "cannot record the run's end in the monitor");
+        }
+    }
+}
+
 impl Control for ProjectControl {
     fn launch_info(&self) -> BoxFuture<'_, armada_monitor::Result<LaunchInfo>> {
         Box::pin(async move {
@@ -354,6 +413,19 @@ impl Control for ProjectControl {
 
     fn cancel<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, armada_monitor::Result<()>> {
         Box::pin(async move {
+            // The monitor knows every run of this service, ended or not.
+            if let MonitorLink::Local(monitor) = &self.orchestrator()?.backends().monitor {
+                let run = monitor
+                    .store()
+                    .run(run_id, armada_core::wire::now_ms())
+                    .await?;
+                if !run.status.is_open() {
+                    return Err(armada_monitor::Error::Conflict(format!(
+                        "run {run_id} already ended: {}",
+                        run.status.as_str()
+                    )));
+                }
+            }
             let launched = self
                 .runs
                 .lock()
@@ -367,24 +439,25 @@ impl Control for ProjectControl {
             // followed here to its end so that the monitor records it.
             let orchestrator = self.orchestrator()?;
             let run = RunId::parse(run_id).map_err(problems)?;
-            let handle = RunHandle::cancel_stored(
+            let handle = match RunHandle::cancel_stored(
                 orchestrator.backends().clone(),
                 run,
                 orchestrator.grace(),
             )
             .await
-            .map_err(|error| match error {
-                crate::Error::Core(armada_core::Error::RunNotFound(_)) => {
-                    armada_monitor::Error::Conflict(format!(
-                        "run {run_id} is not in this service's config store: cancel it with the \
-                         store it runs on"
-                    ))
+            {
+                Ok(handle) => handle,
+                Err(crate::Error::Core(armada_core::Error::RunNotFound(_))) => {
+                    return self.end_unreachable(run_id).await;
                 }
-                error @ crate::Error::RunEnded { .. } => {
-                    armada_monitor::Error::Conflict(error.to_string())
+                Err(error @ crate::Error::RunEnded { .. }) => {
+                    // The monitor may have missed the end (its process died in between): it
+                    // gets it now, and the cancel is refused with how the run ended.
+                    self.record_end(run_id).await;
+                    return Err(armada_monitor::Error::Conflict(error.to_string()));
                 }
-                other => orchestration(other),
-            })?;
+                Err(other) => return Err(orchestration(other)),
+            };
             self.followers.lock().await.spawn(async move {
                 if let Err(error) = handle.follow(|_| {}).await {
                     tracing::warn!(%error, "cannot end the canceled run");

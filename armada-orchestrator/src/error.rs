@@ -39,9 +39,9 @@ pub enum Error {
     },
     /// Agents as processes need backends other processes can reach.
     #[error(
-        "agents run as processes (or started elsewhere) need a shared queue and config store: \
-         pass --queue amqp://… and --config-store redis://…, or run agents as tasks \
-         (--agents-as tasks)"
+        "agents run as processes (or started elsewhere) need a queue and a config store that \
+         other processes reach (amqp://… and redis://… URLs), or agents run as tasks of this \
+         process"
     )]
     ProcessesNeedSharedBackends,
     /// A detached launch whose agents would live in the launching process.

@@ -2,10 +2,11 @@
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use armada_core::wire::JobResult;
+use armada_core::{JobId, RunId};
 
 use crate::{Error, Result};
 
@@ -26,10 +27,17 @@ impl ResultsFile {
         }
     }
 
-    /// A new, empty file (an existing one is replaced).
+    /// A new, empty file (an existing one is replaced), locked for this writer.
     pub(crate) fn create(path: &Path) -> Result<Self> {
         create_parent(path)?;
-        let file = File::create(path).map_err(Self::error(path))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(path)
+            .map_err(Self::error(path))?;
+        lock(&file, path)?;
+        file.set_len(0).map_err(Self::error(path))?;
         Ok(Self {
             path: path.to_path_buf(),
             out: BufWriter::new(file),
@@ -37,39 +45,53 @@ impl ResultsFile {
         })
     }
 
-    /// The file as a previous writer left it, to be continued: its complete lines are kept and
-    /// their jobs not written again; a last line cut short (its writer was killed mid-line) is
-    /// removed. A line that is not a job result is an error naming the file and line.
-    pub(crate) fn resume(path: &Path) -> Result<Self> {
+    /// The file as a previous writer of `run` left it, to be continued: its complete lines
+    /// are kept and their jobs not written again; a last line cut short (its writer was killed
+    /// mid-line) is removed. A line that is not a result of `run` is an error naming the file
+    /// and line, and so is a file another process is writing (the launcher, another attach).
+    pub(crate) fn resume(path: &Path, run: &RunId) -> Result<Self> {
         create_parent(path)?;
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(error) => return Err(Self::error(path)(error)),
-        };
-        let complete = text.rfind('\n').map_or(0, |end| end + 1);
-        let mut written = HashSet::new();
-        for (number, line) in text[..complete].lines().enumerate() {
-            let result: JobResult = serde_json::from_str(line).map_err(|error| {
-                Self::error(path)(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("line {} is not a job result: {error}", number + 1),
-                ))
-            })?;
-            written.insert(result.index);
-        }
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
+            .read(true)
             .write(true)
             .truncate(false)
             .open(path)
             .map_err(Self::error(path))?;
+        lock(&file, path)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(Self::error(path))?;
+        // Bytes, not text: a cut-off last line may end inside a character.
+        let complete = bytes
+            .iter()
+            .rposition(|&byte| byte == b'\n')
+            .map_or(0, |end| end + 1);
+        let mut written = HashSet::new();
+        for (number, line) in bytes[..complete].split(|&byte| byte == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            let invalid = |why: String| {
+                Self::error(path)(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("line {}: {why}", number + 1),
+                ))
+            };
+            let result: JobResult = serde_json::from_slice(line)
+                .map_err(|error| invalid(format!("not a job result: {error}")))?;
+            if result.id != JobId::of(run, result.index) {
+                return Err(invalid(format!(
+                    "job {} is not run {run}'s: write this run's results to another file",
+                    result.index
+                )));
+            }
+            written.insert(result.index);
+        }
         file.set_len(complete as u64).map_err(Self::error(path))?;
-        let mut out = BufWriter::new(file);
-        std::io::Seek::seek(out.get_mut(), std::io::SeekFrom::End(0)).map_err(Self::error(path))?;
+        file.seek(SeekFrom::End(0)).map_err(Self::error(path))?;
         Ok(Self {
             path: path.to_path_buf(),
-            out,
+            out: BufWriter::new(file),
             written,
         })
     }
@@ -91,6 +113,20 @@ impl ResultsFile {
     pub(crate) fn finish(mut self) -> Result<()> {
         self.flush()
     }
+}
+
+/// Takes the file for this process: two writers of one results file would interleave lines.
+fn lock(file: &File, path: &Path) -> Result<()> {
+    file.try_lock().map_err(|error| {
+        let why = match error {
+            std::fs::TryLockError::WouldBlock => std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                "another process is writing it (the run's launcher, or another attach)",
+            ),
+            std::fs::TryLockError::Error(error) => error,
+        };
+        ResultsFile::error(path)(why)
+    })
 }
 
 fn create_parent(path: &Path) -> Result<()> {

@@ -25,6 +25,8 @@ use crate::Result;
 
 /// How often the run's counters are read while following it.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a canceled run gives its agents to finish their current job, by default.
+const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 
 /// The run's backends, chosen by URL.
 #[derive(Debug, Clone)]
@@ -231,7 +233,7 @@ impl Orchestrator {
         Self {
             backends,
             launcher,
-            grace: Duration::from_secs(10),
+            grace: DEFAULT_GRACE,
             evidence_dir: None,
             project: "armada".to_owned(),
             tune: None,
@@ -541,7 +543,9 @@ impl RunHandle {
             monitor,
             control: RunControl::default(),
             started: Instant::now(),
-            grace: Duration::ZERO,
+            // A run canceled elsewhere is ended here no sooner than its canceler would: jobs
+            // still running get to record their results.
+            grace: DEFAULT_GRACE,
         })
     }
 
@@ -593,7 +597,8 @@ impl RunHandle {
     }
 
     /// Follows the run to its end, reporting every job's result exactly once, then stops the
-    /// agents and removes the run's queue and keys.
+    /// agents, deletes the run's queues and leaves its finished record in the store (removed
+    /// at once from an in-process store, which no other process can read).
     pub async fn follow(self, mut on_event: impl FnMut(FollowEvent<'_>)) -> Result<RunReport> {
         let Self {
             run_id,

@@ -385,6 +385,7 @@ pub fn openapi() -> Value {
                 "summary": "Cancel a run of this service's config store, whoever launched it",
                 "parameters": run_id,
                 "responses": { "202": { "description": "Canceling: agents finish their current job" },
+                               "404": { "description": "No such run", "content": { "application/json": { "schema": error } } },
                                "409": { "description": "The run ended, or is not in this service's config store", "content": { "application/json": { "schema": error } } } },
             } },
             "/bot/start": { "post": {

@@ -450,10 +450,14 @@ impl MemoryStore {
         }
     }
 
-    /// Sets the status.
+    /// Moves a running run to `status`.
     pub async fn set_status(&self, run: &RunId, status: RunStatus) -> Result<()> {
         let slot = self.slot(run)?;
-        lock(&slot.state).progress.status = status;
+        let mut state = lock(&slot.state);
+        if state.progress.status == RunStatus::Running {
+            state.progress.status = status;
+        }
+        drop(state);
         slot.changed.notify_waiters();
         Ok(())
     }

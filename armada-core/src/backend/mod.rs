@@ -156,26 +156,33 @@ pub async fn finish_run(
     run: &RunId,
     status: RunStatus,
 ) -> Result<RunEnd> {
-    if let Some(finished) = store.finished(run).await? {
-        return Ok(RunEnd {
+    let end = match store.finished(run).await? {
+        Some(finished) => RunEnd {
             finished,
             ended_here: false,
-        });
-    }
-    store.set_status(run, status).await?;
-    let dead_letters = queue.dead_letters(run).await?;
-    queue.delete(run).await?;
-    let ours = FinishedRun {
-        v: crate::wire::WIRE_VERSION,
-        status,
-        finished_ms: crate::wire::now_ms(),
-        dead_letters,
+        },
+        None => {
+            // A run that ended another way (completed before a cancel) keeps its status.
+            store.set_status(run, status).await?;
+            let status = store.progress(run).await?.status;
+            // Dead letters are read, then kept, and only then are the queues deleted: a
+            // process that finds the record finds them in it.
+            let ours = FinishedRun {
+                v: crate::wire::WIRE_VERSION,
+                status,
+                finished_ms: crate::wire::now_ms(),
+                dead_letters: queue.dead_letters(run).await?,
+            };
+            let (finished, ended_here) = store.mark_finished(run, ours).await?;
+            RunEnd {
+                finished,
+                ended_here,
+            }
+        }
     };
-    let (finished, ended_here) = store.mark_finished(run, ours).await?;
-    Ok(RunEnd {
-        finished,
-        ended_here,
-    })
+    // Also when another process ended the run: it may have died before this step.
+    queue.delete(run).await?;
+    Ok(end)
 }
 
 fn scheme(url: &str) -> &str {
@@ -335,7 +342,8 @@ impl ConfigStore {
         dispatch!(self, Self, store => store.results_after(run, cursor, wait).await)
     }
 
-    /// Sets the run's status; `Canceled` is the flag agents and orchestrators check.
+    /// Moves a running run to `status`; `Canceled` is the flag agents and orchestrators check.
+    /// A run that is no longer running keeps its status: an end is never overwritten.
     pub async fn set_status(&self, run: &RunId, status: RunStatus) -> Result<()> {
         dispatch!(self, Self, store => store.set_status(run, status).await)
     }

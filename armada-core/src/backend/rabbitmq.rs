@@ -359,7 +359,7 @@ impl RabbitQueue {
         headers: FieldTable,
     ) -> Result<()> {
         let mut delay = Duration::from_millis(100);
-        let mut tries = 0;
+        let deadline = tokio::time::Instant::now() + self.outage_limit;
         loop {
             let channel = self.publisher().await?;
             let published = async {
@@ -376,14 +376,15 @@ impl RabbitQueue {
             .await;
             match published {
                 Ok(()) => return Ok(()),
-                Err(error) if tries >= 60 => return Err(error),
+                Err(error) if tokio::time::Instant::now() + delay > deadline => {
+                    return Err(self.outlasted(&error));
+                }
                 Err(error) => {
                     tracing::warn!(%error, queue, "publish failed; reconnecting in {delay:?}");
                     // Force a fresh channel: this one may look open while its connection died.
                     *self.publisher.lock().await = None;
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(RECONNECT_BACKOFF_MAX);
-                    tries += 1;
                 }
             }
         }
@@ -423,7 +424,24 @@ impl RabbitQueue {
     }
 
     /// The run's dead letters, left in place (read on a connection that is closed unacked).
+    /// Rides out an outage of the broker up to the outage limit.
     pub async fn dead_letters(&self, run: &RunId) -> Result<Vec<DeadLetter>> {
+        let mut delay = Duration::from_millis(100);
+        let deadline = tokio::time::Instant::now() + self.outage_limit;
+        loop {
+            match self.read_dead_letters(run).await {
+                Err(error) if tokio::time::Instant::now() + delay <= deadline => {
+                    tracing::warn!(%error, run = %run, "cannot read dead letters; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RECONNECT_BACKOFF_MAX);
+                }
+                Err(error) => return Err(self.outlasted(&error)),
+                read => return read,
+            }
+        }
+    }
+
+    async fn read_dead_letters(&self, run: &RunId) -> Result<Vec<DeadLetter>> {
         let link = self.open_link(Confirms::Off).await?;
         let read = async {
             let mut letters = Vec::new();

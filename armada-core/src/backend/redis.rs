@@ -56,25 +56,28 @@ end
 return 1
 ";
 
-/// Keeps the first finished record (`KEYS[1]`), sets the state's status from it when this call
-/// wrote it, and deletes what only a running run needs (`KEYS[3..]`). Returns the stored record
-/// and whether this call wrote it.
+/// Keeps the first finished record (`KEYS[1]`), sets the state's status from the record kept,
+/// and deletes what only a running run needs (`KEYS[3..]`). Returns the record kept; the caller
+/// compares it with its own, so that a call retried after a lost reply still knows it wrote it.
 const MARK_FINISHED: &str = r"
-local first = 0
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
-  first = 1
-  if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'status', ARGV[3]) end
+redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])
+local kept = redis.call('GET', KEYS[1])
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HSET', KEYS[2], 'status', cjson.decode(kept)['status'])
 end
 for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
-return {redis.call('GET', KEYS[1]), first}
+return kept
 ";
 
 /// Changes a field of the state hash only while the run exists, so a late writer cannot
-/// recreate a removed run's state without its TTL.
+/// recreate a removed run's state without its TTL. The status changes only from `running`:
+/// an end (completed, canceled) is never overwritten.
 const UPDATE_STATE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if ARGV[1] == 'incr' then redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
-else redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end
+elseif ARGV[2] ~= 'status' or redis.call('HGET', KEYS[1], 'status') == 'running' then
+  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+end
 return 1
 ";
 
@@ -226,14 +229,20 @@ impl RedisStore {
             .query(
                 redis::cmd("SET")
                     .arg(key(&run, "record"))
-                    .arg(json)
+                    .arg(&json)
                     .arg("NX")
                     .arg("EX")
                     .arg(ttl),
             )
             .await?;
         if created.is_none() {
-            return Err(Error::RunExists(run));
+            // A retry after a lost reply finds its own record: the run is this one.
+            let kept: Option<String> = self
+                .query(redis::cmd("GET").arg(key(&run, "record")))
+                .await?;
+            if kept.as_deref() != Some(json.as_str()) {
+                return Err(Error::RunExists(run));
+            }
         }
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -437,12 +446,10 @@ impl RedisStore {
         for index in 0..agents {
             invocation.key(key(run, &format!("agent:{index}")));
         }
-        invocation
-            .arg(encode(&finished, "a finished run")?)
-            .arg(KEY_TTL.as_secs())
-            .arg(finished.status.as_str());
-        let (stored, first): (String, i64) = self.script(&invocation).await?;
-        Ok((decode(&stored, "a finished run")?, first == 1))
+        let ours = encode(&finished, "a finished run")?;
+        invocation.arg(&ours).arg(KEY_TTL.as_secs());
+        let kept: String = self.script(&invocation).await?;
+        Ok((decode(&kept, "a finished run")?, kept == ours))
     }
 
     /// The finished record, once the run ended.

@@ -123,16 +123,10 @@ impl Store {
         &self.url
     }
 
-    /// Registers a run with every job queued. The same registration sent again (a retried
-    /// request) changes nothing; another run with an id that exists is a conflict, so two runs
-    /// never merge under one id.
+    /// Registers a run with every job queued. A run id that exists is refused, in the same
+    /// statement that inserts it: two runs never merge under one id.
     pub async fn register_run(&self, run: &NewRun, created_ms: u64) -> Result<()> {
         validate_run_id(&run.id)?;
-        match self.run(&run.id, created_ms).await {
-            Ok(existing) => return self.same_registration(run, &existing).await,
-            Err(Error::UnknownRun(_)) => {}
-            Err(error) => return Err(error),
-        }
         let settings = redact(run.settings.clone()).to_string();
         dispatch!(self, register_run(run, &settings, created_ms))
     }
@@ -158,29 +152,6 @@ impl Store {
         };
         dispatch!(self, finish_run(run_id, finish, leftover, now_ms))?;
         self.run(run_id, now_ms).await
-    }
-
-    /// `Ok` when `existing` is `run` registered before, by the same launch: its first job
-    /// has the same id (job ids are derived from the run id and a launch's jobs).
-    async fn same_registration(&self, run: &NewRun, existing: &Run) -> Result<()> {
-        let conflict = || {
-            Error::Conflict(format!(
-                "run {} exists already ({}): a new run needs a new id",
-                run.id,
-                existing.status.as_str()
-            ))
-        };
-        if existing.jobs != run.jobs.len() as u64 || existing.project != run.project {
-            return Err(conflict());
-        }
-        let Some(first) = run.jobs.first() else {
-            return Err(conflict());
-        };
-        match self.job(&run.id, first.index).await {
-            Ok((job, _)) if job.id == first.id && existing.status.is_open() => Ok(()),
-            Ok(_) => Err(conflict()),
-            Err(error) => Err(error),
-        }
     }
 
     /// Deletes a run with everything under it. A run that has not ended is refused: deleting
@@ -209,6 +180,13 @@ impl Store {
         }
         Ok(counts)
     }
+}
+
+/// The refusal of a second run under one id.
+pub(super) fn run_exists(run_id: &str) -> Error {
+    Error::Conflict(format!(
+        "run {run_id} exists already: a new run needs a new id"
+    ))
 }
 
 /// A run id as the monitor accepts it: what names queues, keys and folders elsewhere.

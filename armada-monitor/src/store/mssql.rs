@@ -531,7 +531,11 @@ impl MssqlStore {
             .register_run_in(&mut conn, run, settings, created_ms)
             .await
             .map_err(self.failed(doing));
-        self.end(conn, result, doing).await
+        if self.end(conn, result, doing).await? {
+            Ok(())
+        } else {
+            Err(super::run_exists(&run.id))
+        }
     }
 
     async fn register_run_in(
@@ -540,7 +544,7 @@ impl MssqlStore {
         run: &NewRun,
         settings: &str,
         created_ms: u64,
-    ) -> SqlResult<()> {
+    ) -> SqlResult<bool> {
         let client = conn.client()?;
         // The range lock makes a concurrent registration of the same id wait and then see
         // the row, instead of failing on the primary key.
@@ -561,7 +565,7 @@ impl MssqlStore {
         insert.bind(run.relaunch_of.as_deref());
         insert.bind(settings);
         if execute(client, insert).await? == 0 {
-            return Ok(());
+            return Ok(false);
         }
         for chunk in run.jobs.chunks(ROWS_PER_INSERT) {
             let sql = values_sql(
@@ -579,7 +583,7 @@ impl MssqlStore {
             }
             execute(client, insert).await?;
         }
-        Ok(())
+        Ok(true)
     }
 
     pub(super) async fn finish_run(

@@ -239,7 +239,7 @@ impl SqlStore {
         .map_err(self.failed(doing))?
         .rows_affected();
         if inserted == 0 {
-            return Ok(());
+            return Err(super::run_exists(&run.id));
         }
         for chunk in run.jobs.chunks(ROWS_PER_STATEMENT) {
             let sql = values_sql(

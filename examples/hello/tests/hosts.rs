@@ -368,6 +368,15 @@ impl Cluster {
         dir
     }
 
+    /// Where the launcher writes its results, on the orchestrator host.
+    fn launcher_results(&self) -> PathBuf {
+        self.network
+            .host("orchestrator")
+            .dir
+            .path()
+            .join("project/results.jsonl")
+    }
+
     /// Launches a run of `jobs` on the orchestrator host whose 4 agents run 2 on each agent
     /// host; returns the launcher, its run id and the agents.
     fn launch(&self, jobs: u64, work_ms: u64) -> (Child, String, Vec<Child>) {
@@ -377,7 +386,7 @@ impl Cluster {
             .arg("--project")
             .arg(&project)
             .args(["--agents", "4", "--jobs", &jobs.to_string(), "--output"])
-            .arg(project.join("results.jsonl"))
+            .arg(self.launcher_results())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -546,12 +555,7 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 fn a_run_outlives_its_killed_launcher_and_attach_on_another_host_writes_every_result_once() {
     let cluster = Cluster::start();
     let (mut launcher, run_id, mut agents) = cluster.launch(500, 20);
-    let written = cluster
-        .network
-        .host("orchestrator")
-        .dir
-        .path()
-        .join("project/results.jsonl");
+    let written = cluster.launcher_results();
     wait_for("a third of the results", Duration::from_secs(120), || {
         results_lines(&written) >= 170
     });
@@ -612,12 +616,7 @@ fn an_agent_host_cut_off_for_20_s_and_a_redis_restart_lose_and_duplicate_nothing
     let mut cluster = Cluster::start();
     for fault in ["cut", "redis"] {
         let (mut launcher, run_id, mut agents) = cluster.launch(240, 50);
-        let written = cluster
-            .network
-            .host("orchestrator")
-            .dir
-            .path()
-            .join("project/results.jsonl");
+        let written = cluster.launcher_results();
         wait_for("the first results", Duration::from_secs(60), || {
             results_lines(&written) >= 30
         });

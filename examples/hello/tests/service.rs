@@ -435,7 +435,12 @@ async fn cancel_over_http_stops_a_run() {
     assert!(run["counts"]["canceled"].as_u64().unwrap() > 0, "{run}");
     assert!(run["counts"]["succeeded"].as_u64().unwrap() < 400, "{run}");
     let (status, _) = service.post_json("/runs/not-a-run/cancel", json!({})).await;
-    assert_eq!(status, 409);
+    assert_eq!(status, 404, "no such run");
+    // A run that ended is refused with how it ended.
+    let (status, answer) = service
+        .post_json(&format!("/runs/{run_id}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 409, "{answer}");
 }
 
 #[tokio::test]
