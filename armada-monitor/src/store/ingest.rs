@@ -12,6 +12,11 @@ use serde_json::Value;
 
 /// Most events one batch may carry.
 pub const MAX_EVENTS_PER_BATCH: usize = 10_000;
+/// How fresh an agent's `seen_ms` is kept: far finer than the stall limit, and far coarser than
+/// batches arrive.
+const SEEN_PRECISION_MS: u64 = 1_000;
+/// Entries of agents heard from that are kept before old ones are dropped.
+const SEEN_ENTRIES: usize = 100_000;
 
 /// What one batch changed, for the live feed.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -99,6 +104,7 @@ impl Store {
                 decoded.push(decode(position, event)?);
             }
         }
+        seen.agents = self.due_for_seen(run_id, seen.agents, seen.at_ms);
         let batch_id = batch.batch_id.to_string();
         let Some(jobs) = dispatch!(self, ingest(run_id, &batch_id, &mut decoded, &seen))? else {
             return Ok(Ingested::default());
@@ -108,6 +114,30 @@ impl Store {
             events: decoded.into_iter().map(|item| item.event).collect(),
             jobs,
         })
+    }
+}
+
+impl Store {
+    /// The agents heard from whose `seen_ms` was not written within [`SEEN_PRECISION_MS`]:
+    /// those the batch writes it for (an agent's lifecycle events write it regardless).
+    fn due_for_seen(&self, run_id: &str, heard: BTreeSet<u32>, now_ms: u64) -> BTreeSet<u32> {
+        let Ok(mut written) = self.seen_written.lock() else {
+            return heard;
+        };
+        if written.len() > SEEN_ENTRIES {
+            written.retain(|_, at| now_ms.saturating_sub(*at) < 60 * SEEN_PRECISION_MS);
+        }
+        heard
+            .into_iter()
+            .filter(|&agent| {
+                let last = written.entry((run_id.to_owned(), agent)).or_insert(0);
+                let due = now_ms.saturating_sub(*last) >= SEEN_PRECISION_MS;
+                if due {
+                    *last = now_ms;
+                }
+                due
+            })
+            .collect()
     }
 }
 

@@ -47,6 +47,9 @@ pub struct Store {
     backend: Backend,
     url: String,
     stall_limit: Duration,
+    /// When each agent's `seen_ms` was last written, so that an agent heard from in every
+    /// batch costs one write a second, not one a batch.
+    seen_written: std::sync::Mutex<std::collections::HashMap<(String, u32), u64>>,
 }
 
 /// How long a running run's agents and followers may be silent before it shows as stalled
@@ -102,6 +105,7 @@ impl Store {
             backend,
             url: shown,
             stall_limit: DEFAULT_STALL_LIMIT,
+            seen_written: Default::default(),
         })
     }
 
