@@ -1,7 +1,7 @@
 //! Storing an event batch: events, outputs, attachments, and the state of the jobs and
 //! agents they are about, in one transaction, once per batch id.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{Backend, Store};
 use crate::model::{Event, Job, JobState};
@@ -15,8 +15,8 @@ pub const MAX_EVENTS_PER_BATCH: usize = 10_000;
 /// How fresh an agent's `seen_ms` is kept: far finer than the stall limit, and far coarser than
 /// batches arrive.
 const SEEN_PRECISION_MS: u64 = 1_000;
-/// Entries of agents heard from that are kept before old ones are dropped.
-const SEEN_ENTRIES: usize = 100_000;
+/// Runs whose agents' last writes are kept before those of old runs are dropped.
+const SEEN_RUNS: usize = 10_000;
 
 /// What one batch changed, for the live feed.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -124,13 +124,23 @@ impl Store {
         let Ok(mut written) = self.seen_written.lock() else {
             return heard;
         };
-        if written.len() > SEEN_ENTRIES {
-            written.retain(|_, at| now_ms.saturating_sub(*at) < 60 * SEEN_PRECISION_MS);
+        if written.len() > SEEN_RUNS {
+            written.retain(|_, agents| {
+                agents.retain(|_, at| now_ms.saturating_sub(*at) < 60 * SEEN_PRECISION_MS);
+                !agents.is_empty()
+            });
         }
+        // Looked up by `&str`: a run's key is allocated once, not once a batch.
+        if !written.contains_key(run_id) {
+            written.insert(run_id.to_owned(), HashMap::new());
+        }
+        let Some(agents) = written.get_mut(run_id) else {
+            return heard;
+        };
         heard
             .into_iter()
             .filter(|&agent| {
-                let last = written.entry((run_id.to_owned(), agent)).or_insert(0);
+                let last = agents.entry(agent).or_insert(0);
                 let due = now_ms.saturating_sub(*last) >= SEEN_PRECISION_MS;
                 if due {
                     *last = now_ms;

@@ -49,7 +49,8 @@ pub struct Store {
     stall_limit: Duration,
     /// When each agent's `seen_ms` was last written, so that an agent heard from in every
     /// batch costs one write a second, not one a batch.
-    seen_written: std::sync::Mutex<std::collections::HashMap<(String, u32), u64>>,
+    seen_written:
+        std::sync::Mutex<std::collections::HashMap<String, std::collections::HashMap<u32, u64>>>,
 }
 
 /// How long a running run's agents and followers may be silent before it shows as stalled

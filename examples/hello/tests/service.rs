@@ -336,18 +336,15 @@ async fn bot_start_takes_the_original_parts() {
         "default_agent_message": { "greeting": "Salut", "style": { "uppercase": false, "suffix": "." }, "code": "print('hi')", "run_id": run_id },
         "default_job_message": { "name": "bot", "number": 5, "run_id": run_id },
     });
-    let (status, launched) = service
-        .post_form(
-            "/bot/start",
-            &[
-                ("configtemplate", &template.to_string()),
-                ("configtune", "{}"),
-                ("data_job", "targetted_job,name\n1,Yan\n"),
-                ("data_agent", "targetted_agent,greeting\n1,Hallo\n"),
-                ("python_code", "print('ignored')"),
-            ],
-        )
-        .await;
+    let template = template.to_string();
+    let parts = [
+        ("configtemplate", template.as_str()),
+        ("configtune", "{}"),
+        ("data_job", "targetted_job,name\n1,Yan\n"),
+        ("data_agent", "targetted_agent,greeting\n1,Hallo\n"),
+        ("python_code", "print('ignored')"),
+    ];
+    let (status, launched) = service.post_form("/bot/start", &parts).await;
     assert_eq!(status, 201, "{launched}");
     assert_eq!(launched["run_id"], run_id);
     assert!(
@@ -381,17 +378,7 @@ async fn bot_start_takes_the_original_parts() {
         "{texts:?}"
     );
     // The same run id again is another run: refused, and the first one's results stay.
-    let (status, answer) = service
-        .post_form(
-            "/bot/start",
-            &[
-                ("configtemplate", &template.to_string()),
-                ("configtune", "{}"),
-                ("data_job", "targetted_job,name\n1,Yan\n"),
-                ("data_agent", "targetted_agent,greeting\n1,Hallo\n"),
-            ],
-        )
-        .await;
+    let (status, answer) = service.post_form("/bot/start", &parts).await;
     assert_eq!(status, 409, "{answer}");
     assert!(
         answer["error"].as_str().unwrap().contains("exists already"),
