@@ -312,6 +312,21 @@ fn test(root: &Path) -> Result<()> {
         ALL_FEATURES,
     ]);
     run(tests)?;
+    // The catalog's browser tests ran above with the default `browser.pages: reuse`; they run
+    // again with a tab per job, the other mode. The same features keep the same build.
+    let mut tab_per_job = cargo(root);
+    tab_per_job
+        .args([
+            "test",
+            "--locked",
+            "--workspace",
+            "--features",
+            ALL_FEATURES,
+            "--test",
+            "browser",
+        ])
+        .env("ARMADA_TEST_BROWSER_PAGES", "new_per_job");
+    run(tab_per_job)?;
     // The workspace build compiles every backend in; armada-core alone has none, which is
     // where the errors for a backend that is not compiled in are tested.
     let mut core_alone = cargo(root);

@@ -50,6 +50,42 @@ pub struct BrowserSettings {
     /// Chromium starts tried before the agent gives up (at least 1): a start that hangs or
     /// crashes on a loaded machine is tried again with a fresh profile.
     pub startup_attempts: u32,
+    /// Whether jobs share the agent's page or each gets a new tab.
+    pub pages: PageMode,
+    /// What a reused page forgets between jobs (`["cookies", "storage", "cache"]`); nothing by
+    /// default, as with a tab per job, whose tabs share the browser's cookies and storage too.
+    pub clear_between_jobs: Vec<BrowserData>,
+}
+
+/// Whether jobs share the agent's page (`browser.pages`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PageMode {
+    /// One page per agent, kept across jobs: the identity and interception are set up once, and
+    /// between jobs the page only stops loading and forgets what `clear_between_jobs` names. A
+    /// page that crashed, showed a dialog, started a download, or served an attempt that did
+    /// not succeed (failed, timed out, panicked) is closed and a fresh one set up for the next
+    /// job. A new tab costs the browser a renderer's start and set-up: reusing the page is
+    /// about twice as fast on 2 cores (BENCHMARKS.md).
+    #[default]
+    Reuse,
+    /// A fresh tab for every job, set up before it navigates; the last job's tab closes.
+    NewPerJob,
+}
+
+/// Browser data a reused page can forget between jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BrowserData {
+    /// Every cookie of the browser.
+    Cookies,
+    /// Local storage, IndexedDB, cache storage and service workers of every origin the page
+    /// visited during the job.
+    Storage,
+    /// The HTTP cache.
+    Cache,
 }
 
 impl Default for BrowserSettings {
@@ -64,6 +100,8 @@ impl Default for BrowserSettings {
             recycle_above_mb: 0,
             startup_timeout_secs: 60.0,
             startup_attempts: 3,
+            pages: PageMode::Reuse,
+            clear_between_jobs: Vec::new(),
         }
     }
 }

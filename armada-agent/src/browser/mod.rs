@@ -1,8 +1,11 @@
 //! The ready-made Chromium agent context (feature `browser`).
 //!
 //! [`BrowserAgent`] starts one Chromium per agent and reuses it for every job, headless or
-//! visible (with its own Xvfb display when the machine has none). Each job gets a
-//! fresh page with the agent's identity applied before it navigates. The agent's proxy comes
+//! visible (with its own Xvfb display when the machine has none). By default it keeps one
+//! page across jobs, set up with the agent's identity once; between jobs the page stops
+//! loading and forgets what the config asks (cookies, storage, cache), and a page that
+//! crashed, opened a dialog or a download, or served an attempt that did not succeed is
+//! replaced by a fresh one. `browser.pages: new_per_job` gives each job a fresh tab instead. The agent's proxy comes
 //! from its config (fixed, rotated through a list, or asked of a provider); its credentials
 //! are answered through CDP, never put on a command line. Requests can be blocked and
 //! responses rewritten through CDP's Fetch domain. A browser that crashed or disconnected is
@@ -19,15 +22,17 @@
 mod config;
 mod process;
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use armada_core::{AgentContext, AgentInfo, BoxError, JobContext, JobInfo, ScriptError};
+use armada_core::{AgentContext, AgentInfo, BoxError, JobContext, JobInfo, Outcome, ScriptError};
 use base64::Engine;
 use chromiumoxide::auth::Credentials;
 use chromiumoxide::cdp::browser_protocol::browser::{
-    PermissionDescriptor, PermissionSetting, SetPermissionParams,
+    EventDownloadWillBegin, PermissionDescriptor, PermissionSetting, SetDownloadBehaviorBehavior,
+    SetDownloadBehaviorParams, SetPermissionParams,
 };
 use chromiumoxide::cdp::browser_protocol::emulation::{
     SetDeviceMetricsOverrideParams, SetGeolocationOverrideParams, SetLocaleOverrideParams,
@@ -38,7 +43,14 @@ use chromiumoxide::cdp::browser_protocol::fetch::{
     ContinueRequestParams, EnableParams, EventRequestPaused, FailRequestParams,
     FulfillRequestParams, GetResponseBodyParams, RequestPattern, RequestStage,
 };
-use chromiumoxide::cdp::browser_protocol::network::ErrorReason;
+use chromiumoxide::cdp::browser_protocol::network::{
+    ClearBrowserCacheParams, ClearBrowserCookiesParams, ErrorReason,
+};
+use chromiumoxide::cdp::browser_protocol::page::{
+    EventFrameNavigated, EventJavascriptDialogOpening, StopLoadingParams,
+};
+use chromiumoxide::cdp::browser_protocol::storage::ClearDataForOriginParams;
+use chromiumoxide::cdp::browser_protocol::target::{EventTargetCrashed, TargetId};
 use chromiumoxide::cdp::js_protocol::runtime::{EventConsoleApiCalled, EventExceptionThrown};
 use chromiumoxide::handler::HandlerConfig;
 use chromiumoxide::page::ScreenshotParams;
@@ -49,8 +61,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
-    Brand, BrowserAgentConfig, BrowserSettings, ClientHints, Geolocation, Identity, InterceptRules,
-    ProxySettings, Rewrite,
+    Brand, BrowserAgentConfig, BrowserData, BrowserSettings, ClientHints, Geolocation, Identity,
+    InterceptRules, PageMode, ProxySettings, Rewrite,
 };
 use process::{ChromiumProcess, Launch, VirtualDisplay};
 
@@ -92,8 +104,8 @@ pub struct BrowserAgent<C = IgnoredAny> {
     session: Option<Session>,
     /// Browsers started so far; names profile folders.
     launches: u32,
-    /// Pages opened by the current browser.
-    pages_on_browser: u32,
+    /// Jobs served by the current browser, for `recycle_after_jobs`.
+    jobs_on_browser: u32,
     current: Option<OpenPage>,
     /// The current browser's `Session::died`.
     died: CancellationToken,
@@ -120,18 +132,25 @@ struct Session {
     /// Held, not read: dropping it stops the Xvfb the browser draws on.
     _display: Option<VirtualDisplay>,
     credentials: Option<Credentials>,
+    notes: Arc<BrowserNotes>,
+    /// Fills `notes`.
+    watcher: JoinHandle<()>,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
+        self.watcher.abort();
         self.driver.abort();
     }
 }
 
-/// The page of the current job, with the tasks that serve it.
+/// The agent's current page, with the tasks that serve it.
 struct OpenPage {
     page: Page,
     console: Arc<Mutex<Vec<String>>>,
+    health: Arc<PageHealth>,
+    /// The browser's download count when the page was opened: a download since makes it unfit.
+    downloads_at_start: u64,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -154,7 +173,7 @@ impl<C: DeserializeOwned + Send + Sync + 'static> AgentContext for BrowserAgent<
             proxies,
             session: None,
             launches: 0,
-            pages_on_browser: 0,
+            jobs_on_browser: 0,
             current: None,
             died: CancellationToken::new(),
         };
@@ -238,7 +257,7 @@ impl<C> BrowserAgent<C> {
         self.died.clone()
     }
 
-    /// Tabs open in the browser (1 while a job runs: each job's page replaces the last).
+    /// Tabs open in the browser (1 while a job runs, unless the job opened popups).
     pub async fn open_pages(&self) -> Result<usize, ScriptError> {
         let session = self
             .session
@@ -328,6 +347,7 @@ impl<C> BrowserAgent<C> {
             Browser::connect_with_config(process.websocket.clone(), handler_config).await?;
         let died = CancellationToken::new();
         let connection_ended = died.clone();
+        let notes = Arc::new(BrowserNotes::default());
         let driver = tokio::spawn(async move {
             // Events that fail to parse (CDP drift, see DEPENDENCIES.md) are not fatal; a
             // broken WebSocket or socket is: the handler would keep yielding it.
@@ -343,6 +363,13 @@ impl<C> BrowserAgent<C> {
             }
             connection_ended.cancel();
         });
+        let watcher = match watch_browser(&browser, Arc::clone(&notes)).await {
+            Ok(watcher) => watcher,
+            Err(error) => {
+                driver.abort();
+                return Err(error);
+            }
+        };
         self.session = Some(Session {
             browser,
             driver,
@@ -350,8 +377,10 @@ impl<C> BrowserAgent<C> {
             process,
             _display: display,
             credentials: proxy.and_then(|proxy| proxy.credentials),
+            notes,
+            watcher,
         });
-        self.pages_on_browser = 0;
+        self.jobs_on_browser = 0;
         tracing::debug!(
             agent = self.info.index,
             launches = self.launches,
@@ -362,8 +391,7 @@ impl<C> BrowserAgent<C> {
 
     /// Closes every tab but `keep`: the previous job's (dropping a `Page` leaves its tab and
     /// renderer open), popups it opened, and the tab Chromium opened at start.
-    async fn close_pages_except(&mut self, keep: &Page) {
-        self.current = None;
+    async fn close_pages_except(&self, keep: &Page) {
         let Some(session) = &self.session else {
             return;
         };
@@ -394,20 +422,82 @@ impl<C> BrowserAgent<C> {
             return true;
         }
         let jobs_due =
-            settings.recycle_after_jobs > 0 && self.pages_on_browser >= settings.recycle_after_jobs;
+            settings.recycle_after_jobs > 0 && self.jobs_on_browser >= settings.recycle_after_jobs;
         let memory_due = settings.recycle_above_mb > 0
             && session.process.resident_mb() > settings.recycle_above_mb;
         jobs_due || memory_due
     }
 
-    /// A fresh page with the agent's identity and interception applied, replacing the previous
-    /// job's page. Starts a new browser first when the old one died or is due for recycling.
-    pub async fn new_page(&mut self) -> Result<Page, ScriptError> {
+    /// Starts a new browser when the old one died or is due for recycling.
+    async fn ensure_browser(&mut self) -> Result<(), ScriptError> {
         if self.needs_launch() {
             self.current = None;
             self.session = None;
             self.launch().await.map_err(ScriptError::retry)?;
         }
+        Ok(())
+    }
+
+    /// The page for the next job: with `browser.pages: reuse` (the default) the agent's page,
+    /// made ready in place, unless it is unfit for another job; otherwise a fresh one (see
+    /// [`new_page`](Self::new_page)). Starts a new browser first when the old one died or is
+    /// due for recycling.
+    pub async fn page_for_job(&mut self) -> Result<Page, ScriptError> {
+        self.ensure_browser().await?;
+        if self.config.browser.pages == PageMode::Reuse
+            && let Some(page) = self.reuse_page().await
+        {
+            self.jobs_on_browser += 1;
+            return Ok(page);
+        }
+        self.new_page().await
+    }
+
+    /// The current page made ready for another job, or `None` when it must be replaced.
+    /// Costs one DevTools round trip, plus one per kind of data to clear.
+    async fn reuse_page(&mut self) -> Option<Page> {
+        let session = self.session.as_ref()?;
+        let current = self.current.as_ref()?;
+        if let Some(reason) = current.unfit(session) {
+            tracing::debug!(agent = self.info.index, reason, "replacing the page");
+            return None;
+        }
+        // Popups the last job opened; the pages list is the handler's, not a DevTools call.
+        if session
+            .browser
+            .pages()
+            .await
+            .map_or(true, |pages| pages.len() > 1)
+        {
+            self.close_pages_except(&current.page).await;
+        }
+        current.forget_last_job();
+        let ready = tokio::time::timeout(
+            BETWEEN_JOBS_LIMIT,
+            current.prepare_next_job(&self.config.browser.clear_between_jobs),
+        )
+        .await;
+        match ready {
+            Ok(Ok(())) => Some(current.page.clone()),
+            Ok(Err(error)) => {
+                tracing::debug!(agent = self.info.index, %error, "replacing the page");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(
+                    agent = self.info.index,
+                    "the page did not answer; replacing it"
+                );
+                None
+            }
+        }
+    }
+
+    /// A fresh page with the agent's identity and interception applied, replacing the current
+    /// one (which closes once the new one is open). Starts a new browser first when the old one
+    /// died or is due for recycling.
+    pub async fn new_page(&mut self) -> Result<Page, ScriptError> {
+        self.ensure_browser().await?;
         let session = self
             .session
             .as_ref()
@@ -418,12 +508,14 @@ impl<C> BrowserAgent<C> {
             .await
             .map_err(|error| ScriptError::retry(BrowserError::Cdp(error)))?;
         let credentials = session.credentials.clone();
+        let downloads = session.notes.downloads();
         self.died = session.died.clone();
         // The previous job's tabs close only once the new one is open: a browser left with no
         // tab at all makes the next one cost more (docs/performance.md).
+        self.current = None;
         self.close_pages_except(&page).await;
-        self.pages_on_browser += 1;
-        let open = prepare_page(
+        self.jobs_on_browser += 1;
+        let mut open = prepare_page(
             page,
             &self.config.identity,
             &self.config.intercept,
@@ -431,10 +523,161 @@ impl<C> BrowserAgent<C> {
         )
         .await
         .map_err(ScriptError::retry)?;
+        open.downloads_at_start = downloads;
         let page = open.page.clone();
         self.current = Some(open);
         Ok(page)
     }
+
+    /// The current page's health, shared with the job that uses it.
+    fn page_health(&self) -> Arc<PageHealth> {
+        self.current
+            .as_ref()
+            .map_or_else(Arc::default, |current| Arc::clone(&current.health))
+    }
+}
+
+/// How long stopping and clearing a reused page may take before it is replaced instead.
+const BETWEEN_JOBS_LIMIT: Duration = Duration::from_secs(5);
+
+/// DevTools `Storage` types a reused page forgets with [`BrowserData::Storage`].
+const STORAGE_TYPES: &str =
+    "local_storage,indexeddb,websql,service_workers,cache_storage,file_systems";
+
+impl OpenPage {
+    /// Why the page cannot serve another job, if it cannot.
+    fn unfit(&self, session: &Session) -> Option<String> {
+        if session.notes.crashed(self.page.target_id()) {
+            return Some("its renderer crashed".to_owned());
+        }
+        if session.notes.downloads() != self.downloads_at_start {
+            return Some("it started a download".to_owned());
+        }
+        self.health.unfit()
+    }
+
+    /// Empties what the page collected for the last job's evidence.
+    fn forget_last_job(&self) {
+        if let Ok(mut lines) = self.console.lock() {
+            lines.clear();
+        }
+    }
+
+    /// Stops what the last job left loading and clears the data the project asks to forget.
+    async fn prepare_next_job(&self, clear: &[BrowserData]) -> Result<(), BrowserError> {
+        self.page.execute(StopLoadingParams::default()).await?;
+        for data in clear {
+            match data {
+                BrowserData::Cookies => {
+                    self.page
+                        .execute(ClearBrowserCookiesParams::default())
+                        .await?;
+                }
+                BrowserData::Cache => {
+                    self.page
+                        .execute(ClearBrowserCacheParams::default())
+                        .await?;
+                }
+                BrowserData::Storage => {
+                    for origin in self.health.take_origins() {
+                        self.page
+                            .execute(ClearDataForOriginParams::new(origin, STORAGE_TYPES))
+                            .await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the agent learns about a page while jobs use it, from its events and its jobs.
+#[derive(Debug, Default)]
+struct PageHealth {
+    /// Why it must be replaced before the next job.
+    unfit: Mutex<Option<String>>,
+    /// Origins its frames visited since the last job, for [`BrowserData::Storage`].
+    origins: Mutex<BTreeSet<String>>,
+}
+
+impl PageHealth {
+    /// Marks the page for replacement; the first reason stays.
+    fn mark_unfit(&self, reason: impl Into<String>) {
+        if let Ok(mut unfit) = self.unfit.lock() {
+            unfit.get_or_insert_with(|| reason.into());
+        }
+    }
+
+    fn unfit(&self) -> Option<String> {
+        self.unfit.lock().ok().and_then(|unfit| unfit.clone())
+    }
+
+    fn visited(&self, origin: &str) {
+        // Opaque origins (about:blank, data:) hold no storage.
+        if origin.is_empty() || origin == "null" || origin == "://" {
+            return;
+        }
+        if let Ok(mut origins) = self.origins.lock()
+            && origins.len() < 1_000
+        {
+            origins.insert(origin.to_owned());
+        }
+    }
+
+    fn take_origins(&self) -> BTreeSet<String> {
+        self.origins
+            .lock()
+            .map(|mut origins| std::mem::take(&mut *origins))
+            .unwrap_or_default()
+    }
+}
+
+/// What the browser reports about its pages outside their own sessions: renderer crashes and
+/// downloads.
+#[derive(Debug, Default)]
+struct BrowserNotes {
+    crashed: Mutex<Vec<TargetId>>,
+    downloads: std::sync::atomic::AtomicU64,
+}
+
+impl BrowserNotes {
+    fn crashed(&self, target: &TargetId) -> bool {
+        self.crashed
+            .lock()
+            .is_ok_and(|crashed| crashed.contains(target))
+    }
+
+    fn downloads(&self) -> u64 {
+        self.downloads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Listens for renderer crashes and downloads, which the browser reports on its own session.
+/// Download events are asked for with the download behaviour left at Chromium's default.
+async fn watch_browser(
+    browser: &Browser,
+    notes: Arc<BrowserNotes>,
+) -> Result<JoinHandle<()>, BrowserError> {
+    let mut crashes = browser.event_listener::<EventTargetCrashed>().await?;
+    let mut downloads = browser.event_listener::<EventDownloadWillBegin>().await?;
+    let mut behaviour = SetDownloadBehaviorParams::new(SetDownloadBehaviorBehavior::Default);
+    behaviour.events_enabled = Some(true);
+    browser.execute(behaviour).await?;
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                Some(crash) = crashes.next() => {
+                    if let Ok(mut crashed) = notes.crashed.lock() {
+                        crashed.push(crash.target_id.clone());
+                    }
+                }
+                Some(_) = downloads.next() => {
+                    notes.downloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                else => break,
+            }
+        }
+    }))
 }
 
 /// Applies the identity and interception to a blank page, before anything navigates.
@@ -510,27 +753,44 @@ async fn prepare_page(
         page.execute(params).await?;
     }
     let console = Arc::new(Mutex::new(Vec::new()));
-    let mut tasks = vec![console_task(&page, Arc::clone(&console)).await?];
+    let health = Arc::new(PageHealth::default());
+    let mut tasks = vec![watch_page(&page, Arc::clone(&console), Arc::clone(&health)).await?];
     if !intercept.is_empty() {
         tasks.push(intercept_task(&page, intercept.clone(), has_credentials).await?);
     }
     Ok(OpenPage {
         page,
         console,
+        health,
+        downloads_at_start: 0,
         tasks,
     })
 }
 
-/// Collects the page's console messages and uncaught exceptions for failure evidence.
-async fn console_task(
+/// Collects the page's console messages and uncaught exceptions for failure evidence, the
+/// origins its frames visit, and the dialogs that make it unfit for another job.
+async fn watch_page(
     page: &Page,
     console: Arc<Mutex<Vec<String>>>,
+    health: Arc<PageHealth>,
 ) -> Result<JoinHandle<()>, BrowserError> {
     let mut messages = page.event_listener::<EventConsoleApiCalled>().await?;
     let mut exceptions = page.event_listener::<EventExceptionThrown>().await?;
+    let mut dialogs = page
+        .event_listener::<EventJavascriptDialogOpening>()
+        .await?;
+    let mut navigations = page.event_listener::<EventFrameNavigated>().await?;
     Ok(tokio::spawn(async move {
         loop {
             let line = tokio::select! {
+                Some(navigation) = navigations.next() => {
+                    health.visited(&navigation.frame.security_origin);
+                    continue;
+                }
+                Some(dialog) = dialogs.next() => {
+                    health.mark_unfit(format!("it opened a {:?} dialog", dialog.r#type));
+                    format!("dialog: {}", dialog.message)
+                }
                 Some(message) = messages.next() => {
                     let text: Vec<String> = message
                         .args
@@ -803,10 +1063,27 @@ pub struct BrowserJob<P, C = IgnoredAny> {
     pub info: JobInfo,
     /// The typed payload.
     pub payload: P,
-    /// This job's page.
+    /// This job's page: the agent's page, or a fresh tab with `browser.pages: new_per_job`.
     pub page: Page,
     browser_died: CancellationToken,
+    page_lease: PageLease,
     agent: std::marker::PhantomData<fn() -> C>,
+}
+
+/// A job's hold on the agent's page: unless the attempt ends in success, the page is marked
+/// unfit, so the next job (the retry included) starts on a fresh one.
+struct PageLease {
+    health: Arc<PageHealth>,
+    succeeded: bool,
+}
+
+impl Drop for PageLease {
+    fn drop(&mut self) {
+        if !self.succeeded {
+            self.health
+                .mark_unfit("an attempt on it did not succeed (failed, timed out or panicked)");
+        }
+    }
 }
 
 impl<P, C> BrowserJob<P, C> {
@@ -852,13 +1129,22 @@ impl<P: DeserializeOwned + Send, C: DeserializeOwned + Send + Sync + 'static> Jo
         info: JobInfo,
         payload: P,
     ) -> Result<Self, ScriptError> {
-        let page = agent.new_page().await?;
+        let page = agent.page_for_job().await?;
         Ok(Self {
             info,
             payload,
             page,
             browser_died: agent.browser_died(),
+            page_lease: PageLease {
+                health: agent.page_health(),
+                succeeded: false,
+            },
             agent: std::marker::PhantomData,
         })
+    }
+
+    async fn finish(mut self, outcome: &Outcome) -> Result<(), BoxError> {
+        self.page_lease.succeeded = matches!(outcome, Outcome::Succeeded);
+        Ok(())
     }
 }

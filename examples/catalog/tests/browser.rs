@@ -3,6 +3,10 @@
 //! mid-job, failure evidence, and no browser or profile left behind after a run, Ctrl-C, or
 //! `kill -9` of an agent. The binary serves the shop on 127.0.0.1:8377, so these tests take
 //! turns.
+//!
+//! Every test runs on a copy of the project whose `browser.pages` is
+//! `ARMADA_TEST_BROWSER_PAGES` when set: `cargo xtask test` runs them with the default (`reuse`)
+//! and again with `new_per_job`.
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
@@ -24,22 +28,34 @@ fn turn() -> MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A copy of the catalog project with its agent and job CSVs chosen by the test.
+/// A copy of the catalog project with its agent and job CSVs chosen by the test, and the page
+/// mode of `ARMADA_TEST_BROWSER_PAGES`.
 fn project(agent_csv: &str, job_csv: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config");
     std::fs::create_dir(&config).unwrap();
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    for file in ["config_template.json", "config_local.json"] {
-        std::fs::copy(source.join(file), config.join(file)).unwrap();
+    std::fs::copy(
+        source.join("config_local.json"),
+        config.join("config_local.json"),
+    )
+    .unwrap();
+    let template = std::fs::read_to_string(source.join("config_template.json")).unwrap();
+    let mut template: Value = serde_json::from_str(&template).unwrap();
+    if let Ok(pages) = std::env::var("ARMADA_TEST_BROWSER_PAGES") {
+        template["default_agent_message"]["browser"]["pages"] = json!(pages);
     }
+    std::fs::write(config.join("config_template.json"), template.to_string()).unwrap();
     std::fs::write(config.join("data_agent.csv"), agent_csv).unwrap();
     std::fs::write(config.join("data_job.csv"), job_csv).unwrap();
     dir
 }
 
-fn default_project() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+/// A copy of the catalog project as it ships.
+fn default_project() -> tempfile::TempDir {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let read = |file: &str| std::fs::read_to_string(source.join(file)).unwrap();
+    project(&read("data_agent.csv"), &read("data_job.csv"))
 }
 
 struct Launch {
@@ -229,8 +245,9 @@ fn agent_identities() -> BTreeMap<u64, (&'static str, &'static str, &'static str
 fn three_agents_extract_every_page_each_with_its_own_identity() {
     let _turn = turn();
     let out = tempfile::tempdir().unwrap();
+    let project = default_project();
     let run = launch(
-        &default_project(),
+        project.path(),
         &out.path().join("r.jsonl"),
         &["--agents", "3"],
     );
