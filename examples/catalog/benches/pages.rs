@@ -52,7 +52,7 @@ use chromiumoxide::{Browser, BrowserConfig, Page};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use support::{median, target, wanted};
+use support::{cpu_seconds, median, target, wanted};
 
 /// How often the growth run's browser is sampled, in jobs.
 const GROWTH_EVERY: u64 = 100;
@@ -280,7 +280,10 @@ impl Drop for CpuMeter {
 
 struct Measure {
     elapsed: Duration,
+    /// The whole process tree's.
     cpu_seconds: f64,
+    /// This process's own: Armada (or the plain loop's driver), chromiumoxide and the sites.
+    own_cpu_seconds: f64,
     peak_mb_per_browser: f64,
     /// (jobs done, MB of the agents' browsers) every [`GROWTH_EVERY`] jobs.
     samples: Vec<(u64, f64)>,
@@ -360,7 +363,7 @@ async fn armada(
         Launcher::InProcess(runner),
     );
     let stop = Arc::new(AtomicBool::new(false));
-    let (start, cpu_start) = (Instant::now(), meter.seconds());
+    let (start, cpu_start, own_start) = (Instant::now(), meter.seconds(), cpu_seconds());
     let handle = orchestrator.launch(&plan).await.unwrap();
     let marker = format!("armada/{}/", handle.run_id());
     let sampler = sample_peak(marker.clone(), Arc::clone(&stop));
@@ -386,12 +389,14 @@ async fn armada(
         .await
         .unwrap();
     let (elapsed, cpu_seconds) = (start.elapsed(), meter.seconds() - cpu_start);
+    let own_cpu_seconds = support::cpu_seconds() - own_start;
     stop.store(true, Ordering::Relaxed);
     let peak = sampler.join().unwrap_or(0);
     assert_eq!(report.progress.succeeded, jobs, "every page must be read");
     Measure {
         elapsed,
         cpu_seconds,
+        own_cpu_seconds,
         peak_mb_per_browser: peak as f64 / 1024.0 / f64::from(agents),
         samples,
     }
@@ -460,7 +465,7 @@ async fn plain(
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_peak(marker.clone(), Arc::clone(&stop));
     let (next, end) = (Arc::new(AtomicU64::new(pages.start)), pages.end);
-    let (start, cpu_start) = (Instant::now(), meter.seconds());
+    let (start, cpu_start, own_start) = (Instant::now(), meter.seconds(), cpu_seconds());
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..browsers {
         let profile = std::env::temp_dir().join(format!("{marker}/{index}"));
@@ -512,12 +517,14 @@ async fn plain(
     }
     while tasks.join_next().await.is_some() {}
     let (elapsed, cpu_seconds) = (start.elapsed(), meter.seconds() - cpu_start);
+    let own_cpu_seconds = support::cpu_seconds() - own_start;
     stop.store(true, Ordering::Relaxed);
     let peak = sampler.join().unwrap_or(0);
     let _ = std::fs::remove_dir_all(std::env::temp_dir().join(&marker));
     Measure {
         elapsed,
         cpu_seconds,
+        own_cpu_seconds,
         peak_mb_per_browser: peak as f64 / 1024.0 / f64::from(browsers),
         samples: Vec::new(),
     }
@@ -532,6 +539,9 @@ struct Comparison {
     armada_cpu: Vec<f64>,
     plain_cpu: Vec<f64>,
     cpu_ratios: Vec<f64>,
+    /// This process's CPU per page, Armada's and the plain loop's.
+    armada_own: Vec<f64>,
+    plain_own: Vec<f64>,
     armada_peak: f64,
     plain_peak: f64,
 }
@@ -546,6 +556,8 @@ impl Comparison {
         self.armada_cpu.push(cpu(armada));
         self.plain_cpu.push(cpu(plain));
         self.cpu_ratios.push(cpu(armada) / cpu(plain));
+        self.armada_own.push(armada.own_cpu_seconds / pages as f64);
+        self.plain_own.push(plain.own_cpu_seconds / pages as f64);
         self.armada_peak = self.armada_peak.max(armada.peak_mb_per_browser);
         self.plain_peak = self.plain_peak.max(plain.peak_mb_per_browser);
     }
@@ -560,6 +572,19 @@ impl Comparison {
 
     fn memory(&self) -> f64 {
         self.armada_peak / self.plain_peak
+    }
+
+    /// A row of the CPU split: this process's milliseconds per page and the rest (Chromium).
+    fn split(&self, key: &str, tabs: Tabs) -> String {
+        let ms = |values: &[f64]| median(values.to_vec()) * 1000.0;
+        let (armada_all, plain_all) = (ms(&self.armada_cpu), ms(&self.plain_cpu));
+        let (armada_own, plain_own) = (ms(&self.armada_own), ms(&self.plain_own));
+        format!(
+            "| {key} | {} | {armada_own:.1} | {:.1} | {plain_own:.1} | {:.1} |",
+            tabs.label(),
+            armada_all - armada_own,
+            plain_all - plain_own,
+        )
     }
 
     fn print(&self, key: &str, site: Site, agents: u32, tabs: Tabs) {
@@ -735,6 +760,7 @@ fn main() {
         Worst::default(),
         Worst::default(),
     );
+    let mut splits = Vec::new();
     for site in [Site::Docs, Site::Shop] {
         for agents in [1, 2, 4] {
             let key = format!("{}-{agents}", site.key());
@@ -745,12 +771,26 @@ fn main() {
             let [reused, per_page] = line(&runtime, &bases, &meter, site, agents, pages);
             reused.print(&key, site, agents, Tabs::Reused);
             per_page.print(&key, site, agents, Tabs::PerPage);
+            splits.push(reused.split(&key, Tabs::Reused));
+            splits.push(per_page.split(&key, Tabs::PerPage));
             reused_speed.low(&key, reused.speed());
             reused_cpu.high(&key, reused.cpu());
             memory.high(&key, reused.memory());
             per_page_speed.low(&key, per_page.speed());
             eprintln!("pages {key}: {:.1} s", began.elapsed().as_secs_f64());
         }
+    }
+    println!(
+        "\nWhere the CPU goes, in milliseconds per page (medians of the rounds): this process \
+         (Armada's agents, queue and monitor, or the plain loop; chromiumoxide; the sites) and \
+         the rest of the tree (Chromium).\n"
+    );
+    println!(
+        "| key | tabs | armada: this process | armada: Chromium | plain: this process | plain: Chromium |"
+    );
+    println!("|---|---|---:|---:|---:|---:|");
+    for split in &splits {
+        println!("{split}");
     }
     println!();
     let growth_ratio = wanted("growth").then(|| growth(&runtime, &bases, &meter, growth_jobs));
