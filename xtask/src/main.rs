@@ -686,7 +686,7 @@ fn benchmarks_md(machine: &str, runs: &[BenchRun], total: Duration) -> String {
          each measurement next to the plain library it is built on, in the same process and the \
          same run, and writes this file. On a shared machine the absolute figures move with the \
          load; the ratios to the plain libraries are what to compare.\n\n## Machine\n\n\
-         {machine}- the whole suite ran in {:.0} s ({})\n\n## Targets (issue 7)\n\n{}\n{}",
+         {machine}- the whole suite ran in {:.0} s ({})\n\n## Targets\n\n{}\n{}",
         total.as_secs_f64(),
         BENCHES
             .iter()

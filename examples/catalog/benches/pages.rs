@@ -381,8 +381,9 @@ async fn armada(
                 result.index
             );
             done += 1;
-            // Not at the last job: the run is ending and the browser may be closing.
-            if done % GROWTH_EVERY == 0 && done < jobs {
+            // Halfway between hundreds: never as a recycled browser starts (after a multiple
+            // of `RECYCLE_AFTER_JOBS`), nor at the last job, when the browser may be closing.
+            if done % GROWTH_EVERY == GROWTH_EVERY / 2 && done < jobs {
                 samples.push((done, chromium_kb(&marker) as f64 / 1024.0));
             }
         })
