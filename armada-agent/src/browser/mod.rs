@@ -19,6 +19,7 @@
 //!
 //! Only this module knows CDP.
 
+mod actions;
 mod config;
 mod process;
 
@@ -65,6 +66,9 @@ pub use config::{
     InterceptRules, PageMode, ProxySettings, Rewrite,
 };
 use process::{ChromiumProcess, Launch, VirtualDisplay};
+
+/// The DevTools client behind [`BrowserJob::page`], for what the helpers do not cover.
+pub use chromiumoxide;
 
 /// What can go wrong with the browser itself.
 #[derive(Debug, thiserror::Error)]
@@ -935,15 +939,23 @@ pub async fn navigate(page: &Page, url: &str) -> Result<(), ScriptError> {
 pub async fn evaluate(page: &Page, expression: &str) -> Result<serde_json::Value, ScriptError> {
     match page.evaluate(expression).await {
         Ok(result) => Ok(result.value().cloned().unwrap_or(serde_json::Value::Null)),
-        Err(chromiumoxide::error::CdpError::JavascriptException(details)) => {
+        Err(error) => Err(script_error(error)),
+    }
+}
+
+/// A failed DevTools command as a retryable script error; a JavaScript exception carries its
+/// message.
+fn script_error(error: chromiumoxide::error::CdpError) -> ScriptError {
+    match error {
+        chromiumoxide::error::CdpError::JavascriptException(details) => {
             let message = details
                 .exception
                 .as_ref()
                 .and_then(|exception| exception.description.clone())
                 .unwrap_or_else(|| details.text.clone());
-            Err(ScriptError::retry(format!("JavaScript error: {message}")))
+            ScriptError::retry(format!("JavaScript error: {message}"))
         }
-        Err(error) => Err(ScriptError::retry(BrowserError::Cdp(error))),
+        error => ScriptError::retry(BrowserError::Cdp(error)),
     }
 }
 
@@ -1066,6 +1078,8 @@ pub struct BrowserJob<P, C = IgnoredAny> {
     /// This job's page: the agent's page, or a fresh tab with `browser.pages: new_per_job`.
     pub page: Page,
     browser_died: CancellationToken,
+    /// How long a wait may last (`browser.page_load_timeout_secs`).
+    wait_limit: Duration,
     page_lease: PageLease,
     agent: std::marker::PhantomData<fn() -> C>,
 }
@@ -1135,6 +1149,9 @@ impl<P: DeserializeOwned + Send, C: DeserializeOwned + Send + Sync + 'static> Jo
             payload,
             page,
             browser_died: agent.browser_died(),
+            wait_limit: Duration::from_secs_f64(
+                agent.config.browser.page_load_timeout_secs.max(1.0),
+            ),
             page_lease: PageLease {
                 health: agent.page_health(),
                 succeeded: false,

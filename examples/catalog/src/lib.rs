@@ -6,8 +6,6 @@
 
 pub mod site;
 
-use std::time::Duration;
-
 use armada::browser::{BrowserAgent, BrowserJob};
 use armada::prelude::*;
 use serde::Deserialize;
@@ -71,51 +69,45 @@ impl Script for Catalog {
             Task::Product { id } => {
                 job.goto(&format!("{base}/product/{id}")).await?;
                 // The stock is rendered by the page's script after it loads.
-                let stock = wait_for(
-                    job,
-                    "document.getElementById('stock').textContent",
-                    "loading",
-                )
-                .await?;
+                let stock = job
+                    .wait_until(
+                        "(() => { const stock = document.getElementById('stock').textContent; \
+                         return stock !== 'loading' && stock; })()",
+                    )
+                    .await?;
                 job.report().success(format!("product {id} read"));
                 Ok(json!({
-                    "name": text(job, "#name").await?,
-                    "price": text(job, "#price").await?,
-                    "sku": text(job, "#sku").await?,
+                    "name": job.text("#name").await?,
+                    "price": job.text("#price").await?,
+                    "sku": job.text("#sku").await?,
                     "stock": stock,
                 }))
             }
             Task::Listing { page } => {
                 job.goto(&format!("{base}/products?page={page}")).await?;
-                let names = eval(
-                    job,
-                    "Array.from(document.querySelectorAll('.product a')).map(a => a.textContent)",
+                let names = job.evaluate("Array.from(document.querySelectorAll('.product a')).map(a => a.textContent)",
                 )
                 .await?;
-                let next = eval(job, "document.getElementById('next') !== null").await?;
-                let blocked = eval(job, "window.blockedImages || 0").await?;
+                let next = job
+                    .evaluate("document.getElementById('next') !== null")
+                    .await?;
+                let blocked = job.evaluate("window.blockedImages || 0").await?;
                 Ok(json!({ "products": names, "has_next": next, "blocked_images": blocked }))
             }
             Task::Login { user, password } => {
                 job.goto(&format!("{base}/login")).await?;
-                // Submit after this evaluation returns: the navigation replaces its context.
-                let fill = format!(
-                    "document.getElementById('user').value = {}; document.getElementById('password').value = {}; setTimeout(() => document.querySelector('form').submit(), 0); true",
-                    json!(user),
-                    json!(password)
-                );
-                eval(job, &fill).await?;
-                let welcome = wait_for(
-                    job,
-                    "(document.getElementById('welcome') || {}).textContent || ''",
-                    "",
-                )
-                .await?;
+                job.fill("#user", user).await?;
+                job.fill("#password", password).await?;
+                job.click("#log-in").await?;
+                // Waits through the form's navigation to the account page.
+                let welcome = job.text("#welcome").await?;
                 Ok(json!({ "welcome": welcome }))
             }
             Task::Whoami => {
                 job.goto(&format!("{base}/whoami")).await?;
-                let who = wait_for(job, "document.getElementById('who').textContent", "").await?;
+                let who = job
+                    .wait_until("document.getElementById('who').textContent")
+                    .await?;
                 let mut who: Value = serde_json::from_str(who.as_str().unwrap_or("{}"))
                     .map_err(ScriptError::fail)?;
                 // What the agent knows of itself: which browser and proxy served the page.
@@ -126,11 +118,11 @@ impl Script for Catalog {
             }
             Task::Slow => {
                 job.goto(&format!("{base}/slow")).await?;
-                Ok(json!({ "done": text(job, "#done").await? }))
+                Ok(json!({ "done": job.text("#done").await? }))
             }
             Task::Broken => {
                 job.goto(&format!("{base}/error")).await?;
-                let title = eval(job, "document.title").await?;
+                let title = job.evaluate("document.title").await?;
                 Err(ScriptError::fail(format!(
                     "the shop answered: {}",
                     title.as_str().unwrap_or("")
@@ -138,33 +130,4 @@ impl Script for Catalog {
             }
         }
     }
-}
-
-async fn eval(job: &BrowserJob<Task, Shop>, expression: &str) -> Result<Value, ScriptError> {
-    job.evaluate(expression).await
-}
-
-async fn text(job: &BrowserJob<Task, Shop>, selector: &str) -> Result<Value, ScriptError> {
-    let expression = format!("document.querySelector({}).textContent", json!(selector));
-    eval(job, &expression).await
-}
-
-/// Evaluates `expression` until it is no longer `pending`, for up to five seconds. Errors
-/// count as pending: the page may be between two documents.
-async fn wait_for(
-    job: &BrowserJob<Task, Shop>,
-    expression: &str,
-    pending: &str,
-) -> Result<Value, ScriptError> {
-    let mut last_error = None;
-    for _ in 0..100 {
-        match eval(job, expression).await {
-            Ok(value) if value.as_str() != Some(pending) => return Ok(value),
-            Ok(_) => {}
-            Err(error) => last_error = Some(error),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(last_error
-        .unwrap_or_else(|| ScriptError::retry(format!("`{expression}` stayed `{pending}`"))))
 }

@@ -108,3 +108,24 @@ async fn an_unknown_page_mode_is_refused_with_its_field() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn waits_end_when_the_page_is_ready_and_carry_through_a_form_s_navigation() {
+    let base = serve_shop().await;
+    let results = run(
+        &base,
+        json!({ "page_load_timeout_secs": 2 }),
+        &["wait", "log_in", "never"],
+    )
+    .await;
+    assert_eq!(results[&0]["output"]["ready"], 42, "{results:?}");
+    assert_eq!(
+        results[&1]["output"]["welcome"], "Welcome, grace",
+        "{results:?}"
+    );
+    let error = results[&2]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("`window.never_set` did not hold within 2.0s"),
+        "{error}"
+    );
+}

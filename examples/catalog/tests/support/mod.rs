@@ -71,6 +71,24 @@ impl Script for Probe {
                 job.evaluate(link).await?;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
+            "wait" => {
+                job.evaluate("setTimeout(() => { window.ready = 42; }, 300); true")
+                    .await?;
+                let ready = job.wait_until("window.ready").await?;
+                return Ok(json!({ "target": target, "ready": ready }));
+            }
+            "never" => {
+                job.wait_until("window.never_set").await?;
+            }
+            "log_in" => {
+                job.goto(&format!("{}/login", step.base)).await?;
+                job.fill("#user", "old text").await?;
+                job.fill("#user", "grace").await?;
+                job.fill("#password", "secret").await?;
+                job.click("#log-in").await?;
+                let welcome = job.text("#welcome").await?;
+                return Ok(json!({ "target": target, "welcome": welcome }));
+            }
             "fail" => return Err(ScriptError::fail("this step fails")),
             other => return Err(ScriptError::fail(format!("unknown action {other}"))),
         }
