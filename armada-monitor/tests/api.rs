@@ -594,3 +594,131 @@ fn listening_beyond_loopback_needs_a_token() {
     assert!(armada_monitor::server::require_token(open, Some("t")).is_ok());
     assert!(armada_monitor::server::require_token("127.0.0.1:1".parse().unwrap(), None).is_ok());
 }
+
+/// Status and body of a request sent as is (its own headers, no token added).
+async fn send_raw(request: reqwest::RequestBuilder) -> (u16, String) {
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn pages_of_other_sites_cannot_use_the_service() {
+    let service = Service::start().await;
+    let run = service.register(2).await;
+    let origin = format!("http://{}", service.served.addr());
+    let cancel = service.url(&format!("/runs/{}/cancel", run.id));
+
+    // A form or fetch from another site's page, and a body a cross-site form sends unasked.
+    let (status, body) = send_raw(
+        service
+            .http
+            .post(&cancel)
+            .bearer_auth(TOKEN)
+            .header("origin", "http://evil.example"),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("http://evil.example"), "{body}");
+    let (status, body) = send_raw(
+        service
+            .http
+            .post(&cancel)
+            .bearer_auth(TOKEN)
+            .header("content-type", "text/plain")
+            .body("{}"),
+    )
+    .await;
+    assert_eq!(status, 415, "{body}");
+    assert!(body.contains("JSON or multipart"), "{body}");
+    let (status, body) = service.get(&format!("/runs/{}", run.id)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "running", "nothing was canceled: {body}");
+
+    // The service's own pages, and clients that are not browsers, pass; the scheme's case
+    // does not matter.
+    let (status, body) = send_raw(
+        service
+            .http
+            .get(service.url("/runs"))
+            .header("authorization", format!("bearer {TOKEN}"))
+            .header("origin", &origin),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The token goes in the header; only the WebSocket, which cannot send one, takes it in
+    // its query, percent-encoded.
+    let (status, body) = send_raw(
+        service
+            .http
+            .get(format!("{}?token={TOKEN}", service.url("/runs"))),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    let refused = tokio_tungstenite::connect_async(
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{}/api/v1/ws?token={TOKEN}",
+            service.served.addr()
+        ))
+        .map(|mut request| {
+            request
+                .headers_mut()
+                .insert("origin", "http://evil.example".parse().unwrap());
+            request
+        })
+        .unwrap(),
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "a WebSocket opened by another site's page is refused"
+    );
+}
+
+#[tokio::test]
+async fn a_service_without_a_token_answers_only_to_its_own_host_names() {
+    let folder = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", folder.path().join("monitor.sqlite").display());
+    let monitor = Monitor::open(&url).await.unwrap();
+    let app = armada_monitor::server::app_with_hosts(
+        monitor,
+        None,
+        vec!["armada.internal".into()],
+        axum::Router::new(),
+    );
+    let served = Served::start_app(app, "127.0.0.1:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let port = served.addr().port();
+    let runs = format!("{}/api/v1/runs", served.url());
+    for (host, expected) in [
+        (format!("127.0.0.1:{port}"), 200),
+        (format!("localhost:{port}"), 200),
+        (format!("armada.internal:{port}"), 200),
+        // A DNS-rebinding page: its browser sends the attacker's name.
+        (format!("evil.example:{port}"), 403),
+    ] {
+        let (status, body) = send_raw(http.get(&runs).header("host", &host)).await;
+        assert_eq!(status, expected, "{host}: {body}");
+    }
+    served.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_token_with_reserved_characters_opens_the_websocket() {
+    let folder = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", folder.path().join("monitor.sqlite").display());
+    let monitor = Monitor::open(&url).await.unwrap();
+    let token = "a+b/c=";
+    let served = Served::start(monitor, "127.0.0.1:0".parse().unwrap(), Some(token.into()))
+        .await
+        .unwrap();
+    let socket = tokio_tungstenite::connect_async(format!(
+        "ws://{}/api/v1/ws?token=a%2Bb%2Fc%3D",
+        served.addr()
+    ))
+    .await;
+    assert!(socket.is_ok(), "{:?}", socket.err());
+    served.stop().await.unwrap();
+}

@@ -225,6 +225,10 @@ struct MonitorArgs {
     /// The bearer token the API and dashboard require.
     #[arg(long, env = "ARMADA_MONITOR_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A host name the service is reached by besides its addresses and localhost (a reverse
+    /// proxy's); without a token, requests naming other hosts are refused. Repeatable.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
     /// Seconds a running run's agents and followers may be silent before it shows as
     /// stalled (and an agent as gone).
     #[arg(long, value_name = "SECS", default_value_t = armada_monitor::DEFAULT_STALL_LIMIT.as_secs_f64())]
@@ -711,9 +715,10 @@ async fn serve<S: Script>(
     let store = Store::open(&store_url).await?.with_stall_limit(stall_limit);
     let control = crate::ProjectControl::new(&project, Plan::for_script::<S>);
     let monitor = Monitor::new(store, Some(control.clone()));
-    let app = armada_monitor::server::app_with(
+    let app = armada_monitor::server::app_with_hosts(
         monitor.clone(),
         args.token.clone(),
+        args.allow_hosts.clone(),
         crate::service::routes(control.clone(), monitor.clone()),
     );
     let served = Served::start_app(app, args.listen, args.token.as_deref()).await?;

@@ -28,6 +28,10 @@ struct Args {
     /// The bearer token required by the API and the dashboard.
     #[arg(long, env = "ARMADA_MONITOR_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A host name the monitor is reached by besides its addresses and localhost (a reverse
+    /// proxy's); without a token, requests naming other hosts are refused. Repeatable.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
     /// The project's orchestrator service (`orchestrate serve`), for Launch, Cancel and Retry.
     #[arg(long, env = "ARMADA_ORCHESTRATOR_URL", value_name = "URL")]
     orchestrator: Option<String>,
@@ -64,7 +68,13 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let monitor = Monitor::new(store, control);
-    let served = Served::start(monitor.clone(), args.listen, args.token)
+    let app = armada_monitor::server::app_with_hosts(
+        monitor.clone(),
+        args.token.clone(),
+        args.allow_hosts,
+        axum::Router::new(),
+    );
+    let served = Served::start_app(app, args.listen, args.token.as_deref())
         .await
         .context("cannot serve the monitor")?;
     tracing::info!(url = %served.url(), store = %monitor.store().url(), "monitor serving");

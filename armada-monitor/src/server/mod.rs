@@ -35,6 +35,8 @@ pub const MAX_LAUNCH_BYTES: usize = 256 * 1024 * 1024;
 struct AppState {
     monitor: Monitor,
     token: Option<Arc<str>>,
+    /// Host names the service answers to besides its addresses and `localhost`.
+    hosts: Arc<[String]>,
 }
 
 /// The monitor's routes over `monitor`. With a `token`, every `/api` request needs it.
@@ -44,9 +46,22 @@ pub fn app(monitor: Monitor, token: Option<String>) -> Router {
 
 /// [`app`] with `extra` routes (the orchestrator service's) merged in, behind the same token.
 pub fn app_with(monitor: Monitor, token: Option<String>, extra: Router) -> Router {
+    app_with_hosts(monitor, token, Vec::new(), extra)
+}
+
+/// [`app_with`] for a service reached by names (`hosts`, a reverse proxy's or a DNS name)
+/// besides its IP addresses and `localhost`. Without a token, requests naming any other host
+/// are refused, which is what stops a DNS-rebinding page.
+pub fn app_with_hosts(
+    monitor: Monitor,
+    token: Option<String>,
+    hosts: Vec<String>,
+    extra: Router,
+) -> Router {
     let state = AppState {
         monitor,
         token: token.map(Into::into),
+        hosts: hosts.into(),
     };
     let api = Router::new()
         .route(
@@ -81,8 +96,9 @@ pub fn app_with(monitor: Monitor, token: Option<String>, extra: Router) -> Route
     Router::new()
         .nest("/api/v1", api)
         .merge(assets::routes())
-        .with_state(state)
+        .with_state(state.clone())
         .merge(extra)
+        .layer(middleware::from_fn_with_state(state, guard_browsers))
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled. Refuses to listen beyond
@@ -131,15 +147,21 @@ async fn authorize(State(state): State<AppState>, request: Request, next: Next) 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    // Browsers cannot set headers on a WebSocket: it may carry the token in its query.
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_owned());
+    // Browsers cannot set headers on a WebSocket: the feed alone takes the token in its query
+    // (percent-encoded, as the dashboard sends it). Anywhere else a query would put the token
+    // in access logs and browser history.
     let given = bearer.or_else(|| {
-        request.uri().query().and_then(|query| {
-            query
-                .split('&')
-                .find_map(|pair| pair.strip_prefix("token=").map(str::to_owned))
-        })
+        #[derive(Deserialize)]
+        struct TokenQuery {
+            token: Option<String>,
+        }
+        let feed = request.uri().path().ends_with("/ws");
+        feed.then(|| Query::<TokenQuery>::try_from_uri(request.uri()).ok())
+            .flatten()
+            .and_then(|Query(query)| query.token)
     });
     match given {
         Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => {
@@ -154,6 +176,86 @@ async fn authorize(State(state): State<AppState>, request: Request, next: Next) 
             "this monitor needs a bearer token: send `Authorization: Bearer TOKEN`",
         ),
     }
+}
+
+/// Refuses what a page of another site could make a visitor's browser send to a service on
+/// their machine: requests from pages of other origins (a form or `fetch` launching or
+/// canceling runs, a WebSocket reading them), bodies of the types a cross-site form can send
+/// without asking, and, on a service without a token, a `Host` that is not its address (a
+/// DNS-rebinding page, which the browser treats as same-origin). Clients that are not browsers
+/// send no `Origin` and pass.
+async fn guard_browsers(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match refusal(&request, &state) {
+        Some((status, message)) => error_response(status, &message),
+        None => next.run(request).await,
+    }
+}
+
+fn refusal(request: &Request, state: &AppState) -> Option<(StatusCode, String)> {
+    let headers = request.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok());
+    if state.token.is_none()
+        && let Some(host) = host
+        && !answers_to(host, &state.hosts)
+    {
+        return Some((
+            StatusCode::FORBIDDEN,
+            format!(
+                "this service answers to its IP address and `localhost`, not `{host}`: a name \
+                 in front of it must be allowed when the service starts"
+            ),
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        let own = host.is_some_and(|host| {
+            ["http://", "https://"].iter().any(|scheme| {
+                origin
+                    .strip_prefix(scheme)
+                    .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
+            })
+        });
+        if !own {
+            return Some((
+                StatusCode::FORBIDDEN,
+                format!(
+                    "requests from pages of `{origin}` are refused: only this service's own pages may call it"
+                ),
+            ));
+        }
+    }
+    let changes_state = !matches!(request.method().as_str(), "GET" | "HEAD" | "OPTIONS");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let form_type = ["text/plain", "application/x-www-form-urlencoded"]
+        .iter()
+        .any(|kind| content_type.starts_with(kind));
+    if changes_state && form_type {
+        return Some((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("a `{content_type}` body is refused: send JSON or multipart/form-data"),
+        ));
+    }
+    None
+}
+
+/// Whether `host` (a `Host` header: name or address, and maybe a port) names this service on
+/// a machine without a token: an IP address, `localhost`, or a name allowed at start.
+fn answers_to(host: &str, allowed: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || allowed
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(name))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
