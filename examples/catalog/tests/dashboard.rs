@@ -304,8 +304,46 @@ async fn the_dashboard_follows_launches_and_compares_runs_live() {
     );
     screenshot(&page, "runs").await;
 
+    // A page of another site posting the Launch form to the dashboard (a multipart form needs
+    // no preflight): the browser sends it, the service refuses it, and no run starts.
+    let count_runs = "fetch('/api/v1/runs').then(r => r.json()).then(body => body.runs.length)";
+    let runs_before = eval(&page, count_runs).await;
+    let other_site = serve_other_site(&dashboard.url).await;
+    let attacker = browser.new_page(other_site.as_str()).await.unwrap();
+    let sent = wait_for(&attacker, "window.launchSent", "the other site's request").await;
+    assert_eq!(sent, "sent", "the browser sent the request");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        eval(&page, count_runs).await,
+        runs_before,
+        "a page of another site launched a run"
+    );
+
     browser.close().await.unwrap();
     browser.wait().await.unwrap();
     driver.abort();
     drop(dashboard);
+}
+
+/// Serves, on another port of 127.0.0.1 (another origin), a page that posts the dashboard's
+/// Launch form to `dashboard` as soon as it loads; returns its URL.
+async fn serve_other_site(dashboard: &str) -> String {
+    let html = format!(
+        "<!doctype html><title>another site</title><script>\
+         const form = new FormData(); form.append('agents', '1');\
+         fetch('{dashboard}/api/v1/launch', {{ method: 'POST', body: form, mode: 'no-cors' }})\
+           .then(() => {{ window.launchSent = 'sent'; }}, error => {{ window.launchSent = 'failed: ' + error; }});\
+         </script>"
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let site = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let html = html.clone();
+            async move { axum::response::Html(html) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, site).await });
+    format!("http://{address}/")
 }
