@@ -203,10 +203,19 @@ class Live {
     this.connect();
   }
 
-  connect() {
+  async connect() {
     const q = new URLSearchParams();
     if (this.runId) q.set('run', this.runId);
-    if (token()) q.set('token', token());
+    if (token()) {
+      // A single-use ticket per connection: the token itself never goes in a URL.
+      try {
+        q.set('ticket', (await api('/ws/ticket', { method: 'POST' })).ticket);
+      } catch {
+        this.reconnectLater();
+        return;
+      }
+      if (!this.ctx.alive || this.closed) return;
+    }
     const proto = location.protocol === 'https:' ? 'wss' : 'ws';
     this.ws = new WebSocket(`${proto}://${location.host}${API}/ws?${q}`);
     this.ws.onopen = () => {
@@ -225,12 +234,14 @@ class Live {
       if (this.queue.length > 5000) { this.queue = []; this.onReload(); return; }
       this.schedule();
     };
-    this.ws.onclose = () => {
-      if (!this.ctx.alive) return;
-      const delay = Math.min(30000, 1000 * 2 ** this.tries++) * (0.75 + Math.random() / 2);
-      this.status?.(`Connection lost; reconnecting in ${Math.round(delay / 1000)} s.`);
-      this.timer = setTimeout(() => this.connect(), delay);
-    };
+    this.ws.onclose = () => this.reconnectLater();
+  }
+
+  reconnectLater() {
+    if (!this.ctx.alive || this.closed) return;
+    const delay = Math.min(30000, 1000 * 2 ** this.tries++) * (0.75 + Math.random() / 2);
+    this.status?.(`Connection lost; reconnecting in ${Math.round(delay / 1000)} s.`);
+    this.timer = setTimeout(() => this.connect(), delay);
   }
 
   release() { this.held = false; this.schedule(); }
@@ -250,6 +261,7 @@ class Live {
   }
 
   close() {
+    this.closed = true;
     clearTimeout(this.timer);
     if (this.ws) { this.ws.onclose = null; this.ws.close(); }
   }

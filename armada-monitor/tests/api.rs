@@ -89,10 +89,18 @@ impl Service {
         run
     }
 
+    /// A single-use WebSocket ticket.
+    async fn ticket(&self) -> String {
+        let (status, body) = self.post("/ws/ticket", &json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        body["ticket"].as_str().unwrap().to_owned()
+    }
+
     async fn subscribe(&self, run: &str) -> WebSocket {
         let url = format!(
-            "ws://{}/api/v1/ws?run={run}&token={TOKEN}",
-            self.served.addr()
+            "ws://{}/api/v1/ws?run={run}&ticket={}",
+            self.served.addr(),
+            self.ticket().await
         );
         let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         socket
@@ -453,7 +461,11 @@ async fn websocket_pushes_changes_of_the_subscribed_run() {
     let other = service.register(2).await;
     let mut socket = service.subscribe(&run.id).await;
     let mut list = {
-        let url = format!("ws://{}/api/v1/ws?token={TOKEN}", service.served.addr());
+        let url = format!(
+            "ws://{}/api/v1/ws?ticket={}",
+            service.served.addr(),
+            service.ticket().await
+        );
         tokio_tungstenite::connect_async(url).await.unwrap().0
     };
     // Without the token the upgrade is refused.
@@ -646,8 +658,7 @@ async fn pages_of_other_sites_cannot_use_the_service() {
     .await;
     assert_eq!(status, 200, "{body}");
 
-    // The token goes in the header; only the WebSocket, which cannot send one, takes it in
-    // its query, percent-encoded.
+    // The token goes in the header, never in a query.
     let (status, body) = send_raw(
         service
             .http
@@ -657,8 +668,9 @@ async fn pages_of_other_sites_cannot_use_the_service() {
     assert_eq!(status, 401, "{body}");
     let refused = tokio_tungstenite::connect_async(
         tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
-            "ws://{}/api/v1/ws?token={TOKEN}",
-            service.served.addr()
+            "ws://{}/api/v1/ws?ticket={}",
+            service.served.addr(),
+            service.ticket().await
         ))
         .map(|mut request| {
             request
@@ -706,19 +718,27 @@ async fn a_service_without_a_token_answers_only_to_its_own_host_names() {
 }
 
 #[tokio::test]
-async fn a_token_with_reserved_characters_opens_the_websocket() {
-    let folder = tempfile::tempdir().unwrap();
-    let url = format!("sqlite:{}", folder.path().join("monitor.sqlite").display());
-    let monitor = Monitor::open(&url).await.unwrap();
-    let token = "a+b/c=";
-    let served = Served::start(monitor, "127.0.0.1:0".parse().unwrap(), Some(token.into()))
-        .await
+async fn a_websocket_ticket_opens_one_connection_and_the_token_stays_out_of_urls() {
+    let service = Service::start().await;
+    let addr = service.served.addr();
+    let ticket = service.ticket().await;
+    let first =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/api/v1/ws?ticket={ticket}")).await;
+    assert!(first.is_ok(), "{:?}", first.err());
+    let again =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/api/v1/ws?ticket={ticket}")).await;
+    assert!(again.is_err(), "a ticket opens one connection");
+    let token_in_url =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/api/v1/ws?token={TOKEN}")).await;
+    assert!(token_in_url.is_err(), "the token is not taken from a URL");
+    // A client that can set headers sends the token as everywhere else.
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{addr}/api/v1/ws"
+        ))
         .unwrap();
-    let socket = tokio_tungstenite::connect_async(format!(
-        "ws://{}/api/v1/ws?token=a%2Bb%2Fc%3D",
-        served.addr()
-    ))
-    .await;
-    assert!(socket.is_ok(), "{:?}", socket.err());
-    served.stop().await.unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(request).await.is_ok());
 }

@@ -4,8 +4,10 @@
 mod assets;
 mod ws;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use armada_core::wire::EventBatch;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
@@ -37,6 +39,33 @@ struct AppState {
     token: Option<Arc<str>>,
     /// Host names the service answers to besides its addresses and `localhost`.
     hosts: Arc<[String]>,
+    /// WebSocket tickets issued and not yet used, with when they expire.
+    tickets: Arc<std::sync::Mutex<HashMap<String, Instant>>>,
+}
+
+/// How long a WebSocket ticket may wait for its connection.
+const TICKET_LIFETIME: Duration = Duration::from_secs(30);
+
+impl AppState {
+    /// A new single-use ticket for the WebSocket; forgets expired ones.
+    fn issue_ticket(&self) -> String {
+        let ticket = uuid::Uuid::new_v4().simple().to_string();
+        let now = Instant::now();
+        if let Ok(mut tickets) = self.tickets.lock() {
+            tickets.retain(|_, expires| *expires > now);
+            tickets.insert(ticket.clone(), now + TICKET_LIFETIME);
+        }
+        ticket
+    }
+
+    /// Whether `ticket` was issued and has not expired; it cannot be used again.
+    fn take_ticket(&self, ticket: &str) -> bool {
+        self.tickets
+            .lock()
+            .ok()
+            .and_then(|mut tickets| tickets.remove(ticket))
+            .is_some_and(|expires| expires > Instant::now())
+    }
 }
 
 /// The monitor's routes over `monitor`. With a `token`, every `/api` request needs it.
@@ -62,6 +91,7 @@ pub fn app_with_hosts(
         monitor,
         token: token.map(Into::into),
         hosts: hosts.into(),
+        tickets: Arc::default(),
     };
     let api = Router::new()
         .route(
@@ -89,6 +119,7 @@ pub fn app_with_hosts(
                 .layer(DefaultBodyLimit::max(MAX_LAUNCH_BYTES)),
         )
         .route("/ws", get(ws::subscribe))
+        .route("/ws/ticket", post(ws_ticket))
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .fallback(|| async { ApiError(Error::Invalid("no such API route".into())).not_found() });
@@ -149,33 +180,55 @@ async fn authorize(State(state): State<AppState>, request: Request, next: Next) 
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_owned());
-    // Browsers cannot set headers on a WebSocket: the feed alone takes the token in its query
-    // (percent-encoded, as the dashboard sends it). Anywhere else a query would put the token
-    // in access logs and browser history.
-    let given = bearer.or_else(|| {
-        #[derive(Deserialize)]
-        struct TokenQuery {
-            token: Option<String>,
-        }
-        let feed = request.uri().path().ends_with("/ws");
-        feed.then(|| Query::<TokenQuery>::try_from_uri(request.uri()).ok())
-            .flatten()
-            .and_then(|Query(query)| query.token)
-    });
-    match given {
+        .map(|(_, token)| token.trim());
+    match bearer {
         Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => {
-            next.run(request).await
+            return next.run(request).await;
         }
-        Some(_) => error_response(
-            StatusCode::UNAUTHORIZED,
-            "the bearer token is wrong: use the token the monitor was started with",
-        ),
-        None => error_response(
-            StatusCode::UNAUTHORIZED,
-            "this monitor needs a bearer token: send `Authorization: Bearer TOKEN`",
-        ),
+        Some(_) => {
+            return error_response(
+                StatusCode::UNAUTHORIZED,
+                "the bearer token is wrong: use the token the monitor was started with",
+            );
+        }
+        None => {}
     }
+    // Browsers cannot set headers on a WebSocket: the feed takes a single-use ticket in its
+    // query instead, so that the long-lived token never sits in a URL (logs, history).
+    if request.uri().path().ends_with("/ws")
+        && let Some(ticket) = query_value(request.uri(), "ticket")
+    {
+        if state.take_ticket(&ticket) {
+            return next.run(request).await;
+        }
+        return error_response(
+            StatusCode::UNAUTHORIZED,
+            "the WebSocket ticket is unknown, used or expired: ask POST /api/v1/ws/ticket for \
+             another",
+        );
+    }
+    error_response(
+        StatusCode::UNAUTHORIZED,
+        "this monitor needs a bearer token: send `Authorization: Bearer TOKEN` (a browser's \
+         WebSocket sends `?ticket=` from POST /api/v1/ws/ticket instead)",
+    )
+}
+
+/// The percent-decoded value of `name` in `uri`'s query.
+fn query_value(uri: &axum::http::Uri, name: &str) -> Option<String> {
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri).ok()?;
+    pairs
+        .into_iter()
+        .find_map(|(key, value)| (key == name).then_some(value))
+}
+
+/// `POST /api/v1/ws/ticket`: a single-use ticket that opens one WebSocket within 30 s.
+async fn ws_ticket(State(state): State<AppState>) -> Response {
+    Json(json!({
+        "ticket": state.issue_ticket(),
+        "expires_in_secs": TICKET_LIFETIME.as_secs(),
+    }))
+    .into_response()
 }
 
 /// Refuses what a page of another site could make a visitor's browser send to a service on

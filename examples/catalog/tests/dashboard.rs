@@ -33,6 +33,9 @@ fn project() -> tempfile::TempDir {
     dir
 }
 
+/// The project's binary serves the shop on 127.0.0.1:8377: one dashboard at a time.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// `catalog-orchestrate monitor` on a free port; interrupted (like Ctrl-C) when dropped.
 struct Dashboard {
     child: Child,
@@ -41,7 +44,16 @@ struct Dashboard {
 
 impl Dashboard {
     fn start(project: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_catalog-orchestrate"))
+        Self::start_with_token(project, None)
+    }
+
+    fn start_with_token(project: &Path, token: Option<&str>) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_catalog-orchestrate"));
+        match token {
+            Some(token) => command.env("ARMADA_MONITOR_TOKEN", token),
+            None => command.env_remove("ARMADA_MONITOR_TOKEN"),
+        };
+        let mut child = command
             .env_remove("DISPLAY")
             .args(["monitor", "--listen", "127.0.0.1:0", "--project"])
             .arg(project)
@@ -161,23 +173,58 @@ fn statuses_js() -> &'static str {
     "Array.from(document.querySelectorAll('#jobs-table tr[data-job-index] td.job-status')).map(cell => cell.textContent.trim())"
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_follows_launches_and_compares_runs_live() {
-    let dir = project();
-    let dashboard = Dashboard::start(dir.path());
+/// A headless Chromium for viewing the dashboard, with its profile in `folder`.
+async fn viewer(folder: &Path) -> (Browser, chromiumoxide::Handler) {
     let executable = ["/usr/lib/chromium/chromium", "/usr/bin/chromium"]
         .into_iter()
         .find(|path| Path::new(path).exists())
         .expect("Chromium (cargo xtask test installs it)");
     let config = BrowserConfig::builder()
         .chrome_executable(executable)
-        .user_data_dir(dir.path().join("viewer-profile"))
+        .user_data_dir(folder.join("viewer-profile"))
         .no_sandbox()
         .window_size(1366, 768)
         .args(["disable-gpu", "no-first-run", "disable-dev-shm-usage"])
         .build()
         .unwrap();
-    let (mut browser, mut handler) = Browser::launch(config).await.unwrap();
+    Browser::launch(config).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_the_live_feed_opens_with_a_ticket() {
+    let _turn = TURN.lock().await;
+    let dir = project();
+    let token = "t0k+en/with=reserved";
+    let dashboard = Dashboard::start_with_token(dir.path(), Some(token));
+    let (mut browser, mut handler) = viewer(dir.path()).await;
+    let driver = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    let page = browser
+        .new_page(format!("{}/", dashboard.url))
+        .await
+        .unwrap();
+    let remember = format!(
+        "sessionStorage.setItem('armada-token', {}); location.reload(); true",
+        serde_json::json!(token)
+    );
+    eval(&page, &remember).await;
+    wait_for(
+        &page,
+        "document.body.dataset.ready === 'runs' && document.body.innerText.includes('Live: updates arrive')",
+        "the runs page, live",
+    )
+    .await;
+    browser.close().await.unwrap();
+    browser.wait().await.unwrap();
+    driver.abort();
+    drop(dashboard);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_follows_launches_and_compares_runs_live() {
+    let _turn = TURN.lock().await;
+    let dir = project();
+    let dashboard = Dashboard::start(dir.path());
+    let (mut browser, mut handler) = viewer(dir.path()).await;
     let driver = tokio::spawn(async move { while handler.next().await.is_some() {} });
     let page = browser
         .new_page(format!("{}/", dashboard.url))
