@@ -80,6 +80,9 @@ pub enum Error {
     /// The run is not in a state that allows the request.
     #[error("{0}")]
     Conflict(String),
+    /// A request body is larger than the route accepts.
+    #[error("{0}")]
+    TooLarge(String),
     /// The request needs the project's orchestrator, which this monitor does not have.
     #[error(
         "{0} needs the project's orchestrator service: run `cargo run --bin orchestrate -- \

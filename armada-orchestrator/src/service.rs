@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use armada_monitor::server::form_error;
 use armada_monitor::{Control, LaunchRequest, Monitor};
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::{StatusCode, header};
@@ -64,18 +65,7 @@ impl From<armada_monitor::Error> for Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        use armada_monitor::Error;
-        let status = match &self.0 {
-            Error::Project(diagnostics) => {
-                let body = json!({ "error": self.0.to_string(), "diagnostics": diagnostics });
-                return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
-            }
-            Error::UnknownRun(_) => StatusCode::NOT_FOUND,
-            Error::Invalid(_) | Error::Orchestrator(_) => StatusCode::BAD_REQUEST,
-            Error::Conflict(_) => StatusCode::CONFLICT,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        (status, Json(json!({ "error": self.0.to_string() }))).into_response()
+        armada_monitor::server::answer(&self.0)
     }
 }
 
@@ -166,13 +156,13 @@ async fn form_fields(mut form: Multipart) -> Result<Vec<(String, String)>, Failu
     while let Some(field) = form
         .next_field()
         .await
-        .map_err(|error| invalid(format!("the form is malformed: {error}")))?
+        .map_err(|error| Failure(form_error(&error, "the form")))?
     {
         let name = field.name().unwrap_or_default().to_owned();
         let text = field
             .text()
             .await
-            .map_err(|error| invalid(format!("the form's `{name}` cannot be read: {error}")))?;
+            .map_err(|error| Failure(form_error(&error, &format!("the form's `{name}`"))))?;
         fields.push((name, text));
     }
     Ok(fields)

@@ -336,24 +336,48 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = match &self.0 {
-            Error::UnknownRun(_) | Error::UnknownJob { .. } | Error::UnknownAttachment { .. } => {
-                StatusCode::NOT_FOUND
-            }
-            Error::Invalid(_) => StatusCode::BAD_REQUEST,
-            Error::Conflict(_) => StatusCode::CONFLICT,
-            Error::NoOrchestrator(_) => StatusCode::NOT_IMPLEMENTED,
-            Error::Project(diagnostics) => {
-                let body = json!({ "error": self.0.to_string(), "diagnostics": diagnostics });
-                return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
-            }
-            Error::Orchestrator(_) => StatusCode::BAD_REQUEST,
-            _ => {
-                tracing::error!(error = %self.0, "monitor request failed");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
-        error_response(status, &self.0.to_string())
+        answer(&self.0)
+    }
+}
+
+/// How an error answers over HTTP, on the monitor's routes and the service's merged with
+/// them: its status, and `{"error": …}` (with the project's diagnostics for a 422). An
+/// internal error (a store that failed) answers with an id that its log line carries, never
+/// its text, which may name hosts, users or paths.
+pub fn answer(error: &Error) -> Response {
+    let status = match error {
+        Error::UnknownRun(_) | Error::UnknownJob { .. } | Error::UnknownAttachment { .. } => {
+            StatusCode::NOT_FOUND
+        }
+        Error::Invalid(_) | Error::Orchestrator(_) => StatusCode::BAD_REQUEST,
+        Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::NoOrchestrator(_) => StatusCode::NOT_IMPLEMENTED,
+        Error::Project(diagnostics) => {
+            let body = json!({ "error": error.to_string(), "diagnostics": diagnostics });
+            return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
+        }
+        _ => {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            tracing::error!(%error, id, "a request failed");
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("internal error {id}: the server's log says what failed under this id"),
+            );
+        }
+    };
+    error_response(status, &error.to_string())
+}
+
+/// A multipart form that could not be read: too large (413) or malformed (400).
+pub fn form_error(error: &axum::extract::multipart::MultipartError, what: &str) -> Error {
+    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Error::TooLarge(format!(
+            "{what} is larger than this route accepts ({} MB)",
+            MAX_LAUNCH_BYTES / (1024 * 1024)
+        ))
+    } else {
+        Error::Invalid(format!("{what} cannot be read: {error}"))
     }
 }
 
@@ -773,14 +797,13 @@ async fn launch(
     while let Some(field) = form
         .next_field()
         .await
-        .map_err(|error| Error::Invalid(format!("the launch form is malformed: {error}")))?
+        .map_err(|error| form_error(&error, "the launch form"))?
     {
         let name = field.name().unwrap_or_default().to_owned();
-        let text = field.text().await.map_err(|error| {
-            Error::Invalid(format!(
-                "the launch form's `{name}` cannot be read: {error}"
-            ))
-        })?;
+        let text = field
+            .text()
+            .await
+            .map_err(|error| form_error(&error, &format!("the launch form's `{name}`")))?;
         let number = |what: &str| {
             Error::Invalid(format!("the launch form's `{what}` must be a whole number"))
         };

@@ -267,6 +267,17 @@ async fn a_bad_csv_gets_422_with_the_row_and_publishes_nothing() {
         answer["error"].as_str().unwrap().contains("agentz"),
         "{answer}"
     );
+    // A form over the size limit is refused as too large, naming the limit.
+    let oversized = "x".repeat(armada::service::MAX_REQUEST_BYTES + 1024);
+    let (status, answer) = service
+        .post_form("/runs", &[("data_job.csv", oversized.as_str())])
+        .await;
+    drop(oversized);
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("256 MB"),
+        "{answer}"
+    );
     let (_, after) = service.get("/api/v1/runs").await;
     assert_eq!(before, after, "nothing was published");
     assert!(
