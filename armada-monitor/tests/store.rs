@@ -842,7 +842,27 @@ conformance!(
     one_run_id_is_one_run_and_a_running_run_is_not_deleted,
     null_and_real_floats_share_prepared_statements,
     silence_shows_as_a_stalled_run_and_gone_agents,
+    text_with_nul_is_stored,
 );
+
+/// A script's message may hold anything, NUL included (PostgreSQL's text refuses it).
+async fn text_with_nul_is_stored(store: Store) {
+    let run = new_run(&store, 1).await;
+    let mut events = lifecycle(&run, 0, 0, EventKind::JobFailed, 10.0);
+    let failed = events.pop().unwrap();
+    events.push(with(failed, Some("bad\0byte"), None));
+    store.ingest(&batch(&run, events)).await.unwrap();
+    let stored = store
+        .events(&run.id, &EventFilter::default(), None, 50)
+        .await
+        .unwrap();
+    let messages: Vec<_> = stored
+        .items
+        .iter()
+        .filter_map(|event| event.message.as_deref())
+        .collect();
+    assert!(messages.contains(&"bad\u{2400}byte"), "{messages:?}");
+}
 
 /// A SQL Server URL in a build without the `mssql` feature names the feature to enable.
 #[cfg(not(feature = "mssql"))]

@@ -286,8 +286,9 @@ fn decode(position: usize, event: &armada_core::wire::Event) -> Result<Decoded> 
         if job.is_none() {
             return Err(invalid("it names no job".into()));
         }
-        let file: Attachment = serde_json::from_value(data.take().unwrap_or_default())
+        let mut file: Attachment = serde_json::from_value(data.take().unwrap_or_default())
             .map_err(|error| invalid(error.to_string()))?;
+        file.name = storable_text(&file.name);
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(&file.base64)
             .map_err(|error| invalid(format!("its base64 does not decode: {error}")))?;
@@ -313,9 +314,15 @@ fn decode(position: usize, event: &armada_core::wire::Event) -> Result<Decoded> 
             agent: event.agent,
             job,
             attempt,
-            message: event.message.clone(),
+            message: event.message.as_deref().map(storable_text),
             data,
         },
         attachment,
     })
+}
+
+/// `text` as every store holds it: PostgreSQL's text type refuses NUL, which becomes `␀`
+/// (U+2400, the symbol for null) instead of costing the whole batch.
+fn storable_text(text: &str) -> String {
+    text.replace('\0', "\u{2400}")
 }
