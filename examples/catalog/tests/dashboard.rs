@@ -173,8 +173,9 @@ fn statuses_js() -> &'static str {
     "Array.from(document.querySelectorAll('#jobs-table tr[data-job-index] td.job-status')).map(cell => cell.textContent.trim())"
 }
 
-/// A headless Chromium for viewing the dashboard, with its profile in `folder`.
-async fn viewer(folder: &Path) -> (Browser, chromiumoxide::Handler) {
+/// A headless Chromium (its profile in `folder`) and the task driving it, with a page open on
+/// the dashboard at `url`.
+async fn open_viewer(folder: &Path, url: &str) -> (Browser, tokio::task::JoinHandle<()>, Page) {
     let executable = ["/usr/lib/chromium/chromium", "/usr/bin/chromium"]
         .into_iter()
         .find(|path| Path::new(path).exists())
@@ -187,7 +188,10 @@ async fn viewer(folder: &Path) -> (Browser, chromiumoxide::Handler) {
         .args(["disable-gpu", "no-first-run", "disable-dev-shm-usage"])
         .build()
         .unwrap();
-    Browser::launch(config).await.unwrap()
+    let (browser, mut handler) = Browser::launch(config).await.unwrap();
+    let driver = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    let page = browser.new_page(format!("{url}/")).await.unwrap();
+    (browser, driver, page)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,12 +200,7 @@ async fn with_a_token_the_live_feed_opens_with_a_ticket() {
     let dir = project();
     let token = "t0k+en/with=reserved";
     let dashboard = Dashboard::start_with_token(dir.path(), Some(token));
-    let (mut browser, mut handler) = viewer(dir.path()).await;
-    let driver = tokio::spawn(async move { while handler.next().await.is_some() {} });
-    let page = browser
-        .new_page(format!("{}/", dashboard.url))
-        .await
-        .unwrap();
+    let (mut browser, driver, page) = open_viewer(dir.path(), &dashboard.url).await;
     let remember = format!(
         "sessionStorage.setItem('armada-token', {}); location.reload(); true",
         serde_json::json!(token)
@@ -224,12 +223,7 @@ async fn the_dashboard_follows_launches_and_compares_runs_live() {
     let _turn = TURN.lock().await;
     let dir = project();
     let dashboard = Dashboard::start(dir.path());
-    let (mut browser, mut handler) = viewer(dir.path()).await;
-    let driver = tokio::spawn(async move { while handler.next().await.is_some() {} });
-    let page = browser
-        .new_page(format!("{}/", dashboard.url))
-        .await
-        .unwrap();
+    let (mut browser, driver, page) = open_viewer(dir.path(), &dashboard.url).await;
     wait_for(
         &page,
         "document.body.dataset.ready === 'runs'",
