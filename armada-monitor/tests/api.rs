@@ -742,3 +742,43 @@ async fn a_websocket_ticket_opens_one_connection_and_the_token_stays_out_of_urls
         .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
     assert!(tokio_tungstenite::connect_async(request).await.is_ok());
 }
+
+#[tokio::test]
+async fn live_connections_are_capped() {
+    let service = Service::start().await;
+    let open = || {
+        let mut request =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                format!("ws://{}/api/v1/ws", service.served.addr()),
+            )
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+    };
+    let mut sockets = Vec::new();
+    for _ in 0..armada_monitor::server::MAX_WEBSOCKETS {
+        sockets.push(open().await.unwrap().0);
+    }
+    match open().await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429);
+        }
+        other => panic!(
+            "one connection over the cap was not refused: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    // A closed connection frees its place.
+    sockets.pop().unwrap().close(None).await.unwrap();
+    let mut reopened = None;
+    for _ in 0..50 {
+        if let Ok((socket, _)) = open().await {
+            reopened = Some(socket);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reopened.is_some(), "the freed place was not given again");
+}

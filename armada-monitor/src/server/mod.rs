@@ -41,7 +41,13 @@ struct AppState {
     hosts: Arc<[String]>,
     /// WebSocket tickets issued and not yet used, with when they expire.
     tickets: Arc<std::sync::Mutex<HashMap<String, Instant>>>,
+    /// One permit per open WebSocket, [`MAX_WEBSOCKETS`] in all.
+    sockets: Arc<tokio::sync::Semaphore>,
 }
+
+/// WebSockets open at once on one service: each holds a task and buffers, and idle ones cost
+/// memory without end otherwise. Dashboards open one per tab.
+pub const MAX_WEBSOCKETS: usize = 256;
 
 /// How long a WebSocket ticket may wait for its connection.
 const TICKET_LIFETIME: Duration = Duration::from_secs(30);
@@ -92,6 +98,7 @@ pub fn app_with_hosts(
         token: token.map(Into::into),
         hosts: hosts.into(),
         tickets: Arc::default(),
+        sockets: Arc::new(tokio::sync::Semaphore::new(MAX_WEBSOCKETS)),
     };
     let api = Router::new()
         .route(

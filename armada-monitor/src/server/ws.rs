@@ -8,7 +8,11 @@ use axum::response::Response;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{AppState, Params};
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+
+use super::{AppState, MAX_WEBSOCKETS, Params};
 use crate::hub::Notice;
 
 #[derive(Debug, Deserialize)]
@@ -22,9 +26,20 @@ pub(super) async fn subscribe(
     Params(subscription): Params<Subscription>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let Ok(permit) = Arc::clone(&state.sockets).try_acquire_owned() else {
+        return super::error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "{MAX_WEBSOCKETS} live connections are open, the most this service keeps: close \
+                 other dashboard tabs and try again"
+            ),
+        );
+    };
     let feed = state.monitor.subscribe();
     let closed = state.monitor.closed();
     upgrade.on_upgrade(move |socket| async move {
+        // Held for as long as the connection lasts.
+        let _permit = permit;
         tokio::select! {
             () = forward(socket, feed, subscription.run) => {}
             () = closed.cancelled() => {}
