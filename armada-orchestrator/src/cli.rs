@@ -383,6 +383,8 @@ pub fn main<S: Script>(runner: Arc<dyn AgentRunner>, default_project: &Path) -> 
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: a log file or a pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let cli = Cli::parse();
     let outcome = tokio::runtime::Builder::new_multi_thread()

@@ -231,3 +231,28 @@ fn the_dashboard_of_a_launch_cancels_its_run() {
     stdout.read_to_string(&mut rest).unwrap();
     assert_eq!(status.code(), Some(130), "{rest}");
 }
+
+#[test]
+fn logs_to_a_file_or_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_orchestrate"))
+        .args([
+            "launch", "--agents", "3", "--jobs", "50", "--output", "r.jsonl",
+        ])
+        .current_dir(dir.path())
+        .env_remove("ARMADA_AMQP_URL")
+        .env_remove("ARMADA_REDIS_URL")
+        .env("RUST_LOG", "debug,lapin=off")
+        .output()
+        .expect("the binary runs");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("DEBUG"),
+        "the run logged at debug: {stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a pipe: {stderr}"
+    );
+}
