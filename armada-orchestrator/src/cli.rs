@@ -386,7 +386,10 @@ pub fn main<S: Script>(runner: Arc<dyn AgentRunner>, default_project: &Path) -> 
         // Colour codes only for a terminal: a log file or a pipe gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
+    };
     let outcome = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -680,6 +683,20 @@ async fn follow_on_terminal(
 }
 
 /// `launch`'s and `attach`'s exit code for a run that ended.
+/// Prints clap's message; `--help` and `--version` exit 0, a usage error 64 (EX_USAGE),
+/// which no run outcome uses (2 means some jobs failed).
+fn usage_error(error: &clap::Error) -> ExitCode {
+    let _ = error.print();
+    if error.use_stderr() {
+        ExitCode::from(USAGE_ERROR)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The exit code of a command line that does not parse (`sysexits.h`'s `EX_USAGE`).
+const USAGE_ERROR: u8 = 64;
+
 fn exit_code(report: &RunReport, summary: &Summary) -> ExitCode {
     match report.status {
         RunStatus::Canceled => ExitCode::from(130),

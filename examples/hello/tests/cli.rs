@@ -256,3 +256,18 @@ fn logs_to_a_file_or_pipe_carry_no_colour_codes() {
         "colour codes in a pipe: {stderr}"
     );
 }
+
+#[test]
+fn a_command_line_that_does_not_parse_exits_64_and_help_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = orchestrate(&["launch", "--agentz", "3"], dir.path());
+    assert_eq!(output.status.code(), Some(64), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("--agentz"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = orchestrate(&["launch", "--help"], dir.path());
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("--agents"));
+}
