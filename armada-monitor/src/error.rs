@@ -104,7 +104,7 @@ pub enum Error {
         message: String,
     },
     /// The HTTP service could not listen.
-    #[error("cannot listen on {addr}: {source}; pick another address with --listen")]
+    #[error("cannot listen on {addr}: {source}; pick another address, or port 0 for any free one")]
     Listen {
         /// The address.
         addr: String,
