@@ -26,7 +26,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::progress::Progress;
-use crate::results::ResultsFile;
+use crate::results::{Claimed, ResultsFile};
 use crate::{
     Backends, Error, FollowEvent, Launcher, Orchestrator, ProcessLauncher, Result, RunControl,
     RunHandle, RunReport, Summary,
@@ -515,10 +515,6 @@ async fn launch<S: Script>(
         .output
         .clone()
         .unwrap_or_else(|| crate::control::run_dir(&project, &run_id).join("results.jsonl"));
-    // A detached run's results file is written by whoever attaches to it.
-    let results = (!args.detach)
-        .then(|| ResultsFile::create(&output))
-        .transpose()?;
     let grace = Duration::try_from_secs_f64(args.grace_secs).unwrap_or(Duration::from_secs(10));
     let shared = !backends.queue.is_in_process() && !backends.store.is_in_process();
     let agents_as = args.agents_as.unwrap_or(if shared {
@@ -566,7 +562,21 @@ async fn launch<S: Script>(
             crate::control::project_name(&project),
             tune_name.or(Some("local".into())),
         );
-    let handle = orchestrator.launch_as(&plan, run_id).await?;
+    // A detached run's results file is written by whoever attaches to it. The file is claimed
+    // before publishing and emptied only once the run is launched.
+    let claimed = (!args.detach)
+        .then(|| ResultsFile::claim(&output))
+        .transpose()?;
+    let handle = match orchestrator.launch_as(&plan, run_id).await {
+        Ok(handle) => handle,
+        Err(error) => {
+            if let Some(claimed) = claimed {
+                claimed.abandon();
+            }
+            return Err(error);
+        }
+    };
+    let results = claimed.map(Claimed::begin).transpose()?;
     let run_id_text = handle.run_id().to_string();
     println!(
         "run {}: {} agents, {} jobs",

@@ -29,6 +29,14 @@ impl ResultsFile {
 
     /// A new, empty file (an existing one is replaced), locked for this writer.
     pub(crate) fn create(path: &Path) -> Result<Self> {
+        ResultsFile::claim(path)?.begin()
+    }
+
+    /// The file locked for this writer but left as it is, before a launch: a file another
+    /// process writes stops the launch before anything is published, and a launch that fails
+    /// leaves an existing file untouched and removes one it made ([`Claimed::abandon`]).
+    pub(crate) fn claim(path: &Path) -> Result<Claimed> {
+        let made = !path.exists();
         create_parent(path)?;
         let file = OpenOptions::new()
             .create(true)
@@ -36,12 +44,16 @@ impl ResultsFile {
             .truncate(false)
             .open(path)
             .map_err(Self::error(path))?;
-        lock(&file, path)?;
-        file.set_len(0).map_err(Self::error(path))?;
-        Ok(Self {
+        if let Err(error) = lock(&file, path) {
+            if made {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(error);
+        }
+        Ok(Claimed {
             path: path.to_path_buf(),
-            out: BufWriter::new(file),
-            written: HashSet::new(),
+            file,
+            made,
         })
     }
 
@@ -127,6 +139,36 @@ fn lock(file: &File, path: &Path) -> Result<()> {
         };
         ResultsFile::error(path)(why)
     })
+}
+
+/// A results file locked for a launch that has not published yet.
+pub(crate) struct Claimed {
+    path: PathBuf,
+    file: File,
+    /// Whether the claim created the file.
+    made: bool,
+}
+
+impl Claimed {
+    /// Empties the file for the launched run's results.
+    pub(crate) fn begin(self) -> Result<ResultsFile> {
+        self.file
+            .set_len(0)
+            .map_err(ResultsFile::error(&self.path))?;
+        Ok(ResultsFile {
+            path: self.path,
+            out: BufWriter::new(self.file),
+            written: HashSet::new(),
+        })
+    }
+
+    /// Gives the file up after a launch that failed: removed if the claim made it, untouched
+    /// otherwise.
+    pub(crate) fn abandon(self) {
+        if self.made {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 fn create_parent(path: &Path) -> Result<()> {

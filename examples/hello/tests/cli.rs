@@ -271,3 +271,23 @@ fn a_command_line_that_does_not_parse_exits_64_and_help_exits_0() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     assert!(text(&output.stdout).contains("--agents"));
 }
+
+#[test]
+fn a_launch_that_fails_leaves_no_results_file_and_an_old_one_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    // Agent processes need shared backends: this launch fails before anything is published.
+    let args = ["launch", "--agents-as", "processes", "--output", "r.jsonl"];
+    let output = orchestrate(&args, dir.path());
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(
+        !dir.path().join("r.jsonl").exists(),
+        "a results file was left behind"
+    );
+    std::fs::write(dir.path().join("r.jsonl"), "an earlier run's line\n").unwrap();
+    let output = orchestrate(&args, dir.path());
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("r.jsonl")).unwrap(),
+        "an earlier run's line\n"
+    );
+}
