@@ -87,16 +87,16 @@ struct ProjectArgs {
     #[arg(long, value_name = "TUNE")]
     tune: Option<Tune>,
     /// Number of agents (overrides run_message.agents).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     agents: Option<u32>,
     /// Number of jobs (overrides run_message.jobs).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     jobs: Option<u64>,
     /// Attempts per job (overrides run_message.max_attempts).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     max_attempts: Option<u32>,
     /// Time limit of one attempt in seconds (overrides run_message.job_timeout_secs).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
     job_timeout_secs: Option<f64>,
 }
 
@@ -125,7 +125,8 @@ struct BackendArgs {
         long,
         env = "ARMADA_OUTAGE_SECS",
         value_name = "SECS",
-        default_value_t = 60.0
+        default_value_t = 60.0,
+        value_parser = positive_seconds
     )]
     outage_secs: f64,
 }
@@ -231,7 +232,7 @@ struct MonitorArgs {
     allow_hosts: Vec<String>,
     /// Seconds a running run's agents and followers may be silent before it shows as
     /// stalled (and an agent as gone).
-    #[arg(long, value_name = "SECS", default_value_t = armada_monitor::DEFAULT_STALL_LIMIT.as_secs_f64())]
+    #[arg(long, value_name = "SECS", default_value_t = armada_monitor::DEFAULT_STALL_LIMIT.as_secs_f64(), value_parser = positive_seconds)]
     stall_secs: f64,
     #[command(flatten)]
     backends: BackendArgs,
@@ -259,7 +260,7 @@ struct LaunchArgs {
     #[command(flatten)]
     backends: BackendArgs,
     /// Seconds a canceled run gives agents to finish their current job.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = seconds)]
     grace_secs: f64,
     /// Run agents as tasks in this process or as separate processes.
     #[arg(long, value_enum)]
@@ -329,7 +330,7 @@ struct CancelArgs {
     #[command(flatten)]
     monitor: MonitorLinkArgs,
     /// Seconds its agents get to finish their current job before it is ended.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = seconds)]
     grace_secs: f64,
     /// With kubernetes, the run's Job is deleted too, its pods first.
     #[arg(long, value_enum, default_value = "local")]
@@ -693,6 +694,22 @@ async fn follow_on_terminal(
 }
 
 /// `launch`'s and `attach`'s exit code for a run that ended.
+/// A number of seconds, zero or more.
+fn seconds(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Ok(secs),
+        _ => Err(format!("`{text}` is not a number of seconds (0 or more)")),
+    }
+}
+
+/// A number of seconds above zero.
+fn positive_seconds(text: &str) -> std::result::Result<f64, String> {
+    match seconds(text) {
+        Ok(secs) if secs > 0.0 => Ok(secs),
+        _ => Err(format!("`{text}` is not a number of seconds above 0")),
+    }
+}
+
 /// Prints clap's message; `--help` and `--version` exit 0, a usage error 64 (EX_USAGE),
 /// which no run outcome uses (2 means some jobs failed).
 fn usage_error(error: &clap::Error) -> ExitCode {

@@ -291,3 +291,30 @@ fn a_launch_that_fails_leaves_no_results_file_and_an_old_one_untouched() {
         "an earlier run's line\n"
     );
 }
+
+#[test]
+fn flags_out_of_range_are_blamed_on_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, value) in [
+        ("--agents", "0"),
+        ("--max-attempts", "0"),
+        ("--jobs", "0"),
+        ("--job-timeout-secs", "nan"),
+        ("--grace-secs", "nan"),
+        ("--grace-secs", "-1"),
+    ] {
+        let flag_and_value = format!("{flag}={value}");
+        let output = orchestrate(
+            &["launch", &flag_and_value, "--output", "r.jsonl"],
+            dir.path(),
+        );
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+        assert!(
+            !stderr.contains("config_template.json"),
+            "{flag} {value}: {stderr}"
+        );
+        assert!(!dir.path().join("r.jsonl").exists());
+    }
+}
