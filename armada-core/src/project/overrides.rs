@@ -43,6 +43,7 @@ pub(super) fn parse(
 ) -> Overrides {
     let mut problems = Problems {
         file: &file.name,
+        contents: &file.contents,
         found: 0,
         diagnostics,
     };
@@ -138,7 +139,9 @@ pub(super) fn parse(
                 continue;
             }
         }
-        let line = record.position().map_or(0, csv::Position::line);
+        let line = record
+            .position()
+            .map_or(0, |position| line_of(&file.contents, position));
         if record.len() != headers.len() {
             let hint = if record.len() > headers.len()
                 && record
@@ -265,8 +268,28 @@ fn insert_at(target: &mut Map<String, Value>, path: &[String], value: Value) {
     }
 }
 
+/// The line (from 1) where the record at `position` starts. The csv crate counts lines at
+/// `\n` after it has ended a record at `\r`, so its own line number is one short for every
+/// record of a CRLF file; the byte offset is right, once past the end of the previous line.
+fn line_of(contents: &[u8], position: &csv::Position) -> u64 {
+    let mut start = usize::try_from(position.byte())
+        .unwrap_or(usize::MAX)
+        .min(contents.len());
+    while contents
+        .get(start)
+        .is_some_and(|byte| matches!(byte, b'\r' | b'\n'))
+    {
+        start += 1;
+    }
+    1 + contents[..start]
+        .iter()
+        .filter(|&&byte| byte == b'\n')
+        .count() as u64
+}
+
 struct Problems<'a> {
     file: &'a str,
+    contents: &'a [u8],
     found: usize,
     diagnostics: &'a mut Diagnostics,
 }
@@ -286,7 +309,7 @@ impl Problems<'_> {
                 let mut diagnostic = Diagnostic::file(file, "the cell is not valid UTF-8 text")
                     .at_column(err.field() as u64 + 1);
                 if let Some(pos) = pos {
-                    diagnostic = diagnostic.at_line(pos.line());
+                    diagnostic = diagnostic.at_line(line_of(self.contents, pos));
                 }
                 diagnostic
             }
@@ -294,7 +317,7 @@ impl Problems<'_> {
             _ => {
                 let mut diagnostic = Diagnostic::file(file, format!("malformed CSV: {error}"));
                 if let Some(pos) = error.position() {
-                    diagnostic = diagnostic.at_line(pos.line());
+                    diagnostic = diagnostic.at_line(line_of(self.contents, pos));
                 }
                 diagnostic
             }

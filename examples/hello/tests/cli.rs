@@ -93,33 +93,40 @@ fn bad_input_is_reported_whole_and_nothing_runs() {
     ] {
         std::fs::copy(project().join("config").join(file), config.join(file)).unwrap();
     }
-    std::fs::write(
-        config.join("data_job.csv"),
-        "targetted_job,name,number\n0,Ada,seven\n1,Bob,{oops\nx,Eve,3\n200,Zed,4\n",
-    )
-    .unwrap();
-    let output = orchestrate(&["launch", "--output", "r.jsonl"], dir.path());
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = text(&output.stderr);
-    assert!(stderr.contains("4 problems"), "{stderr}");
-    assert!(
+    // The same lines whatever ends them (Windows tools write CRLF).
+    for newline in ["\n", "\r\n"] {
+        let rows = [
+            "targetted_job,name,number",
+            "0,Ada,seven",
+            "1,Bob,{oops",
+            "x,Eve,3",
+            "200,Zed,4",
+            "",
+        ];
+        std::fs::write(config.join("data_job.csv"), rows.join(newline)).unwrap();
+        let output = orchestrate(&["launch", "--output", "r.jsonl"], dir.path());
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains("4 problems"), "{stderr}");
+        assert!(
         stderr.contains(
             "data_job.csv:2: field `number`: job 0: invalid type: string \"seven\", expected u64"
         ),
         "{stderr}"
     );
-    assert!(
-        stderr.contains("data_job.csv:3:3: field `number`: the cell starts like JSON"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("data_job.csv:4:1: field `targetted_job`: `x` is not an index"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("data_job.csv:5:1: field `targetted_job`: job 200 is out of range"),
-        "{stderr}"
-    );
+        assert!(
+            stderr.contains("data_job.csv:3:3: field `number`: the cell starts like JSON"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("data_job.csv:4:1: field `targetted_job`: `x` is not an index"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("data_job.csv:5:1: field `targetted_job`: job 200 is out of range"),
+            "{stderr}"
+        );
+    }
     assert!(
         !dir.path().join("r.jsonl").exists(),
         "nothing may be written"
