@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use armada_monitor::server::form_error;
+use armada_monitor::server::{field_text, form_error};
 use armada_monitor::{Control, LaunchRequest, Monitor};
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::{StatusCode, header};
@@ -159,10 +159,9 @@ async fn form_fields(mut form: Multipart) -> Result<Vec<(String, String)>, Failu
         .map_err(|error| Failure(form_error(&error, "the form")))?
     {
         let name = field.name().unwrap_or_default().to_owned();
-        let text = field
-            .text()
+        let text = field_text(field, &format!("the form's `{name}`"))
             .await
-            .map_err(|error| Failure(form_error(&error, &format!("the form's `{name}`"))))?;
+            .map_err(Failure)?;
         fields.push((name, text));
     }
     Ok(fields)

@@ -82,13 +82,35 @@ pub(super) fn parse(
         problems.finish();
         return overrides;
     }
+    let mut columns: HashMap<&str, usize> = HashMap::new();
     let paths: Vec<Option<Vec<String>>> = headers
         .iter()
         .enumerate()
         .skip(1)
         .map(|(position, header)| {
             let segments: Vec<String> = header.split('.').map(str::to_owned).collect();
-            if segments.len() > MAX_HEADER_DEPTH {
+            let at = |diagnostic: Diagnostic| diagnostic.at_line(1).at_column(position as u64 + 1);
+            if let Some(first) = columns.insert(header, position) {
+                problems.push(at(Diagnostic::file(
+                    &file.name,
+                    format!(
+                        "header `{header}` is in columns {} and {}: a row would set it twice; \
+                         keep one",
+                        first + 1,
+                        position + 1
+                    ),
+                )));
+                None
+            } else if header.trim() != header {
+                problems.push(at(Diagnostic::file(
+                    &file.name,
+                    format!(
+                        "header `{header}` has spaces around it (after a comma?): write `{}`",
+                        header.trim()
+                    ),
+                )));
+                None
+            } else if segments.len() > MAX_HEADER_DEPTH {
                 problems.push(
                     Diagnostic::file(
                         &file.name,

@@ -376,6 +376,24 @@ pub fn answer(error: &Error) -> Response {
     error_response(status, &error.to_string())
 }
 
+/// A form field's text, read whole: not valid UTF-8 is an error naming the field and the
+/// first bad byte (a lossy read would launch a run on U+FFFD where the CLI refuses the file).
+pub async fn field_text(
+    field: axum::extract::multipart::Field<'_>,
+    what: &str,
+) -> std::result::Result<String, Error> {
+    let bytes = field
+        .bytes()
+        .await
+        .map_err(|error| form_error(&error, what))?;
+    String::from_utf8(bytes.to_vec()).map_err(|error| {
+        Error::Invalid(format!(
+            "{what} is not UTF-8 text (byte {} is not): save it as UTF-8",
+            error.utf8_error().valid_up_to() + 1
+        ))
+    })
+}
+
 /// A multipart form that could not be read: too large (413) or malformed (400).
 pub fn form_error(error: &axum::extract::multipart::MultipartError, what: &str) -> Error {
     if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -807,10 +825,7 @@ async fn launch(
         .map_err(|error| form_error(&error, "the launch form"))?
     {
         let name = field.name().unwrap_or_default().to_owned();
-        let text = field
-            .text()
-            .await
-            .map_err(|error| form_error(&error, &format!("the launch form's `{name}`")))?;
+        let text = field_text(field, &format!("the launch form's `{name}`")).await?;
         let number = |what: &str| {
             Error::Invalid(format!("the launch form's `{what}` must be a whole number"))
         };

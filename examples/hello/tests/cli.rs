@@ -325,3 +325,34 @@ fn flags_out_of_range_are_blamed_on_the_flag() {
         assert!(!dir.path().join("r.jsonl").exists());
     }
 }
+
+#[test]
+fn headers_with_spaces_or_twice_are_errors_naming_the_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    for file in [
+        "config_template.json",
+        "config_local.json",
+        "data_agent.csv",
+    ] {
+        std::fs::copy(project().join("config").join(file), config.join(file)).unwrap();
+    }
+    for (csv, expected) in [
+        (
+            "targetted_job, name\n0,Ada\n",
+            "data_job.csv:1:2: header ` name` has spaces around it",
+        ),
+        (
+            "targetted_job,name,name\n0,Ada,Bob\n",
+            "data_job.csv:1:3: header `name` is in columns 2 and 3",
+        ),
+    ] {
+        std::fs::write(config.join("data_job.csv"), csv).unwrap();
+        let output = orchestrate(&["launch", "--output", "r.jsonl"], dir.path());
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(!dir.path().join("r.jsonl").exists());
+    }
+}

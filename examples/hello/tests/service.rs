@@ -267,6 +267,27 @@ async fn a_bad_csv_gets_422_with_the_row_and_publishes_nothing() {
         answer["error"].as_str().unwrap().contains("agentz"),
         "{answer}"
     );
+    // A CSV that is not UTF-8 is refused as the CLI refuses it, not read with U+FFFD.
+    let (content_type, body) = multipart(&[("data_job.csv", "targetted_job,name\n0,MARK\n")]);
+    let at = body
+        .windows(4)
+        .position(|window| window == b"MARK")
+        .unwrap();
+    let body = [&body[..at], b"Ad\xffa".as_slice(), &body[at + 4..]].concat();
+    let request = service
+        .http
+        .post(format!("{}/runs", service.base))
+        .header("content-type", content_type)
+        .body(body);
+    let (status, answer) = service.json(request).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("`data_job.csv` is not UTF-8"),
+        "{answer}"
+    );
     // A form over the size limit is refused as too large, naming the limit.
     let oversized = "x".repeat(armada::service::MAX_REQUEST_BYTES + 1024);
     let (status, answer) = service
