@@ -55,6 +55,18 @@ pub(super) fn parse(
     if file.contents.iter().all(u8::is_ascii_whitespace) {
         return overrides;
     }
+    if let Some(line) = unclosed_quote(&file.contents) {
+        problems.push(
+            Diagnostic::file(
+                &file.name,
+                "a quoted cell opened here is never closed: every later row would be read into \
+                 it; close the quote (a quote inside a quoted cell is written twice: \"\")",
+            )
+            .at_line(line),
+        );
+        problems.finish();
+        return overrides;
+    }
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .from_reader(file.contents.as_slice());
@@ -288,6 +300,39 @@ fn insert_at(target: &mut Map<String, Value>, path: &[String], value: Value) {
             map.insert(last.clone(), value);
         }
     }
+}
+
+/// The line (from 1) of a quoted cell that the file never closes, read as the csv crate reads
+/// it: a quote opens a cell only at its start, and `""` inside a quoted cell is a quote.
+fn unclosed_quote(contents: &[u8]) -> Option<u64> {
+    let (mut line, mut opened) = (1, 0);
+    let (mut quoted, mut cell_start) = (false, true);
+    let mut bytes = contents.iter().peekable();
+    while let Some(&byte) = bytes.next() {
+        if byte == b'\n' {
+            line += 1;
+        }
+        if quoted {
+            if byte == b'"' {
+                if bytes.peek() == Some(&&b'"') {
+                    bytes.next();
+                } else {
+                    quoted = false;
+                }
+            }
+            continue;
+        }
+        match byte {
+            b'"' if cell_start => {
+                quoted = true;
+                opened = line;
+                cell_start = false;
+            }
+            b',' | b'\n' | b'\r' => cell_start = true,
+            _ => cell_start = false,
+        }
+    }
+    quoted.then_some(opened)
 }
 
 /// The line (from 1) where the record at `position` starts. The csv crate counts lines at

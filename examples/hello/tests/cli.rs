@@ -356,3 +356,32 @@ fn headers_with_spaces_or_twice_are_errors_naming_the_column() {
         assert!(!dir.path().join("r.jsonl").exists());
     }
 }
+
+#[test]
+fn a_quote_never_closed_is_an_error_and_quoted_cells_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    for file in [
+        "config_template.json",
+        "config_local.json",
+        "data_agent.csv",
+    ] {
+        std::fs::copy(project().join("config").join(file), config.join(file)).unwrap();
+    }
+    let unclosed = "targetted_job,name\n0,Ada\n1,\"unterminated\n2,Bob\n3,Eve\n";
+    std::fs::write(config.join("data_job.csv"), unclosed).unwrap();
+    let output = orchestrate(&["validate"], dir.path());
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("data_job.csv:3: a quoted cell opened here is never closed"),
+        "{stderr}"
+    );
+    // A cell quoted over two lines, a doubled quote, and a quote inside an unquoted cell.
+    let fine =
+        "targetted_job,name\n0,\"Ada\nLovelace\"\n1,\"Bob \"\"the\"\" Builder\"\n2,12\" pizza\n";
+    std::fs::write(config.join("data_job.csv"), fine).unwrap();
+    let output = orchestrate(&["validate"], dir.path());
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+}
