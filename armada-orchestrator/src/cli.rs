@@ -420,6 +420,7 @@ async fn run_command<S: Script>(
                 plan.agents(),
                 plan.jobs()
             );
+            print_skipped_rows(&plan);
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan(args) => {
@@ -585,6 +586,7 @@ async fn launch<S: Script>(
         plan.agents(),
         plan.jobs()
     );
+    print_skipped_rows(&plan);
     match (&dashboard, &monitor_link) {
         (Some(served), _) => println!("dashboard: {}/#/runs/{}", served.url(), handle.run_id()),
         (None, MonitorLink::Remote(_)) => {
@@ -694,6 +696,31 @@ async fn follow_on_terminal(
 }
 
 /// `launch`'s and `attach`'s exit code for a run that ended.
+/// Says which CSV rows a smaller `--agents` or `--jobs` left out.
+fn print_skipped_rows(plan: &Plan) {
+    for (rows, file, flag, count) in [
+        (
+            plan.skipped_agent_rows(),
+            "data_agent.csv",
+            "--agents",
+            u64::from(plan.agents()),
+        ),
+        (
+            plan.skipped_job_rows(),
+            "data_job.csv",
+            "--jobs",
+            plan.jobs(),
+        ),
+    ] {
+        if rows > 0 {
+            println!(
+                "skipped {rows} rows of {file}: they target indexes {count} and above, beyond \
+                 {flag} {count}"
+            );
+        }
+    }
+}
+
 /// A number of seconds, zero or more.
 fn seconds(text: &str) -> std::result::Result<f64, String> {
     match text.trim().parse::<f64>() {

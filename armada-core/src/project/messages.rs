@@ -149,6 +149,7 @@ pub(super) fn from_values<C: DeserializeOwned, P: DeserializeOwned>(
             .into_iter()
             .map(|(index, payload)| (index, super::compact(&payload)))
             .collect(),
+        skipped_rows: (0, 0),
     })
 }
 

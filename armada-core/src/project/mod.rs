@@ -43,6 +43,9 @@ pub struct Plan {
     agent_messages: Vec<Value>,
     default_job: Arc<RawValue>,
     job_overrides: BTreeMap<JobIndex, Arc<RawValue>>,
+    /// CSV rows left out because a run override asked for fewer agents and jobs than they
+    /// target: `(agent rows, job rows)`.
+    skipped_rows: (u64, u64),
 }
 
 impl Plan {
@@ -89,6 +92,18 @@ impl Plan {
         self.settings.jobs.unwrap_or_default()
     }
 
+    /// Rows of `data_agent.csv` left out: they target agents beyond the number a run override
+    /// (`RunOverrides::agents`) asked for, which runs the first ones only.
+    pub fn skipped_agent_rows(&self) -> u64 {
+        self.skipped_rows.0
+    }
+
+    /// Rows of `data_job.csv` left out: they target jobs beyond the number a run override
+    /// (`RunOverrides::jobs`) asked for, which runs the first ones only (a quick smoke run).
+    pub fn skipped_job_rows(&self) -> u64 {
+        self.skipped_rows.1
+    }
+
     /// The merged message of agent `index`.
     ///
     /// # Panics
@@ -123,6 +138,7 @@ impl Plan {
             agent_messages: self.agent_messages.clone(),
             default_job: Arc::clone(&self.default_job),
             job_overrides,
+            skipped_rows: self.skipped_rows,
         }
     }
 
@@ -295,19 +311,25 @@ fn build<C: DeserializeOwned, P: DeserializeOwned>(
             None
         }
     };
-    let agent_messages = merge_rows::<C, _>(
+    let (agent_messages, skipped_agent_rows) = merge_rows::<C, _>(
         &default_agent,
         agent_rows,
-        settings.as_ref().map(|settings| u64::from(settings.agents)),
+        RowRange {
+            count: settings.as_ref().map(|settings| u64::from(settings.agents)),
+            skip_beyond: run_overrides.agents.is_some(),
+        },
         ("agent", "agents", "targetted_agent"),
         template_name,
         diagnostics,
         |message| message,
     );
-    let job_overrides = merge_rows::<P, _>(
+    let (job_overrides, skipped_job_rows) = merge_rows::<P, _>(
         &default_job,
         job_rows,
-        jobs,
+        RowRange {
+            count: jobs,
+            skip_beyond: run_overrides.jobs.is_some(),
+        },
         ("job", "jobs", "targetted_job"),
         template_name,
         diagnostics,
@@ -327,6 +349,7 @@ fn build<C: DeserializeOwned, P: DeserializeOwned>(
         agent_messages,
         default_job,
         job_overrides,
+        skipped_rows: (skipped_agent_rows, skipped_job_rows),
     })
 }
 
@@ -392,20 +415,38 @@ fn join_path(prefix: &str, path: &str) -> String {
     }
 }
 
+/// The indexes a file's rows may target.
+struct RowRange {
+    /// How many agents or jobs the run has, when the settings are valid.
+    count: Option<u64>,
+    /// The count is a run override's (`--jobs 40`): rows beyond it are left out, not errors.
+    skip_beyond: bool,
+}
+
 /// Merges each row into the default, checks ranges, and checks every message that will be used
-/// against the script's type. Returns the merged rows by index.
+/// against the script's type. Returns the merged rows by index, and how many rows were left
+/// out as beyond a run override's count.
 fn merge_rows<T: DeserializeOwned, M>(
     default: &Value,
     overrides: overrides::Overrides,
-    count: Option<u64>,
+    RowRange { count, skip_beyond }: RowRange,
     (singular, plural, index_column): (&str, &str, &str),
     template_name: &str,
     diagnostics: &mut Diagnostics,
     keep: impl Fn(Value) -> M,
-) -> BTreeMap<u64, M> {
+) -> (BTreeMap<u64, M>, u64) {
     let mut merged = BTreeMap::new();
+    let (mut skipped, mut out_of_range) = (0, 0);
     for row in overrides.rows {
         if let Some(count) = count.filter(|&count| row.index >= count) {
+            if skip_beyond {
+                skipped += 1;
+                continue;
+            }
+            out_of_range += 1;
+            if out_of_range > overrides::MAX_DIAGNOSTICS_PER_FILE {
+                continue;
+            }
             let valid = match count {
                 0 => "no index is valid".to_owned(),
                 count => format!("indexes 0 to {}", count - 1),
@@ -439,6 +480,15 @@ fn merge_rows<T: DeserializeOwned, M>(
         }
         merged.insert(row.index, keep(message));
     }
+    if out_of_range > overrides::MAX_DIAGNOSTICS_PER_FILE {
+        diagnostics.push(Diagnostic::file(
+            &overrides.file,
+            format!(
+                "{} more rows target {plural} out of range",
+                out_of_range - overrides::MAX_DIAGNOSTICS_PER_FILE
+            ),
+        ));
+    }
     // Unknown count: check the default anyway, it is almost always used.
     let using_default = count.map_or(1, |count| count.saturating_sub(merged.len() as u64));
     if using_default > 0
@@ -456,7 +506,7 @@ fn merge_rows<T: DeserializeOwned, M>(
             .at_field(join_path(&format!("default_{singular}_message"), &field)),
         );
     }
-    merged
+    (merged, skipped)
 }
 
 /// Checks a message from the project's files against `T`, as `(field path, problem)`.

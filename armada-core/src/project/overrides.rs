@@ -17,7 +17,7 @@ const MAX_HEADER_DEPTH: usize = 32;
 
 /// Problems reported per file before the rest are summarised, so a broken million-row file does
 /// not bury the first, most useful lines.
-const MAX_DIAGNOSTICS_PER_FILE: usize = 50;
+pub(super) const MAX_DIAGNOSTICS_PER_FILE: usize = 50;
 
 /// One row: the index it targets and the object to deep-merge into the default message.
 #[derive(Debug)]

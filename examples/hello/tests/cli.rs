@@ -385,3 +385,48 @@ fn a_quote_never_closed_is_an_error_and_quoted_cells_still_read() {
     let output = orchestrate(&["validate"], dir.path());
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
 }
+
+#[test]
+fn fewer_jobs_than_csv_rows_runs_the_first_ones_and_says_what_it_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    for file in [
+        "config_template.json",
+        "config_local.json",
+        "data_agent.csv",
+    ] {
+        std::fs::copy(project().join("config").join(file), config.join(file)).unwrap();
+    }
+    let rows: String = (0..100).map(|job| format!("{job},Name{job}\n")).collect();
+    std::fs::write(
+        config.join("data_job.csv"),
+        format!("targetted_job,name\n{rows}"),
+    )
+    .unwrap();
+    let output = orchestrate(
+        &["launch", "--jobs", "40", "--output", "r.jsonl"],
+        dir.path(),
+    );
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(
+        stdout.contains("skipped 60 rows of data_job.csv: they target indexes 40 and above"),
+        "{stdout}"
+    );
+    let results = std::fs::read_to_string(dir.path().join("r.jsonl")).unwrap();
+    assert_eq!(results.lines().count(), 40);
+    // Without the flag, the run's own count holds and rows beyond it stay errors.
+    let template = std::fs::read_to_string(config.join("config_template.json")).unwrap();
+    let mut template: Value = serde_json::from_str(&template).unwrap();
+    template["run_message"]["jobs"] = serde_json::json!(40);
+    std::fs::write(config.join("config_template.json"), template.to_string()).unwrap();
+    let output = orchestrate(&["validate"], dir.path());
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("job 40 is out of range"), "{stderr}");
+    assert!(
+        stderr.contains("10 more rows target jobs out of range"),
+        "{stderr}"
+    );
+}
