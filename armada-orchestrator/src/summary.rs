@@ -10,6 +10,11 @@ use armada_core::wire::{JobResult, JobStatus};
 
 use crate::RunReport;
 
+/// `count` with the noun that fits it.
+fn counted(count: usize, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}
+
 /// Failure messages listed in the summary.
 const TOP_ERRORS: usize = 5;
 
@@ -35,7 +40,8 @@ impl Summary {
         if let Some(agent) = result.agent {
             *self.by_agent.entry(agent).or_default() += 1;
         }
-        if result.status != JobStatus::Succeeded
+        // A canceled job did not fail: its "canceled" is no error to group.
+        if matches!(result.status, JobStatus::Failed | JobStatus::Abandoned)
             && let Some(error) = &result.error
         {
             *self.errors.entry(error.clone()).or_default() += 1;
@@ -75,11 +81,13 @@ impl Summary {
             RunStatus::Running => "running",
         };
         let seconds = report.elapsed.as_secs_f64();
+        // The rate of jobs that ran: canceled and abandoned ones never did.
+        let ran = self.succeeded() + self.failed();
         let _ = writeln!(
             out,
             "run {} {status} in {seconds:.2}s ({:.1} jobs/s)",
             report.run_id,
-            self.total() as f64 / seconds.max(1e-3)
+            ran as f64 / seconds.max(1e-3)
         );
         for (status, count) in &self.by_status {
             let _ = writeln!(out, "  {:<14}{count}", status.as_str());
@@ -132,12 +140,21 @@ impl Summary {
                 .filter(|letter| letter.message.is_none())
                 .map(|letter| letter.reason.as_str())
                 .collect();
+            let jobs = report.dead_letters.len() - undecodable.len();
+            let mut kinds = vec![counted(jobs, "failed job", "failed jobs")];
+            if !undecodable.is_empty() {
+                kinds.push(counted(
+                    undecodable.len(),
+                    "message that is not a job",
+                    "messages that are not jobs",
+                ));
+            }
             let _ = writeln!(
                 out,
-                "  {:<14}{} ({} not job messages)",
-                "dead letters",
+                "  {:<14}{} in the run's dead-letter queue: {}",
+                "set aside",
                 report.dead_letters.len(),
-                undecodable.len()
+                kinds.join(", ")
             );
             for reason in undecodable.iter().take(TOP_ERRORS) {
                 let _ = writeln!(out, "{:16}{reason}", "");
@@ -165,5 +182,71 @@ impl Summary {
             let _ = writeln!(out, "  {:<14}{}", "results", results.display());
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use armada_core::backend::{RunProgress, RunStatus};
+    use armada_core::wire::{JobResult, JobStatus, WIRE_VERSION};
+    use armada_core::{JobId, RunId};
+
+    use super::Summary;
+    use crate::RunReport;
+
+    fn result(index: u64, status: JobStatus, error: Option<&str>) -> JobResult {
+        JobResult {
+            v: WIRE_VERSION,
+            index,
+            id: JobId::new(),
+            status,
+            attempts: u32::from(status != JobStatus::Canceled),
+            agent: Some(0),
+            duration_ms: 10.0,
+            output: None,
+            error: error.map(str::to_owned),
+            evidence: None,
+        }
+    }
+
+    #[test]
+    fn a_canceled_run_counts_what_ran_and_lists_no_cancellation_as_a_failure() {
+        let mut summary = Summary::default();
+        for index in 0..8 {
+            summary.add(&result(index, JobStatus::Succeeded, None));
+        }
+        summary.add(&result(8, JobStatus::Failed, Some("the page broke")));
+        for index in 9..40 {
+            summary.add(&result(index, JobStatus::Canceled, Some("canceled")));
+        }
+        let report = RunReport {
+            run_id: RunId::new(),
+            status: RunStatus::Canceled,
+            progress: RunProgress {
+                jobs: 40,
+                succeeded: 8,
+                failed: 1,
+                terminal: 40,
+                retries: 0,
+                status: RunStatus::Canceled,
+            },
+            elapsed: Duration::from_secs(3),
+            agent_problems: Vec::new(),
+            dead_letters: Vec::new(),
+            events: Default::default(),
+        };
+        let text = summary.render(&report, None);
+        assert!(
+            text.contains("in 3.00s (3.0 jobs/s)"),
+            "9 jobs ran in 3 s: {text}"
+        );
+        assert!(text.contains("the page broke"), "{text}");
+        assert!(
+            !text.contains("31  canceled"),
+            "a cancellation is not a failure: {text}"
+        );
+        assert!(text.contains("  canceled      31"), "{text}");
     }
 }

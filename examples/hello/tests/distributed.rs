@@ -661,7 +661,9 @@ fn a_poison_message_and_a_job_that_always_fails_are_dead_lettered_with_their_rea
         11
     );
     assert!(
-        stdout.contains("dead letters  2 (1 not job messages)"),
+        stdout.contains(
+            "set aside     2 in the run's dead-letter queue: 1 failed job, 1 message that is not a job"
+        ),
         "{stdout}"
     );
     assert!(
