@@ -586,7 +586,6 @@ async fn launch<S: Script>(
         plan.agents(),
         plan.jobs()
     );
-    print_skipped_rows(&plan);
     match (&dashboard, &monitor_link) {
         (Some(served), _) => println!("dashboard: {}/#/runs/{}", served.url(), handle.run_id()),
         (None, MonitorLink::Remote(_)) => {
@@ -606,6 +605,8 @@ async fn launch<S: Script>(
             plan.agents().saturating_sub(1)
         );
     }
+    // After the run's and the dashboard's lines, which scripts read first.
+    print_skipped_rows(&plan);
     let Some(mut results) = results else {
         handle.detach().await;
         queue.close().await;

@@ -36,6 +36,22 @@ fn launch_writes_one_result_line_per_job() {
         dir.path(),
     );
     assert!(output.status.success(), "{}", text(&output.stderr));
+    // Plain progress lines (stdout is a pipe) say the agents start, and never repeat a line.
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("progress: starting the agents…"),
+        "{stdout}"
+    );
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.starts_with("progress: "))
+        .collect();
+    assert!(
+        lines
+            .windows(2)
+            .all(|pair| pair[0].split("  ").next() != pair[1].split("  ").next()),
+        "{stdout}"
+    );
     let results: Vec<Value> = std::fs::read_to_string(dir.path().join("r.jsonl"))
         .unwrap()
         .lines()
