@@ -230,6 +230,9 @@ struct MonitorArgs {
     /// proxy's); without a token, requests naming other hosts are refused. Repeatable.
     #[arg(long = "allow-host", value_name = "NAME")]
     allow_hosts: Vec<String>,
+    /// The most jobs a run launched over HTTP or from the dashboard may have.
+    #[arg(long, value_name = "N", default_value_t = crate::control::DEFAULT_MAX_JOBS)]
+    max_jobs: u64,
     /// Seconds a running run's agents and followers may be silent before it shows as
     /// stalled (and an agent as gone).
     #[arg(long, value_name = "SECS", default_value_t = armada_monitor::DEFAULT_STALL_LIMIT.as_secs_f64(), value_parser = positive_seconds)]
@@ -788,6 +791,7 @@ async fn serve<S: Script>(
         Duration::try_from_secs_f64(args.stall_secs).unwrap_or(armada_monitor::DEFAULT_STALL_LIMIT);
     let store = Store::open(&store_url).await?.with_stall_limit(stall_limit);
     let control = crate::ProjectControl::new(&project, Plan::for_script::<S>);
+    control.limit_jobs(args.max_jobs);
     let monitor = Monitor::new(store, Some(control.clone()));
     let app = armada_monitor::server::app_with_hosts(
         monitor.clone(),

@@ -27,7 +27,14 @@ pub struct ProjectControl {
     orchestrator: OnceLock<Orchestrator>,
     runs: Mutex<HashMap<String, Launched>>,
     followers: tokio::sync::Mutex<JoinSet<()>>,
+    /// The most jobs one launch may ask for ([`ProjectControl::limit_jobs`]).
+    max_jobs: std::sync::atomic::AtomicU64,
 }
+
+/// The most jobs one run launched over HTTP may have, unless the service says otherwise: a
+/// queued job costs memory in the queue and the monitor (about 1 KB each), and a 40-byte
+/// request must not be able to ask for gigabytes.
+pub const DEFAULT_MAX_JOBS: u64 = 1_000_000;
 
 /// What a launch from here used, so that it can be repeated.
 #[derive(Clone)]
@@ -57,7 +64,14 @@ impl ProjectControl {
             orchestrator: OnceLock::new(),
             runs: Mutex::default(),
             followers: tokio::sync::Mutex::new(JoinSet::new()),
+            max_jobs: std::sync::atomic::AtomicU64::new(DEFAULT_MAX_JOBS),
         })
+    }
+
+    /// Refuses launches of more than `max` jobs (default [`DEFAULT_MAX_JOBS`]) with 422.
+    pub fn limit_jobs(&self, max: u64) {
+        self.max_jobs
+            .store(max, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The project's name, as runs are registered.
@@ -204,7 +218,24 @@ impl ProjectControl {
             jobs: request.jobs,
             ..RunOverrides::default()
         };
-        (self.plan_for)(&files, &overrides).map_err(problems)
+        let plan = (self.plan_for)(&files, &overrides).map_err(problems)?;
+        let max = self.max_jobs.load(std::sync::atomic::Ordering::Relaxed);
+        if plan.jobs() > max {
+            let mut diagnostics = armada_core::Diagnostics::default();
+            diagnostics.push(
+                armada_core::Diagnostic::file(
+                    "the launch request",
+                    format!(
+                        "{} jobs is more than this service launches in one run ({max}): ask for \
+                         fewer, or have the service allow more",
+                        plan.jobs()
+                    ),
+                )
+                .at_field("run_message.jobs"),
+            );
+            return Err(armada_monitor::Error::Project(diagnostics));
+        }
+        Ok(plan)
     }
 
     /// Publishes `plan` and follows it to its end in a task this control owns, writing its

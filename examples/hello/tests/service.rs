@@ -267,6 +267,18 @@ async fn a_bad_csv_gets_422_with_the_row_and_publishes_nothing() {
         answer["error"].as_str().unwrap().contains("agentz"),
         "{answer}"
     );
+    // A 40-byte request for a hundred million jobs is refused by the service's limit.
+    let (status, answer) = service
+        .post_json("/runs", json!({ "jobs": 100_000_000 }))
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["diagnostics"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than this service launches in one run (1000000)"),
+        "{answer}"
+    );
     // A CSV that is not UTF-8 is refused as the CLI refuses it, not read with U+FFFD.
     let (content_type, body) = multipart(&[("data_job.csv", "targetted_job,name\n0,MARK\n")]);
     let at = body
