@@ -8,14 +8,35 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn orchestrate(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_orchestrate"))
+/// The project's binary with `args`, in `cwd`, with no shared backends from the environment.
+fn command(args: &[&str], cwd: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_orchestrate"));
+    command
         .args(args)
         .current_dir(cwd)
         .env_remove("ARMADA_AMQP_URL")
-        .env_remove("ARMADA_REDIS_URL")
-        .output()
-        .expect("the binary runs")
+        .env_remove("ARMADA_REDIS_URL");
+    command
+}
+
+fn orchestrate(args: &[&str], cwd: &Path) -> Output {
+    command(args, cwd).output().expect("the binary runs")
+}
+
+/// A copy of the hello project's config folder in a new folder, without its `data_job.csv`,
+/// which the test writes; returns the folder and its `config`.
+fn project_without_jobs() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    for file in [
+        "config_template.json",
+        "config_local.json",
+        "data_agent.csv",
+    ] {
+        std::fs::copy(project().join("config").join(file), config.join(file)).unwrap();
+    }
+    (dir, config)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -99,16 +120,7 @@ fn the_distant_tune_changes_the_defaults() {
 
 #[test]
 fn bad_input_is_reported_whole_and_nothing_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config");
-    std::fs::create_dir(&config).unwrap();
-    for file in [
-        "config_template.json",
-        "config_local.json",
-        "data_agent.csv",
-    ] {
-        std::fs::copy(project().join("config").join(file), config.join(file)).unwrap();
-    }
+    let (dir, config) = project_without_jobs();
     // The same lines whatever ends them (Windows tools write CRLF).
     for newline in ["\n", "\r\n"] {
         let rows = [
@@ -258,16 +270,15 @@ fn the_dashboard_of_a_launch_cancels_its_run() {
 #[test]
 fn logs_to_a_file_or_pipe_carry_no_colour_codes() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_orchestrate"))
-        .args([
+    let output = command(
+        &[
             "launch", "--agents", "3", "--jobs", "50", "--output", "r.jsonl",
-        ])
-        .current_dir(dir.path())
-        .env_remove("ARMADA_AMQP_URL")
-        .env_remove("ARMADA_REDIS_URL")
-        .env("RUST_LOG", "debug,lapin=off")
-        .output()
-        .expect("the binary runs");
+        ],
+        dir.path(),
+    )
+    .env("RUST_LOG", "debug,lapin=off")
+    .output()
+    .expect("the binary runs");
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stderr = text(&output.stderr);
     assert!(
@@ -344,16 +355,7 @@ fn flags_out_of_range_are_blamed_on_the_flag() {
 
 #[test]
 fn headers_with_spaces_or_twice_are_errors_naming_the_column() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config");
-    std::fs::create_dir(&config).unwrap();
-    for file in [
-        "config_template.json",
-        "config_local.json",
-        "data_agent.csv",
-    ] {
-        std::fs::copy(project().join("config").join(file), config.join(file)).unwrap();
-    }
+    let (dir, config) = project_without_jobs();
     for (csv, expected) in [
         (
             "targetted_job, name\n0,Ada\n",
@@ -375,16 +377,7 @@ fn headers_with_spaces_or_twice_are_errors_naming_the_column() {
 
 #[test]
 fn a_quote_never_closed_is_an_error_and_quoted_cells_still_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config");
-    std::fs::create_dir(&config).unwrap();
-    for file in [
-        "config_template.json",
-        "config_local.json",
-        "data_agent.csv",
-    ] {
-        std::fs::copy(project().join("config").join(file), config.join(file)).unwrap();
-    }
+    let (dir, config) = project_without_jobs();
     let unclosed = "targetted_job,name\n0,Ada\n1,\"unterminated\n2,Bob\n3,Eve\n";
     std::fs::write(config.join("data_job.csv"), unclosed).unwrap();
     let output = orchestrate(&["validate"], dir.path());
@@ -404,16 +397,7 @@ fn a_quote_never_closed_is_an_error_and_quoted_cells_still_read() {
 
 #[test]
 fn fewer_jobs_than_csv_rows_runs_the_first_ones_and_says_what_it_skipped() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config");
-    std::fs::create_dir(&config).unwrap();
-    for file in [
-        "config_template.json",
-        "config_local.json",
-        "data_agent.csv",
-    ] {
-        std::fs::copy(project().join("config").join(file), config.join(file)).unwrap();
-    }
+    let (dir, config) = project_without_jobs();
     let rows: String = (0..100).map(|job| format!("{job},Name{job}\n")).collect();
     std::fs::write(
         config.join("data_job.csv"),
