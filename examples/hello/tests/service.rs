@@ -97,6 +97,10 @@ impl Service {
 
     async fn post_form(&self, path: &str, parts: &[(&str, &str)]) -> (u16, Value) {
         let (content_type, body) = multipart(parts);
+        self.post_bytes(path, &content_type, body).await
+    }
+
+    async fn post_bytes(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
         let request = self
             .http
             .post(format!("{}{path}", self.base))
@@ -286,12 +290,7 @@ async fn a_bad_csv_gets_422_with_the_row_and_publishes_nothing() {
         .position(|window| window == b"MARK")
         .unwrap();
     let body = [&body[..at], b"Ad\xffa".as_slice(), &body[at + 4..]].concat();
-    let request = service
-        .http
-        .post(format!("{}/runs", service.base))
-        .header("content-type", content_type)
-        .body(body);
-    let (status, answer) = service.json(request).await;
+    let (status, answer) = service.post_bytes("/runs", &content_type, body).await;
     assert_eq!(status, 400, "{answer}");
     assert!(
         answer["error"]
