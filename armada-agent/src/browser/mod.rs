@@ -53,7 +53,7 @@ use chromiumoxide::cdp::browser_protocol::page::{
 use chromiumoxide::cdp::browser_protocol::storage::ClearDataForOriginParams;
 use chromiumoxide::cdp::browser_protocol::target::{EventTargetCrashed, TargetId};
 use chromiumoxide::cdp::js_protocol::runtime::{EventConsoleApiCalled, EventExceptionThrown};
-use chromiumoxide::handler::HandlerConfig;
+use chromiumoxide::handler::{Handler, HandlerConfig};
 use chromiumoxide::page::ScreenshotParams;
 use chromiumoxide::{Browser, Page};
 use futures::StreamExt;
@@ -315,58 +315,18 @@ impl<C> BrowserAgent<C> {
         };
         let proxy = self.proxies.current().await?;
         self.launches += 1;
-        let profile =
-            self.info
-                .scratch_dir
-                .join(format!("profile-{}-{}", std::process::id(), self.launches));
-        let display = if settings.screen_visible && std::env::var_os("DISPLAY").is_none() {
-            Some(VirtualDisplay::start(settings.window_size).await?)
-        } else {
-            None
-        };
-        let process = ChromiumProcess::launch(Launch {
-            executable: &executable,
-            profile,
-            headless: !settings.screen_visible,
-            window_size: settings.window_size,
-            proxy_server: proxy.as_ref().map(|proxy| proxy.server.clone()),
-            proxy_bypass: self
-                .config
-                .proxy
-                .as_ref()
-                .map_or(&[][..], |proxy| proxy.bypass.as_slice()),
-            user_agent: self.config.identity.user_agent.as_deref(),
-            accept_language: self.config.identity.accept_language.as_deref(),
-            display: display.as_ref().map(VirtualDisplay::display),
-            extra_args: &settings.args,
-            startup_timeout: Duration::from_secs_f64(settings.startup_timeout_secs.max(1.0)),
-        })
+        let display = virtual_display_if_needed(settings).await?;
+        let process = ChromiumProcess::launch(self.launch_options(
+            &executable,
+            proxy.as_ref(),
+            display.as_ref(),
+        ))
         .await?;
-        let handler_config = HandlerConfig {
-            request_timeout: Duration::from_secs_f64(settings.page_load_timeout_secs.max(1.0)),
-            request_intercept: !self.config.intercept.is_empty(),
-            ..HandlerConfig::default()
-        };
-        let (browser, mut handler) =
-            Browser::connect_with_config(process.websocket.clone(), handler_config).await?;
+        let (browser, handler) =
+            Browser::connect_with_config(process.websocket.clone(), self.handler_config()).await?;
         let died = CancellationToken::new();
-        let connection_ended = died.clone();
         let notes = Arc::new(BrowserNotes::default());
-        let driver = tokio::spawn(async move {
-            // Events that fail to parse (CDP drift, see DEPENDENCIES.md) are not fatal; a
-            // broken WebSocket or socket is: the handler would keep yielding it.
-            while let Some(event) = handler.next().await {
-                match event {
-                    Ok(()) => {}
-                    Err(
-                        chromiumoxide::error::CdpError::Ws(_)
-                        | chromiumoxide::error::CdpError::Io(_),
-                    ) => break,
-                    Err(error) => tracing::trace!(%error, "DevTools event"),
-                }
-            }
-            connection_ended.cancel();
-        });
+        let driver = drive_connection(handler, died.clone());
         let watcher = match watch_browser(&browser, Arc::clone(&notes)).await {
             Ok(watcher) => watcher,
             Err(error) => {
@@ -391,6 +351,47 @@ impl<C> BrowserAgent<C> {
             "browser started"
         );
         Ok(())
+    }
+
+    /// What the next Chromium starts with; its profile folder is named after `launches`.
+    fn launch_options<'a>(
+        &'a self,
+        executable: &'a Path,
+        proxy: Option<&ResolvedProxy>,
+        display: Option<&VirtualDisplay>,
+    ) -> Launch<'a> {
+        let settings = &self.config.browser;
+        Launch {
+            executable,
+            profile: self.info.scratch_dir.join(format!(
+                "profile-{}-{}",
+                std::process::id(),
+                self.launches
+            )),
+            headless: !settings.screen_visible,
+            window_size: settings.window_size,
+            proxy_server: proxy.map(|proxy| proxy.server.clone()),
+            proxy_bypass: self
+                .config
+                .proxy
+                .as_ref()
+                .map_or(&[][..], |proxy| proxy.bypass.as_slice()),
+            user_agent: self.config.identity.user_agent.as_deref(),
+            accept_language: self.config.identity.accept_language.as_deref(),
+            display: display.map(VirtualDisplay::display),
+            extra_args: &settings.args,
+            startup_timeout: Duration::from_secs_f64(settings.startup_timeout_secs.max(1.0)),
+        }
+    }
+
+    fn handler_config(&self) -> HandlerConfig {
+        HandlerConfig {
+            request_timeout: Duration::from_secs_f64(
+                self.config.browser.page_load_timeout_secs.max(1.0),
+            ),
+            request_intercept: !self.config.intercept.is_empty(),
+            ..HandlerConfig::default()
+        }
     }
 
     /// Closes every tab but `keep`: the previous job's (dropping a `Page` leaves its tab and
@@ -656,6 +657,35 @@ impl BrowserNotes {
     }
 }
 
+/// A visible browser on a machine without a display gets its own Xvfb.
+async fn virtual_display_if_needed(
+    settings: &BrowserSettings,
+) -> Result<Option<VirtualDisplay>, BrowserError> {
+    if settings.screen_visible && std::env::var_os("DISPLAY").is_none() {
+        Ok(Some(VirtualDisplay::start(settings.window_size).await?))
+    } else {
+        Ok(None)
+    }
+}
+
+/// Drives the DevTools connection and cancels `died` when it ends.
+fn drive_connection(mut handler: Handler, died: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        // Events that fail to parse (CDP drift, see DEPENDENCIES.md) are not fatal; a
+        // broken WebSocket or socket is: the handler would keep yielding it.
+        while let Some(event) = handler.next().await {
+            match event {
+                Ok(()) => {}
+                Err(
+                    chromiumoxide::error::CdpError::Ws(_) | chromiumoxide::error::CdpError::Io(_),
+                ) => break,
+                Err(error) => tracing::trace!(%error, "DevTools event"),
+            }
+        }
+        died.cancel();
+    })
+}
+
 /// Listens for renderer crashes and downloads, which the browser reports on its own session.
 /// Download events are asked for with the download behaviour left at Chromium's default.
 async fn watch_browser(
@@ -695,32 +725,26 @@ async fn prepare_page(
     if let Some(credentials) = credentials {
         page.authenticate(credentials).await?;
     }
+    apply_identity(&page, identity).await?;
+    let console = Arc::new(Mutex::new(Vec::new()));
+    let health = Arc::new(PageHealth::default());
+    let mut tasks = vec![watch_page(&page, Arc::clone(&console), Arc::clone(&health)).await?];
+    if !intercept.is_empty() {
+        tasks.push(intercept_task(&page, intercept.clone(), has_credentials).await?);
+    }
+    Ok(OpenPage {
+        page,
+        console,
+        health,
+        downloads_at_start: 0,
+        tasks,
+    })
+}
+
+/// Overrides only what the identity sets; the rest stays Chromium's own.
+async fn apply_identity(page: &Page, identity: &Identity) -> Result<(), BrowserError> {
     if identity.user_agent.is_some() || identity.accept_language.is_some() {
-        let user_agent = match &identity.user_agent {
-            Some(user_agent) => user_agent.clone(),
-            None => page.user_agent().await?,
-        };
-        let mut params = SetUserAgentOverrideParams::new(user_agent);
-        params.accept_language = identity.accept_language.clone();
-        if let Some(hints) = &identity.client_hints {
-            let brands = hints
-                .brands
-                .iter()
-                .map(|brand| UserAgentBrandVersion::new(brand.brand.clone(), brand.version.clone()))
-                .collect::<Vec<_>>();
-            params.platform = Some(hints.platform.clone());
-            let metadata = UserAgentMetadata::builder()
-                .platform(hints.platform.clone())
-                .platform_version("")
-                .architecture("")
-                .model("")
-                .mobile(hints.mobile)
-                .brands(brands)
-                .build()
-                .map_err(BrowserError::Startup)?;
-            params.user_agent_metadata = Some(metadata);
-        }
-        page.execute(params).await?;
+        override_user_agent(page, identity).await?;
     }
     if let Some(locale) = &identity.locale {
         let params = SetLocaleOverrideParams {
@@ -743,32 +767,61 @@ async fn prepare_page(
         page.execute(params).await?;
     }
     if let Some(position) = identity.geolocation {
-        let grant = SetPermissionParams::new(
-            PermissionDescriptor::new("geolocation"),
-            PermissionSetting::Granted,
-        );
-        page.execute(grant).await?;
-        let params = SetGeolocationOverrideParams {
-            latitude: Some(position.latitude),
-            longitude: Some(position.longitude),
-            accuracy: Some(position.accuracy),
-            ..SetGeolocationOverrideParams::default()
-        };
-        page.execute(params).await?;
+        override_geolocation(page, position).await?;
     }
-    let console = Arc::new(Mutex::new(Vec::new()));
-    let health = Arc::new(PageHealth::default());
-    let mut tasks = vec![watch_page(&page, Arc::clone(&console), Arc::clone(&health)).await?];
-    if !intercept.is_empty() {
-        tasks.push(intercept_task(&page, intercept.clone(), has_credentials).await?);
+    Ok(())
+}
+
+/// The languages travel with the user agent in one command: without an identity user agent,
+/// the browser's own is sent back with them.
+async fn override_user_agent(page: &Page, identity: &Identity) -> Result<(), BrowserError> {
+    let user_agent = match &identity.user_agent {
+        Some(user_agent) => user_agent.clone(),
+        None => page.user_agent().await?,
+    };
+    let mut params = SetUserAgentOverrideParams::new(user_agent);
+    params.accept_language = identity.accept_language.clone();
+    if let Some(hints) = &identity.client_hints {
+        params.platform = Some(hints.platform.clone());
+        params.user_agent_metadata = Some(client_hints_metadata(hints)?);
     }
-    Ok(OpenPage {
-        page,
-        console,
-        health,
-        downloads_at_start: 0,
-        tasks,
-    })
+    page.execute(params).await?;
+    Ok(())
+}
+
+fn client_hints_metadata(hints: &ClientHints) -> Result<UserAgentMetadata, BrowserError> {
+    let brands = hints
+        .brands
+        .iter()
+        .map(|brand| UserAgentBrandVersion::new(brand.brand.clone(), brand.version.clone()))
+        .collect::<Vec<_>>();
+    UserAgentMetadata::builder()
+        .platform(hints.platform.clone())
+        .platform_version("")
+        .architecture("")
+        .model("")
+        .mobile(hints.mobile)
+        .brands(brands)
+        .build()
+        .map_err(BrowserError::Startup)
+}
+
+/// Grants the permission as well: without it, pages asking for the position are refused or
+/// prompted instead of given the override.
+async fn override_geolocation(page: &Page, position: Geolocation) -> Result<(), BrowserError> {
+    let grant = SetPermissionParams::new(
+        PermissionDescriptor::new("geolocation"),
+        PermissionSetting::Granted,
+    );
+    page.execute(grant).await?;
+    let params = SetGeolocationOverrideParams {
+        latitude: Some(position.latitude),
+        longitude: Some(position.longitude),
+        accuracy: Some(position.accuracy),
+        ..SetGeolocationOverrideParams::default()
+    };
+    page.execute(params).await?;
+    Ok(())
 }
 
 /// Collects the page's console messages and uncaught exceptions for failure evidence, the

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, Command};
 
 use super::BrowserError;
 
@@ -74,6 +74,63 @@ pub(crate) fn find_executable() -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+impl Launch<'_> {
+    fn command(&self) -> Command {
+        let mut command = Command::new(self.executable);
+        command
+            .args(self.arguments())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(display) = &self.display {
+            command.env("DISPLAY", display);
+        }
+        own_process_group_dying_with_parent(&mut command);
+        command
+    }
+
+    fn arguments(&self) -> Vec<String> {
+        let mut arguments = Vec::new();
+        if self.headless {
+            arguments.push("--headless".to_owned());
+        }
+        arguments.extend(QUIET_FLAGS.map(|flag| format!("--{flag}")));
+        arguments.extend([
+            "--remote-debugging-port=0".to_owned(),
+            format!("--user-data-dir={}", self.profile.display()),
+            format!(
+                "--window-size={},{}",
+                self.window_size[0], self.window_size[1]
+            ),
+        ]);
+        if is_root() {
+            arguments.push("--no-sandbox".to_owned());
+        }
+        if let Some(proxy) = &self.proxy_server {
+            arguments.push(format!("--proxy-server={proxy}"));
+            if !self.proxy_bypass.is_empty() {
+                arguments.push(format!(
+                    "--proxy-bypass-list={}",
+                    self.proxy_bypass.join(";")
+                ));
+            }
+        }
+        if let Some(user_agent) = self.user_agent {
+            arguments.push(format!("--user-agent={user_agent}"));
+        }
+        if let Some(languages) = self.accept_language {
+            arguments.push(format!("--accept-lang={languages}"));
+        }
+        for extra in self.extra_args {
+            arguments.push(format!("--{}", extra.trim_start_matches('-')));
+        }
+        // No tab until a job asks for one: a start tab would hold a renderer for nothing.
+        arguments.push("--no-startup-window".to_owned());
+        arguments
+    }
+}
+
 impl ChromiumProcess {
     /// Starts Chromium and waits for its DevTools endpoint.
     pub(crate) async fn launch(launch: Launch<'_>) -> Result<Self, BrowserError> {
@@ -81,55 +138,16 @@ impl ChromiumProcess {
             what: format!("create the profile folder {}", launch.profile.display()),
             source,
         })?;
-        let mut command = Command::new(launch.executable);
-        if launch.headless {
-            command.arg("--headless");
-        }
-        command
-            .args(QUIET_FLAGS.map(|flag| format!("--{flag}")))
-            .arg("--remote-debugging-port=0")
-            .arg(format!("--user-data-dir={}", launch.profile.display()))
-            .arg(format!(
-                "--window-size={},{}",
-                launch.window_size[0], launch.window_size[1]
-            ));
-        if is_root() {
-            command.arg("--no-sandbox");
-        }
-        if let Some(proxy) = &launch.proxy_server {
-            command.arg(format!("--proxy-server={proxy}"));
-            if !launch.proxy_bypass.is_empty() {
-                command.arg(format!(
-                    "--proxy-bypass-list={}",
-                    launch.proxy_bypass.join(";")
-                ));
-            }
-        }
-        if let Some(user_agent) = launch.user_agent {
-            command.arg(format!("--user-agent={user_agent}"));
-        }
-        if let Some(languages) = launch.accept_language {
-            command.arg(format!("--accept-lang={languages}"));
-        }
-        for extra in launch.extra_args {
-            command.arg(format!("--{}", extra.trim_start_matches('-')));
-        }
-        if let Some(display) = &launch.display {
-            command.env("DISPLAY", display);
-        }
-        command
-            // No tab until a job asks for one: a start tab would hold a renderer for nothing.
-            .arg("--no-startup-window")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        own_process_group_dying_with_parent(&mut command);
-        let mut child = command.spawn().map_err(|source| BrowserError::Io {
-            what: format!("start {}", launch.executable.display()),
-            source,
-        })?;
+        let mut child = launch
+            .command()
+            .spawn()
+            .map_err(|source| BrowserError::Io {
+                what: format!("start {}", launch.executable.display()),
+                source,
+            })?;
         let stderr = child.stderr.take();
+        // Owned before anything else can fail, so a failed start still kills the process
+        // tree and removes the profile as this drops.
         let mut process = Self {
             child,
             profile: launch.profile,
@@ -141,37 +159,7 @@ impl ChromiumProcess {
             ));
         };
         let mut lines = BufReader::new(stderr).lines();
-        let mut last_lines = Vec::new();
-        let found = tokio::time::timeout(launch.startup_timeout, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(url) = line.strip_prefix("DevTools listening on ") {
-                    return Some(url.trim().to_owned());
-                }
-                last_lines.push(line);
-                if last_lines.len() > 20 {
-                    last_lines.remove(0);
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(url)) => process.websocket = url,
-            Ok(None) => {
-                return Err(BrowserError::Startup(format!(
-                    "Chromium exited before it was ready: {}",
-                    last_lines.join(" | ")
-                )));
-            }
-            Err(_) => {
-                return Err(BrowserError::Startup(format!(
-                    "Chromium gave no DevTools address within {:?} (raise \
-                     browser.startup_timeout_secs on a loaded machine); it printed: {}",
-                    launch.startup_timeout,
-                    last_lines.join(" | ")
-                )));
-            }
-        }
+        process.websocket = devtools_address(&mut lines, launch.startup_timeout).await?;
         // Keep draining stderr so Chromium never blocks on a full pipe; the task ends with it.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(process)
@@ -283,6 +271,40 @@ impl Drop for VirtualDisplay {
         }
         let _ = self.child.start_kill();
         let _ = self.child.try_wait();
+    }
+}
+
+/// Reads Chromium's stderr until it prints its DevTools WebSocket URL, keeping the last lines
+/// to explain a failure.
+async fn devtools_address(
+    lines: &mut Lines<BufReader<ChildStderr>>,
+    timeout: Duration,
+) -> Result<String, BrowserError> {
+    let mut last_lines = Vec::new();
+    let found = tokio::time::timeout(timeout, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                return Some(url.trim().to_owned());
+            }
+            last_lines.push(line);
+            if last_lines.len() > 20 {
+                last_lines.remove(0);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(url)) => Ok(url),
+        Ok(None) => Err(BrowserError::Startup(format!(
+            "Chromium exited before it was ready: {}",
+            last_lines.join(" | ")
+        ))),
+        Err(_) => Err(BrowserError::Startup(format!(
+            "Chromium gave no DevTools address within {timeout:?} (raise \
+             browser.startup_timeout_secs on a loaded machine); it printed: {}",
+            last_lines.join(" | ")
+        ))),
     }
 }
 
