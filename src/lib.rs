@@ -77,10 +77,14 @@
 //! ```
 //!
 //! This crate is the facade: it re-exports `armada-core` (vocabulary, project loading, traits,
-//! backends), `armada-agent` (the agent runtime), `armada-orchestrator` (runs, launchers, CLI)
-//! and `armada-monitor` (the monitoring client), and holds no logic of its own.
+//! backends), `armada-agent` (the agent runtime), `armada-orchestrator` (runs, launchers),
+//! `armada-monitor` (the monitoring client, store and dashboard) and `armada-cli` (the command
+//! line), and holds no logic of its own.
 //!
 //! # Features
+//! - `cli` (default): [`main!`], [`run`], [`service`] and [`Summary`]. A service that embeds
+//!   runs turns it off (`default-features = false`) and compiles no clap, indicatif,
+//!   tracing-subscriber or anyhow.
 //! - `redis`: agent configs and run state in Redis (`--config-store redis://…`).
 //! - `rabbitmq`: jobs in RabbitMQ (`--queue amqp://…`).
 //! - `browser`: [`browser::BrowserAgent`], a Chromium per agent with its proxy and identity.
@@ -94,6 +98,17 @@ pub use armada_agent::ScriptAgent;
 /// The ready-made Chromium agent context (feature `browser`).
 #[cfg(feature = "browser")]
 pub use armada_agent::browser;
+/// The project binary's command line (feature `cli`): [`cli::execute`] runs one command
+/// line on the current runtime.
+#[cfg(feature = "cli")]
+pub use armada_cli as cli;
+/// The end-of-run summary the command line prints (feature `cli`).
+#[cfg(feature = "cli")]
+pub use armada_cli::Summary;
+/// The project's orchestrator as an HTTP service (`orchestrate serve`): its routes and OpenAPI
+/// (feature `cli`).
+#[cfg(feature = "cli")]
+pub use armada_cli::service;
 pub use armada_core::backend::{RunProgress, RunStatus};
 /// Project files held in memory, for [`ProjectFiles`].
 pub use armada_core::project::NamedFile;
@@ -104,7 +119,9 @@ pub use armada_core::{
     Outcome, PlainAgent, Plan, ProjectFiles, Reporter, Retry, RunId, RunOverrides, RunSettings,
     Script, ScriptError, Tune,
 };
-/// Defines the project binary's `main` for a script: `armada::main!(MyScript);`.
+/// Defines the project binary's `main` for a script: `armada::main!(MyScript);` (feature
+/// `cli`).
+#[cfg(feature = "cli")]
 pub use armada_macros::main;
 /// Monitoring: the client, the SQL store, the HTTP backend and dashboard
 /// (`armada::monitor::server::app` to embed them).
@@ -115,11 +132,9 @@ pub use armada_orchestrator::Error as OrchestratorError;
 /// The Kubernetes launcher, its settings and the stack's manifests (feature `kubernetes`).
 #[cfg(feature = "kubernetes")]
 pub use armada_orchestrator::kubernetes;
-/// The project's orchestrator as an HTTP service (`orchestrate serve`): its routes and OpenAPI.
-pub use armada_orchestrator::service;
 pub use armada_orchestrator::{
-    Backends, FollowEvent, Launcher, Orchestrator, RunControl, RunHandle, RunReport, RunTask,
-    RunUpdate, Summary,
+    Backends, FollowEvent, Launcher, Orchestrator, ProjectControl, ResultsFile, RunControl,
+    RunHandle, RunReport, RunTask, RunUpdate,
 };
 
 /// What a project's `lib.rs` usually needs.
@@ -131,13 +146,16 @@ pub mod prelude {
 }
 
 /// Runs the project binary's command line for `script`, with `project` as the default project
-/// folder: what [`main!`] expands to, for binaries that do more in their `main`.
+/// folder: what [`main!`] expands to, for binaries that do more in their `main` (feature
+/// `cli`). It works inside a tokio runtime too, such as under `#[tokio::main]`.
+#[cfg(feature = "cli")]
 pub fn run<S: Script>(script: S, project: &std::path::Path) -> std::process::ExitCode {
     let runner = std::sync::Arc::new(ScriptAgent::new(script));
-    armada_orchestrator::cli::main::<S>(runner, project)
+    armada_cli::main::<S>(runner, project)
 }
 
 /// Glue for [`main!`]; not a public API.
+#[cfg(feature = "cli")]
 #[doc(hidden)]
 pub mod __private {
     /// The project binary's `main`.

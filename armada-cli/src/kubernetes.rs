@@ -1,19 +1,20 @@
 //! The Kubernetes side of the command line: `launch --target kubernetes [--dry-run]`,
 //! `cancel --target kubernetes`, `status` and `manifests`.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use armada_core::backend::RunStatus;
 use armada_core::{ConfigStore, Plan, RunId};
 use clap::Args;
 
-use super::{
-    DEFAULT_NAMESPACE, KubernetesLauncher, KubernetesSettings, StackOptions, connect, delete_job,
-    list_agent_pods, stack, to_yaml,
+use armada_orchestrator::kubernetes::{
+    DEFAULT_NAMESPACE, KubernetesLauncher, KubernetesSettings, StackOptions, agent_job, connect,
+    delete_job, list_agent_pods, stack, to_yaml,
 };
-use crate::{Error, Result};
+use armada_orchestrator::project_name;
+
+use crate::Result;
 
 /// `manifests`: the stack's objects.
 #[derive(Debug, Args)]
@@ -36,24 +37,15 @@ pub(crate) struct StatusArgs {
     namespace: String,
     /// The config store holding the run's progress (redis://…); without it, only the pods are
     /// shown.
-    #[arg(long, env = "ARMADA_REDIS_URL", hide_env_values = true)]
+    #[arg(long, env = "ARMADA_STORE_URL", hide_env_values = true)]
     config_store: Option<String>,
-}
-
-/// The project's name, for the Job's labels: its folder's name.
-fn project_name(project: &Path) -> String {
-    let folder = std::fs::canonicalize(project).unwrap_or_else(|_| PathBuf::from(project));
-    folder.file_name().map_or_else(
-        || "project".to_owned(),
-        |name| name.to_string_lossy().into_owned(),
-    )
 }
 
 /// `launch --target kubernetes --dry-run`: prints the Job a launch would create, with a fresh
 /// run id; contacts nothing and publishes nothing.
 pub(crate) fn dry_run(project: &Path, plan: &Plan) -> Result<ExitCode> {
     let settings = KubernetesSettings::from_run_settings(plan.settings())?;
-    let job = super::agent_job(
+    let job = agent_job(
         &RunId::new(),
         &project_name(project),
         plan.agents(),
@@ -159,12 +151,5 @@ pub(crate) async fn status(args: &StatusArgs) -> Result<ExitCode> {
 }
 
 fn print(text: &str) -> Result<()> {
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|source| Error::Results {
-            path: "standard output".into(),
-            source,
-        })
+    crate::print_out(text.as_bytes())
 }

@@ -7,17 +7,15 @@
 
 use std::sync::Arc;
 
-use armada_monitor::server::{field_text, form_error};
+use armada_monitor::server::{LaunchBody, form_parts, launch_form};
 use armada_monitor::{Control, LaunchRequest, Monitor};
+use armada_orchestrator::ProjectControl;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{Value, json};
-
-use crate::ProjectControl;
 
 /// Largest launch request accepted, in bytes (it carries the CSV files).
 pub const MAX_REQUEST_BYTES: usize = 256 * 1024 * 1024;
@@ -73,53 +71,6 @@ fn invalid(message: String) -> Failure {
     Failure(armada_monitor::Error::Invalid(message))
 }
 
-/// `POST /runs` as JSON.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RunRequest {
-    /// Deep-merged into the project's `config_template.json`.
-    overrides: Option<Value>,
-    /// A tune's name (`local`, `distant`, …) or its values.
-    tune: Option<Value>,
-    data_agent_csv: Option<String>,
-    data_job_csv: Option<String>,
-    agents: Option<u32>,
-    jobs: Option<u64>,
-    /// Where agents run; only `local` is served over HTTP.
-    target: Option<String>,
-}
-
-impl RunRequest {
-    fn into_launch(self) -> Result<LaunchRequest, Failure> {
-        if let Some(target) = self.target.as_deref().filter(|target| *target != "local") {
-            return Err(invalid(format!(
-                "target `{target}` cannot be launched over HTTP yet: use `local`, or \
-                 `orchestrate launch --target kubernetes`"
-            )));
-        }
-        let (tune, tune_values) = match self.tune {
-            None => (None, None),
-            Some(Value::String(name)) => (Some(name), None),
-            Some(values @ Value::Object(_)) => (None, Some(values)),
-            Some(_) => {
-                return Err(invalid(
-                    "`tune` is a tune's name (\"local\") or its values as a JSON object".into(),
-                ));
-            }
-        };
-        Ok(LaunchRequest {
-            tune,
-            tune_values,
-            agents: self.agents,
-            jobs: self.jobs,
-            data_agent_csv: self.data_agent_csv,
-            data_job_csv: self.data_job_csv,
-            template_overrides: self.overrides,
-            ..LaunchRequest::default()
-        })
-    }
-}
-
 async fn create_run(State(state): State<ServiceState>, request: Request) -> Response {
     let is_multipart = request
         .headers()
@@ -128,15 +79,15 @@ async fn create_run(State(state): State<ServiceState>, request: Request) -> Resp
         .is_some_and(|value| value.starts_with("multipart/form-data"));
     let launch = if is_multipart {
         match Multipart::from_request(request, &()).await {
-            Ok(form) => run_form(form).await,
+            Ok(form) => launch_form(form, "the form").await.map_err(Failure),
             Err(rejection) => Err(invalid(format!(
                 "the form is malformed: {}",
                 rejection.body_text()
             ))),
         }
     } else {
-        match Json::<RunRequest>::from_request(request, &()).await {
-            Ok(Json(body)) => body.into_launch(),
+        match Json::<LaunchBody>::from_request(request, &()).await {
+            Ok(Json(body)) => body.into_request().map_err(Failure),
             Err(rejection) => Err(invalid(format!(
                 "the body is not a run request: {}; send JSON (see /openapi.json) or \
                  multipart/form-data",
@@ -150,62 +101,9 @@ async fn create_run(State(state): State<ServiceState>, request: Request) -> Resp
     }
 }
 
-/// A form's fields, each read whole as text.
-async fn form_fields(mut form: Multipart) -> Result<Vec<(String, String)>, Failure> {
-    let mut fields = Vec::new();
-    while let Some(field) = form
-        .next_field()
-        .await
-        .map_err(|error| Failure(form_error(&error, "the form")))?
-    {
-        let name = field.name().unwrap_or_default().to_owned();
-        let text = field_text(field, &format!("the form's `{name}`"))
-            .await
-            .map_err(Failure)?;
-        fields.push((name, text));
-    }
-    Ok(fields)
-}
-
 fn json_part(name: &str, text: &str) -> Result<Value, Failure> {
     serde_json::from_str(text)
         .map_err(|error| invalid(format!("the form's `{name}` is not JSON: {error}")))
-}
-
-fn number_part<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, Failure> {
-    text.trim()
-        .parse()
-        .map_err(|_| invalid(format!("the form's `{name}` must be a whole number")))
-}
-
-/// `POST /runs` as multipart: `overrides`, `tune`, `data_agent.csv`, `data_job.csv`,
-/// `agents`, `jobs`, `target`.
-async fn run_form(form: Multipart) -> Result<LaunchRequest, Failure> {
-    let mut request = RunRequest::default();
-    for (name, text) in form_fields(form).await? {
-        match name.as_str() {
-            "overrides" => request.overrides = Some(json_part(&name, &text)?),
-            "tune" => {
-                request.tune = Some(if text.trim_start().starts_with('{') {
-                    json_part(&name, &text)?
-                } else {
-                    Value::String(text.trim().to_owned())
-                });
-            }
-            "data_agent.csv" | "data_agent" => request.data_agent_csv = Some(text),
-            "data_job.csv" | "data_job" => request.data_job_csv = Some(text),
-            "agents" => request.agents = Some(number_part(&name, &text)?),
-            "jobs" => request.jobs = Some(number_part(&name, &text)?),
-            "target" => request.target = Some(text.trim().to_owned()),
-            other => {
-                return Err(invalid(format!(
-                    "the form has an unknown part `{other}`; it takes overrides, tune, \
-                     data_agent.csv, data_job.csv, agents, jobs and target"
-                )));
-            }
-        }
-    }
-    request.into_launch()
 }
 
 /// Launches and answers 201 with the run's id and links.
@@ -238,7 +136,7 @@ async fn bot_start(State(state): State<ServiceState>, form: Multipart) -> Respon
     let launch = async {
         let mut launch = LaunchRequest::default();
         let mut warnings = Vec::new();
-        for (name, text) in form_fields(form).await? {
+        for (name, text) in form_parts(form, "the form").await.map_err(Failure)? {
             match name.as_str() {
                 "configtemplate" => {
                     let mut template = json_part(&name, &text)?;

@@ -8,7 +8,7 @@ use armada_core::AgentIndex;
 use armada_core::backend::RunStatus;
 use armada_core::wire::{JobResult, JobStatus};
 
-use crate::RunReport;
+use armada_orchestrator::RunReport;
 
 /// `count` with the noun that fits it.
 fn counted(count: usize, one: &str, many: &str) -> String {
@@ -194,7 +194,7 @@ mod tests {
     use armada_core::{JobId, RunId};
 
     use super::Summary;
-    use crate::RunReport;
+    use armada_orchestrator::RunReport;
 
     fn result(index: u64, status: JobStatus, error: Option<&str>) -> JobResult {
         JobResult {

@@ -305,7 +305,7 @@ impl ProjectControl {
 }
 
 /// The project's name as the monitor shows it: its folder's name.
-pub(crate) fn project_name(project: &Path) -> String {
+pub fn project_name(project: &Path) -> String {
     std::fs::canonicalize(project)
         .ok()
         .and_then(|dir| Some(dir.file_name()?.to_string_lossy().into_owned()))
@@ -333,7 +333,7 @@ fn merge_into_template(
 }
 
 /// The folder of `run_id`'s results and evidence in the project, wherever it was launched.
-pub(crate) fn run_dir(project: &Path, run_id: &RunId) -> PathBuf {
+pub fn run_dir(project: &Path, run_id: &RunId) -> PathBuf {
     project.join(".armada").join("runs").join(run_id.as_str())
 }
 
@@ -520,13 +520,13 @@ impl Control for ProjectControl {
 /// The dashboard's control during `orchestrate launch`: it can cancel the run being launched;
 /// launching others needs `orchestrate serve`.
 #[derive(Debug, Default)]
-pub(crate) struct LaunchControl {
+pub struct LaunchControl {
     run: OnceLock<(String, RunControl)>,
 }
 
 impl LaunchControl {
     /// The run this launch follows.
-    pub(crate) fn attach(&self, run_id: &str, control: RunControl) {
+    pub fn attach(&self, run_id: &str, control: RunControl) {
         let _ = self.run.set((run_id.to_owned(), control));
     }
 }

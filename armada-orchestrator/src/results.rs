@@ -13,7 +13,7 @@ use crate::{Error, Result};
 /// `results.jsonl`: one JSON line per job, in the order jobs ended. A job already in the file
 /// is not written again, so a file resumed by `attach` after its launcher died ends with
 /// exactly one line per job.
-pub(crate) struct ResultsFile {
+pub struct ResultsFile {
     path: PathBuf,
     out: BufWriter<File>,
     written: HashSet<u64>,
@@ -28,14 +28,14 @@ impl ResultsFile {
     }
 
     /// A new, empty file (an existing one is replaced), locked for this writer.
-    pub(crate) fn create(path: &Path) -> Result<Self> {
+    pub fn create(path: &Path) -> Result<Self> {
         ResultsFile::claim(path)?.begin()
     }
 
     /// The file locked for this writer but left as it is, before a launch: a file another
     /// process writes stops the launch before anything is published, and a launch that fails
     /// leaves an existing file untouched and removes one it made ([`Claimed::abandon`]).
-    pub(crate) fn claim(path: &Path) -> Result<Claimed> {
+    pub fn claim(path: &Path) -> Result<Claimed> {
         let made = !path.exists();
         create_parent(path)?;
         let file = OpenOptions::new()
@@ -61,7 +61,7 @@ impl ResultsFile {
     /// are kept and their jobs not written again; a last line cut short (its writer was killed
     /// mid-line) is removed. A line that is not a result of `run` is an error naming the file
     /// and line, and so is a file another process is writing (the launcher, another attach).
-    pub(crate) fn resume(path: &Path, run: &RunId) -> Result<Self> {
+    pub fn resume(path: &Path, run: &RunId) -> Result<Self> {
         create_parent(path)?;
         let mut file = OpenOptions::new()
             .create(true)
@@ -108,7 +108,9 @@ impl ResultsFile {
         })
     }
 
-    pub(crate) fn write(&mut self, result: &JobResult) -> Result<()> {
+    /// Adds the job's line, unless the file holds one for its job already (a redelivered
+    /// job's second result, or a line a previous writer left).
+    pub fn write(&mut self, result: &JobResult) -> Result<()> {
         if !self.written.insert(result.index) {
             return Ok(());
         }
@@ -118,11 +120,13 @@ impl ResultsFile {
             .map_err(Self::error(&self.path))
     }
 
-    pub(crate) fn flush(&mut self) -> Result<()> {
+    /// Writes buffered lines through, so that a reader of the file sees them.
+    pub fn flush(&mut self) -> Result<()> {
         self.out.flush().map_err(Self::error(&self.path))
     }
 
-    pub(crate) fn finish(mut self) -> Result<()> {
+    /// Flushes and releases the file's lock; a write error surfaces here, not in a drop.
+    pub fn finish(mut self) -> Result<()> {
         self.flush()
     }
 }
@@ -142,7 +146,7 @@ fn lock(file: &File, path: &Path) -> Result<()> {
 }
 
 /// A results file locked for a launch that has not published yet.
-pub(crate) struct Claimed {
+pub struct Claimed {
     path: PathBuf,
     file: File,
     /// Whether the claim created the file.
@@ -151,7 +155,7 @@ pub(crate) struct Claimed {
 
 impl Claimed {
     /// Empties the file for the launched run's results.
-    pub(crate) fn begin(self) -> Result<ResultsFile> {
+    pub fn begin(self) -> Result<ResultsFile> {
         self.file
             .set_len(0)
             .map_err(ResultsFile::error(&self.path))?;
@@ -164,7 +168,7 @@ impl Claimed {
 
     /// Gives the file up after a launch that failed: removed if the claim made it, untouched
     /// otherwise.
-    pub(crate) fn abandon(self) {
+    pub fn abandon(self) {
         if self.made {
             let _ = std::fs::remove_file(&self.path);
         }

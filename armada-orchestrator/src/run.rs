@@ -92,7 +92,7 @@ impl fmt::Debug for Launcher {
 }
 
 /// Starts each agent as `PROGRAM agent --run-id R --index I`, with the backend URLs in its
-/// environment (`ARMADA_AMQP_URL`, `ARMADA_REDIS_URL`, `ARMADA_MONITOR_URL`) rather than on its
+/// environment (`ARMADA_QUEUE_URL`, `ARMADA_STORE_URL`, `ARMADA_MONITOR_URL`) rather than on its
 /// command line, where every user of the machine could read their passwords.
 ///
 /// An agent process that dies (a job that aborts it, the OOM killer) is started again, up to
@@ -150,8 +150,8 @@ impl ProcessLauncher {
             .arg(run_id.as_str())
             .arg("--index")
             .arg(index.to_string())
-            .env("ARMADA_AMQP_URL", &self.queue_url)
-            .env("ARMADA_REDIS_URL", &self.store_url)
+            .env("ARMADA_QUEUE_URL", &self.queue_url)
+            .env("ARMADA_STORE_URL", &self.store_url)
             .stdin(std::process::Stdio::null());
         match &self.detached_logs {
             Some(folder) => {

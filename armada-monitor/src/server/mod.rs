@@ -2,6 +2,7 @@
 //! (`docs/monitor-api.md` is the reference).
 
 mod assets;
+mod launch;
 mod ws;
 
 use std::collections::HashMap;
@@ -22,9 +23,10 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::control::LaunchRequest;
 use crate::model::{EventFilter, Finish, JobFilter, JobState, NewRun};
 use crate::{Error, Monitor, Result};
+
+pub use launch::{LaunchBody, form_parts, launch_form};
 
 /// Largest event batch accepted, in bytes (attachments travel in batches).
 pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -815,45 +817,10 @@ async fn launch_info(State(state): State<AppState>) -> ApiResult<Json<crate::Lau
 
 async fn launch(
     State(state): State<AppState>,
-    mut form: Multipart,
+    form: Multipart,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let control = control(&state, "launching a run")?;
-    let mut request = LaunchRequest::default();
-    while let Some(field) = form
-        .next_field()
-        .await
-        .map_err(|error| form_error(&error, "the launch form"))?
-    {
-        let name = field.name().unwrap_or_default().to_owned();
-        let text = field_text(field, &format!("the launch form's `{name}`")).await?;
-        let number = |what: &str| {
-            Error::Invalid(format!("the launch form's `{what}` must be a whole number"))
-        };
-        let text = Some(text).filter(|text| !text.trim().is_empty());
-        match name.as_str() {
-            "tune" => request.tune = text,
-            "agents" => {
-                request.agents = text
-                    .map(|text| text.trim().parse().map_err(|_| number("agents")))
-                    .transpose()?;
-            }
-            "jobs" => {
-                request.jobs = text
-                    .map(|text| text.trim().parse().map_err(|_| number("jobs")))
-                    .transpose()?;
-            }
-            "data_agent.csv" | "data_agent" => request.data_agent_csv = text,
-            "data_job.csv" | "data_job" => request.data_job_csv = text,
-            "relaunch_of" => request.relaunch_of = text,
-            other => {
-                return Err(Error::Invalid(format!(
-                    "the launch form has an unknown field `{other}`; it takes tune, agents, \
-                     jobs, data_agent.csv, data_job.csv and relaunch_of"
-                ))
-                .into());
-            }
-        }
-    }
+    let request = launch_form(form, "the launch form").await?;
     let run_id = control.launch(request).await?;
     Ok((StatusCode::CREATED, Json(json!({ "run_id": run_id }))))
 }

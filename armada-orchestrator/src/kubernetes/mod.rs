@@ -17,7 +17,6 @@
 //!
 //! Everything here was tested against a fake API server only (see `docs/kubernetes.md`).
 
-pub(crate) mod cli;
 mod job;
 mod launcher;
 mod manifests;

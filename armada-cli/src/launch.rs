@@ -1,0 +1,328 @@
+//! `launch`: validate, publish, start the agents, follow the run with a progress display and
+//! its dashboard, write the results file and print the summary.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use armada_core::{AgentRunner, Plan, RunId, Script, Tune};
+use armada_monitor::server::Served;
+use armada_monitor::{Monitor, MonitorLink, Store};
+use armada_orchestrator::{
+    Backends, Claimed, LaunchControl, Launcher, Orchestrator, ResultsFile, RunHandle, run_dir,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{AgentsAs, BackendArgs, LaunchArgs, Target};
+use crate::commands::print_skipped_rows;
+use crate::follow::{cancel_on_ctrl_c, exit_code, follow_on_terminal};
+use crate::{Error, Result, load_plan};
+
+pub(crate) async fn launch<S: Script>(
+    mut args: LaunchArgs,
+    runner: Arc<dyn AgentRunner>,
+    default_project: &Path,
+) -> Result<ExitCode> {
+    let kubernetes = args.target == Target::Kubernetes;
+    if kubernetes && args.project.tune.is_none() {
+        args.project.tune = Some(Tune::Distant);
+    }
+    if args.dry_run && !kubernetes {
+        return Err(Error::DryRunNeedsKubernetes);
+    }
+    let (project, plan) = load_plan::<S>(&args.project, default_project)?;
+    if args.dry_run {
+        return dry_run(&project, &plan);
+    }
+    let run_id = RunId::new();
+    let mut session = Session::open(&args, &project).await?;
+    let launcher = session
+        .launcher(&args, &project, &plan, &run_id, runner)
+        .await?;
+    // A detached run's results file is written by whoever attaches to it. The file is claimed
+    // before publishing and emptied only once the run is launched.
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| run_dir(&project, &run_id).join("results.jsonl"));
+    let claimed = (!args.detach)
+        .then(|| ResultsFile::claim(&output))
+        .transpose()?;
+    let handle = match session
+        .orchestrator(&args, &project, &run_id, launcher)
+        .launch_as(&plan, run_id)
+        .await
+    {
+        Ok(handle) => handle,
+        Err(error) => {
+            claimed.map(Claimed::abandon);
+            session.close().await?;
+            return Err(error.into());
+        }
+    };
+    let results = claimed.map(Claimed::begin).transpose()?;
+    session.announce(&handle, &plan, &args);
+    match results {
+        Some(results) => session.follow(handle, results, &plan, &output).await,
+        None => session.detach(handle).await,
+    }
+}
+
+/// What a launch opened before its run is published, and closes once it is done with it.
+struct Session {
+    /// Taken by the orchestrator when the run is launched.
+    backends: Option<Backends>,
+    queue: armada_core::JobQueue,
+    monitor: MonitorLink,
+    /// Where the run's monitoring goes: a store's URL, or a monitor service's.
+    monitor_url: String,
+    monitor_token: Option<String>,
+    /// The dashboard served while the run goes on; it can cancel this run, and only this run.
+    dashboard: Option<Served>,
+    run_control: Arc<LaunchControl>,
+    shared: bool,
+    /// The Kubernetes launcher, to delete the Job of a run that did not complete.
+    #[cfg(feature = "kubernetes")]
+    pods: Option<armada_orchestrator::kubernetes::KubernetesLauncher>,
+}
+
+impl Session {
+    async fn open(args: &LaunchArgs, project: &Path) -> Result<Self> {
+        let mut backends = args.backends.connect().await?;
+        let monitor_url = args.monitor.url_for(project);
+        let monitor_token = args.monitor.token.clone();
+        let run_control = Arc::new(LaunchControl::default());
+        backends.monitor = match monitor_url.split_once(':').map(|(scheme, _)| scheme) {
+            Some("memory" | "http" | "https") => {
+                MonitorLink::connect(&monitor_url, monitor_token.clone()).await?
+            }
+            _ => MonitorLink::Local(Monitor::new(
+                Store::open(&monitor_url).await?,
+                Some(run_control.clone()),
+            )),
+        };
+        let dashboard = match &backends.monitor {
+            MonitorLink::Local(monitor) if !args.no_dashboard && !args.detach => {
+                Some(Served::start(monitor.clone(), args.dashboard, monitor_token.clone()).await?)
+            }
+            _ => None,
+        };
+        Ok(Self {
+            queue: backends.queue.clone(),
+            monitor: backends.monitor.clone(),
+            shared: !backends.queue.is_in_process() && !backends.store.is_in_process(),
+            backends: Some(backends),
+            monitor_url,
+            monitor_token,
+            dashboard,
+            run_control,
+            #[cfg(feature = "kubernetes")]
+            pods: None,
+        })
+    }
+
+    /// Where agents in other processes report: the dashboard's API, or straight to the store.
+    fn agents_monitor(&self) -> Option<String> {
+        match (&self.dashboard, &self.monitor) {
+            (Some(served), _) => Some(served.url()),
+            (None, MonitorLink::Memory(_)) => None,
+            (None, _) => Some(self.monitor_url.clone()),
+        }
+    }
+
+    async fn launcher(
+        &mut self,
+        args: &LaunchArgs,
+        project: &Path,
+        plan: &Plan,
+        run_id: &RunId,
+        runner: Arc<dyn AgentRunner>,
+    ) -> Result<Launcher> {
+        if args.target == Target::Kubernetes {
+            if !self.shared {
+                return Err(Error::KubernetesNeedsSharedBackends);
+            }
+            return self.kubernetes_launcher(project, plan).await;
+        }
+        let agents_as = args.agents_as.unwrap_or(AgentsAs::default_for(self.shared));
+        if args.detach && agents_as == AgentsAs::Tasks {
+            return Err(Error::DetachNeedsSharedBackends);
+        }
+        let mut launcher = agents_launcher(
+            agents_as,
+            self.shared,
+            runner,
+            &args.backends,
+            self.agents_monitor(),
+            self.monitor_token.clone(),
+        )?;
+        if let Launcher::Processes(processes) = &mut launcher
+            && args.detach
+        {
+            processes.detached_logs = Some(run_dir(project, run_id).join("agents"));
+        }
+        Ok(launcher)
+    }
+
+    fn orchestrator(
+        &mut self,
+        args: &LaunchArgs,
+        project: &Path,
+        run_id: &RunId,
+        launcher: Launcher,
+    ) -> Orchestrator {
+        let grace = Duration::try_from_secs_f64(args.grace_secs).unwrap_or(Duration::from_secs(10));
+        let tune = args.project.tune.as_ref().map_or("local".into(), tune_name);
+        let backends = self.backends.take().unwrap_or_else(|| {
+            unreachable!("a launch publishes one run, so its backends are taken once")
+        });
+        Orchestrator::new(backends, launcher)
+            .with_grace(grace)
+            .with_evidence_dir(run_dir(project, run_id).join("evidence"))
+            .with_project(armada_orchestrator::project_name(project), Some(tune))
+    }
+
+    /// The run's first lines, which scripts read: its id and counts, where to watch it, and
+    /// what a smaller `--agents` or `--jobs` left out.
+    fn announce(&self, handle: &RunHandle, plan: &Plan, args: &LaunchArgs) {
+        let run_id = handle.run_id();
+        println!(
+            "run {run_id}: {} agents, {} jobs",
+            plan.agents(),
+            plan.jobs()
+        );
+        match (&self.dashboard, &self.monitor) {
+            (Some(served), _) => println!("dashboard: {}/#/runs/{run_id}", served.url()),
+            (None, MonitorLink::Remote(_)) => println!(
+                "dashboard: {}/#/runs/{run_id}",
+                self.monitor_url.trim_end_matches('/')
+            ),
+            _ => {}
+        }
+        if args.agents_as == Some(AgentsAs::External) {
+            println!(
+                "agents: start `orchestrate agent --run-id {run_id} --index I` for I from 0 to \
+                 {}, on hosts that reach the backends (ARMADA_QUEUE_URL, ARMADA_STORE_URL, \
+                 ARMADA_MONITOR_URL)",
+                plan.agents().saturating_sub(1)
+            );
+        }
+        print_skipped_rows(plan);
+    }
+
+    #[cfg(feature = "kubernetes")]
+    async fn kubernetes_launcher(&mut self, project: &Path, plan: &Plan) -> Result<Launcher> {
+        let pods = crate::kubernetes::launcher(project, plan).await?;
+        self.pods = Some(pods.clone());
+        Ok(Launcher::Kubernetes(pods))
+    }
+
+    #[cfg(not(feature = "kubernetes"))]
+    async fn kubernetes_launcher(&mut self, _: &Path, _: &Plan) -> Result<Launcher> {
+        Err(Error::KubernetesNotCompiled)
+    }
+
+    /// Leaves a detached run to its agents.
+    async fn detach(self, handle: RunHandle) -> Result<ExitCode> {
+        let run_id = handle.run_id().clone();
+        handle.detach().await;
+        self.close().await?;
+        println!(
+            "detached: the run ends by itself; `attach {run_id}` follows it and writes its \
+             results"
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// Follows the run to its end on the terminal, with Ctrl-C to cancel it.
+    async fn follow(
+        self,
+        handle: RunHandle,
+        mut results: ResultsFile,
+        plan: &Plan,
+        output: &Path,
+    ) -> Result<ExitCode> {
+        let control = handle.control();
+        self.run_control
+            .attach(handle.run_id().as_str(), control.clone());
+        let signals = CancellationToken::new();
+        let signal_task = tokio::spawn(cancel_on_ctrl_c(control.clone(), signals.clone()));
+        #[cfg(feature = "kubernetes")]
+        let pods = self.pods.clone();
+        let (report, summary, write_error) =
+            follow_on_terminal(handle, &mut results, plan.jobs(), Some(control)).await;
+        signals.cancel();
+        let _ = signal_task.await;
+        self.close().await?;
+        let report = report?;
+        #[cfg(feature = "kubernetes")]
+        if let Some(pods) = pods {
+            crate::kubernetes::after_run(&pods, &report.run_id, report.status).await;
+        }
+        results.finish()?;
+        if let Some(error) = write_error {
+            return Err(error.into());
+        }
+        print!("{}", summary.render(&report, Some(output)));
+        Ok(exit_code(&report, &summary))
+    }
+
+    async fn close(self) -> Result<()> {
+        self.queue.close().await;
+        if let MonitorLink::Local(monitor) = &self.monitor {
+            monitor.close();
+        }
+        if let Some(served) = self.dashboard {
+            served.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+impl AgentsAs {
+    /// Tasks with in-memory backends, processes with shared ones.
+    pub(crate) fn default_for(shared: bool) -> Self {
+        if shared { Self::Processes } else { Self::Tasks }
+    }
+}
+
+/// The launcher of agents on this machine (or started by the user), as `launch` and `serve`
+/// choose it.
+pub(crate) fn agents_launcher(
+    agents_as: AgentsAs,
+    shared: bool,
+    runner: Arc<dyn AgentRunner>,
+    backends: &BackendArgs,
+    monitor_url: Option<String>,
+    monitor_token: Option<String>,
+) -> Result<Launcher> {
+    Ok(match agents_as {
+        AgentsAs::Tasks => Launcher::InProcess(runner),
+        AgentsAs::Processes | AgentsAs::External if !shared => {
+            return Err(Error::ProcessesNeedSharedBackends);
+        }
+        AgentsAs::External => Launcher::External,
+        AgentsAs::Processes => {
+            Launcher::Processes(backends.process_launcher(monitor_url, monitor_token)?)
+        }
+    })
+}
+
+#[cfg(feature = "kubernetes")]
+fn dry_run(project: &Path, plan: &Plan) -> Result<ExitCode> {
+    crate::kubernetes::dry_run(project, plan)
+}
+
+#[cfg(not(feature = "kubernetes"))]
+fn dry_run(_: &Path, _: &Plan) -> Result<ExitCode> {
+    Err(Error::KubernetesNotCompiled)
+}
+
+fn tune_name(tune: &Tune) -> String {
+    match tune {
+        Tune::Local => "local".to_owned(),
+        Tune::Distant => "distant".to_owned(),
+        Tune::Path(path) => path.display().to_string(),
+    }
+}
