@@ -144,59 +144,41 @@ struct MssqlUrl {
     encryption: EncryptionLevel,
 }
 
+/// What a part of an `mssql://` URL says, or why it is refused.
+type UrlResult<T> = std::result::Result<T, String>;
+
 impl MssqlUrl {
     /// Parses `mssql://USER:PASSWORD@HOST[:PORT][/DATABASE][?FLAGS]`; user and password may
     /// be percent-encoded. Flags: `trust_server_certificate=true|false`,
     /// `encrypt=true|false|strict`.
     fn parse(url: &str, shown: &str) -> Result<Self> {
-        let invalid = |why: &str| {
+        // `url` may hold the password: errors name the URL as `shown`, and the parts of the
+        // parser only say why they refuse it.
+        Self::read(url).map_err(|why| {
             Error::Invalid(format!(
                 "the monitor store URL `{shown}` is not a SQL Server URL: {why}; use \
                  mssql://USER:PASSWORD@HOST:PORT/DATABASE[?trust_server_certificate=true\
                  &encrypt=false]"
             ))
-        };
+        })
+    }
+
+    fn read(url: &str) -> UrlResult<Self> {
         let rest = url
             .strip_prefix("mssql://")
             .or_else(|| url.strip_prefix("sqlserver://"))
-            .ok_or_else(|| invalid("it does not start with mssql://"))?;
+            .ok_or("it does not start with mssql://")?;
         let (rest, flags) = rest.split_once('?').unwrap_or((rest, ""));
         // The password may hold `@` and `/` percent-encoded or not: the host starts after
         // the last `@`.
         let (credentials, rest) = rest
             .rsplit_once('@')
-            .ok_or_else(|| invalid("it names no user (USER:PASSWORD@ before the host)"))?;
-        let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
-        let user = percent_decode(user).ok_or_else(|| invalid("the user is badly encoded"))?;
-        let password =
-            percent_decode(password).ok_or_else(|| invalid("the password is badly encoded"))?;
-        if user.is_empty() {
-            return Err(invalid("the user is empty"));
-        }
+            .ok_or("it names no user (USER:PASSWORD@ before the host)")?;
+        let (user, password) = Self::read_credentials(credentials)?;
         let (address, database) = rest.split_once('/').unwrap_or((rest, ""));
         let database = percent_decode(database.trim_end_matches('/'))
-            .ok_or_else(|| invalid("the database name is badly encoded"))?;
-        let (host, port) = if let Some(bracketed) = address.strip_prefix('[') {
-            // An IPv6 address: [::1]:1433
-            let (host, after) = bracketed
-                .split_once(']')
-                .ok_or_else(|| invalid("an IPv6 host lacks its `]`"))?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match address.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (address, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(invalid("it names no host"));
-        }
-        let port = match port {
-            Some(port) => port
-                .parse()
-                .map_err(|_| invalid(&format!("the port `{port}` is not a number")))?,
-            None => 1433,
-        };
+            .ok_or("the database name is badly encoded")?;
+        let (host, port) = Self::read_address(address)?;
         let mut parsed = Self {
             host: host.to_owned(),
             port,
@@ -207,31 +189,74 @@ impl MssqlUrl {
             encryption: EncryptionLevel::Required,
         };
         for flag in flags.split('&').filter(|flag| !flag.is_empty()) {
-            let (key, value) = flag.split_once('=').unwrap_or((flag, "true"));
-            match (
-                key.to_ascii_lowercase().as_str(),
-                value.to_ascii_lowercase().as_str(),
-            ) {
-                ("trust_server_certificate" | "trustservercertificate", "true") => {
-                    parsed.trust_server_certificate = true;
-                }
-                ("trust_server_certificate" | "trustservercertificate", "false") => {
-                    parsed.trust_server_certificate = false;
-                }
-                // Off still encrypts the login, as SQL Server requires; NotSupported would
-                // refuse servers that insist on it.
-                ("encrypt", "false") => parsed.encryption = EncryptionLevel::Off,
-                ("encrypt", "true") => parsed.encryption = EncryptionLevel::Required,
-                ("encrypt", "strict") => parsed.encryption = EncryptionLevel::Strict,
-                _ => {
-                    return Err(invalid(&format!(
-                        "the flag `{flag}` is unknown (known: trust_server_certificate=true|false, \
-                         encrypt=true|false|strict)"
-                    )));
-                }
-            }
+            parsed.apply_flag(flag)?;
         }
         Ok(parsed)
+    }
+
+    /// User and password of `USER[:PASSWORD]`, percent-decoded.
+    fn read_credentials(credentials: &str) -> UrlResult<(String, String)> {
+        let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
+        let user = percent_decode(user).ok_or("the user is badly encoded")?;
+        let password = percent_decode(password).ok_or("the password is badly encoded")?;
+        if user.is_empty() {
+            return Err("the user is empty".into());
+        }
+        Ok((user, password))
+    }
+
+    /// Host and port of `HOST[:PORT]` or `[IPV6][:PORT]`; the port is 1433 when not given.
+    fn read_address(address: &str) -> UrlResult<(&str, u16)> {
+        let (host, port) = if let Some(bracketed) = address.strip_prefix('[') {
+            // An IPv6 address: [::1]:1433
+            let (host, after) = bracketed
+                .split_once(']')
+                .ok_or("an IPv6 host lacks its `]`")?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match address.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (address, None),
+            }
+        };
+        if host.is_empty() {
+            return Err("it names no host".into());
+        }
+        let port = match port {
+            Some(port) => port
+                .parse()
+                .map_err(|_| format!("the port `{port}` is not a number"))?,
+            None => 1433,
+        };
+        Ok((host, port))
+    }
+
+    /// Applies one `KEY[=VALUE]` flag of the query string; a flag without a value is `true`.
+    fn apply_flag(&mut self, flag: &str) -> UrlResult<()> {
+        let (key, value) = flag.split_once('=').unwrap_or((flag, "true"));
+        match (
+            key.to_ascii_lowercase().as_str(),
+            value.to_ascii_lowercase().as_str(),
+        ) {
+            ("trust_server_certificate" | "trustservercertificate", "true") => {
+                self.trust_server_certificate = true;
+            }
+            ("trust_server_certificate" | "trustservercertificate", "false") => {
+                self.trust_server_certificate = false;
+            }
+            // Off still encrypts the login, as SQL Server requires; NotSupported would
+            // refuse servers that insist on it.
+            ("encrypt", "false") => self.encryption = EncryptionLevel::Off,
+            ("encrypt", "true") => self.encryption = EncryptionLevel::Required,
+            ("encrypt", "strict") => self.encryption = EncryptionLevel::Strict,
+            _ => {
+                return Err(format!(
+                    "the flag `{flag}` is unknown (known: trust_server_certificate=true|false, \
+                     encrypt=true|false|strict)"
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn config(&self) -> Config {
@@ -695,6 +720,40 @@ impl MssqlStore {
         let failed = |doing| self.failed(doing);
         let doing = "storing events";
         let client = conn.client().map_err(failed(doing))?;
+        let new_batch = Self::claim_batch(client, run_id, batch_id)
+            .await
+            .map_err(failed(doing))?;
+        let added = if new_batch { decoded.len() as i64 } else { 0 };
+        let counted = Self::add_to_event_count(client, run_id, added, seen.at_ms)
+            .await
+            .map_err(failed(doing))?;
+        let Some(counted) = counted else {
+            return Err(Error::UnknownRun(run_id.to_owned()));
+        };
+        if !new_batch {
+            return Ok(None);
+        }
+        ingest::number(decoded, counted.u64("events").map_err(failed(doing))?);
+        Self::insert_events(client, run_id, decoded)
+            .await
+            .map_err(failed(doing))?;
+        Self::insert_outputs(client, run_id, decoded)
+            .await
+            .map_err(failed("storing outputs"))?;
+        Self::insert_attachments(client, run_id, decoded)
+            .await
+            .map_err(failed(doing))?;
+        let jobs = Self::update_jobs(client, run_id, decoded)
+            .await
+            .map_err(failed("updating jobs"))?;
+        Self::update_agents(client, run_id, decoded, seen)
+            .await
+            .map_err(failed("updating agents"))?;
+        Ok(Some(jobs))
+    }
+
+    /// `false` when the batch id was stored before, or there is no such run.
+    async fn claim_batch(client: &mut Client, run_id: &str, batch_id: &str) -> SqlResult<bool> {
         // Once per batch id: a concurrent copy of the batch waits on the range lock, then
         // finds the row and stores nothing. The run's row is locked first (UPDLOCK), in the
         // order `delete_run` and `finish_run` lock, so that they cannot deadlock with this.
@@ -706,26 +765,34 @@ impl MssqlStore {
         );
         insert.bind(batch_id);
         insert.bind(run_id);
-        let new_batch = execute(client, insert).await.map_err(failed(doing))? > 0;
+        Ok(execute(client, insert).await? > 0)
+    }
+
+    /// Adds `added` to the run's count of events and records when it was seen: the run's row
+    /// with the new count in `events`, `None` when there is no such run.
+    async fn add_to_event_count(
+        client: &mut Client,
+        run_id: &str,
+        added: i64,
+        seen_ms: u64,
+    ) -> SqlResult<Option<tiberius::Row>> {
         // The run's row is locked from here to the commit, so events are numbered per run
         // without gaps or repeats.
-        let count = decoded.len() as i64;
         let mut update = Query::new(
             "UPDATE armada_runs SET events = events + @P1, seen_ms = @P3 \
              OUTPUT inserted.events WHERE id = @P2",
         );
-        update.bind(if new_batch { count } else { 0 });
+        update.bind(added);
         update.bind(run_id);
-        update.bind(seen.at_ms as i64);
-        let last_seq = rows(client, update).await.map_err(failed(doing))?;
-        let Some(last_seq) = last_seq.first() else {
-            return Err(Error::UnknownRun(run_id.to_owned()));
-        };
-        if !new_batch {
-            return Ok(None);
-        }
-        ingest::number(decoded, last_seq.u64("events").map_err(failed(doing))?);
+        update.bind(seen_ms as i64);
+        Ok(rows(client, update).await?.into_iter().next())
+    }
 
+    async fn insert_events(
+        client: &mut Client,
+        run_id: &str,
+        decoded: &[Decoded],
+    ) -> SqlResult<()> {
         for chunk in decoded.chunks(ROWS_PER_INSERT) {
             let sql = values_sql(
                 "INSERT INTO armada_events (run_id, seq, job_idx, attempt, agent, kind, at_ms, \
@@ -746,8 +813,16 @@ impl MssqlStore {
                 insert.bind(event.message.as_deref());
                 insert.bind(event.data.as_ref().map(serde_json::Value::to_string));
             }
-            execute(client, insert).await.map_err(failed(doing))?;
+            execute(client, insert).await?;
         }
+        Ok(())
+    }
+
+    async fn insert_outputs(
+        client: &mut Client,
+        run_id: &str,
+        decoded: &[Decoded],
+    ) -> SqlResult<()> {
         for chunk in ingest::outputs(decoded).chunks(ROWS_PER_INSERT) {
             let sql = values_sql(
                 "INSERT INTO armada_outputs (run_id, seq, job_idx, attempt, at_ms, data) VALUES ",
@@ -764,11 +839,17 @@ impl MssqlStore {
                 insert.bind(event.at_ms as i64);
                 insert.bind(output.to_string());
             }
-            execute(client, insert)
-                .await
-                .map_err(failed("storing outputs"))?;
+            execute(client, insert).await?;
         }
-        for item in decoded.iter() {
+        Ok(())
+    }
+
+    async fn insert_attachments(
+        client: &mut Client,
+        run_id: &str,
+        decoded: &[Decoded],
+    ) -> SqlResult<()> {
+        for item in decoded {
             if let Some((attachment, bytes)) = &item.attachment {
                 let mut insert = Query::new(
                     "INSERT INTO armada_attachments (run_id, seq, job_idx, attempt, name, \
@@ -782,11 +863,18 @@ impl MssqlStore {
                 insert.bind(attachment.content_type.as_str());
                 insert.bind(bytes.len() as i64);
                 insert.bind(bytes.as_slice());
-                execute(client, insert).await.map_err(failed(doing))?;
+                execute(client, insert).await?;
             }
         }
+        Ok(())
+    }
 
-        let doing = "updating jobs";
+    /// Applies the batch's job patches; the jobs they changed, as they are now.
+    async fn update_jobs(
+        client: &mut Client,
+        run_id: &str,
+        decoded: &[Decoded],
+    ) -> SqlResult<Vec<Job>> {
         let output: Vec<String> = JOB_COLUMNS
             .split(", ")
             .map(|column| format!("inserted.{column}"))
@@ -814,12 +902,19 @@ impl MssqlStore {
             update.bind(patch.duration_ms);
             update.bind(patch.last_event);
             update.bind(patch.error);
-            for row in rows(client, update).await.map_err(failed(doing))? {
-                jobs.push(job_from_row(&row).map_err(failed(doing))?);
+            for row in rows(client, update).await? {
+                jobs.push(job_from_row(&row)?);
             }
         }
+        Ok(jobs)
+    }
 
-        let doing = "updating agents";
+    async fn update_agents(
+        client: &mut Client,
+        run_id: &str,
+        decoded: &[Decoded],
+        seen: &Seen,
+    ) -> SqlResult<()> {
         for (index, patch) in ingest::agent_patches(decoded, seen) {
             // HOLDLOCK: MERGE alone is not atomic against a concurrent insert of the same key.
             let mut merge = Query::new(
@@ -844,9 +939,9 @@ impl MssqlStore {
             merge.bind(patch.error);
             merge.bind(patch.seen_ms as i64);
             merge.bind(i64::from(patch.status.is_some()));
-            execute(client, merge).await.map_err(failed(doing))?;
+            execute(client, merge).await?;
         }
-        Ok(Some(jobs))
+        Ok(())
     }
 
     pub(super) async fn run(&self, run_id: &str) -> Result<Option<Run>> {
