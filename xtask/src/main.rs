@@ -75,9 +75,14 @@ fn workspace_root() -> PathBuf {
 }
 
 fn cargo(root: &Path) -> Command {
-    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let mut command = cargo_command();
     command.current_dir(root);
     command
+}
+
+/// The cargo running this xtask, so that its toolchain builds what the task runs.
+fn cargo_command() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
 fn run(mut command: Command) -> Result<()> {
@@ -450,7 +455,7 @@ fn bench(root: &Path) -> Result<()> {
     let total = started.elapsed();
     let text = benchmarks_md(&machine, &runs, total);
     let path = root.join("BENCHMARKS.md");
-    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    write_file(&path, &text)?;
     eprintln!(
         "wrote {} ({:.0} s of benchmarks)",
         path.display(),
@@ -744,7 +749,37 @@ const DOCKERIGNORE: &str = "# Written by `cargo xtask image`: keeps the build co
 /// Dockerfile) into the project, for a build whose context is the project's workspace root.
 fn image(project: &Path, bin: Option<&str>) -> Result<()> {
     let manifest = project.join("Cargo.toml");
-    let output = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let metadata = cargo_metadata(&manifest)?;
+    let manifest = std::fs::canonicalize(&manifest)?;
+    let package = package_of(&metadata, &manifest)?;
+    let name = package["name"].as_str().unwrap_or_default();
+    let binary = choose_binary(name, &binaries(package), bin)?;
+    let workspace = PathBuf::from(metadata["workspace_root"].as_str().unwrap_or("."));
+    let folder = manifest.parent().unwrap_or(Path::new("."));
+    let project_dir = relative_dir(folder, &workspace);
+    let dockerfile = folder.join("Dockerfile");
+    let text = DOCKERFILE
+        .replace("{package}", name)
+        .replace("{binary}", binary)
+        .replace("{project_dir}", &project_dir)
+        .replace("{rust_version}", "1.95")
+        .replace("{dockerfile}", &format!("{project_dir}/Dockerfile"))
+        .replace("{context}", ".");
+    write_file(&dockerfile, &text)?;
+    let ignore = folder.join("Dockerfile.dockerignore");
+    write_file(&ignore, DOCKERIGNORE)?;
+    eprintln!(
+        "wrote {} and {}; build the image from the workspace root:\n  cd {} && docker build -f \
+         {project_dir}/Dockerfile -t REGISTRY/{name}:TAG .",
+        dockerfile.display(),
+        ignore.display(),
+        workspace.display()
+    );
+    Ok(())
+}
+
+fn cargo_metadata(manifest: &Path) -> Result<serde_json::Value> {
+    let output = cargo_command()
         .args([
             "metadata",
             "--no-deps",
@@ -752,7 +787,7 @@ fn image(project: &Path, bin: Option<&str>) -> Result<()> {
             "1",
             "--manifest-path",
         ])
-        .arg(&manifest)
+        .arg(manifest)
         .output()
         .with_context(|| format!("cannot run cargo metadata for {}", manifest.display()))?;
     ensure!(
@@ -761,16 +796,25 @@ fn image(project: &Path, bin: Option<&str>) -> Result<()> {
         manifest.display(),
         String::from_utf8_lossy(&output.stderr).trim()
     );
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-    let manifest = std::fs::canonicalize(&manifest)?;
-    let package = metadata["packages"]
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+/// The package of `cargo metadata` whose manifest is `manifest` (canonical, as cargo gives
+/// it).
+fn package_of<'a>(
+    metadata: &'a serde_json::Value,
+    manifest: &Path,
+) -> Result<&'a serde_json::Value> {
+    metadata["packages"]
         .as_array()
         .into_iter()
         .flatten()
-        .find(|package| package["manifest_path"].as_str().map(Path::new) == Some(&manifest))
-        .with_context(|| format!("{} is not a package", manifest.display()))?;
-    let name = package["name"].as_str().unwrap_or_default();
-    let binaries: Vec<&str> = package["targets"]
+        .find(|package| package["manifest_path"].as_str().map(Path::new) == Some(manifest))
+        .with_context(|| format!("{} is not a package", manifest.display()))
+}
+
+fn binaries(package: &serde_json::Value) -> Vec<&str> {
+    package["targets"]
         .as_array()
         .into_iter()
         .flatten()
@@ -780,46 +824,35 @@ fn image(project: &Path, bin: Option<&str>) -> Result<()> {
                 .is_some_and(|kinds| kinds.iter().any(|kind| kind == "bin"))
         })
         .filter_map(|target| target["name"].as_str())
-        .collect();
-    let binary = match (bin, binaries.as_slice()) {
+        .collect()
+}
+
+/// `bin` when the package has it; without `bin`, its only binary, else `orchestrate`.
+fn choose_binary<'a>(package: &str, binaries: &[&'a str], bin: Option<&'a str>) -> Result<&'a str> {
+    Ok(match (bin, binaries) {
         (Some(bin), _) if binaries.contains(&bin) => bin,
         (Some(bin), _) => bail!(
-            "{name} has no binary {bin} (it has: {})",
+            "{package} has no binary {bin} (it has: {})",
             binaries.join(", ")
         ),
         (None, [only]) => only,
         (None, _) if binaries.contains(&"orchestrate") => "orchestrate",
         (None, _) => bail!(
-            "{name} has binaries {} : choose one with --bin",
+            "{package} has binaries {} : choose one with --bin",
             binaries.join(", ")
         ),
-    };
-    let workspace = PathBuf::from(metadata["workspace_root"].as_str().unwrap_or("."));
-    let folder = manifest.parent().unwrap_or(Path::new("."));
-    let project_dir = folder.strip_prefix(&workspace).unwrap_or(Path::new("."));
-    let project_dir = match project_dir.to_string_lossy().into_owned() {
+    })
+}
+
+/// `folder` relative to `workspace`, `.` for the workspace itself (or a folder outside it).
+fn relative_dir(folder: &Path, workspace: &Path) -> String {
+    let relative = folder.strip_prefix(workspace).unwrap_or(Path::new("."));
+    match relative.to_string_lossy().into_owned() {
         relative if relative.is_empty() => ".".to_owned(),
         relative => relative,
-    };
-    let dockerfile = folder.join("Dockerfile");
-    let text = DOCKERFILE
-        .replace("{package}", name)
-        .replace("{binary}", binary)
-        .replace("{project_dir}", &project_dir)
-        .replace("{rust_version}", "1.95")
-        .replace("{dockerfile}", &format!("{project_dir}/Dockerfile"))
-        .replace("{context}", ".");
-    std::fs::write(&dockerfile, text)
-        .with_context(|| format!("cannot write {}", dockerfile.display()))?;
-    let ignore = folder.join("Dockerfile.dockerignore");
-    std::fs::write(&ignore, DOCKERIGNORE)
-        .with_context(|| format!("cannot write {}", ignore.display()))?;
-    eprintln!(
-        "wrote {} and {}; build the image from the workspace root:\n  cd {} && docker build -f \
-         {project_dir}/Dockerfile -t REGISTRY/{name}:TAG .",
-        dockerfile.display(),
-        ignore.display(),
-        workspace.display()
-    );
-    Ok(())
+    }
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }

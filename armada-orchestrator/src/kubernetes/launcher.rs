@@ -11,7 +11,8 @@ use armada_core::{AgentExit, AgentIndex, RunId};
 use futures::future::BoxFuture;
 use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerState, Pod, PodCondition, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use tokio::sync::watch;
@@ -131,18 +132,6 @@ pub struct AgentPod {
 impl AgentPod {
     /// Reads a pod.
     pub fn of(pod: &Pod) -> Self {
-        let metadata = &pod.metadata;
-        let index = metadata
-            .annotations
-            .as_ref()
-            .and_then(|annotations| annotations.get(COMPLETION_INDEX))
-            .or_else(|| {
-                metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|labels| labels.get(COMPLETION_INDEX))
-            })
-            .and_then(|index| index.parse().ok());
         let status = pod.status.as_ref();
         let conditions = status
             .and_then(|status| status.conditions.as_deref())
@@ -150,76 +139,21 @@ impl AgentPod {
         let condition = |kind: &str| conditions.iter().find(|c| c.type_ == kind);
         let node = pod.spec.as_ref().and_then(|spec| spec.node_name.clone());
         let scheduled = condition("PodScheduled");
-        let container = status
-            .and_then(|status| status.container_statuses.as_deref())
-            .unwrap_or_default()
-            .iter()
-            .find(|container| container.name == CONTAINER);
-        let state = container.and_then(|container| container.state.as_ref());
-        let stage = match status.and_then(|status| status.phase.as_deref()) {
-            Some("Succeeded") => PodStage::Succeeded,
-            Some("Failed") => PodStage::Failed,
-            Some("Running") => PodStage::Running,
-            _ if node.is_some() || scheduled.is_some_and(|c| c.status == "True") => {
-                PodStage::Scheduled
-            }
-            _ => PodStage::Pending,
-        };
+        let stage = pod_stage(status, node.is_some(), scheduled);
+        let state = agent_container_state(status);
         let detail = match stage {
-            PodStage::Failed => {
-                let terminated = state.and_then(|state| state.terminated.as_ref());
-                let mut reason = terminated
-                    .and_then(|t| t.reason.clone())
-                    .or_else(|| status.and_then(|status| status.reason.clone()))
-                    .unwrap_or_else(|| "failed".to_owned());
-                if let Some(terminated) = terminated {
-                    reason.push_str(&format!(" (exit code {})", terminated.exit_code));
-                }
-                if let Some(message) = terminated
-                    .and_then(|t| t.message.clone())
-                    .or_else(|| status.and_then(|status| status.message.clone()))
-                    .filter(|message| !message.is_empty())
-                {
-                    reason.push_str(&format!(": {message}"));
-                }
-                Some(reason)
-            }
-            PodStage::Pending => scheduled
-                .filter(|c| c.status == "False")
-                .and_then(|c| {
-                    Some(format!(
-                        "{}: {}",
-                        c.reason.as_deref()?,
-                        c.message.as_deref().unwrap_or("")
-                    ))
-                })
-                .map(|text| text.trim_end_matches([':', ' ']).to_owned()),
-            PodStage::Scheduled => {
-                state
-                    .and_then(|state| state.waiting.as_ref())
-                    .and_then(|waiting| {
-                        let reason = waiting.reason.as_deref()?;
-                        // Normal while the container is being created.
-                        (reason != "ContainerCreating" && reason != "PodInitializing").then(|| {
-                            match waiting.message.as_deref() {
-                                Some(message) if !message.is_empty() => {
-                                    format!("{reason}: {message}")
-                                }
-                                _ => reason.to_owned(),
-                            }
-                        })
-                    })
-            }
+            PodStage::Failed => Some(failure_detail(status, state)),
+            PodStage::Pending => scheduled.and_then(unschedulable_detail),
+            PodStage::Scheduled => state.and_then(waiting_detail),
             PodStage::Running | PodStage::Succeeded => None,
         };
-        let disrupted = condition("DisruptionTarget").is_some_and(|c| c.status == "True");
         Self {
-            name: metadata.name.clone().unwrap_or_default(),
-            index,
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            index: completion_index(&pod.metadata),
             stage,
             node,
             detail,
-            disrupted,
+            disrupted: condition("DisruptionTarget").is_some_and(|c| c.status == "True"),
         }
     }
 
@@ -236,6 +170,89 @@ impl AgentPod {
         }
         text
     }
+}
+
+fn completion_index(metadata: &ObjectMeta) -> Option<AgentIndex> {
+    metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(COMPLETION_INDEX))
+        .or_else(|| {
+            metadata
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(COMPLETION_INDEX))
+        })
+        .and_then(|index| index.parse().ok())
+}
+
+fn pod_stage(
+    status: Option<&PodStatus>,
+    has_node: bool,
+    scheduled: Option<&PodCondition>,
+) -> PodStage {
+    match status.and_then(|status| status.phase.as_deref()) {
+        Some("Succeeded") => PodStage::Succeeded,
+        Some("Failed") => PodStage::Failed,
+        Some("Running") => PodStage::Running,
+        _ if has_node || scheduled.is_some_and(|c| c.status == "True") => PodStage::Scheduled,
+        _ => PodStage::Pending,
+    }
+}
+
+fn agent_container_state(status: Option<&PodStatus>) -> Option<&ContainerState> {
+    status
+        .and_then(|status| status.container_statuses.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .find(|container| container.name == CONTAINER)
+        .and_then(|container| container.state.as_ref())
+}
+
+/// `OOMKilled (exit code 137): message`, preferring what the agent's container says to what
+/// the pod says.
+fn failure_detail(status: Option<&PodStatus>, state: Option<&ContainerState>) -> String {
+    let terminated = state.and_then(|state| state.terminated.as_ref());
+    let mut reason = terminated
+        .and_then(|t| t.reason.clone())
+        .or_else(|| status.and_then(|status| status.reason.clone()))
+        .unwrap_or_else(|| "failed".to_owned());
+    if let Some(terminated) = terminated {
+        reason.push_str(&format!(" (exit code {})", terminated.exit_code));
+    }
+    if let Some(message) = terminated
+        .and_then(|t| t.message.clone())
+        .or_else(|| status.and_then(|status| status.message.clone()))
+        .filter(|message| !message.is_empty())
+    {
+        reason.push_str(&format!(": {message}"));
+    }
+    reason
+}
+
+fn unschedulable_detail(scheduled: &PodCondition) -> Option<String> {
+    if scheduled.status != "False" {
+        return None;
+    }
+    let text = format!(
+        "{}: {}",
+        scheduled.reason.as_deref()?,
+        scheduled.message.as_deref().unwrap_or("")
+    );
+    Some(text.trim_end_matches([':', ' ']).to_owned())
+}
+
+fn waiting_detail(state: &ContainerState) -> Option<String> {
+    let waiting = state.waiting.as_ref()?;
+    let reason = waiting.reason.as_deref()?;
+    // Normal while the container is being created.
+    if reason == "ContainerCreating" || reason == "PodInitializing" {
+        return None;
+    }
+    Some(match waiting.message.as_deref() {
+        Some(message) if !message.is_empty() => format!("{reason}: {message}"),
+        _ => reason.to_owned(),
+    })
 }
 
 /// How an agent's pods ended, once they did.

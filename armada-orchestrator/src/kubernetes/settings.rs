@@ -209,27 +209,32 @@ impl KubernetesSettings {
     }
 
     fn check(&self) -> Result<()> {
-        let problem = |field: &str, message: String| Error::KubernetesSettings {
-            field: format!("run_message.kubernetes.{field}"),
-            message,
-        };
+        self.check_image()?;
+        self.check_object_names()?;
+        self.check_quantities()?;
+        self.check_env()?;
+        self.check_numbers()
+    }
+
+    fn check_image(&self) -> Result<()> {
         match self.image.as_deref() {
-            None => {
-                return Err(problem(
-                    "image",
-                    "missing: name the project's image (built from the Dockerfile that `cargo \
-                     xtask image` writes), here or as run_message.image"
-                        .into(),
-                ));
-            }
+            None => Err(problem(
+                "image",
+                "missing: name the project's image (built from the Dockerfile that `cargo \
+                 xtask image` writes), here or as run_message.image"
+                    .into(),
+            )),
             Some(image) if image.trim().is_empty() || image.chars().any(char::is_whitespace) => {
-                return Err(problem(
+                Err(problem(
                     "image",
                     format!("{image:?} is not an image reference"),
-                ));
+                ))
             }
-            Some(_) => {}
+            Some(_) => Ok(()),
         }
+    }
+
+    fn check_object_names(&self) -> Result<()> {
         check_dns_label(&self.namespace).map_err(|message| problem("namespace", message))?;
         check_dns_subdomain(&self.backends_secret)
             .map_err(|message| problem("backends_secret", message))?;
@@ -240,22 +245,30 @@ impl KubernetesSettings {
             check_dns_subdomain(secret)
                 .map_err(|message| problem(&format!("image_pull_secrets[{index}]"), message))?;
         }
+        Ok(())
+    }
+
+    fn check_quantities(&self) -> Result<()> {
         check_quantity(&self.shm_size).map_err(|message| problem("shm_size", message))?;
-        if let Some(resources) = &self.resources {
-            for (kind, amounts) in [
-                ("requests", &resources.requests),
-                ("limits", &resources.limits),
-            ] {
-                let Some(amounts) = amounts else { continue };
-                for (name, quantity) in [("cpu", &amounts.cpu), ("memory", &amounts.memory)] {
-                    if let Some(quantity) = quantity {
-                        check_quantity(quantity).map_err(|message| {
-                            problem(&format!("resources.{kind}.{name}"), message)
-                        })?;
-                    }
+        let Some(resources) = &self.resources else {
+            return Ok(());
+        };
+        for (kind, amounts) in [
+            ("requests", &resources.requests),
+            ("limits", &resources.limits),
+        ] {
+            let Some(amounts) = amounts else { continue };
+            for (name, quantity) in [("cpu", &amounts.cpu), ("memory", &amounts.memory)] {
+                if let Some(quantity) = quantity {
+                    check_quantity(quantity)
+                        .map_err(|message| problem(&format!("resources.{kind}.{name}"), message))?;
                 }
             }
         }
+        Ok(())
+    }
+
+    fn check_env(&self) -> Result<()> {
         for name in self.env.keys() {
             check_env_name(name).map_err(|message| problem(&format!("env.{name}"), message))?;
         }
@@ -268,31 +281,30 @@ impl KubernetesSettings {
                 return Err(problem(&field("key"), "must not be empty".into()));
             }
         }
-        let too_big = |value: u64| value > i32::MAX as u64;
-        if too_big(self.backoff_limit_per_index.into()) {
-            return Err(problem(
+        Ok(())
+    }
+
+    /// The Job holds these as `int32` (the deadline as `int64`): a larger value is refused
+    /// here rather than clamped when the Job is made.
+    fn check_numbers(&self) -> Result<()> {
+        for (field, value) in [
+            (
                 "backoff_limit_per_index",
-                "is too large for Kubernetes".into(),
-            ));
-        }
-        if self
-            .max_failed_indexes
-            .is_some_and(|value| too_big(value.into()))
-        {
-            return Err(problem(
-                "max_failed_indexes",
-                "is too large for Kubernetes".into(),
-            ));
-        }
-        if too_big(self.ttl_seconds_after_finished.into()) {
-            return Err(problem(
+                Some(self.backoff_limit_per_index),
+            ),
+            ("max_failed_indexes", self.max_failed_indexes),
+            (
                 "ttl_seconds_after_finished",
-                "is too large for Kubernetes".into(),
-            ));
+                Some(self.ttl_seconds_after_finished),
+            ),
+        ] {
+            if value.is_some_and(|value| i32::try_from(value).is_err()) {
+                return Err(problem(field, "is too large for Kubernetes".into()));
+            }
         }
         if self
             .active_deadline_seconds
-            .is_some_and(|seconds| seconds == 0 || seconds > i64::MAX as u64)
+            .is_some_and(|seconds| seconds == 0 || i64::try_from(seconds).is_err())
         {
             return Err(problem(
                 "active_deadline_seconds",
@@ -300,6 +312,13 @@ impl KubernetesSettings {
             ));
         }
         Ok(())
+    }
+}
+
+fn problem(field: &str, message: String) -> Error {
+    Error::KubernetesSettings {
+        field: format!("run_message.kubernetes.{field}"),
+        message,
     }
 }
 
