@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::contract::{ConfigStoreBackend, JobQueueBackend, QueueConsumer, QueueDelivery};
 use super::{DeadLetter, FinishedRun, Recorded, RunProgress, RunRecord, RunStatus};
 use crate::wire::{AgentConfigRecord, Event, EventBatch, JobMessage, JobResult, JobStatus};
 use crate::{AgentIndex, Error, JobIndex, Result, RunId};
@@ -84,12 +85,15 @@ impl MemoryQueue {
     fn run(&self, run: &RunId) -> Arc<RunQueue> {
         lock(&self.runs).entry(run.clone()).or_default().clone()
     }
+}
 
-    /// Appends jobs to the run's queue.
-    pub async fn publish(
+impl JobQueueBackend for MemoryQueue {
+    type Consumer = MemoryConsumer;
+
+    async fn publish(
         &self,
         run: &RunId,
-        messages: impl IntoIterator<Item = JobMessage>,
+        messages: impl IntoIterator<Item = JobMessage, IntoIter: Send> + Send,
     ) -> Result<()> {
         let queue = self.run(run);
         lock(&queue.state)
@@ -102,16 +106,14 @@ impl MemoryQueue {
         Ok(())
     }
 
-    /// A consumer with at most `prefetch` unsettled deliveries.
-    pub async fn consume(&self, run: &RunId, prefetch: u16) -> Result<MemoryConsumer> {
+    async fn consume(&self, run: &RunId, prefetch: u16) -> Result<MemoryConsumer> {
         Ok(MemoryConsumer {
             queue: self.run(run),
             prefetch: Arc::new(Semaphore::new(usize::from(prefetch.max(1)))),
         })
     }
 
-    /// Deletes the run's queue; its consumers see the end.
-    pub async fn delete(&self, run: &RunId) -> Result<()> {
+    async fn delete(&self, run: &RunId) -> Result<()> {
         if let Some(queue) = lock(&self.runs).remove(run) {
             let mut state = lock(&queue.state);
             state.deleted = true;
@@ -123,13 +125,15 @@ impl MemoryQueue {
         Ok(())
     }
 
-    /// The run's dead letters.
-    pub async fn dead_letters(&self, run: &RunId) -> Result<Vec<DeadLetter>> {
+    async fn dead_letters(&self, run: &RunId) -> Result<Vec<DeadLetter>> {
         Ok(lock(&self.runs)
             .get(run)
             .map(|queue| lock(&queue.state).dead.clone())
             .unwrap_or_default())
     }
+
+    /// Nothing to close: the queue lives as long as its clones.
+    async fn close(&self) {}
 }
 
 /// Consumes one run's in-memory queue.
@@ -139,9 +143,10 @@ pub struct MemoryConsumer {
     prefetch: Arc<Semaphore>,
 }
 
-impl MemoryConsumer {
-    /// The next delivery, waiting for one; `None` once the queue is deleted.
-    pub async fn next(&mut self) -> Option<MemoryDelivery> {
+impl QueueConsumer for MemoryConsumer {
+    type Delivery = MemoryDelivery;
+
+    async fn next(&mut self) -> Result<Option<MemoryDelivery>> {
         let permit = Arc::clone(&self.prefetch)
             .acquire_owned()
             .await
@@ -152,21 +157,24 @@ impl MemoryConsumer {
             let deadline = {
                 let mut state = lock(&self.queue.state);
                 if state.deleted {
-                    return None;
+                    return Ok(None);
                 }
                 state.promote_due(Instant::now());
                 if let Some(queued) = state.ready.pop_front() {
-                    return Some(MemoryDelivery {
+                    return Ok(Some(MemoryDelivery {
                         queue: Arc::clone(&self.queue),
                         queued: Some(queued),
                         _permit: permit,
-                    });
+                    }));
                 }
                 state.delayed.first_key_value().map(|((due, _), _)| *due)
             };
             wait_for(notified, deadline).await;
         }
     }
+
+    /// Nothing to close: what it holds goes back when its deliveries drop.
+    async fn close(self) {}
 }
 
 /// A job delivered from an in-memory queue.
@@ -183,25 +191,23 @@ impl MemoryDelivery {
             .as_ref()
             .expect("a delivery holds its job until it is settled")
     }
+}
 
-    /// The job.
-    pub fn message(&self) -> &JobMessage {
+impl QueueDelivery for MemoryDelivery {
+    fn message(&self) -> &JobMessage {
         &self.queued().message
     }
 
-    /// Earlier unsettled deliveries of this message.
-    pub fn redeliveries(&self) -> u32 {
+    fn redeliveries(&self) -> u32 {
         self.queued().redeliveries
     }
 
-    /// Removes the job from the queue.
-    pub async fn ack(mut self) -> Result<()> {
+    async fn ack(mut self) -> Result<()> {
         self.queued = None;
         Ok(())
     }
 
-    /// Requeues the job as attempt `attempt` after `delay`.
-    pub async fn retry(mut self, attempt: u32, delay: Duration) -> Result<()> {
+    async fn retry(mut self, attempt: u32, delay: Duration) -> Result<()> {
         let Some(mut queued) = self.queued.take() else {
             return Ok(());
         };
@@ -228,8 +234,7 @@ impl MemoryDelivery {
         Ok(())
     }
 
-    /// Requeues the job at once as the same attempt, counting an identity retry.
-    pub async fn retry_elsewhere(mut self) -> Result<()> {
+    async fn retry_elsewhere(mut self) -> Result<()> {
         let Some(mut queued) = self.queued.take() else {
             return Ok(());
         };
@@ -244,8 +249,7 @@ impl MemoryDelivery {
         Ok(())
     }
 
-    /// Moves the job to the dead letters.
-    pub async fn dead_letter(mut self, reason: String) -> Result<()> {
+    async fn dead_letter(mut self, reason: String) -> Result<()> {
         if let Some(queued) = self.queued.take() {
             lock(&self.queue.state).dead.push(DeadLetter {
                 message: Some(queued.message),
@@ -309,12 +313,17 @@ impl MemoryStore {
         let mut state = lock(&slot.state);
         Ok(f(&mut state))
     }
+}
 
-    /// Creates a run.
-    pub async fn create_run(&self, record: RunRecord) -> Result<()> {
+impl ConfigStoreBackend for MemoryStore {
+    async fn create_run(&self, record: RunRecord) -> Result<()> {
         let mut runs = lock(&self.runs);
-        if runs.contains_key(&record.run_id) {
-            return Err(Error::RunExists(record.run_id));
+        if let Some(slot) = runs.get(&record.run_id) {
+            return if lock(&slot.state).record == record {
+                Ok(())
+            } else {
+                Err(Error::RunExists(record.run_id))
+            };
         }
         let state = RunState {
             record: record.clone(),
@@ -342,12 +351,7 @@ impl MemoryStore {
         Ok(())
     }
 
-    /// Stores agent configs.
-    pub async fn put_agent_configs(
-        &self,
-        run: &RunId,
-        configs: Vec<AgentConfigRecord>,
-    ) -> Result<()> {
+    async fn put_agent_configs(&self, run: &RunId, configs: Vec<AgentConfigRecord>) -> Result<()> {
         self.with_state(run, |state| {
             for config in configs {
                 let index = config.index as usize;
@@ -359,8 +363,7 @@ impl MemoryStore {
         })
     }
 
-    /// One agent's config.
-    pub async fn agent_config(&self, run: &RunId, index: AgentIndex) -> Result<AgentConfigRecord> {
+    async fn agent_config(&self, run: &RunId, index: AgentIndex) -> Result<AgentConfigRecord> {
         self.with_state(run, |state| {
             state.configs.get(index as usize).cloned().flatten()
         })?
@@ -370,13 +373,11 @@ impl MemoryStore {
         })
     }
 
-    /// The run as created.
-    pub async fn run_record(&self, run: &RunId) -> Result<RunRecord> {
+    async fn run_record(&self, run: &RunId) -> Result<RunRecord> {
         self.with_state(run, |state| state.record.clone())
     }
 
-    /// Records a terminal result once; the last one a running run needed completes it.
-    pub async fn record_result(&self, run: &RunId, result: JobResult) -> Result<Recorded> {
+    async fn record_result(&self, run: &RunId, result: JobResult) -> Result<Recorded> {
         let slot = self.slot(run)?;
         let mut state = lock(&slot.state);
         if !state.recorded.insert(result.index) {
@@ -403,18 +404,15 @@ impl MemoryStore {
         })
     }
 
-    /// Whether a job is recorded.
-    pub async fn is_recorded(&self, run: &RunId, index: JobIndex) -> Result<bool> {
+    async fn is_recorded(&self, run: &RunId, index: JobIndex) -> Result<bool> {
         self.with_state(run, |state| state.recorded.contains(&index))
     }
 
-    /// Counts a retry.
-    pub async fn record_retry(&self, run: &RunId) -> Result<()> {
+    async fn record_retry(&self, run: &RunId) -> Result<()> {
         self.with_state(run, |state| state.progress.retries += 1)
     }
 
-    /// Counts a redelivery of a job.
-    pub async fn count_redelivery(&self, run: &RunId, index: JobIndex) -> Result<u32> {
+    async fn count_redelivery(&self, run: &RunId, index: JobIndex) -> Result<u32> {
         self.with_state(run, |state| {
             let count = state.redeliveries.entry(index).or_default();
             *count += 1;
@@ -422,13 +420,11 @@ impl MemoryStore {
         })
     }
 
-    /// Counters and status.
-    pub async fn progress(&self, run: &RunId) -> Result<RunProgress> {
+    async fn progress(&self, run: &RunId) -> Result<RunProgress> {
         self.with_state(run, |state| state.progress)
     }
 
-    /// Results after `cursor`, waiting up to `wait` for at least one.
-    pub async fn results_after(
+    async fn results_after(
         &self,
         run: &RunId,
         cursor: u64,
@@ -450,8 +446,7 @@ impl MemoryStore {
         }
     }
 
-    /// Moves a running run to `status`.
-    pub async fn set_status(&self, run: &RunId, status: RunStatus) -> Result<()> {
+    async fn set_status(&self, run: &RunId, status: RunStatus) -> Result<()> {
         let slot = self.slot(run)?;
         let mut state = lock(&slot.state);
         if state.progress.status == RunStatus::Running {
@@ -462,8 +457,7 @@ impl MemoryStore {
         Ok(())
     }
 
-    /// Keeps the first finished record; drops agent configs and redelivery counts.
-    pub async fn mark_finished(
+    async fn mark_finished(
         &self,
         run: &RunId,
         finished: FinishedRun,
@@ -480,13 +474,11 @@ impl MemoryStore {
         Ok((kept, first))
     }
 
-    /// The finished record.
-    pub async fn finished(&self, run: &RunId) -> Result<Option<FinishedRun>> {
+    async fn finished(&self, run: &RunId) -> Result<Option<FinishedRun>> {
         self.with_state(run, |state| state.finished.clone())
     }
 
-    /// Forgets the run.
-    pub async fn remove_run(&self, run: &RunId) -> Result<()> {
+    async fn remove_run(&self, run: &RunId) -> Result<()> {
         lock(&self.runs).remove(run);
         Ok(())
     }

@@ -7,6 +7,9 @@
 //!
 //! Only this module knows backend keys and message formats.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod contract;
 pub mod memory;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
@@ -19,6 +22,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use serde::{Deserialize, Serialize};
+
+pub use contract::{ConfigStoreBackend, JobQueueBackend, QueueConsumer, QueueDelivery};
 
 use crate::wire::{AgentConfigRecord, EventBatch, JobMessage, JobResult};
 use crate::{AgentIndex, Error, JobIndex, Result, RunId};
@@ -224,8 +229,10 @@ fn unavailable(
     }
 }
 
-/// Agent configs and run state: counters, status, cancel flag and terminal job results.
+/// Agent configs and run state: counters, status, cancel flag and terminal job results; the
+/// backend [`ConfigStore::connect`] picked by URL (contract: [`ConfigStoreBackend`]).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum ConfigStore {
     /// In this process only (`memory://`).
     Memory(memory::MemoryStore),
@@ -371,8 +378,10 @@ impl ConfigStore {
 }
 
 /// The run's job queue: a queue per run, prefetch, manual ack, requeue of a dead consumer's
-/// unacked jobs, delayed retry and a dead-letter queue.
+/// unacked jobs, delayed retry and a dead-letter queue; the backend [`JobQueue::connect`]
+/// picked by URL (contract: [`JobQueueBackend`]).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum JobQueue {
     /// In this process only (`memory://`).
     Memory(memory::MemoryQueue),
@@ -431,7 +440,7 @@ impl JobQueue {
     pub async fn publish(
         &self,
         run: &RunId,
-        messages: impl IntoIterator<Item = JobMessage> + Send,
+        messages: impl IntoIterator<Item = JobMessage, IntoIter: Send> + Send,
     ) -> Result<()> {
         dispatch_queue!(self, Self, queue => queue.publish(run, messages).await)
     }
@@ -460,16 +469,13 @@ impl JobQueue {
     /// Closes the connection to the broker (all clones share it); the next publish opens it
     /// again. Call it before the runtime stops, so that no connection is cut mid-frame.
     pub async fn close(&self) {
-        match self {
-            Self::Memory(_) => {}
-            #[cfg(feature = "rabbitmq")]
-            Self::RabbitMq(queue) => queue.close().await,
-        }
+        dispatch_queue!(self, Self, queue => queue.close().await);
     }
 }
 
 /// A consumer of one run's queue.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Consumer {
     /// In-memory consumer.
     Memory(memory::MemoryConsumer),
@@ -481,17 +487,13 @@ pub enum Consumer {
 impl Consumer {
     /// Stops consuming: what the consumer still holds unsettled goes back to the queue.
     pub async fn close(self) {
-        match self {
-            Self::Memory(_) => {}
-            #[cfg(feature = "rabbitmq")]
-            Self::RabbitMq(consumer) => consumer.close().await,
-        }
+        dispatch_queue!(self, Self, consumer => consumer.close().await);
     }
 
     /// The next delivery; `None` when the run's queue was deleted.
     pub async fn next(&mut self) -> Result<Option<Delivery>> {
         match self {
-            Self::Memory(consumer) => Ok(consumer.next().await.map(Delivery::Memory)),
+            Self::Memory(consumer) => Ok(consumer.next().await?.map(Delivery::Memory)),
             #[cfg(feature = "rabbitmq")]
             Self::RabbitMq(consumer) => Ok(consumer
                 .next()
@@ -504,6 +506,7 @@ impl Consumer {
 /// One delivered job. Dropping it unsettled puts it back on the queue, marked redelivered, as a
 /// broker does when a consumer's connection dies.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Delivery {
     /// In-memory delivery.
     Memory(memory::MemoryDelivery),
@@ -547,6 +550,7 @@ impl Delivery {
 
 /// Where agents' event batches go.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum EventSink {
     /// Kept in this process (`memory://`).
     Memory(memory::MemoryEvents),

@@ -28,6 +28,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 
+use super::contract::{JobQueueBackend, QueueConsumer, QueueDelivery};
 use super::{DeadLetter, redact_url};
 use crate::wire::JobMessage;
 use crate::{Error, Result, RunId};
@@ -157,14 +158,6 @@ impl RabbitQueue {
         Ok(channel)
     }
 
-    /// Closes the publishing connection, if open. Call it before the runtime stops: lapin's
-    /// I/O thread panics when the tasks it waits on are dropped with the runtime.
-    pub async fn close(&self) {
-        if let Some(link) = self.publisher.lock().await.take() {
-            link.close("done").await;
-        }
-    }
-
     /// How long reconnecting keeps trying through an outage before it fails (default
     /// [`super::DEFAULT_OUTAGE_LIMIT`]).
     pub fn with_outage_limit(mut self, limit: Duration) -> Self {
@@ -260,30 +253,6 @@ impl RabbitQueue {
             }
         }
         Ok(())
-    }
-
-    /// Declares the run's queues and publishes its jobs.
-    pub async fn publish(
-        &self,
-        run: &RunId,
-        messages: impl IntoIterator<Item = JobMessage>,
-    ) -> Result<()> {
-        let channel = self.publisher().await?;
-        self.declare_run(&channel, run).await?;
-        let mut encoded = Vec::new();
-        for message in messages {
-            let body = serde_json::to_vec(&message).map_err(|source| Error::Encode {
-                what: "a job message",
-                source,
-            })?;
-            encoded.push((body, FieldTable::default()));
-            if encoded.len() == CONFIRM_WINDOW * 8 {
-                self.publish_confirmed(&channel, &jobs_queue(run), encoded.drain(..))
-                    .await?;
-            }
-        }
-        self.publish_confirmed(&channel, &jobs_queue(run), encoded.into_iter())
-            .await
     }
 
     async fn publish_retry(
@@ -390,57 +359,6 @@ impl RabbitQueue {
         }
     }
 
-    /// A consumer of the run's jobs with at most `prefetch` unacked deliveries.
-    pub async fn consume(&self, run: &RunId, prefetch: u16) -> Result<RabbitConsumer> {
-        let mut consumer = RabbitConsumer {
-            queue: self.clone(),
-            run: run.clone(),
-            prefetch: prefetch.max(1),
-            stream: None,
-            gone: false,
-        };
-        consumer.gone = matches!(consumer.subscribe().await?, Subscribed::QueueGone);
-        Ok(consumer)
-    }
-
-    /// Deletes the run's queues; consumers of its jobs are cancelled. Queues already gone
-    /// (the run was canceled from elsewhere) are fine.
-    pub async fn delete(&self, run: &RunId) -> Result<()> {
-        for name in [jobs_queue(run), dead_queue(run)] {
-            // A NOT_FOUND closes the channel: take a fresh one for each queue.
-            let channel = self.publisher().await?;
-            match channel
-                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                .await
-            {
-                Ok(_) => {}
-                Err(error) if queue_gone(&error) => {}
-                Err(error) => {
-                    return Err(self.failed(format!("cannot delete queue {name}: {error}")));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The run's dead letters, left in place (read on a connection that is closed unacked).
-    /// Rides out an outage of the broker up to the outage limit.
-    pub async fn dead_letters(&self, run: &RunId) -> Result<Vec<DeadLetter>> {
-        let mut delay = Duration::from_millis(100);
-        let deadline = tokio::time::Instant::now() + self.outage_limit;
-        loop {
-            match self.read_dead_letters(run).await {
-                Err(error) if tokio::time::Instant::now() + delay <= deadline => {
-                    tracing::warn!(%error, run = %run, "cannot read dead letters; retrying in {delay:?}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(RECONNECT_BACKOFF_MAX);
-                }
-                Err(error) => return Err(self.outlasted(&error)),
-                read => return read,
-            }
-        }
-    }
-
     async fn read_dead_letters(&self, run: &RunId) -> Result<Vec<DeadLetter>> {
         let link = self.open_link(Confirms::Off).await?;
         let read = async {
@@ -473,6 +391,91 @@ impl RabbitQueue {
         // Closing the connection returns every message read to the queue.
         link.close("read dead letters").await;
         read
+    }
+}
+
+impl JobQueueBackend for RabbitQueue {
+    type Consumer = RabbitConsumer;
+
+    async fn publish(
+        &self,
+        run: &RunId,
+        messages: impl IntoIterator<Item = JobMessage, IntoIter: Send> + Send,
+    ) -> Result<()> {
+        let channel = self.publisher().await?;
+        self.declare_run(&channel, run).await?;
+        let mut encoded = Vec::new();
+        for message in messages {
+            let body = serde_json::to_vec(&message).map_err(|source| Error::Encode {
+                what: "a job message",
+                source,
+            })?;
+            encoded.push((body, FieldTable::default()));
+            if encoded.len() == CONFIRM_WINDOW * 8 {
+                self.publish_confirmed(&channel, &jobs_queue(run), encoded.drain(..))
+                    .await?;
+            }
+        }
+        self.publish_confirmed(&channel, &jobs_queue(run), encoded.into_iter())
+            .await
+    }
+
+    async fn consume(&self, run: &RunId, prefetch: u16) -> Result<RabbitConsumer> {
+        let mut consumer = RabbitConsumer {
+            queue: self.clone(),
+            run: run.clone(),
+            prefetch: prefetch.max(1),
+            stream: None,
+            gone: false,
+        };
+        consumer.gone = matches!(consumer.subscribe().await?, Subscribed::QueueGone);
+        Ok(consumer)
+    }
+
+    /// Deletes the run's queues; consumers of its jobs are cancelled. Queues already gone
+    /// (the run was canceled from elsewhere) are fine.
+    async fn delete(&self, run: &RunId) -> Result<()> {
+        for name in [jobs_queue(run), dead_queue(run)] {
+            // A NOT_FOUND closes the channel: take a fresh one for each queue.
+            let channel = self.publisher().await?;
+            match channel
+                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(error) if queue_gone(&error) => {}
+                Err(error) => {
+                    return Err(self.failed(format!("cannot delete queue {name}: {error}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The run's dead letters, left in place (read on a connection that is closed unacked).
+    /// Rides out an outage of the broker up to the outage limit.
+    async fn dead_letters(&self, run: &RunId) -> Result<Vec<DeadLetter>> {
+        let mut delay = Duration::from_millis(100);
+        let deadline = tokio::time::Instant::now() + self.outage_limit;
+        loop {
+            match self.read_dead_letters(run).await {
+                Err(error) if tokio::time::Instant::now() + delay <= deadline => {
+                    tracing::warn!(%error, run = %run, "cannot read dead letters; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RECONNECT_BACKOFF_MAX);
+                }
+                Err(error) => return Err(self.outlasted(&error)),
+                read => return read,
+            }
+        }
+    }
+
+    /// Closes the publishing connection, if open. Call it before the runtime stops: lapin's
+    /// I/O thread panics when the tasks it waits on are dropped with the runtime.
+    async fn close(&self) {
+        if let Some(link) = self.publisher.lock().await.take() {
+            link.close("done").await;
+        }
     }
 }
 
@@ -577,16 +580,12 @@ impl RabbitConsumer {
             }
         }
     }
+}
 
-    /// Closes the consumer's connection: the broker requeues what it still holds.
-    pub async fn close(mut self) {
-        if let Some((link, _stream)) = self.stream.take() {
-            link.close("consumer closed").await;
-        }
-    }
+impl QueueConsumer for RabbitConsumer {
+    type Delivery = RabbitDelivery;
 
-    /// The next job; `None` once the run's queue is deleted.
-    pub async fn next(&mut self) -> Result<Option<RabbitDelivery>> {
+    async fn next(&mut self) -> Result<Option<RabbitDelivery>> {
         loop {
             if self.gone {
                 return Ok(None);
@@ -628,6 +627,12 @@ impl RabbitConsumer {
             }
         }
     }
+
+    async fn close(mut self) {
+        if let Some((link, _stream)) = self.stream.take() {
+            link.close("consumer closed").await;
+        }
+    }
 }
 
 /// A job delivered from RabbitMQ. Dropped unsettled, it is returned to the queue.
@@ -649,25 +654,32 @@ impl std::fmt::Debug for RabbitDelivery {
 }
 
 impl RabbitDelivery {
-    /// The job.
-    pub fn message(&self) -> &JobMessage {
+    async fn settle(delivery: Option<lapin::message::Delivery>) {
+        if let Some(delivery) = delivery
+            && let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await
+        {
+            tracing::warn!(%error, "ack failed; the job will be redelivered and skipped");
+        }
+    }
+}
+
+impl QueueDelivery for RabbitDelivery {
+    fn message(&self) -> &JobMessage {
         &self.message
     }
 
-    /// Earlier deliveries of this message that were not settled.
-    pub fn redeliveries(&self) -> u32 {
+    fn redeliveries(&self) -> u32 {
         self.redeliveries
     }
 
     /// Acks the job. If the channel died meanwhile, the broker redelivers the job, and the
     /// store's record of its outcome makes the next agent ack it without running it.
-    pub async fn ack(mut self) -> Result<()> {
+    async fn ack(mut self) -> Result<()> {
         Self::settle(self.delivery.take()).await;
         Ok(())
     }
 
-    /// Publishes attempt `attempt` after `delay`, then acks this one.
-    pub async fn retry(mut self, attempt: u32, delay: Duration) -> Result<()> {
+    async fn retry(mut self, attempt: u32, delay: Duration) -> Result<()> {
         let mut next = self.message.clone();
         next.attempt = attempt;
         self.queue.publish_retry(&self.run, &next, delay).await?;
@@ -675,8 +687,7 @@ impl RabbitDelivery {
         Ok(())
     }
 
-    /// Publishes the same attempt again at once, counting an identity retry, then acks this one.
-    pub async fn retry_elsewhere(mut self) -> Result<()> {
+    async fn retry_elsewhere(mut self) -> Result<()> {
         let mut next = self.message.clone();
         next.identity_retries += 1;
         self.queue
@@ -686,8 +697,7 @@ impl RabbitDelivery {
         Ok(())
     }
 
-    /// Moves the job to the dead letters with `reason`, then acks it.
-    pub async fn dead_letter(mut self, reason: String) -> Result<()> {
+    async fn dead_letter(mut self, reason: String) -> Result<()> {
         let body = serde_json::to_vec(&self.message).map_err(|source| Error::Encode {
             what: "a job message",
             source,
@@ -695,14 +705,6 @@ impl RabbitDelivery {
         self.queue.publish_dead(&self.run, body, &reason).await?;
         Self::settle(self.delivery.take()).await;
         Ok(())
-    }
-
-    async fn settle(delivery: Option<lapin::message::Delivery>) {
-        if let Some(delivery) = delivery
-            && let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await
-        {
-            tracing::warn!(%error, "ack failed; the job will be redelivered and skipped");
-        }
     }
 }
 

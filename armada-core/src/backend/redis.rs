@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::contract::ConfigStoreBackend;
 use super::{
     DEFAULT_OUTAGE_LIMIT, FinishedRun, Recorded, RunProgress, RunRecord, RunStatus, redact_url,
 };
@@ -219,9 +220,10 @@ impl RedisStore {
         }
         Ok(())
     }
+}
 
-    /// Creates a run; fails if it exists.
-    pub async fn create_run(&self, record: RunRecord) -> Result<()> {
+impl ConfigStoreBackend for RedisStore {
+    async fn create_run(&self, record: RunRecord) -> Result<()> {
         let run = record.run_id.clone();
         let json = encode(&record, "a run record")?;
         let ttl = KEY_TTL.as_secs();
@@ -242,6 +244,14 @@ impl RedisStore {
                 .await?;
             if kept.as_deref() != Some(json.as_str()) {
                 return Err(Error::RunExists(run));
+            }
+            // Its state too, unless the lost call died before writing it: counters a run
+            // already moved must not go back to zero.
+            let state_exists: bool = self
+                .query(redis::cmd("EXISTS").arg(key(&run, "state")))
+                .await?;
+            if state_exists {
+                return Ok(());
             }
         }
         let mut pipe = redis::pipe();
@@ -264,23 +274,7 @@ impl RedisStore {
         self.pipeline(&pipe).await
     }
 
-    /// The run as created.
-    pub async fn run_record(&self, run: &RunId) -> Result<RunRecord> {
-        let json: Option<String> = self
-            .query(redis::cmd("GET").arg(key(run, "record")))
-            .await?;
-        match json {
-            Some(json) => decode(&json, "a run record"),
-            None => Err(Error::RunNotFound(run.clone())),
-        }
-    }
-
-    /// Stores agent configs.
-    pub async fn put_agent_configs(
-        &self,
-        run: &RunId,
-        configs: Vec<AgentConfigRecord>,
-    ) -> Result<()> {
+    async fn put_agent_configs(&self, run: &RunId, configs: Vec<AgentConfigRecord>) -> Result<()> {
         let mut pipe = redis::pipe();
         for config in &configs {
             pipe.cmd("SET")
@@ -293,8 +287,7 @@ impl RedisStore {
         self.pipeline(&pipe).await
     }
 
-    /// One agent's config.
-    pub async fn agent_config(&self, run: &RunId, index: AgentIndex) -> Result<AgentConfigRecord> {
+    async fn agent_config(&self, run: &RunId, index: AgentIndex) -> Result<AgentConfigRecord> {
         let json: Option<String> = self
             .query(redis::cmd("GET").arg(key(run, &format!("agent:{index}"))))
             .await?;
@@ -316,8 +309,17 @@ impl RedisStore {
         }
     }
 
-    /// Records a terminal result once; the last one a running run needed completes it.
-    pub async fn record_result(&self, run: &RunId, result: JobResult) -> Result<Recorded> {
+    async fn run_record(&self, run: &RunId) -> Result<RunRecord> {
+        let json: Option<String> = self
+            .query(redis::cmd("GET").arg(key(run, "record")))
+            .await?;
+        match json {
+            Some(json) => decode(&json, "a run record"),
+            None => Err(Error::RunNotFound(run.clone())),
+        }
+    }
+
+    async fn record_result(&self, run: &RunId, result: JobResult) -> Result<Recorded> {
         let counter = match result.status {
             JobStatus::Succeeded => "succeeded",
             JobStatus::Failed => "failed",
@@ -340,21 +342,18 @@ impl RedisStore {
         }
     }
 
-    /// Whether a job is recorded.
-    pub async fn is_recorded(&self, run: &RunId, index: JobIndex) -> Result<bool> {
+    async fn is_recorded(&self, run: &RunId, index: JobIndex) -> Result<bool> {
         let bit: u8 = self
             .query(redis::cmd("GETBIT").arg(key(run, "recorded")).arg(index))
             .await?;
         Ok(bit == 1)
     }
 
-    /// Counts a retry.
-    pub async fn record_retry(&self, run: &RunId) -> Result<()> {
+    async fn record_retry(&self, run: &RunId) -> Result<()> {
         self.update_state(run, "incr", "retries", "").await
     }
 
-    /// Counts a redelivery of a job.
-    pub async fn count_redelivery(&self, run: &RunId, index: JobIndex) -> Result<u32> {
+    async fn count_redelivery(&self, run: &RunId, index: JobIndex) -> Result<u32> {
         let key = key(run, "redeliveries");
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -370,8 +369,7 @@ impl RedisStore {
         Ok(count)
     }
 
-    /// Counters and status.
-    pub async fn progress(&self, run: &RunId) -> Result<RunProgress> {
+    async fn progress(&self, run: &RunId) -> Result<RunProgress> {
         let fields: std::collections::HashMap<String, String> = self
             .query(redis::cmd("HGETALL").arg(key(run, "state")))
             .await?;
@@ -393,8 +391,7 @@ impl RedisStore {
         })
     }
 
-    /// Results after `cursor`, polling up to `wait` for at least one.
-    pub async fn results_after(
+    async fn results_after(
         &self,
         run: &RunId,
         cursor: u64,
@@ -421,14 +418,12 @@ impl RedisStore {
         }
     }
 
-    /// Sets the status.
-    pub async fn set_status(&self, run: &RunId, status: RunStatus) -> Result<()> {
+    async fn set_status(&self, run: &RunId, status: RunStatus) -> Result<()> {
         self.update_state(run, "set", "status", status.as_str())
             .await
     }
 
-    /// Keeps the first finished record; deletes agent configs and redelivery counts.
-    pub async fn mark_finished(
+    async fn mark_finished(
         &self,
         run: &RunId,
         finished: FinishedRun,
@@ -452,16 +447,14 @@ impl RedisStore {
         Ok((decode(&kept, "a finished run")?, kept == ours))
     }
 
-    /// The finished record, once the run ended.
-    pub async fn finished(&self, run: &RunId) -> Result<Option<FinishedRun>> {
+    async fn finished(&self, run: &RunId) -> Result<Option<FinishedRun>> {
         let json: Option<String> = self
             .query(redis::cmd("GET").arg(key(run, "finished")))
             .await?;
         json.map(|json| decode(&json, "a finished run")).transpose()
     }
 
-    /// Removes every key of the run.
-    pub async fn remove_run(&self, run: &RunId) -> Result<()> {
+    async fn remove_run(&self, run: &RunId) -> Result<()> {
         let record: Option<String> = self
             .query(redis::cmd("GET").arg(key(run, "record")))
             .await?;

@@ -1,0 +1,590 @@
+//! The conformance suites of the backend seams (feature `conformance`): every promise of
+//! [`ConfigStoreBackend`] and of [`JobQueueBackend`] with its consumers and deliveries, as
+//! checks any backend runs against itself. Armada runs them on the in-memory backends, Redis
+//! and RabbitMQ (`armada-core/tests/conformance.rs`); a new backend runs them the same way:
+//!
+//! ```ignore
+//! armada_core::config_store_conformance!(my_store, async { MyStore::connect("…").await.unwrap() });
+//! armada_core::job_queue_conformance!(my_queue, async { MyQueue::connect("…").await.unwrap() });
+//! ```
+//!
+//! Each macro writes one `#[tokio::test]` per check in a module of the given name. Checks make
+//! runs of their own, so they can share one backend and run in parallel. A failed check panics
+//! with what the backend did against what the contract says.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{ConfigStoreBackend, FinishedRun, Recorded, RunRecord, RunStatus};
+use crate::wire::{AgentConfigRecord, JobLimits, JobMessage, JobResult, JobStatus, WIRE_VERSION};
+use crate::{Error, JobId, RunId};
+
+/// A run of `jobs` jobs, created in `store`.
+async fn new_run<B: ConfigStoreBackend>(store: &B, jobs: u64) -> RunId {
+    let run = RunId::new();
+    store
+        .create_run(RunRecord {
+            v: WIRE_VERSION,
+            run_id: run.clone(),
+            agents: 2,
+            jobs,
+            created_ms: 1_000,
+        })
+        .await
+        .expect("create_run of a new run succeeds");
+    run
+}
+
+/// A terminal result of job `index`.
+fn result(index: u64, status: JobStatus) -> JobResult {
+    JobResult {
+        v: WIRE_VERSION,
+        index,
+        id: JobId::new(),
+        status,
+        attempts: 1,
+        agent: Some(0),
+        duration_ms: 12.5,
+        output: (status == JobStatus::Succeeded).then(|| json!({ "index": index })),
+        error: (status != JobStatus::Succeeded).then(|| "it broke".to_owned()),
+        evidence: None,
+    }
+}
+
+/// The config store's checks.
+pub mod config_store {
+    use super::*;
+
+    /// A run is created once and read back as created: the same record again changes
+    /// nothing, another run under its id is refused, and an unknown run is `RunNotFound`.
+    pub async fn runs_are_created_once<B: ConfigStoreBackend>(store: &B) {
+        let run = new_run(store, 3).await;
+        let record = store.run_record(&run).await.expect("run_record");
+        assert_eq!(
+            (record.run_id.clone(), record.agents, record.jobs),
+            (run.clone(), 2, 3)
+        );
+        store
+            .record_result(&run, result(0, JobStatus::Succeeded))
+            .await
+            .expect("record_result");
+        let retried = store.create_run(record.clone()).await;
+        assert!(retried.is_ok(), "the same record again: {retried:?}");
+        let other = store.create_run(RunRecord { jobs: 4, ..record }).await;
+        assert!(
+            matches!(other, Err(Error::RunExists(_))),
+            "another run, same id: {other:?}"
+        );
+        let progress = store.progress(&run).await.expect("progress");
+        assert_eq!(
+            (progress.jobs, progress.terminal, progress.status),
+            (3, 1, RunStatus::Running),
+            "a repeated create_run left the run as it was"
+        );
+        let unknown = store.run_record(&RunId::new()).await;
+        assert!(
+            matches!(unknown, Err(Error::RunNotFound(_))),
+            "an unknown run: {unknown:?}"
+        );
+        let unknown = store.progress(&RunId::new()).await;
+        assert!(
+            matches!(unknown, Err(Error::RunNotFound(_))),
+            "an unknown run: {unknown:?}"
+        );
+    }
+
+    /// Agent configs are read back whole, each by its index; a missing one is an error.
+    pub async fn agent_configs_are_kept_per_index<B: ConfigStoreBackend>(store: &B) {
+        let run = new_run(store, 1).await;
+        let limits = JobLimits {
+            jobs: 1,
+            max_attempts: 3,
+            job_timeout_ms: 1_000,
+            retry_backoff_ms: 10,
+            retry_backoff_max_ms: 100,
+        };
+        let configs = (0..2)
+            .map(|index| AgentConfigRecord {
+                v: WIRE_VERSION,
+                run_id: run.clone(),
+                index,
+                agents: 2,
+                limits,
+                config: json!({ "greeting": format!("agent {index}"), "proxy": null }),
+            })
+            .collect::<Vec<_>>();
+        store
+            .put_agent_configs(&run, configs.clone())
+            .await
+            .expect("put_agent_configs");
+        for config in &configs {
+            let read = store
+                .agent_config(&run, config.index)
+                .await
+                .expect("agent_config");
+            assert_eq!(&read, config);
+        }
+        let missing = store.agent_config(&run, 7).await;
+        assert!(
+            matches!(missing, Err(Error::AgentConfigMissing { .. })),
+            "agent 7 has no config: {missing:?}"
+        );
+    }
+
+    /// A job's result is recorded once, counted by status, and read back in order.
+    pub async fn results_are_recorded_once<B: ConfigStoreBackend>(store: &B) {
+        let run = new_run(store, 3).await;
+        let first = store
+            .record_result(&run, result(0, JobStatus::Succeeded))
+            .await;
+        assert_eq!(first.expect("record_result"), Recorded::Now);
+        let again = store
+            .record_result(&run, result(0, JobStatus::Failed))
+            .await;
+        assert_eq!(
+            again.expect("record_result"),
+            Recorded::Before,
+            "a second result of job 0"
+        );
+        assert!(store.is_recorded(&run, 0).await.expect("is_recorded"));
+        assert!(!store.is_recorded(&run, 1).await.expect("is_recorded"));
+        store
+            .record_result(&run, result(1, JobStatus::Failed))
+            .await
+            .expect("record_result");
+        store.record_retry(&run).await.expect("record_retry");
+        let progress = store.progress(&run).await.expect("progress");
+        assert_eq!(
+            (
+                progress.succeeded,
+                progress.failed,
+                progress.terminal,
+                progress.retries
+            ),
+            (1, 1, 2, 1)
+        );
+        let all = store
+            .results_after(&run, 0, Duration::ZERO)
+            .await
+            .expect("results_after");
+        let order: Vec<_> = all
+            .iter()
+            .map(|result| (result.index, result.status))
+            .collect();
+        assert_eq!(order, [(0, JobStatus::Succeeded), (1, JobStatus::Failed)]);
+        let rest = store
+            .results_after(&run, 1, Duration::ZERO)
+            .await
+            .expect("results_after");
+        assert_eq!(rest.len(), 1, "results after the first: {rest:?}");
+        assert_eq!(rest[0].index, 1);
+    }
+
+    /// The last result a running run needs completes it, and exactly one of concurrent
+    /// recorders is told so.
+    pub async fn the_last_result_completes_the_run_once<B: ConfigStoreBackend>(store: &B) {
+        let jobs = 16;
+        let run = new_run(store, jobs).await;
+        let recorded = futures::future::join_all(
+            (0..jobs).map(|index| store.record_result(&run, result(index, JobStatus::Succeeded))),
+        )
+        .await;
+        let last = recorded
+            .into_iter()
+            .map(|recorded| recorded.expect("record_result"))
+            .filter(|recorded| *recorded == Recorded::LastOfRun)
+            .count();
+        assert_eq!(
+            last, 1,
+            "recorders told they recorded the run's last result"
+        );
+        let progress = store.progress(&run).await.expect("progress");
+        assert_eq!(
+            (progress.terminal, progress.status),
+            (jobs, RunStatus::Completed)
+        );
+    }
+
+    /// A wait for results ends as soon as one is recorded, and a wait with none ends empty.
+    pub async fn a_wait_for_results_ends_when_one_arrives<B: ConfigStoreBackend>(store: &B) {
+        let run = new_run(store, 2).await;
+        let empty = store
+            .results_after(&run, 0, Duration::from_millis(50))
+            .await
+            .expect("results_after");
+        assert!(empty.is_empty());
+        let waiting = store.results_after(&run, 0, Duration::from_secs(20));
+        let recording = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            store
+                .record_result(&run, result(1, JobStatus::Succeeded))
+                .await
+                .expect("record_result");
+        };
+        let started = std::time::Instant::now();
+        let (arrived, ()) = tokio::join!(waiting, recording);
+        assert_eq!(arrived.expect("results_after").len(), 1);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the wait ended {:?} after a result arrived",
+            started.elapsed()
+        );
+    }
+
+    /// Redeliveries are counted per job, from 1.
+    pub async fn redeliveries_are_counted_per_job<B: ConfigStoreBackend>(store: &B) {
+        let run = new_run(store, 2).await;
+        for expected in 1..=3 {
+            let count = store
+                .count_redelivery(&run, 0)
+                .await
+                .expect("count_redelivery");
+            assert_eq!(count, expected);
+        }
+        assert_eq!(
+            store
+                .count_redelivery(&run, 1)
+                .await
+                .expect("count_redelivery"),
+            1
+        );
+    }
+
+    /// A cancel flags a running run; an ended run keeps its status whatever comes after.
+    pub async fn an_end_is_never_overwritten<B: ConfigStoreBackend>(store: &B) {
+        let run = new_run(store, 1).await;
+        store
+            .set_status(&run, RunStatus::Canceled)
+            .await
+            .expect("set_status");
+        store
+            .set_status(&run, RunStatus::Running)
+            .await
+            .expect("set_status");
+        let status = store.progress(&run).await.expect("progress").status;
+        assert_eq!(status, RunStatus::Canceled);
+
+        let completed = new_run(store, 1).await;
+        store
+            .record_result(&completed, result(0, JobStatus::Succeeded))
+            .await
+            .expect("record_result");
+        store
+            .set_status(&completed, RunStatus::Canceled)
+            .await
+            .expect("set_status");
+        let status = store.progress(&completed).await.expect("progress").status;
+        assert_eq!(
+            status,
+            RunStatus::Completed,
+            "a cancel after the run completed"
+        );
+    }
+
+    /// The first finished record stands, and of concurrent writers exactly one wrote it;
+    /// results outlive the end, and removing the run removes everything.
+    pub async fn the_first_finished_record_stands<B: ConfigStoreBackend>(store: &B) {
+        let run = new_run(store, 1).await;
+        store
+            .record_result(&run, result(0, JobStatus::Failed))
+            .await
+            .expect("record_result");
+        assert_eq!(store.finished(&run).await.expect("finished"), None);
+        let record = |finished_ms| FinishedRun {
+            v: WIRE_VERSION,
+            status: RunStatus::Completed,
+            finished_ms,
+            dead_letters: Vec::new(),
+        };
+        let (first, second) = tokio::join!(
+            store.mark_finished(&run, record(10)),
+            store.mark_finished(&run, record(20)),
+        );
+        let (first, second) = (
+            first.expect("mark_finished"),
+            second.expect("mark_finished"),
+        );
+        assert!(
+            first.1 != second.1,
+            "exactly one writer: {first:?} {second:?}"
+        );
+        assert_eq!(first.0, second.0, "both see the record that stands");
+        let stored = store.finished(&run).await.expect("finished");
+        assert_eq!(stored.as_ref(), Some(&first.0));
+        let results = store
+            .results_after(&run, 0, Duration::ZERO)
+            .await
+            .expect("results_after of an ended run");
+        assert_eq!(results.len(), 1);
+        store.remove_run(&run).await.expect("remove_run");
+        let gone = store.run_record(&run).await;
+        assert!(
+            matches!(gone, Err(Error::RunNotFound(_))),
+            "a removed run: {gone:?}"
+        );
+        assert_eq!(store.finished(&run).await.ok().flatten(), None);
+    }
+}
+
+/// Defines `mod $name` with one `#[tokio::test]` per config store check, each on the backend
+/// `$make` (an `async` block) gives.
+#[macro_export]
+macro_rules! config_store_conformance {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            use $crate::backend::conformance::config_store as checks;
+            $crate::__conformance_tests!($make, checks;
+                runs_are_created_once,
+                agent_configs_are_kept_per_index,
+                results_are_recorded_once,
+                the_last_result_completes_the_run_once,
+                a_wait_for_results_ends_when_one_arrives,
+                redeliveries_are_counted_per_job,
+                an_end_is_never_overwritten,
+                the_first_finished_record_stands,
+            );
+        }
+    };
+}
+
+/// The job queue's checks.
+pub mod job_queue {
+    use std::time::Duration;
+
+    use super::super::{JobQueueBackend, QueueConsumer, QueueDelivery};
+    use super::*;
+
+    /// How long a check waits for a delivery the contract says comes.
+    const ARRIVES: Duration = Duration::from_secs(20);
+    /// How long a check waits to see that a delivery the contract says does not come, doesn't.
+    const STAYS_AWAY: Duration = Duration::from_millis(400);
+
+    fn jobs(run: &RunId, count: u64) -> Vec<JobMessage> {
+        (0..count)
+            .map(|index| JobMessage {
+                v: WIRE_VERSION,
+                run_id: run.clone(),
+                job_id: JobId::new(),
+                index,
+                attempt: 1,
+                identity_retries: 0,
+                payload: serde_json::value::to_raw_value(&json!({ "n": index }))
+                    .expect("a JSON payload")
+                    .into(),
+            })
+            .collect()
+    }
+
+    async fn next<C: QueueConsumer>(consumer: &mut C) -> C::Delivery {
+        tokio::time::timeout(ARRIVES, consumer.next())
+            .await
+            .expect("a delivery arrives")
+            .expect("next")
+            .expect("the queue is not deleted")
+    }
+
+    async fn nothing_comes<C: QueueConsumer>(consumer: &mut C, why: &str) {
+        if let Ok(delivery) = tokio::time::timeout(STAYS_AWAY, consumer.next()).await {
+            panic!("{why}, yet {delivery:?} came");
+        }
+    }
+
+    /// Every published job is delivered once, whole, and an acked one never again.
+    pub async fn published_jobs_are_delivered_and_acked<Q: JobQueueBackend>(queue: &Q) {
+        let run = RunId::new();
+        let published = jobs(&run, 5);
+        queue
+            .publish(&run, published.clone())
+            .await
+            .expect("publish");
+        let mut consumer = queue.consume(&run, 10).await.expect("consume");
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let delivery = next(&mut consumer).await;
+            assert_eq!(delivery.redeliveries(), 0);
+            seen.push(delivery.message().clone());
+            delivery.ack().await.expect("ack");
+        }
+        seen.sort_by_key(|message| message.index);
+        assert_eq!(seen, published);
+        nothing_comes(&mut consumer, "every job was acked").await;
+        consumer.close().await;
+        queue.delete(&run).await.expect("delete");
+    }
+
+    /// No more than `prefetch` deliveries are unsettled at once.
+    pub async fn prefetch_bounds_unsettled_deliveries<Q: JobQueueBackend>(queue: &Q) {
+        let run = RunId::new();
+        queue.publish(&run, jobs(&run, 3)).await.expect("publish");
+        let mut consumer = queue.consume(&run, 1).await.expect("consume");
+        let first = next(&mut consumer).await;
+        nothing_comes(&mut consumer, "prefetch 1 and one delivery unsettled").await;
+        first.ack().await.expect("ack");
+        next(&mut consumer).await.ack().await.expect("ack");
+        consumer.close().await;
+        queue.delete(&run).await.expect("delete");
+    }
+
+    /// A delivery dropped unsettled, or held by a consumer that closes, comes back marked
+    /// redelivered.
+    pub async fn unsettled_deliveries_come_back<Q: JobQueueBackend>(queue: &Q) {
+        let run = RunId::new();
+        let published = jobs(&run, 1);
+        queue
+            .publish(&run, published.clone())
+            .await
+            .expect("publish");
+        let mut consumer = queue.consume(&run, 1).await.expect("consume");
+        drop(next(&mut consumer).await);
+        let again = next(&mut consumer).await;
+        assert_eq!(again.message(), &published[0]);
+        assert!(
+            again.redeliveries() >= 1,
+            "a dropped delivery comes back redelivered"
+        );
+        // Held by a consumer that closes: the next consumer gets it.
+        let held = again;
+        consumer.close().await;
+        drop(held);
+        let mut other = queue.consume(&run, 1).await.expect("consume");
+        let third = next(&mut other).await;
+        assert_eq!(third.message().index, 0);
+        third.ack().await.expect("ack");
+        other.close().await;
+        queue.delete(&run).await.expect("delete");
+    }
+
+    /// A retry comes back as the attempt it names, after its delay; a retry elsewhere comes
+    /// back at once as the same attempt, its identity retry counted.
+    pub async fn retries_come_back_as_told<Q: JobQueueBackend>(queue: &Q) {
+        let run = RunId::new();
+        queue.publish(&run, jobs(&run, 1)).await.expect("publish");
+        let mut consumer = queue.consume(&run, 1).await.expect("consume");
+        let first = next(&mut consumer).await;
+        let delay = Duration::from_millis(800);
+        let retried_at = std::time::Instant::now();
+        first.retry(2, delay).await.expect("retry");
+        let second = next(&mut consumer).await;
+        assert!(
+            retried_at.elapsed() >= delay.mul_f64(0.9),
+            "a retry with a {delay:?} delay came back after {:?}",
+            retried_at.elapsed()
+        );
+        assert_eq!(second.message().attempt, 2);
+        second.retry_elsewhere().await.expect("retry_elsewhere");
+        let third = next(&mut consumer).await;
+        assert_eq!(
+            (third.message().attempt, third.message().identity_retries),
+            (2, 1)
+        );
+        third.ack().await.expect("ack");
+        consumer.close().await;
+        queue.delete(&run).await.expect("delete");
+    }
+
+    /// A dead-lettered job leaves the queue and is kept with its reason.
+    pub async fn dead_letters_are_kept_with_their_reason<Q: JobQueueBackend>(queue: &Q) {
+        let run = RunId::new();
+        let published = jobs(&run, 2);
+        queue
+            .publish(&run, published.clone())
+            .await
+            .expect("publish");
+        let mut consumer = queue.consume(&run, 2).await.expect("consume");
+        let deliveries = [next(&mut consumer).await, next(&mut consumer).await];
+        for delivery in deliveries {
+            let reason = format!("job {} was unreadable", delivery.message().index);
+            delivery.dead_letter(reason).await.expect("dead_letter");
+        }
+        nothing_comes(&mut consumer, "both jobs were dead-lettered").await;
+        let mut dead = queue.dead_letters(&run).await.expect("dead_letters");
+        dead.sort_by_key(|letter| letter.message.as_ref().map(|message| message.index));
+        let found: Vec<_> = dead
+            .iter()
+            .map(|letter| (letter.message.clone(), letter.reason.clone()))
+            .collect();
+        let expected: Vec<_> = published
+            .iter()
+            .map(|message| {
+                let reason = format!("job {} was unreadable", message.index);
+                (Some(message.clone()), reason)
+            })
+            .collect();
+        assert_eq!(found, expected);
+        consumer.close().await;
+        queue.delete(&run).await.expect("delete");
+    }
+
+    /// Deleting a run's queue ends its consumers and drops its waiting jobs; other runs'
+    /// queues are untouched.
+    pub async fn deleting_a_run_ends_its_consumers_only<Q: JobQueueBackend>(queue: &Q) {
+        let (run, other) = (RunId::new(), RunId::new());
+        queue.publish(&run, jobs(&run, 2)).await.expect("publish");
+        queue
+            .publish(&other, jobs(&other, 1))
+            .await
+            .expect("publish");
+        let mut consumer = queue.consume(&run, 1).await.expect("consume");
+        let held = next(&mut consumer).await;
+        queue.delete(&run).await.expect("delete");
+        drop(held);
+        let end = tokio::time::timeout(ARRIVES, async {
+            loop {
+                match consumer.next().await {
+                    Ok(None) => return Ok(()),
+                    Ok(Some(delivery)) => drop(delivery),
+                    Err(error) => return Err(error),
+                }
+            }
+        })
+        .await
+        .expect("a deleted queue ends its consumers");
+        end.expect("the end of a deleted queue is not an error");
+        let mut other_consumer = queue.consume(&other, 1).await.expect("consume");
+        let delivery = next(&mut other_consumer).await;
+        assert_eq!(delivery.message().run_id, other);
+        delivery.ack().await.expect("ack");
+        other_consumer.close().await;
+        queue.delete(&other).await.expect("delete");
+        queue.close().await;
+    }
+}
+
+/// Defines `mod $name` with one `#[tokio::test]` per job queue check, each on the backend
+/// `$make` (an `async` block) gives.
+#[macro_export]
+macro_rules! job_queue_conformance {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            use $crate::backend::conformance::job_queue as checks;
+            $crate::__conformance_tests!($make, checks;
+                published_jobs_are_delivered_and_acked,
+                prefetch_bounds_unsettled_deliveries,
+                unsettled_deliveries_come_back,
+                retries_come_back_as_told,
+                dead_letters_are_kept_with_their_reason,
+                deleting_a_run_ends_its_consumers_only,
+            );
+        }
+    };
+}
+
+/// One test per check; not a public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests {
+    ($make:expr, $checks:ident; $($check:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let backend = $make.await;
+                $checks::$check(&backend).await;
+            }
+        )+
+    };
+}
