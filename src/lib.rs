@@ -116,8 +116,8 @@ pub use armada_core::wire::{JobResult, JobStatus};
 pub use armada_core::{
     AgentContext, AgentExit, AgentIndex, AgentInfo, AgentRunner, AgentSpec, BoxError, ConfigStore,
     Diagnostic, Diagnostics, Error, EventSink, Job, JobContext, JobId, JobIndex, JobInfo, JobQueue,
-    Outcome, PlainAgent, Plan, ProjectFiles, Reporter, Retry, RunId, RunOverrides, RunSettings,
-    Script, ScriptError, Tune,
+    Outcome, OwnedJob, PlainAgent, Plan, ProjectFiles, Reporter, Retry, RunId, RunOverrides,
+    RunSettings, Script, ScriptError, ScriptFn, Tune, script_fn,
 };
 /// Defines the project binary's `main` for a script: `armada::main!(MyScript);` (feature
 /// `cli`).
@@ -141,7 +141,7 @@ pub use armada_orchestrator::{
 pub mod prelude {
     pub use crate::{
         AgentContext, AgentInfo, BoxError, Job, JobContext, JobInfo, Outcome, PlainAgent, Script,
-        ScriptError,
+        ScriptError, script_fn,
     };
 }
 

@@ -15,6 +15,11 @@ use armada::{
 };
 use serde_json::{Value, json};
 
+/// The plan of a script whose type has no name (an async closure's).
+fn plan_of<S: Script>(_: &S, run_message: Value, default_job_message: Value) -> Plan {
+    plan::<S>(run_message, default_job_message)
+}
+
 fn plan<S: Script>(run_message: Value, default_job_message: Value) -> Plan {
     let template = json!({
         "run_message": run_message,
@@ -163,6 +168,37 @@ async fn failed_attempts_retry_until_success_or_the_attempt_limit() {
     assert_eq!(report.status, RunStatus::Completed);
 }
 
+/// The smallest script: an async closure of the job, typed, reporting and retried like any.
+#[tokio::test]
+async fn a_script_can_be_an_async_closure() {
+    #[derive(serde::Deserialize)]
+    struct Page {
+        factor: u64,
+    }
+    let script = armada::script_fn(|job: Job<Page>| async move {
+        job.report().info(format!("attempt {}", job.info.attempt));
+        if job.info.index % 2 == 0 && job.info.attempt == 1 {
+            return Err(ScriptError::retry(std::io::Error::other(
+                "first attempts of even jobs fail",
+            )));
+        }
+        Ok::<_, ScriptError>(job.info.index * job.payload.factor)
+    });
+    let run_message = json!({
+        "agents": 2, "jobs": 6, "max_attempts": 2,
+        "retry_backoff_secs": 0.01, "retry_backoff_max_secs": 0.05
+    });
+    let plan = plan_of(&script, run_message, json!({ "factor": 10 }));
+    let (report, results) = run(script, &plan).await;
+    assert_every_job_once(&results, 6);
+    for (index, result) in &results {
+        assert_eq!(result.status, JobStatus::Succeeded);
+        assert_eq!(result.output, Some(json!(index * 10)));
+        assert_eq!(result.attempts, if index % 2 == 0 { 2 } else { 1 });
+    }
+    assert_eq!(report.progress.retries, 3);
+}
+
 #[tokio::test]
 async fn an_attempt_over_the_time_limit_is_retried() {
     let script = Scripted {
@@ -202,7 +238,7 @@ struct OnPicky;
 
 impl Script for OnPicky {
     type Agent = Picky;
-    type Job = Job<Value, Picky>;
+    type Job = Job<Value>;
     type Output = ();
 
     async fn run(&self, _: &mut Picky, _: &mut Self::Job) -> Result<(), ScriptError> {
@@ -362,13 +398,13 @@ struct OnTracked;
 
 impl Script for OnTracked {
     type Agent = Tracked;
-    type Job = Job<Value, Tracked>;
+    type Job = Job<Value>;
     type Output = u32;
 
     async fn run(&self, agent: &mut Tracked, job: &mut Self::Job) -> Result<u32, ScriptError> {
         match job.info.index {
             // The proxy fails twice, then the rotated identity works.
-            0 if agent.rotations < 2 => Err(ScriptError::proxy("proxy refused the connection")),
+            0 if agent.rotations < 2 => Err(ScriptError::identity("proxy refused the connection")),
             1 => Err(ScriptError::fail("the page says no")),
             _ => Ok(agent.rotations),
         }
@@ -425,7 +461,7 @@ struct Tagged;
 
 impl Script for Tagged {
     type Agent = PlainAgent<Worker>;
-    type Job = Job<Item, PlainAgent<Worker>>;
+    type Job = Job<Item>;
     type Output = Value;
 
     async fn run(

@@ -61,7 +61,7 @@ impl<S: Script> AgentRunner for ScriptAgent<S> {
 /// How often an idle agent checks that its run is still going.
 const RUN_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
-type Payload<S> = <<S as Script>::Job as JobContext>::Payload;
+type Payload<S> = <<S as Script>::Job as JobContext<<S as Script>::Agent>>::Payload;
 
 /// Runs one agent until its run ends or `spec.shutdown` is cancelled.
 ///
@@ -247,7 +247,7 @@ async fn take_jobs<S: Script>(
     Ok(attempts)
 }
 
-/// Identity failures (`ScriptError::proxy`) retried without counting before they count.
+/// Identity failures (`ScriptError::identity`) retried without counting before they count.
 const MAX_IDENTITY_RETRIES: u32 = 10;
 /// How long saving failure evidence may take.
 const EVIDENCE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -287,11 +287,11 @@ impl Verdict {
             Err(error) => {
                 let message = error.to_string();
                 match error.retry_policy() {
-                    Retry::Elsewhere if state.identity_retries < MAX_IDENTITY_RETRIES => {
+                    Retry::NewIdentity if state.identity_retries < MAX_IDENTITY_RETRIES => {
                         Self::Elsewhere { error: message }
                     }
                     // Out of identity retries: it counts like any retryable failure.
-                    Retry::Elsewhere | Retry::After(_) if attempt < limits.max_attempts => {
+                    Retry::NewIdentity | Retry::After(_) if attempt < limits.max_attempts => {
                         Self::Retry {
                             error: message,
                             delay: match error.retry_policy() {
@@ -300,7 +300,7 @@ impl Verdict {
                             },
                         }
                     }
-                    Retry::Elsewhere | Retry::After(_) => Self::Fail {
+                    Retry::NewIdentity | Retry::After(_) => Self::Fail {
                         error: format!("{message} (after {attempt} attempts)"),
                     },
                     Retry::Never => Self::Fail { error: message },
@@ -452,7 +452,7 @@ async fn run_job<S: Script>(
                 tracing::warn!(agent = spec.index, %error, "rotating the agent's identity failed");
             }
             spec.store.record_retry(&spec.run_id).await?;
-            delivery.retry_elsewhere().await
+            delivery.retry_new_identity().await
         }
         Verdict::Fail { error } => {
             report.event(EventKind::JobFailed, Some(error.clone()), Some(timing));

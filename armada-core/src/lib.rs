@@ -35,5 +35,5 @@ pub use project::{Diagnostic, Diagnostics, Plan, ProjectFiles, RunOverrides, Run
 pub use report::{EventSender, Reporter};
 pub use script::{
     AgentContext, AgentExit, AgentInfo, AgentRunner, AgentSpec, BoxError, Job, JobContext, JobInfo,
-    Outcome, PlainAgent, Retry, Script, ScriptError, scratch_dir,
+    Outcome, OwnedJob, PlainAgent, Retry, Script, ScriptError, ScriptFn, scratch_dir, script_fn,
 };

@@ -65,6 +65,13 @@ pub struct JobInfo {
 
 /// Resources an agent sets up once and reuses for every job: a browser, a proxy, an identity,
 /// a database connection.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an agent context",
+    label = "the agent of a script must implement `AgentContext`",
+    note = "use `PlainAgent<Config>` for an agent that needs nothing but its typed config, \
+            `BrowserAgent` (feature `browser`) for a Chromium per agent, or implement \
+            `AgentContext` to set up resources of your own"
+)]
 pub trait AgentContext: Sized + Send + 'static {
     /// The agent's typed config: `default_agent_message` merged with its `data_agent.csv` row.
     type Config: DeserializeOwned + Send;
@@ -80,7 +87,7 @@ pub trait AgentContext: Sized + Send + 'static {
         async { Ok(()) }
     }
 
-    /// Replaces the agent's identity (proxy, fingerprint) after a [`ScriptError::proxy`].
+    /// Replaces the agent's identity (proxy, fingerprint) after a [`ScriptError::identity`].
     fn rotate_identity(&mut self) -> impl Future<Output = Result<(), BoxError>> + Send {
         async { Ok(()) }
     }
@@ -98,16 +105,22 @@ pub trait AgentContext: Sized + Send + 'static {
     }
 }
 
-/// Per-job state, built from the agent and the job's typed payload before the script runs.
-pub trait JobContext: Sized + Send {
-    /// The agent context this job runs in.
-    type Agent: AgentContext;
+/// Per-job state, built from the agent `A` and the job's typed payload before the script
+/// runs. Generic over the agent so that one job context serves many: [`Job`] works with any
+/// agent, a browser job only with the browser agent.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a job context for agents of type `{A}`",
+    label = "the script's `Job` must start from its `Agent`",
+    note = "`Job<Payload>` works with any agent; a job context tied to one agent, such as \
+            `BrowserJob<Payload>`, needs that agent as the script's `type Agent`"
+)]
+pub trait JobContext<A: AgentContext>: Sized + Send {
     /// The job's typed payload: `default_job_message` merged with its `data_job.csv` row.
     type Payload: DeserializeOwned + Send;
 
     /// Sets the job up; counts against the job's time limit.
     fn start(
-        agent: &mut Self::Agent,
+        agent: &mut A,
         job: JobInfo,
         payload: Self::Payload,
     ) -> impl Future<Output = Result<Self, ScriptError>> + Send;
@@ -120,12 +133,19 @@ pub trait JobContext: Sized + Send {
     }
 }
 
-/// The automation itself: one job, with the agent's resources at hand.
+/// The automation itself: one job, with the agent's resources at hand. A plain async function
+/// is a script too, through [`script_fn`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an Armada script",
+    label = "implement `Script` for it, or wrap an async function with `script_fn`",
+    note = "`armada::script_fn(|job: Job<Payload>| async move {{ … }})` makes a script of a \
+            function"
+)]
 pub trait Script: Send + Sync + 'static {
-    /// The agent context.
+    /// The agent context: [`PlainAgent`] when the script needs no resources of its own.
     type Agent: AgentContext;
-    /// The job context.
-    type Job: JobContext<Agent = Self::Agent>;
+    /// The job context: [`Job<Payload>`](Job) for the typed payload and the reporting handle.
+    type Job: JobContext<Self::Agent>;
     /// What a successful job returns; written to the run's results.
     type Output: Serialize + Send;
 
@@ -144,7 +164,7 @@ pub enum Retry {
     After(Option<Duration>),
     /// The agent's identity failed (its proxy is down or banned): rotate it and retry the job
     /// at once, without counting the attempt against the script (up to a limit).
-    Elsewhere,
+    NewIdentity,
     /// Fail the job now; it is dead-lettered with the error.
     Never,
 }
@@ -175,12 +195,19 @@ impl ScriptError {
         }
     }
 
-    /// The agent's proxy or identity failed: rotate it and retry without counting the attempt.
-    pub fn proxy(error: impl Into<BoxError>) -> Self {
+    /// The agent's identity failed (its proxy is down or banned, its session was blocked):
+    /// rotate it ([`AgentContext::rotate_identity`]) and retry without counting the attempt.
+    pub fn identity(error: impl Into<BoxError>) -> Self {
         Self {
-            retry: Retry::Elsewhere,
+            retry: Retry::NewIdentity,
             error: error.into(),
         }
+    }
+
+    /// The former name of [`ScriptError::identity`].
+    #[deprecated(note = "use `ScriptError::identity`: one name for a failed identity")]
+    pub fn proxy(error: impl Into<BoxError>) -> Self {
+        Self::identity(error)
     }
 
     /// Fail the job without retrying.
@@ -266,16 +293,15 @@ impl<C: DeserializeOwned + Send + 'static> AgentContext for PlainAgent<C> {
     }
 }
 
-/// A ready-made job context: the typed payload and the reporting handle.
-pub struct Job<P, A = PlainAgent> {
+/// A ready-made job context for any agent: the typed payload and the reporting handle.
+pub struct Job<P> {
     /// Which attempt of which job.
     pub info: JobInfo,
     /// The typed payload.
     pub payload: P,
-    agent: PhantomData<fn() -> A>,
 }
 
-impl<P: fmt::Debug, A> fmt::Debug for Job<P, A> {
+impl<P: fmt::Debug> fmt::Debug for Job<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Job")
             .field("info", &self.info)
@@ -284,23 +310,93 @@ impl<P: fmt::Debug, A> fmt::Debug for Job<P, A> {
     }
 }
 
-impl<P, A> Job<P, A> {
+impl<P> Job<P> {
     /// The reporting handle of this attempt.
     pub fn report(&self) -> &Reporter {
         &self.info.report
     }
 }
 
-impl<P: DeserializeOwned + Send, A: AgentContext> JobContext for Job<P, A> {
-    type Agent = A;
+impl<P: DeserializeOwned + Send, A: AgentContext> JobContext<A> for Job<P> {
     type Payload = P;
 
     async fn start(_agent: &mut A, info: JobInfo, payload: P) -> Result<Self, ScriptError> {
-        Ok(Self {
-            info,
-            payload,
-            agent: PhantomData,
-        })
+        Ok(Self { info, payload })
+    }
+}
+
+/// A script made of an async function of the job (see [`script_fn`]).
+pub struct ScriptFn<P, O, F> {
+    run: F,
+    types: PhantomData<fn(P) -> O>,
+}
+
+impl<P, O, F> fmt::Debug for ScriptFn<P, O, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScriptFn").finish_non_exhaustive()
+    }
+}
+
+/// A script of an async function or closure that takes the job, owned, and returns its
+/// output: the smallest script there is. Its agents are [`PlainAgent`]s.
+///
+/// ```
+/// use armada_core::{Job, ScriptError, script_fn};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Page { url: String }
+///
+/// let script = script_fn(|job: Job<Page>| async move {
+///     job.report().info(format!("visiting {}", job.payload.url));
+///     Ok::<_, ScriptError>(job.payload.url.len())
+/// });
+/// # let _ = script;
+/// ```
+pub fn script_fn<P, O, F, Fut>(run: F) -> ScriptFn<P, O, F>
+where
+    F: Fn(Job<P>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, ScriptError>> + Send,
+    P: DeserializeOwned + Send + 'static,
+    O: Serialize + Send + 'static,
+{
+    ScriptFn {
+        run,
+        types: PhantomData,
+    }
+}
+
+/// The job of a [`ScriptFn`]: handed over, owned, to the function on its attempt.
+pub struct OwnedJob<P>(Option<Job<P>>);
+
+impl<P: DeserializeOwned + Send> JobContext<PlainAgent> for OwnedJob<P> {
+    type Payload = P;
+
+    async fn start(
+        _agent: &mut PlainAgent,
+        info: JobInfo,
+        payload: P,
+    ) -> Result<Self, ScriptError> {
+        Ok(Self(Some(Job { info, payload })))
+    }
+}
+
+impl<P, O, F, Fut> Script for ScriptFn<P, O, F>
+where
+    F: Fn(Job<P>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, ScriptError>> + Send,
+    P: DeserializeOwned + Send + 'static,
+    O: Serialize + Send + 'static,
+{
+    type Agent = PlainAgent;
+    type Job = OwnedJob<P>;
+    type Output = O;
+
+    async fn run(&self, _agent: &mut PlainAgent, job: &mut OwnedJob<P>) -> Result<O, ScriptError> {
+        // Each attempt starts a context of its own, so the job is there to take exactly once.
+        let job = job.0.take().ok_or_else(|| {
+            ScriptError::fail("armada ran an attempt's job twice: this is a bug in armada")
+        })?;
+        (self.run)(job).await
     }
 }
 

@@ -310,11 +310,11 @@ async fn retry_without_delay_puts_the_job_at_the_back() {
 }
 
 #[tokio::test]
-async fn retry_elsewhere_keeps_the_attempt_and_counts_an_identity_retry() {
+async fn retry_new_identity_keeps_the_attempt_and_counts_an_identity_retry() {
     let run = RunId::new();
     let (queue, jobs) = queue_with_jobs(&run, 1).await;
     let mut consumer = queue.consume(&run, 1).await.unwrap();
-    next_now(&mut consumer).retry_elsewhere().await.unwrap();
+    next_now(&mut consumer).retry_new_identity().await.unwrap();
     let again = next_now(&mut consumer);
     assert_eq!(again.message().job_id, jobs[0].job_id);
     assert_eq!(

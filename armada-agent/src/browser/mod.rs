@@ -15,7 +15,7 @@
 //!
 //! [`BrowserJob`] is the matching job context: the typed payload, the page, and the
 //! reporting handle. [`navigate`] opens a URL and classifies failures: a proxy failure becomes
-//! [`ScriptError::proxy`], so the agent rotates its proxy and retries without counting it.
+//! [`ScriptError::identity`], so the agent rotates its proxy and retries without counting it.
 //!
 //! Only this module knows CDP.
 
@@ -968,7 +968,7 @@ async fn serve_paused(
 }
 
 /// Opens `url` in `page` within the page-load limit, and classifies failures: proxy failures
-/// become [`ScriptError::proxy`] (rotate and retry without counting), others are retryable.
+/// become [`ScriptError::identity`] (rotate and retry without counting), others are retryable.
 pub async fn navigate(page: &Page, url: &str) -> Result<(), ScriptError> {
     match page.goto(url).await {
         Ok(_) => Ok(()),
@@ -979,7 +979,7 @@ pub async fn navigate(page: &Page, url: &str) -> Result<(), ScriptError> {
                 .any(|marker| text.contains(marker));
             let message = format!("cannot open {url}: {text}");
             Err(if proxy_failure {
-                ScriptError::proxy(message)
+                ScriptError::identity(message)
             } else {
                 ScriptError::retry(message)
             })
@@ -1185,10 +1185,9 @@ impl<P, C> BrowserJob<P, C> {
     }
 }
 
-impl<P: DeserializeOwned + Send, C: DeserializeOwned + Send + Sync + 'static> JobContext
-    for BrowserJob<P, C>
+impl<P: DeserializeOwned + Send, C: DeserializeOwned + Send + Sync + 'static>
+    JobContext<BrowserAgent<C>> for BrowserJob<P, C>
 {
-    type Agent = BrowserAgent<C>;
     type Payload = P;
 
     async fn start(

@@ -172,7 +172,7 @@ pub trait QueueDelivery: std::fmt::Debug + Send + 'static {
     fn retry(self, attempt: u32, delay: Duration) -> impl Future<Output = Result<()>> + Send;
 
     /// Puts the job back at once as the same attempt, counting an identity retry.
-    fn retry_elsewhere(self) -> impl Future<Output = Result<()>> + Send;
+    fn retry_new_identity(self) -> impl Future<Output = Result<()>> + Send;
 
     /// Moves the job to the run's dead letters with `reason`.
     fn dead_letter(self, reason: String) -> impl Future<Output = Result<()>> + Send;

@@ -234,7 +234,7 @@ impl QueueDelivery for MemoryDelivery {
         Ok(())
     }
 
-    async fn retry_elsewhere(mut self) -> Result<()> {
+    async fn retry_new_identity(mut self) -> Result<()> {
         let Some(mut queued) = self.queued.take() else {
             return Ok(());
         };

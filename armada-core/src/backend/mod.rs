@@ -538,8 +538,8 @@ impl Delivery {
     }
 
     /// Puts the job back at once as the same attempt, counting an identity retry.
-    pub async fn retry_elsewhere(self) -> Result<()> {
-        dispatch_queue!(self, Self, delivery => delivery.retry_elsewhere().await)
+    pub async fn retry_new_identity(self) -> Result<()> {
+        dispatch_queue!(self, Self, delivery => delivery.retry_new_identity().await)
     }
 
     /// Moves the job to the run's dead letters with `reason`.

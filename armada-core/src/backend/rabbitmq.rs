@@ -687,7 +687,7 @@ impl QueueDelivery for RabbitDelivery {
         Ok(())
     }
 
-    async fn retry_elsewhere(mut self) -> Result<()> {
+    async fn retry_new_identity(mut self) -> Result<()> {
         let mut next = self.message.clone();
         next.identity_retries += 1;
         self.queue

@@ -33,7 +33,7 @@ impl Plan {
         agents: Vec<Value>,
         jobs: Vec<Value>,
     ) -> crate::Result<Self> {
-        from_values::<<S::Agent as AgentContext>::Config, <S::Job as JobContext>::Payload>(
+        from_values::<<S::Agent as AgentContext>::Config, <S::Job as JobContext<S::Agent>>::Payload>(
             settings, agents, jobs,
         )
     }
@@ -45,11 +45,11 @@ impl Plan {
     pub fn for_script_from<S: Script>(
         settings: RunSettings,
         agents: Vec<<S::Agent as AgentContext>::Config>,
-        payloads: Vec<<S::Job as JobContext>::Payload>,
+        payloads: Vec<<S::Job as JobContext<S::Agent>>::Payload>,
     ) -> crate::Result<Self>
     where
         <S::Agent as AgentContext>::Config: Serialize,
-        <S::Job as JobContext>::Payload: Serialize,
+        <S::Job as JobContext<S::Agent>>::Payload: Serialize,
     {
         let mut diagnostics = Diagnostics::default();
         let agents = to_values(agents, "agents", &mut diagnostics);

@@ -45,7 +45,7 @@ pub struct Greet;
 
 impl Script for Greet {
     type Agent = PlainAgent<Greeter>;
-    type Job = Job<Visitor, Self::Agent>;
+    type Job = Job<Visitor>;
     type Output = Greeting;
 
     async fn run(

@@ -64,7 +64,7 @@ pub struct Hello;
 
 impl Script for Hello {
     type Agent = PlainAgent<Greeter>;
-    type Job = Job<Task, Self::Agent>;
+    type Job = Job<Task>;
     type Output = Greeting;
 
     async fn run(
