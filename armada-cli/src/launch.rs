@@ -56,7 +56,9 @@ pub(crate) async fn launch<S: Script>(
     {
         Ok(handle) => handle,
         Err(error) => {
-            claimed.map(Claimed::abandon);
+            if let Some(claimed) = claimed {
+                claimed.abandon();
+            }
             session.close().await?;
             return Err(error.into());
         }

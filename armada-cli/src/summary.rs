@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use armada_core::AgentIndex;
-use armada_core::backend::RunStatus;
+use armada_core::backend::{DeadLetter, RunStatus};
 use armada_core::wire::{JobResult, JobStatus};
 
 use armada_orchestrator::RunReport;
@@ -74,6 +74,19 @@ impl Summary {
     /// The summary as a small table.
     pub fn render(&self, report: &RunReport, results: Option<&Path>) -> String {
         let mut out = String::new();
+        self.write_headline(&mut out, report);
+        self.write_counts(&mut out, report);
+        self.write_durations(&mut out);
+        self.write_agents(&mut out, report);
+        self.write_failures(&mut out);
+        write_dead_letters(&mut out, &report.dead_letters);
+        self.write_evidence(&mut out);
+        write_dropped_events(&mut out, report.events.dropped);
+        write_results_file(&mut out, results);
+        out
+    }
+
+    fn write_headline(&self, out: &mut String, report: &RunReport) {
         let status = match report.status {
             RunStatus::Completed => "completed",
             RunStatus::Canceled => "canceled",
@@ -89,6 +102,9 @@ impl Summary {
             report.run_id,
             ran as f64 / seconds.max(1e-3)
         );
+    }
+
+    fn write_counts(&self, out: &mut String, report: &RunReport) {
         for (status, count) in &self.by_status {
             let _ = writeln!(out, "  {:<14}{count}", status.as_str());
         }
@@ -97,20 +113,26 @@ impl Summary {
             "  {:<14}{} ({} retries)",
             "attempts", self.attempts, report.progress.retries
         );
-        if !self.durations_ms.is_empty() {
-            let mut sorted = self.durations_ms.clone();
-            sorted.sort_unstable_by(f64::total_cmp);
-            let at =
-                |fraction: f64| sorted[((sorted.len() - 1) as f64 * fraction).round() as usize];
-            let _ = writeln!(
-                out,
-                "  {:<14}p50 {:.2} ms, p95 {:.2} ms, max {:.2} ms",
-                "duration",
-                at(0.5),
-                at(0.95),
-                at(1.0)
-            );
+    }
+
+    fn write_durations(&self, out: &mut String) {
+        if self.durations_ms.is_empty() {
+            return;
         }
+        let mut sorted = self.durations_ms.clone();
+        sorted.sort_unstable_by(f64::total_cmp);
+        let at = |fraction: f64| sorted[((sorted.len() - 1) as f64 * fraction).round() as usize];
+        let _ = writeln!(
+            out,
+            "  {:<14}p50 {:.2} ms, p95 {:.2} ms, max {:.2} ms",
+            "duration",
+            at(0.5),
+            at(0.95),
+            at(1.0)
+        );
+    }
+
+    fn write_agents(&self, out: &mut String, report: &RunReport) {
         if !self.by_agent.is_empty() {
             let agents: Vec<String> = self
                 .by_agent
@@ -122,66 +144,78 @@ impl Summary {
         for problem in &report.agent_problems {
             let _ = writeln!(out, "  {:<14}{problem}", "agent");
         }
-        if !self.errors.is_empty() {
-            let mut errors: Vec<(&String, &u64)> = self.errors.iter().collect();
-            errors.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-            let _ = writeln!(out, "  failures by error:");
-            for (error, count) in errors.iter().take(TOP_ERRORS) {
-                let _ = writeln!(out, "    {count:>6}  {error}");
-            }
-            if errors.len() > TOP_ERRORS {
-                let _ = writeln!(out, "    ({} other errors)", errors.len() - TOP_ERRORS);
-            }
+    }
+
+    fn write_failures(&self, out: &mut String) {
+        if self.errors.is_empty() {
+            return;
         }
-        if !report.dead_letters.is_empty() {
-            let undecodable: Vec<&str> = report
-                .dead_letters
-                .iter()
-                .filter(|letter| letter.message.is_none())
-                .map(|letter| letter.reason.as_str())
-                .collect();
-            let jobs = report.dead_letters.len() - undecodable.len();
-            let mut kinds = vec![counted(jobs, "failed job", "failed jobs")];
-            if !undecodable.is_empty() {
-                kinds.push(counted(
-                    undecodable.len(),
-                    "message that is not a job",
-                    "messages that are not jobs",
-                ));
-            }
-            let _ = writeln!(
-                out,
-                "  {:<14}{} in the run's dead-letter queue: {}",
-                "set aside",
-                report.dead_letters.len(),
-                kinds.join(", ")
-            );
-            for reason in undecodable.iter().take(TOP_ERRORS) {
-                let _ = writeln!(out, "{:16}{reason}", "");
-            }
+        let mut errors: Vec<(&String, &u64)> = self.errors.iter().collect();
+        errors.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        let _ = writeln!(out, "  failures by error:");
+        for (error, count) in errors.iter().take(TOP_ERRORS) {
+            let _ = writeln!(out, "    {count:>6}  {error}");
         }
-        if let Some(first) = self.evidence.first() {
-            let folder = std::path::Path::new(first)
-                .parent()
-                .map_or_else(|| first.clone(), |parent| parent.display().to_string());
-            let _ = writeln!(
-                out,
-                "  {:<14}{} failed jobs with screenshots, HTML and console logs in {folder}",
-                "evidence",
-                self.evidence.len()
-            );
+        if errors.len() > TOP_ERRORS {
+            let _ = writeln!(out, "    ({} other errors)", errors.len() - TOP_ERRORS);
         }
-        if report.events.dropped > 0 {
-            let _ = writeln!(
-                out,
-                "  {:<14}{} monitor events dropped",
-                "events", report.events.dropped
-            );
-        }
-        if let Some(results) = results {
-            let _ = writeln!(out, "  {:<14}{}", "results", results.display());
-        }
-        out
+    }
+
+    fn write_evidence(&self, out: &mut String) {
+        let Some(first) = self.evidence.first() else {
+            return;
+        };
+        let folder = std::path::Path::new(first)
+            .parent()
+            .map_or_else(|| first.clone(), |parent| parent.display().to_string());
+        let _ = writeln!(
+            out,
+            "  {:<14}{} failed jobs with screenshots, HTML and console logs in {folder}",
+            "evidence",
+            self.evidence.len()
+        );
+    }
+}
+
+fn write_dead_letters(out: &mut String, dead_letters: &[DeadLetter]) {
+    if dead_letters.is_empty() {
+        return;
+    }
+    let undecodable: Vec<&str> = dead_letters
+        .iter()
+        .filter(|letter| letter.message.is_none())
+        .map(|letter| letter.reason.as_str())
+        .collect();
+    let jobs = dead_letters.len() - undecodable.len();
+    let mut kinds = vec![counted(jobs, "failed job", "failed jobs")];
+    if !undecodable.is_empty() {
+        kinds.push(counted(
+            undecodable.len(),
+            "message that is not a job",
+            "messages that are not jobs",
+        ));
+    }
+    let _ = writeln!(
+        out,
+        "  {:<14}{} in the run's dead-letter queue: {}",
+        "set aside",
+        dead_letters.len(),
+        kinds.join(", ")
+    );
+    for reason in undecodable.iter().take(TOP_ERRORS) {
+        let _ = writeln!(out, "{:16}{reason}", "");
+    }
+}
+
+fn write_dropped_events(out: &mut String, dropped: u64) {
+    if dropped > 0 {
+        let _ = writeln!(out, "  {:<14}{} monitor events dropped", "events", dropped);
+    }
+}
+
+fn write_results_file(out: &mut String, results: Option<&Path>) {
+    if let Some(results) = results {
+        let _ = writeln!(out, "  {:<14}{}", "results", results.display());
     }
 }
 

@@ -12,7 +12,8 @@ use armada_core::wire::{
     WIRE_VERSION, now_ms,
 };
 use armada_core::{
-    AgentExit, AgentIndex, AgentRunner, AgentSpec, ConfigStore, JobId, JobQueue, Plan, RunId,
+    AgentExit, AgentIndex, AgentRunner, AgentSpec, ConfigStore, EventSender, JobId, JobQueue, Plan,
+    RunId,
 };
 use armada_monitor::model::{Finish, FinishedJob, JobState, NewJob, NewRun, RunState};
 use armada_monitor::{ClientOptions, ClientStats, MonitorClient, MonitorLink};
@@ -286,7 +287,6 @@ impl Orchestrator {
     /// Like [`Orchestrator::launch`], with a run id chosen by the caller. Nothing is left
     /// published when this fails.
     pub async fn launch_as(&self, plan: &Plan, run_id: RunId) -> Result<RunHandle> {
-        let backends = &self.backends;
         let record = RunRecord {
             v: WIRE_VERSION,
             run_id: run_id.clone(),
@@ -294,46 +294,67 @@ impl Orchestrator {
             jobs: plan.jobs(),
             created_ms: now_ms(),
         };
-        backends.store.create_run(record).await?;
+        self.backends.store.create_run(record).await?;
         let job_ids: Vec<JobId> = (0..plan.jobs())
             .map(|index| JobId::of(&run_id, index))
             .collect();
-        let published = match self.register(plan, &run_id, &job_ids).await {
-            Ok(()) => self.publish(plan, &run_id, &job_ids).await,
-            Err(error) => Err(error),
-        };
-        match published {
-            Ok(()) => {}
-            Err(error) => {
-                // Best effort: the original error is what the user needs to see.
-                let _ = backends.queue.delete(&run_id).await;
-                let _ = backends.store.remove_run(&run_id).await;
-                return Err(error);
-            }
-        };
+        let published = async {
+            self.register(plan, &run_id, &job_ids).await?;
+            self.publish(plan, &run_id, &job_ids).await
+        }
+        .await;
+        if let Err(error) = published {
+            return Err(self.roll_back(&run_id, None, error).await);
+        }
         let monitor = MonitorClient::start(
             run_id.clone(),
-            backends.monitor.sink(),
+            self.backends.monitor.sink(),
             ClientOptions::default(),
         );
         let control = RunControl::default();
         let mut agents = JoinSet::new();
+        let agent_tasks = match self
+            .start_agents(plan, &run_id, &monitor, &control, &mut agents)
+            .await
+        {
+            Ok(agent_tasks) => agent_tasks,
+            Err(error) => {
+                let started = Started { monitor, agents };
+                return Err(self.roll_back(&run_id, Some(started), error).await);
+            }
+        };
+        tracing::info!(run = %run_id, agents = plan.agents(), jobs = plan.jobs(), "run launched");
+        Ok(RunHandle {
+            run_id,
+            backends: self.backends.clone(),
+            job_ids,
+            agents,
+            agent_tasks,
+            owns_agents: !matches!(self.launcher, Launcher::External),
+            monitor,
+            control,
+            started: Instant::now(),
+            grace: self.grace,
+        })
+    }
+
+    /// Starts the run's agents into `agents`, returning which task runs which agent. Agents
+    /// started before a failure are left in `agents`, for the caller to stop.
+    async fn start_agents(
+        &self,
+        plan: &Plan,
+        run_id: &RunId,
+        monitor: &MonitorClient,
+        control: &RunControl,
+        agents: &mut JoinSet<armada_core::Result<AgentExit>>,
+    ) -> Result<HashMap<tokio::task::Id, AgentIndex>> {
         let mut agent_tasks = HashMap::new();
         #[cfg(feature = "kubernetes")]
         let mut pods = match &self.launcher {
             Launcher::Kubernetes(launcher) => {
-                match launcher
-                    .start(&run_id, plan.agents(), monitor.sender())
-                    .await
-                {
-                    Ok(pods) => pods,
-                    Err(error) => {
-                        monitor.close().await;
-                        let _ = backends.queue.delete(&run_id).await;
-                        let _ = backends.store.remove_run(&run_id).await;
-                        return Err(error);
-                    }
-                }
+                launcher
+                    .start(run_id, plan.agents(), monitor.sender())
+                    .await?
             }
             _ => Vec::new(),
         }
@@ -343,26 +364,20 @@ impl Orchestrator {
                 Launcher::InProcess(runner) => agents.spawn(runner.run_agent(AgentSpec {
                     run_id: run_id.clone(),
                     index,
-                    store: backends.store.clone(),
-                    queue: backends.queue.clone(),
+                    store: self.backends.store.clone(),
+                    queue: self.backends.queue.clone(),
                     events: monitor.sender(),
                     shutdown: control.cancel.child_token(),
                     evidence_dir: self.evidence_dir.clone(),
                 })),
                 Launcher::Processes(launcher) => {
-                    match launcher.spawn(&run_id, index, self.evidence_dir.as_deref()) {
-                        Ok(agent) => agents.spawn(agent),
-                        Err(source) => {
-                            agents.shutdown().await;
-                            monitor.close().await;
-                            let _ = backends.queue.delete(&run_id).await;
-                            let _ = backends.store.remove_run(&run_id).await;
-                            return Err(crate::Error::Spawn {
-                                program: launcher.program.display().to_string(),
-                                source,
-                            });
-                        }
-                    }
+                    let agent = launcher
+                        .spawn(run_id, index, self.evidence_dir.as_deref())
+                        .map_err(|source| crate::Error::Spawn {
+                            program: launcher.program.display().to_string(),
+                            source,
+                        })?;
+                    agents.spawn(agent)
                 }
                 #[cfg(feature = "kubernetes")]
                 Launcher::Kubernetes(_) => match pods.next() {
@@ -373,19 +388,25 @@ impl Orchestrator {
             };
             agent_tasks.insert(task.id(), index);
         }
-        tracing::info!(run = %run_id, agents = plan.agents(), jobs = plan.jobs(), "run launched");
-        Ok(RunHandle {
-            run_id,
-            backends: backends.clone(),
-            job_ids,
-            agents,
-            agent_tasks,
-            owns_agents: !matches!(self.launcher, Launcher::External),
-            monitor,
-            control,
-            started: Instant::now(),
-            grace: self.grace,
-        })
+        Ok(agent_tasks)
+    }
+
+    /// Undoes a launch that failed at some step, so that nothing is left published: stops
+    /// what it had started, then deletes the run's queue and its record. Returns the step's
+    /// error.
+    async fn roll_back(
+        &self,
+        run_id: &RunId,
+        started: Option<Started>,
+        error: crate::Error,
+    ) -> crate::Error {
+        if let Some(started) = started {
+            started.stop().await;
+        }
+        // Best effort: the original error is what the user needs to see.
+        let _ = self.backends.queue.delete(run_id).await;
+        let _ = self.backends.store.remove_run(run_id).await;
+        error
     }
 
     /// Registers the run with the monitor, every job queued, before any job can report.
@@ -438,6 +459,19 @@ impl Orchestrator {
         });
         self.backends.queue.publish(run_id, messages).await?;
         Ok(())
+    }
+}
+
+/// What a launch had started when one of its later steps failed.
+struct Started {
+    monitor: MonitorClient,
+    agents: JoinSet<armada_core::Result<AgentExit>>,
+}
+
+impl Started {
+    async fn stop(mut self) {
+        self.agents.shutdown().await;
+        self.monitor.close().await;
     }
 }
 
@@ -599,208 +633,329 @@ impl RunHandle {
     /// Follows the run to its end, reporting every job's result exactly once, then stops the
     /// agents, deletes the run's queues and leaves its finished record in the store (removed
     /// at once from an in-process store, which no other process can read).
-    pub async fn follow(self, mut on_event: impl FnMut(FollowEvent<'_>)) -> Result<RunReport> {
-        let Self {
-            run_id,
-            backends,
-            job_ids,
-            mut agents,
-            agent_tasks,
-            owns_agents,
-            monitor,
-            control,
-            started,
-            grace,
-        } = self;
-        let store = &backends.store;
-        let jobs = job_ids.len() as u64;
-        let mut tally = Tally {
-            reported: vec![false; job_ids.len()],
-            terminal: 0,
-        };
-        let mut cursor = 0u64;
-        let mut agent_problems = Vec::new();
-        let mut grace_deadline: Option<tokio::time::Instant> = None;
-        let mut next_progress = Instant::now() + PROGRESS_INTERVAL;
-        let heartbeats = monitor.sender();
-        let mut next_heartbeat = Instant::now();
+    pub async fn follow(self, on_event: impl FnMut(FollowEvent<'_>)) -> Result<RunReport> {
+        let mut follower = Follower::new(self, on_event);
+        let end = follower.follow_to_end().await?;
+        follower.end_run(end).await
+    }
+}
 
-        let end = loop {
-            if tally.terminal >= jobs {
-                break End::Completed;
-            }
-            if control.abort.is_cancelled() {
-                break End::Canceled;
-            }
-            if owns_agents && agents.is_empty() {
-                // Agents stop once every job is recorded, possibly before this loop has read
-                // the last results: read them before concluding that no agent was left.
-                let results = store.results_after(&run_id, cursor, Duration::ZERO).await?;
-                cursor += results.len() as u64;
-                for result in &results {
-                    tally.report(result, &mut on_event);
-                }
-                if tally.terminal >= jobs {
-                    break End::Completed;
-                }
-                // Agents also stop when the run was canceled from elsewhere; ask the store.
-                let canceled = control.is_canceled()
-                    || store.progress(&run_id).await?.status == RunStatus::Canceled;
-                break if canceled {
-                    End::Canceled
-                } else {
-                    End::NoAgentLeft
-                };
-            }
-            tokio::select! {
-                () = control.cancel.cancelled(), if grace_deadline.is_none() => {
-                    tracing::warn!(run = %run_id, "canceling the run");
-                    store.set_status(&run_id, RunStatus::Canceled).await?;
-                    backends.queue.delete(&run_id).await?;
-                    grace_deadline = Some(tokio::time::Instant::now() + grace);
-                }
-                () = control.abort.cancelled() => {}
-                () = sleep_until(grace_deadline), if grace_deadline.is_some() => break End::Canceled,
-                Some(joined) = agents.join_next_with_id() => {
-                    agent_problems.extend(agent_problem(joined, &agent_tasks));
-                }
-                results = store.results_after(&run_id, cursor, PROGRESS_INTERVAL) => {
-                    let results = results?;
-                    cursor += results.len() as u64;
-                    for result in &results {
-                        tally.report(result, &mut on_event);
-                    }
-                }
-            }
-            if Instant::now() >= next_heartbeat {
-                // The monitor tells a run that someone follows from one nobody does.
-                next_heartbeat = Instant::now() + HEARTBEAT_INTERVAL;
-                heartbeats.follower_heartbeat();
-            }
-            if Instant::now() >= next_progress {
-                next_progress = Instant::now() + PROGRESS_INTERVAL;
-                let progress = store.progress(&run_id).await?;
-                if progress.status == RunStatus::Canceled && !control.is_canceled() {
-                    // Canceled from elsewhere (`cancel RUN_ID`, another service).
-                    control.cancel();
-                }
-                on_event(FollowEvent::Progress(&progress));
-                if !owns_agents && progress.status == RunStatus::Failed {
-                    // Its launcher saw no agent left; nothing will record the rest.
-                    break End::NoAgentLeft;
-                }
-            }
-        };
+/// One [`RunHandle::follow`] under way.
+struct Follower<F> {
+    run: RunHandle,
+    on_event: F,
+    tally: Tally,
+    /// Results read from the store so far: the next read starts after them.
+    cursor: u64,
+    agent_problems: Vec<String>,
+    /// Set once the run is canceled: when its agents' grace period ends.
+    grace_deadline: Option<tokio::time::Instant>,
+    next_progress: Instant,
+    heartbeats: EventSender,
+    next_heartbeat: Instant,
+}
 
+impl<F: FnMut(FollowEvent<'_>)> Follower<F> {
+    fn new(run: RunHandle, on_event: F) -> Self {
+        Self {
+            tally: Tally {
+                reported: vec![false; run.job_ids.len()],
+                terminal: 0,
+            },
+            cursor: 0,
+            agent_problems: Vec::new(),
+            grace_deadline: None,
+            next_progress: Instant::now() + PROGRESS_INTERVAL,
+            heartbeats: run.monitor.sender(),
+            next_heartbeat: Instant::now(),
+            run,
+            on_event,
+        }
+    }
+
+    async fn follow_to_end(&mut self) -> Result<End> {
+        loop {
+            if let Some(end) = self.noticed_end().await? {
+                return Ok(end);
+            }
+            if let Some(end) = self.wait_for_news().await? {
+                return Ok(end);
+            }
+            self.send_heartbeat();
+            if let Some(end) = self.read_progress().await? {
+                return Ok(end);
+            }
+        }
+    }
+
+    fn all_reported(&self) -> bool {
+        self.tally.terminal >= self.run.jobs()
+    }
+
+    async fn noticed_end(&mut self) -> Result<Option<End>> {
+        if self.all_reported() {
+            return Ok(Some(End::Completed));
+        }
+        if self.run.control.abort.is_cancelled() {
+            return Ok(Some(End::Canceled));
+        }
+        if !self.run.owns_agents || !self.run.agents.is_empty() {
+            return Ok(None);
+        }
+        // Agents stop once every job is recorded, possibly before this loop has read the last
+        // results: read them before concluding that no agent was left.
+        self.read_results(Duration::ZERO).await?;
+        if self.all_reported() {
+            return Ok(Some(End::Completed));
+        }
+        // Agents also stop when the run was canceled from elsewhere; ask the store.
+        let canceled = self.run.control.is_canceled()
+            || self.stored_progress().await?.status == RunStatus::Canceled;
+        Ok(Some(if canceled {
+            End::Canceled
+        } else {
+            End::NoAgentLeft
+        }))
+    }
+
+    /// Waits for new results no longer than [`PROGRESS_INTERVAL`], and less when something else
+    /// happens first, so that heartbeats and progress are never late.
+    async fn wait_for_news(&mut self) -> Result<Option<End>> {
+        tokio::select! {
+            () = self.run.control.cancel.cancelled(), if self.grace_deadline.is_none() => {
+                self.start_grace().await?;
+            }
+            () = self.run.control.abort.cancelled() => {}
+            () = sleep_until(self.grace_deadline), if self.grace_deadline.is_some() => {
+                return Ok(Some(End::Canceled));
+            }
+            Some(joined) = self.run.agents.join_next_with_id() => self.agent_ended(joined),
+            results = self.run.backends.store.results_after(
+                &self.run.run_id,
+                self.cursor,
+                PROGRESS_INTERVAL,
+            ) => self.report_results(&results?),
+        }
+        Ok(None)
+    }
+
+    async fn start_grace(&mut self) -> Result<()> {
+        let run_id = &self.run.run_id;
+        tracing::warn!(run = %run_id, "canceling the run");
+        let backends = &self.run.backends;
+        backends
+            .store
+            .set_status(run_id, RunStatus::Canceled)
+            .await?;
+        backends.queue.delete(run_id).await?;
+        self.grace_deadline = Some(tokio::time::Instant::now() + self.run.grace);
+        Ok(())
+    }
+
+    fn agent_ended(
+        &mut self,
+        joined: Result<(tokio::task::Id, armada_core::Result<AgentExit>), tokio::task::JoinError>,
+    ) {
+        let problem = agent_problem(joined, &self.run.agent_tasks);
+        self.agent_problems.extend(problem);
+    }
+
+    async fn read_results(&mut self, wait: Duration) -> Result<()> {
+        let results = self
+            .run
+            .backends
+            .store
+            .results_after(&self.run.run_id, self.cursor, wait)
+            .await?;
+        self.report_results(&results);
+        Ok(())
+    }
+
+    fn report_results(&mut self, results: &[JobResult]) {
+        self.cursor += results.len() as u64;
+        for result in results {
+            self.tally.report(result, &mut self.on_event);
+        }
+    }
+
+    fn send_heartbeat(&mut self) {
+        if Instant::now() >= self.next_heartbeat {
+            // The monitor tells a run that someone follows from one nobody does.
+            self.next_heartbeat = Instant::now() + HEARTBEAT_INTERVAL;
+            self.heartbeats.follower_heartbeat();
+        }
+    }
+
+    async fn stored_progress(&self) -> Result<RunProgress> {
+        Ok(self.run.backends.store.progress(&self.run.run_id).await?)
+    }
+
+    async fn read_progress(&mut self) -> Result<Option<End>> {
+        if Instant::now() < self.next_progress {
+            return Ok(None);
+        }
+        self.next_progress = Instant::now() + PROGRESS_INTERVAL;
+        let progress = self.stored_progress().await?;
+        if progress.status == RunStatus::Canceled && !self.run.control.is_canceled() {
+            // Canceled from elsewhere (`cancel RUN_ID`, another service).
+            self.run.control.cancel();
+        }
+        (self.on_event)(FollowEvent::Progress(&progress));
+        if !self.run.owns_agents && progress.status == RunStatus::Failed {
+            // Its launcher saw no agent left; nothing will record the rest.
+            return Ok(Some(End::NoAgentLeft));
+        }
+        Ok(None)
+    }
+
+    async fn end_run(mut self, end: End) -> Result<RunReport> {
         let status = match end {
             End::Completed => RunStatus::Completed,
             End::Canceled => RunStatus::Canceled,
             End::NoAgentLeft => RunStatus::Failed,
         };
+        let backends = &self.run.backends;
         // Deleting the queue ends every agent's consumer: they stop their contexts and exit.
         // The agent that recorded a completed run's last result may have ended it already;
         // then its record stands.
-        let finished = armada_core::backend::finish_run(store, &backends.queue, &run_id, status)
-            .await?
-            .finished;
+        let finished = armada_core::backend::finish_run(
+            &backends.store,
+            &backends.queue,
+            &self.run.run_id,
+            status,
+        )
+        .await?
+        .finished;
         let status = finished.status;
-        let wait = if control.abort.is_cancelled() {
-            Duration::ZERO
-        } else {
-            grace
-        };
-        let stopped = tokio::time::timeout(wait, async {
-            while let Some(joined) = agents.join_next_with_id().await {
-                agent_problems.extend(agent_problem(joined, &agent_tasks));
-            }
-        })
-        .await;
-        if stopped.is_err() {
-            tracing::warn!(run = %run_id, agents = agents.len(), "stopping agents that did not finish in time");
-            agents.shutdown().await;
-        }
-        for result in store.results_after(&run_id, cursor, Duration::ZERO).await? {
-            tally.report(&result, &mut on_event);
-        }
-        let (missing_status, missing_error) = match status {
-            RunStatus::Canceled => (
-                JobStatus::Canceled,
-                "the run was canceled before this job finished".to_owned(),
-            ),
-            _ => (
-                JobStatus::Abandoned,
-                format!(
-                    "no agent was left to run this job ({})",
-                    agent_problems.join("; ")
-                ),
-            ),
-        };
-        let missing: Vec<u64> = (0..jobs)
-            .filter(|&index| !tally.reported[index as usize])
-            .collect();
-        for &index in &missing {
-            let result = JobResult {
-                v: WIRE_VERSION,
-                index,
-                id: job_ids[index as usize],
-                status: missing_status,
-                attempts: 0,
-                agent: None,
-                duration_ms: 0.0,
-                output: None,
-                error: Some(missing_error.clone()),
-                evidence: None,
-            };
-            store.record_result(&run_id, result.clone()).await?;
-            tally.report(&result, &mut on_event);
-        }
-        let progress = store.progress(&run_id).await?;
-        on_event(FollowEvent::Progress(&progress));
-        let events = monitor.close().await;
-        let finish = Finish {
-            status: match status {
-                RunStatus::Completed => RunState::Completed,
-                RunStatus::Canceled => RunState::Canceled,
-                _ => RunState::Stopped,
-            },
-            jobs: missing
-                .iter()
-                .map(|&index| FinishedJob {
-                    index,
-                    status: match missing_status {
-                        JobStatus::Canceled => JobState::Canceled,
-                        _ => JobState::Abandoned,
-                    },
-                })
-                .collect(),
-        };
-        if let Err(error) = backends.monitor.finish_run(run_id.as_str(), &finish).await {
-            // The run itself is over and its results are written; only the dashboard lags.
-            tracing::warn!(run = %run_id, %error, "cannot mark the run finished in the monitor");
-        }
-        // A shared store keeps the finished record for `attach` and `results` until it
-        // expires; nothing outside this process can read an in-process one.
-        if store.is_in_process() {
-            store.remove_run(&run_id).await?;
-        }
-        // Agents remove their own scratch files; this catches those of agents that were killed.
-        let scratch = armada_core::scratch_dir(&run_id);
-        if let Err(error) = std::fs::remove_dir_all(&scratch)
-            && error.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(folder = %scratch.display(), %error, "cannot remove the run's scratch folder");
-        }
-        tracing::info!(run = %run_id, ?status, "run ended");
+        self.stop_agents().await;
+        self.read_results(Duration::ZERO).await?;
+        let unfinished = self.record_unfinished(status).await?;
+        let progress = self.stored_progress().await?;
+        (self.on_event)(FollowEvent::Progress(&progress));
+        let Self {
+            run,
+            agent_problems,
+            ..
+        } = self;
+        let events = run.monitor.close().await;
+        mark_finished_in_monitor(&run.backends.monitor, &run.run_id, status, unfinished).await;
+        remove_leftovers(&run.backends.store, &run.run_id).await?;
+        tracing::info!(run = %run.run_id, ?status, "run ended");
         Ok(RunReport {
-            run_id,
+            run_id: run.run_id,
             status,
             progress,
-            elapsed: started.elapsed(),
+            elapsed: run.started.elapsed(),
             agent_problems,
             dead_letters: finished.dead_letters,
             events,
         })
     }
+
+    async fn stop_agents(&mut self) {
+        let wait = if self.run.control.abort.is_cancelled() {
+            Duration::ZERO
+        } else {
+            self.run.grace
+        };
+        let stopped = tokio::time::timeout(wait, async {
+            while let Some(joined) = self.run.agents.join_next_with_id().await {
+                self.agent_ended(joined);
+            }
+        })
+        .await;
+        if stopped.is_err() {
+            tracing::warn!(run = %self.run.run_id, agents = self.run.agents.len(), "stopping agents that did not finish in time");
+            self.run.agents.shutdown().await;
+        }
+    }
+
+    /// Records a result for each job that never reported one, as the run's end left it, and
+    /// returns them in the form the monitor takes.
+    async fn record_unfinished(&mut self, status: RunStatus) -> Result<Vec<FinishedJob>> {
+        let (job_status, job_state, error) = match status {
+            RunStatus::Canceled => (
+                JobStatus::Canceled,
+                JobState::Canceled,
+                "the run was canceled before this job finished".to_owned(),
+            ),
+            _ => (
+                JobStatus::Abandoned,
+                JobState::Abandoned,
+                format!(
+                    "no agent was left to run this job ({})",
+                    self.agent_problems.join("; ")
+                ),
+            ),
+        };
+        let unfinished: Vec<u64> = (0..self.run.jobs())
+            .filter(|&index| !self.tally.reported[index as usize])
+            .collect();
+        for &index in &unfinished {
+            let result = JobResult {
+                v: WIRE_VERSION,
+                index,
+                id: self.run.job_ids[index as usize],
+                status: job_status,
+                attempts: 0,
+                agent: None,
+                duration_ms: 0.0,
+                output: None,
+                error: Some(error.clone()),
+                evidence: None,
+            };
+            self.run
+                .backends
+                .store
+                .record_result(&self.run.run_id, result.clone())
+                .await?;
+            self.tally.report(&result, &mut self.on_event);
+        }
+        Ok(unfinished
+            .into_iter()
+            .map(|index| FinishedJob {
+                index,
+                status: job_state,
+            })
+            .collect())
+    }
+}
+
+async fn mark_finished_in_monitor(
+    monitor: &MonitorLink,
+    run_id: &RunId,
+    status: RunStatus,
+    unfinished: Vec<FinishedJob>,
+) {
+    let finish = Finish {
+        status: match status {
+            RunStatus::Completed => RunState::Completed,
+            RunStatus::Canceled => RunState::Canceled,
+            _ => RunState::Stopped,
+        },
+        jobs: unfinished,
+    };
+    if let Err(error) = monitor.finish_run(run_id.as_str(), &finish).await {
+        // The run itself is over and its results are written; only the dashboard lags.
+        tracing::warn!(run = %run_id, %error, "cannot mark the run finished in the monitor");
+    }
+}
+
+/// Removes what an ended run leaves behind that nobody will read.
+async fn remove_leftovers(store: &ConfigStore, run_id: &RunId) -> Result<()> {
+    // A shared store keeps the finished record for `attach` and `results` until it expires;
+    // nothing outside this process can read an in-process one.
+    if store.is_in_process() {
+        store.remove_run(run_id).await?;
+    }
+    // Agents remove their own scratch files; this catches those of agents that were killed.
+    let scratch = armada_core::scratch_dir(run_id);
+    if let Err(error) = std::fs::remove_dir_all(&scratch)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(folder = %scratch.display(), %error, "cannot remove the run's scratch folder");
+    }
+    Ok(())
 }
 
 impl RunHandle {

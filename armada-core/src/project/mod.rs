@@ -73,7 +73,7 @@ impl Plan {
     ) -> crate::Result<Self> {
         Self::build::<
             <S::Agent as crate::AgentContext>::Config,
-            <S::Job as crate::JobContext>::Payload,
+            <S::Job as crate::JobContext<S::Agent>>::Payload,
         >(files, overrides)
     }
 
@@ -231,23 +231,94 @@ fn build<C: DeserializeOwned, P: DeserializeOwned>(
         .tune
         .as_ref()
         .and_then(|tune| parse_json_object(tune, diagnostics));
-    let agent_rows = files
-        .agent_csv
-        .as_ref()
-        .map(|file| overrides::parse(file, "targetted_agent", diagnostics))
-        .unwrap_or_default();
-    let job_rows = files
-        .job_csv
-        .as_ref()
-        .map(|file| overrides::parse(file, "targetted_job", diagnostics))
-        .unwrap_or_default();
+    let agent_rows = parse_rows(files.agent_csv.as_ref(), &AGENTS, diagnostics);
+    let job_rows = parse_rows(files.job_csv.as_ref(), &JOBS, diagnostics);
 
-    let mut template = Value::Object(template?);
+    let Sections {
+        default_agent,
+        default_job,
+        settings,
+    } = template_sections(template?, tune.as_ref(), files, run_overrides, diagnostics);
+    let (default_agent, default_job) = (default_agent?, default_job?);
+    // Counts are known only with valid settings; rows are still checked without them, so every
+    // problem is reported at once.
+    let agents = settings.as_ref().map(|settings| u64::from(settings.agents));
+    let jobs = settings.as_ref().and_then(|settings| {
+        job_count(settings.jobs, job_rows.records, template_name, diagnostics)
+    });
+    let (agent_messages, skipped_agent_rows) = merge_rows::<C, _>(
+        &default_agent,
+        agent_rows,
+        RowRange {
+            count: agents,
+            skip_beyond: run_overrides.agents.is_some(),
+        },
+        &AGENTS,
+        template_name,
+        diagnostics,
+        |message| message,
+    );
+    let (job_overrides, skipped_job_rows) = merge_rows::<P, _>(
+        &default_job,
+        job_rows,
+        RowRange {
+            count: jobs,
+            skip_beyond: run_overrides.jobs.is_some(),
+        },
+        &JOBS,
+        template_name,
+        diagnostics,
+        // Each job's message is held as text from here on (see `JobMessage::payload`).
+        |message| compact(&message),
+    );
+    let (settings, jobs) = (settings?, jobs?);
+    let agent_messages = (0..u64::from(settings.agents))
+        .map(|index| merged_or_default(&agent_messages, index, &default_agent))
+        .collect();
+    Some(Plan {
+        settings: RunSettings {
+            jobs: Some(jobs),
+            ..settings
+        },
+        agent_messages,
+        default_job: compact(&default_job),
+        job_overrides,
+        skipped_rows: (skipped_agent_rows, skipped_job_rows),
+    })
+}
+
+fn parse_rows(
+    file: Option<&NamedFile>,
+    target: &Target,
+    diagnostics: &mut Diagnostics,
+) -> overrides::Overrides {
+    file.map(|file| overrides::parse(file, target.index_column, diagnostics))
+        .unwrap_or_default()
+}
+
+/// The template's sections, each `None` when it has a problem (reported).
+struct Sections {
+    default_agent: Option<Value>,
+    default_job: Option<Value>,
+    settings: Option<RunSettings>,
+}
+
+fn template_sections(
+    template: Map<String, Value>,
+    tune: Option<&Map<String, Value>>,
+    files: &ProjectFiles,
+    run_overrides: &RunOverrides,
+    diagnostics: &mut Diagnostics,
+) -> Sections {
+    let template_name = files.template.name.as_str();
+    let mut template = Value::Object(template);
+    // A tune file that is not valid JSON is reported already: substituting without it would
+    // also report every placeholder as having no tune file.
     if files.tune.is_none() || tune.is_some() {
         tune::substitute(
             &mut template,
             &mut String::new(),
-            tune.as_ref(),
+            tune,
             template_name,
             &files.tune_name,
             diagnostics,
@@ -256,6 +327,29 @@ fn build<C: DeserializeOwned, P: DeserializeOwned>(
     let Value::Object(mut template) = template else {
         unreachable!("the template was parsed as an object")
     };
+    check_template_keys(&template, template_name, diagnostics);
+    let mut default_message =
+        |target: &Target| take_default_message(&mut template, target, template_name, diagnostics);
+    let default_agent = default_message(&AGENTS);
+    let default_job = default_message(&JOBS);
+    let settings = run_settings(
+        template.remove("run_message"),
+        run_overrides,
+        template_name,
+        diagnostics,
+    );
+    Sections {
+        default_agent,
+        default_job,
+        settings,
+    }
+}
+
+fn check_template_keys(
+    template: &Map<String, Value>,
+    template_name: &str,
+    diagnostics: &mut Diagnostics,
+) {
     for key in template.keys() {
         if !TEMPLATE_KEYS.contains(&key.as_str()) {
             diagnostics.push(
@@ -270,7 +364,16 @@ fn build<C: DeserializeOwned, P: DeserializeOwned>(
             );
         }
     }
-    let mut default_message = |key: &str| match template.remove(key) {
+}
+
+/// Removes the target's default message from the template; an absent one is empty.
+fn take_default_message(
+    template: &mut Map<String, Value>,
+    target: &Target,
+    template_name: &str,
+    diagnostics: &mut Diagnostics,
+) -> Option<Value> {
+    match template.remove(target.default_message) {
         None => Some(Value::Object(Map::new())),
         Some(value @ Value::Object(_)) => Some(value),
         Some(other) => {
@@ -279,27 +382,24 @@ fn build<C: DeserializeOwned, P: DeserializeOwned>(
                     template_name,
                     format!("must be an object, found {}", kind_of(&other)),
                 )
-                .at_field(key),
+                .at_field(target.default_message),
             );
             None
         }
-    };
-    let default_agent = default_message("default_agent_message");
-    let default_job = default_message("default_job_message");
-    let settings = run_settings(
-        template.remove("run_message"),
-        run_overrides,
-        template_name,
-        diagnostics,
-    );
-    let (default_agent, default_job) = (default_agent?, default_job?);
-    // Counts are known only with valid settings; rows are still checked without them, so every
-    // problem is reported at once.
-    let jobs = match settings.as_ref().map(|settings| settings.jobs) {
-        None => None,
-        Some(Some(jobs)) => Some(jobs),
-        Some(None) if job_rows.records > 0 => Some(job_rows.records),
-        Some(None) => {
+    }
+}
+
+/// `run_message.jobs` when set, else one job per row of `data_job.csv`.
+fn job_count(
+    jobs: Option<u64>,
+    job_csv_records: u64,
+    template_name: &str,
+    diagnostics: &mut Diagnostics,
+) -> Option<u64> {
+    match jobs {
+        Some(jobs) => Some(jobs),
+        None if job_csv_records > 0 => Some(job_csv_records),
+        None => {
             diagnostics.push(
                 Diagnostic::file(
                     template_name,
@@ -310,47 +410,7 @@ fn build<C: DeserializeOwned, P: DeserializeOwned>(
             );
             None
         }
-    };
-    let (agent_messages, skipped_agent_rows) = merge_rows::<C, _>(
-        &default_agent,
-        agent_rows,
-        RowRange {
-            count: settings.as_ref().map(|settings| u64::from(settings.agents)),
-            skip_beyond: run_overrides.agents.is_some(),
-        },
-        ("agent", "agents", "targetted_agent"),
-        template_name,
-        diagnostics,
-        |message| message,
-    );
-    let (job_overrides, skipped_job_rows) = merge_rows::<P, _>(
-        &default_job,
-        job_rows,
-        RowRange {
-            count: jobs,
-            skip_beyond: run_overrides.jobs.is_some(),
-        },
-        ("job", "jobs", "targetted_job"),
-        template_name,
-        diagnostics,
-        // Each job's message is held as text from here on (see `JobMessage::payload`).
-        |message| compact(&message),
-    );
-    let (settings, jobs) = (settings?, jobs?);
-    let agent_messages = (0..u64::from(settings.agents))
-        .map(|index| merged_or_default(&agent_messages, index, &default_agent))
-        .collect();
-    let default_job = compact(&default_job);
-    Some(Plan {
-        settings: RunSettings {
-            jobs: Some(jobs),
-            ..settings
-        },
-        agent_messages,
-        default_job,
-        job_overrides,
-        skipped_rows: (skipped_agent_rows, skipped_job_rows),
-    })
+    }
 }
 
 /// A merged job message as the compact JSON a plan holds.
@@ -415,6 +475,28 @@ fn join_path(prefix: &str, path: &str) -> String {
     }
 }
 
+/// What the rows of a CSV file target, as messages and options name it.
+struct Target {
+    singular: &'static str,
+    plural: &'static str,
+    index_column: &'static str,
+    default_message: &'static str,
+}
+
+const AGENTS: Target = Target {
+    singular: "agent",
+    plural: "agents",
+    index_column: "targetted_agent",
+    default_message: "default_agent_message",
+};
+
+const JOBS: Target = Target {
+    singular: "job",
+    plural: "jobs",
+    index_column: "targetted_job",
+    default_message: "default_job_message",
+};
+
 /// The indexes a file's rows may target.
 struct RowRange {
     /// How many agents or jobs the run has, when the settings are valid.
@@ -430,83 +512,143 @@ fn merge_rows<T: DeserializeOwned, M>(
     default: &Value,
     overrides: overrides::Overrides,
     RowRange { count, skip_beyond }: RowRange,
-    (singular, plural, index_column): (&str, &str, &str),
+    target: &Target,
     template_name: &str,
     diagnostics: &mut Diagnostics,
     keep: impl Fn(Value) -> M,
 ) -> (BTreeMap<u64, M>, u64) {
+    let mut merger = RowMerger {
+        file: &overrides.file,
+        target,
+        out_of_range: 0,
+        diagnostics,
+    };
     let mut merged = BTreeMap::new();
-    let (mut skipped, mut out_of_range) = (0, 0);
+    let mut skipped = 0;
     for row in overrides.rows {
-        if let Some(count) = count.filter(|&count| row.index >= count) {
-            if skip_beyond {
-                skipped += 1;
-                continue;
+        match count.filter(|&count| row.index >= count) {
+            Some(_) if skip_beyond => skipped += 1,
+            Some(count) => merger.out_of_range(&row, count),
+            None => {
+                let (index, message) = merger.merge::<T>(default, row);
+                merged.insert(index, keep(message));
             }
-            out_of_range += 1;
-            if out_of_range > overrides::MAX_DIAGNOSTICS_PER_FILE {
-                continue;
-            }
-            let valid = match count {
-                0 => "no index is valid".to_owned(),
-                count => format!("indexes 0 to {}", count - 1),
-            };
-            diagnostics.push(
-                Diagnostic::file(
-                    &overrides.file,
-                    format!(
-                        "{singular} {} is out of range: the run has {count} {plural} ({valid}); \
-                         raise `{plural}` (run_message or --{plural}) or remove the row",
-                        row.index,
-                    ),
-                )
-                .at_line(row.line)
-                .at_column(1)
-                .at_field(index_column),
-            );
-            continue;
         }
+    }
+    merger.finish();
+    check_default::<T>(
+        default,
+        count,
+        merged.len(),
+        target,
+        template_name,
+        diagnostics,
+    );
+    (merged, skipped)
+}
+
+/// Merges one file's rows and reports their problems; past the first out-of-range rows it only
+/// counts them, as `overrides::parse` does with its problems.
+struct RowMerger<'a> {
+    file: &'a str,
+    target: &'a Target,
+    out_of_range: usize,
+    diagnostics: &'a mut Diagnostics,
+}
+
+impl RowMerger<'_> {
+    fn out_of_range(&mut self, row: &overrides::Row, count: u64) {
+        self.out_of_range += 1;
+        if self.out_of_range > overrides::MAX_DIAGNOSTICS_PER_FILE {
+            return;
+        }
+        let Target {
+            singular,
+            plural,
+            index_column,
+            ..
+        } = self.target;
+        let valid = match count {
+            0 => "no index is valid".to_owned(),
+            count => format!("indexes 0 to {}", count - 1),
+        };
+        self.diagnostics.push(
+            Diagnostic::file(
+                self.file,
+                format!(
+                    "{singular} {} is out of range: the run has {count} {plural} ({valid}); \
+                     raise `{plural}` (run_message or --{plural}) or remove the row",
+                    row.index,
+                ),
+            )
+            .at_line(row.line)
+            .at_column(1)
+            .at_field(*index_column),
+        );
+    }
+
+    /// The row's index and message, the message checked against `T`.
+    fn merge<T: DeserializeOwned>(&mut self, default: &Value, row: overrides::Row) -> (u64, Value) {
         let mut message = default.clone();
         deep_merge(&mut message, Value::Object(row.overlay));
         if let Err((field, problem)) = check_type::<T>(&message) {
-            diagnostics.push(
+            self.diagnostics.push(
                 Diagnostic::file(
-                    &overrides.file,
-                    format!("{singular} {}: {problem}", row.index),
+                    self.file,
+                    format!("{} {}: {problem}", self.target.singular, row.index),
                 )
                 .at_line(row.line)
                 .at_field(field),
             );
         }
-        merged.insert(row.index, keep(message));
+        (row.index, message)
     }
-    if out_of_range > overrides::MAX_DIAGNOSTICS_PER_FILE {
-        diagnostics.push(Diagnostic::file(
-            &overrides.file,
-            format!(
-                "{} more rows target {plural} out of range",
-                out_of_range - overrides::MAX_DIAGNOSTICS_PER_FILE
-            ),
-        ));
+
+    fn finish(self) {
+        if self.out_of_range > overrides::MAX_DIAGNOSTICS_PER_FILE {
+            self.diagnostics.push(Diagnostic::file(
+                self.file,
+                format!(
+                    "{} more rows target {} out of range",
+                    self.out_of_range - overrides::MAX_DIAGNOSTICS_PER_FILE,
+                    self.target.plural
+                ),
+            ));
+        }
     }
-    // Unknown count: check the default anyway, it is almost always used.
-    let using_default = count.map_or(1, |count| count.saturating_sub(merged.len() as u64));
-    if using_default > 0
-        && let Err((field, problem)) = check_type::<T>(default)
-    {
-        let users = match count {
-            Some(_) => format!("used by {using_default} {plural} without a CSV row"),
-            None => format!("used by the {plural} without a CSV row"),
-        };
-        diagnostics.push(
-            Diagnostic::file(
-                template_name,
-                format!("{problem} (the default {singular} message, {users})"),
-            )
-            .at_field(join_path(&format!("default_{singular}_message"), &field)),
-        );
+}
+
+/// Checks the default message against `T` when some agent or job has no row; with an unknown
+/// count it is checked anyway, as it is almost always used.
+fn check_default<T: DeserializeOwned>(
+    default: &Value,
+    count: Option<u64>,
+    rows: usize,
+    target: &Target,
+    template_name: &str,
+    diagnostics: &mut Diagnostics,
+) {
+    let using_default = count.map_or(1, |count| count.saturating_sub(rows as u64));
+    if using_default == 0 {
+        return;
     }
-    (merged, skipped)
+    let Err((field, problem)) = check_type::<T>(default) else {
+        return;
+    };
+    let Target {
+        singular, plural, ..
+    } = target;
+    let users = match count {
+        Some(_) => format!("used by {using_default} {plural} without a CSV row"),
+        None => format!("used by the {plural} without a CSV row"),
+    };
+    diagnostics.push(
+        Diagnostic::file(
+            template_name,
+            format!("{problem} (the default {singular} message, {users})"),
+        )
+        .at_field(join_path(target.default_message, &field)),
+    );
 }
 
 /// Checks a message from the project's files against `T`, as `(field path, problem)`.

@@ -41,12 +41,6 @@ pub(super) fn parse(
     index_column: &str,
     diagnostics: &mut Diagnostics,
 ) -> Overrides {
-    let mut problems = Problems {
-        file: &file.name,
-        contents: &file.contents,
-        found: 0,
-        diagnostics,
-    };
     let mut overrides = Overrides {
         file: file.name.clone(),
         rows: Vec::new(),
@@ -55,180 +49,264 @@ pub(super) fn parse(
     if file.contents.iter().all(u8::is_ascii_whitespace) {
         return overrides;
     }
-    if let Some(line) = unclosed_quote(&file.contents) {
+    let mut problems = Problems {
+        file: &file.name,
+        contents: &file.contents,
+        found: 0,
+        diagnostics,
+    };
+    read_into(&mut overrides, &file.contents, index_column, &mut problems);
+    problems.finish();
+    overrides
+}
+
+/// Reads the rows into `overrides`, unless a problem leaves no row readable: then that problem
+/// alone is reported, as it would cause one for every row.
+fn read_into(
+    overrides: &mut Overrides,
+    contents: &[u8],
+    index_column: &str,
+    problems: &mut Problems<'_>,
+) {
+    if let Some(line) = unclosed_quote(contents) {
         problems.push(
-            Diagnostic::file(
-                &file.name,
-                "a quoted cell opened here is never closed: every later row would be read into \
-                 it; close the quote (a quote inside a quoted cell is written twice: \"\")",
-            )
-            .at_line(line),
+            problems
+                .diagnostic(
+                    "a quoted cell opened here is never closed: every later row would be read \
+                     into it; close the quote (a quote inside a quoted cell is written twice: \
+                     \"\")",
+                )
+                .at_line(line),
         );
-        problems.finish();
-        return overrides;
+        return;
     }
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
-        .from_reader(file.contents.as_slice());
-    let headers = match reader.headers() {
-        Ok(headers) => headers.clone(),
-        Err(error) => {
-            problems.csv_error(&error);
-            problems.finish();
-            return overrides;
-        }
-    };
-    let first = headers.get(0).unwrap_or("").trim_start_matches('\u{feff}');
-    if first != index_column {
-        problems.push(
-            Diagnostic::file(
-                &file.name,
-                format!(
-                    "the first column must be `{index_column}` (the index each row targets), \
-                     found `{first}`"
-                ),
-            )
-            .at_line(1)
-            .at_column(1),
-        );
-        problems.finish();
-        return overrides;
+        .from_reader(contents);
+    if let Some(mut rows) = RowReader::from_header(&mut reader, contents, index_column, problems) {
+        rows.read_all(&mut reader, overrides, problems);
     }
-    let mut columns: HashMap<&str, usize> = HashMap::new();
-    let paths: Vec<Option<Vec<String>>> = headers
+}
+
+/// The key path of each column after the index; `None` where the header is refused (reported).
+fn header_paths(
+    headers: &csv::StringRecord,
+    problems: &mut Problems<'_>,
+) -> Vec<Option<Vec<String>>> {
+    let mut column_of: HashMap<&str, usize> = HashMap::new();
+    headers
         .iter()
         .enumerate()
         .skip(1)
         .map(|(position, header)| {
-            let segments: Vec<String> = header.split('.').map(str::to_owned).collect();
-            let at = |diagnostic: Diagnostic| diagnostic.at_line(1).at_column(position as u64 + 1);
-            if let Some(first) = columns.insert(header, position) {
-                problems.push(at(Diagnostic::file(
-                    &file.name,
-                    format!(
-                        "header `{header}` is in columns {} and {}: a row would set it twice; \
-                         keep one",
-                        first + 1,
-                        position + 1
-                    ),
-                )));
-                None
-            } else if header.trim() != header {
-                problems.push(at(Diagnostic::file(
-                    &file.name,
-                    format!(
-                        "header `{header}` has spaces around it (after a comma?): write `{}`",
-                        header.trim()
-                    ),
-                )));
-                None
-            } else if segments.len() > MAX_HEADER_DEPTH {
-                problems.push(
-                    Diagnostic::file(
-                        &file.name,
-                        format!(
-                            "header `{}…` nests {} keys deep; at most {MAX_HEADER_DEPTH} are \
-                             allowed",
-                            header.chars().take(40).collect::<String>(),
-                            segments.len()
-                        ),
-                    )
-                    .at_line(1)
-                    .at_column(position as u64 + 1),
-                );
-                None
-            } else if segments.iter().any(String::is_empty) {
-                problems.push(
-                    Diagnostic::file(
-                        &file.name,
-                        format!(
-                            "header `{header}` is not a key: use a name, or dotted names for \
-                             nested keys (`proxy.server`)"
-                        ),
-                    )
-                    .at_line(1)
-                    .at_column(position as u64 + 1),
-                );
-                None
-            } else {
-                Some(segments)
+            let previous = column_of.insert(header, position);
+            match header_path(header, previous, position) {
+                Ok(path) => Some(path),
+                Err(message) => {
+                    problems.push(
+                        problems
+                            .diagnostic(message)
+                            .at_line(1)
+                            .at_column(position as u64 + 1),
+                    );
+                    None
+                }
             }
         })
-        .collect();
-    let mut seen: HashMap<u64, u64> = HashMap::new();
-    let mut record = csv::StringRecord::new();
-    loop {
-        let read = reader.read_record(&mut record);
-        if !matches!(read, Ok(false)) {
-            overrides.records += 1;
-        }
-        match read {
-            Ok(false) => break,
-            Ok(true) => {}
+        .collect()
+}
+
+/// The key path the header at `position` sets, or why it sets none. `previous` is the position
+/// of the same header earlier in the row, if any.
+fn header_path(
+    header: &str,
+    previous: Option<usize>,
+    position: usize,
+) -> Result<Vec<String>, String> {
+    let segments: Vec<String> = header.split('.').map(str::to_owned).collect();
+    if let Some(previous) = previous {
+        Err(format!(
+            "header `{header}` is in columns {} and {}: a row would set it twice; keep one",
+            previous + 1,
+            position + 1
+        ))
+    } else if header.trim() != header {
+        Err(format!(
+            "header `{header}` has spaces around it (after a comma?): write `{}`",
+            header.trim()
+        ))
+    } else if segments.len() > MAX_HEADER_DEPTH {
+        Err(format!(
+            "header `{}…` nests {} keys deep; at most {MAX_HEADER_DEPTH} are allowed",
+            header.chars().take(40).collect::<String>(),
+            segments.len()
+        ))
+    } else if segments.iter().any(String::is_empty) {
+        Err(format!(
+            "header `{header}` is not a key: use a name, or dotted names for nested keys \
+             (`proxy.server`)"
+        ))
+    } else {
+        Ok(segments)
+    }
+}
+
+/// Walks the data rows of a file whose header names the index column first.
+struct RowReader<'a> {
+    contents: &'a [u8],
+    index_column: &'a str,
+    /// Cells a row must have: as many as the header.
+    width: usize,
+    /// The key path of each column after the index; `None` for a refused header, whose cells
+    /// are ignored.
+    paths: Vec<Option<Vec<String>>>,
+    /// The line of the latest row targeting each index.
+    line_of_index: HashMap<u64, u64>,
+}
+
+impl<'a> RowReader<'a> {
+    /// `None` when the header cannot be read or does not start with the index column: no row
+    /// could then be placed.
+    fn from_header(
+        reader: &mut csv::Reader<&[u8]>,
+        contents: &'a [u8],
+        index_column: &'a str,
+        problems: &mut Problems<'_>,
+    ) -> Option<Self> {
+        let headers = match reader.headers() {
+            Ok(headers) => headers,
             Err(error) => {
                 problems.csv_error(&error);
+                return None;
+            }
+        };
+        // Spreadsheet programs may start the file with a byte order mark.
+        let first = headers.get(0).unwrap_or("").trim_start_matches('\u{feff}');
+        if first != index_column {
+            problems.push(
+                problems
+                    .diagnostic(format!(
+                        "the first column must be `{index_column}` (the index each row targets), \
+                         found `{first}`"
+                    ))
+                    .at_line(1)
+                    .at_column(1),
+            );
+            return None;
+        }
+        Some(Self {
+            contents,
+            index_column,
+            width: headers.len(),
+            paths: header_paths(headers, problems),
+            line_of_index: HashMap::new(),
+        })
+    }
+
+    fn read_all(
+        &mut self,
+        reader: &mut csv::Reader<&[u8]>,
+        overrides: &mut Overrides,
+        problems: &mut Problems<'_>,
+    ) {
+        let mut record = csv::StringRecord::new();
+        loop {
+            let read = reader.read_record(&mut record);
+            if let Ok(false) = read {
+                break;
+            }
+            overrides.records += 1;
+            if let Err(error) = read {
+                problems.csv_error(&error);
+                // Past a read failure nothing more comes; past a malformed row, the next one
+                // may well be sound.
                 if matches!(error.kind(), csv::ErrorKind::Io(_)) {
                     break;
                 }
                 continue;
             }
+            overrides.rows.extend(self.row(&record, problems));
         }
+    }
+
+    /// The row, or `None` when it has a problem (reported).
+    fn row(&mut self, record: &csv::StringRecord, problems: &mut Problems<'_>) -> Option<Row> {
         let line = record
             .position()
-            .map_or(0, |position| line_of(&file.contents, position));
-        if record.len() != headers.len() {
-            let hint = if record.len() > headers.len()
-                && record
-                    .iter()
-                    .skip(1)
-                    .any(|cell| cell.trim_start().starts_with(['{', '[']))
-            {
-                "; a JSON cell that contains commas must be quoted: \"{\"\"key\"\": 1, \
-                 \"\"other\"\": 2}\""
-            } else {
-                ""
-            };
-            problems.push(
-                Diagnostic::file(
-                    &file.name,
-                    format!(
-                        "the header has {} columns but this row has {}{hint}",
-                        headers.len(),
-                        record.len()
-                    ),
-                )
-                .at_line(line),
-            );
-            continue;
+            .map_or(0, |position| line_of(self.contents, position));
+        if let Some(message) = self.width_problem(record) {
+            problems.push(problems.diagnostic(message).at_line(line));
+            return None;
         }
+        let index = match self.claim_index(record, line) {
+            Ok(index) => index,
+            Err(message) => {
+                problems.push(
+                    problems
+                        .diagnostic(message)
+                        .at_line(line)
+                        .at_column(1)
+                        .at_field(self.index_column),
+                );
+                return None;
+            }
+        };
+        let overlay = self.overlay(record, line, problems)?;
+        Some(Row {
+            line,
+            index,
+            overlay,
+        })
+    }
+
+    fn width_problem(&self, record: &csv::StringRecord) -> Option<String> {
+        if record.len() == self.width {
+            return None;
+        }
+        let hint = if record.len() > self.width
+            && record
+                .iter()
+                .skip(1)
+                .any(|cell| cell.trim_start().starts_with(['{', '[']))
+        {
+            "; a JSON cell that contains commas must be quoted: \"{\"\"key\"\": 1, \
+             \"\"other\"\": 2}\""
+        } else {
+            ""
+        };
+        Some(format!(
+            "the header has {} columns but this row has {}{hint}",
+            self.width,
+            record.len()
+        ))
+    }
+
+    /// The index the row at `line` targets, claimed for it, or why it cannot have it.
+    fn claim_index(&mut self, record: &csv::StringRecord, line: u64) -> Result<u64, String> {
         let raw_index = record.get(0).unwrap_or("").trim();
         let Ok(index) = raw_index.parse::<u64>() else {
-            problems.push(
-                Diagnostic::file(
-                    &file.name,
-                    format!("`{raw_index}` is not an index: use a whole number from 0"),
-                )
-                .at_line(line)
-                .at_column(1)
-                .at_field(index_column),
-            );
-            continue;
+            return Err(format!(
+                "`{raw_index}` is not an index: use a whole number from 0"
+            ));
         };
-        if let Some(first_line) = seen.insert(index, line) {
-            problems.push(
-                Diagnostic::file(
-                    &file.name,
-                    format!("index {index} is targeted twice (lines {first_line} and {line})"),
-                )
-                .at_line(line)
-                .at_column(1)
-                .at_field(index_column),
-            );
-            continue;
+        match self.line_of_index.insert(index, line) {
+            Some(earlier_line) => Err(format!(
+                "index {index} is targeted twice (lines {earlier_line} and {line})"
+            )),
+            None => Ok(index),
         }
+    }
+
+    /// The object the row's cells make, or `None` when a cell is refused (each is reported).
+    fn overlay(
+        &self,
+        record: &csv::StringRecord,
+        line: u64,
+        problems: &mut Problems<'_>,
+    ) -> Option<Map<String, Value>> {
         let mut overlay = Map::new();
-        let mut row_ok = true;
-        for (position, (cell, path)) in record.iter().skip(1).zip(&paths).enumerate() {
+        let mut refused = false;
+        for (position, (cell, path)) in record.iter().skip(1).zip(&self.paths).enumerate() {
             let Some(path) = path else { continue };
             if cell.is_empty() {
                 continue;
@@ -236,26 +314,20 @@ pub(super) fn parse(
             match parse_cell(cell) {
                 Ok(value) => insert_at(&mut overlay, path, value),
                 Err(message) => {
-                    row_ok = false;
+                    refused = true;
                     problems.push(
-                        Diagnostic::file(&file.name, message)
+                        problems
+                            .diagnostic(message)
                             .at_line(line)
+                            // Columns count from 1, and the index column was skipped.
                             .at_column(position as u64 + 2)
                             .at_field(path.join(".")),
                     );
                 }
             }
         }
-        if row_ok {
-            overrides.rows.push(Row {
-                line,
-                index,
-                overlay,
-            });
-        }
+        (!refused).then_some(overlay)
     }
-    problems.finish();
-    overrides
 }
 
 /// Reads one cell: JSON when it looks like JSON, a string otherwise.
@@ -362,6 +434,10 @@ struct Problems<'a> {
 }
 
 impl Problems<'_> {
+    fn diagnostic(&self, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::file(self.file, message)
+    }
+
     fn push(&mut self, diagnostic: Diagnostic) {
         self.found += 1;
         if self.found <= MAX_DIAGNOSTICS_PER_FILE {
