@@ -4,11 +4,15 @@
 //!   scraping a shop the example serves) and checks that it wrote one result line per job.
 //!   Installs Chromium first when it is missing.
 //! - `test`: every check CI runs: starts Redis and RabbitMQ where installed but stopped, then
-//!   formatting, clippy with warnings denied, all tests.
+//!   formatting, clippy with warnings denied, all tests, the facade built with each feature
+//!   alone, `cargo package --workspace`, and a project made by `new` run to its summary.
 //! - `bench`: the benchmarks, each next to the plain library it is built on; writes
 //!   BENCHMARKS.md from what they print.
 //! - `image`: writes a project's `Dockerfile` (and its `.dockerignore`) for its Kubernetes
 //!   image; building it is left to `docker build`.
+//! - `new PATH`: writes a new project like examples/hello that depends on this checkout.
+
+mod new;
 
 use std::collections::BTreeSet;
 use std::net::TcpStream;
@@ -34,6 +38,11 @@ enum Task {
     Test,
     /// Run the benchmarks (release build), print their tables and write BENCHMARKS.md.
     Bench,
+    /// Write a new project like examples/hello that depends on this checkout.
+    New {
+        /// The project's folder (it must not exist, or be empty); its name names the crate.
+        path: PathBuf,
+    },
     /// Write a project's Dockerfile for its Kubernetes image (does not build it).
     Image {
         /// The project folder (holding Cargo.toml and config/).
@@ -53,6 +62,12 @@ fn main() -> std::process::ExitCode {
         Task::Test => test(&root),
         Task::Bench => bench(&root),
         Task::Image { project, bin } => image(&project, bin.as_deref()),
+        Task::New { path } => new::new_project(&root, &path).map(|name| {
+            println!(
+                "wrote project {name} in {}: `cd {0} && cargo run --bin orchestrate`",
+                path.display()
+            );
+        }),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -285,43 +300,12 @@ fn test(root: &Path) -> Result<()> {
     ensure_services()?;
     ensure_chromium()?;
     ensure_host_tools()?;
-    let mut fmt = cargo(root);
-    fmt.args(["fmt", "--all", "--", "--check"]);
-    run(fmt)?;
-    // One build with every optional backend: the PostgreSQL store's conformance suite and the
-    // Kubernetes launcher's tests (against a fake API server) run with the rest.
-    let mut clippy = cargo(root);
-    clippy.args([
-        "clippy",
-        "--locked",
-        "--workspace",
-        "--all-targets",
-        "--features",
-        ALL_FEATURES,
-        "--",
-        "-D",
-        "warnings",
-    ]);
-    run(clippy)?;
-    let mut tests = cargo(root);
-    // Benchmarks are built (and linted) above but run only by `cargo xtask bench`, in release.
-    tests.args([
-        "test",
-        "--locked",
-        "--workspace",
-        "--lib",
-        "--bins",
-        "--tests",
-        "--examples",
-        "--features",
-        ALL_FEATURES,
-    ]);
-    run(tests)?;
+    lint_and_test_workspace(root)?;
     // The catalog's browser tests ran above with the default `browser.pages: reuse`; they run
     // again with a tab per job, the other mode. The same features keep the same build.
-    let mut tab_per_job = cargo(root);
-    tab_per_job
-        .args([
+    let mut tab_per_job = cargo_args(
+        root,
+        &[
             "test",
             "--locked",
             "--workspace",
@@ -329,31 +313,139 @@ fn test(root: &Path) -> Result<()> {
             ALL_FEATURES,
             "--test",
             "browser",
-        ])
-        .env("ARMADA_TEST_BROWSER_PAGES", "new_per_job");
+        ],
+    );
+    tab_per_job.env("ARMADA_TEST_BROWSER_PAGES", "new_per_job");
     run(tab_per_job)?;
     // The workspace build compiles every backend in; armada-core alone has none, which is
     // where the errors for a backend that is not compiled in are tested.
-    let mut core_alone = cargo(root);
-    core_alone.args([
-        "test",
-        "--locked",
-        "-p",
-        "armada-core",
-        "--test",
-        "memory_queue",
-    ]);
-    run(core_alone)?;
-    let mut doc_tests = cargo(root);
-    doc_tests.args([
-        "test",
-        "--locked",
-        "--workspace",
-        "--doc",
-        "--features",
-        ALL_FEATURES,
-    ]);
-    run(doc_tests)
+    run(cargo_args(
+        root,
+        &[
+            "test",
+            "--locked",
+            "-p",
+            "armada-core",
+            "--test",
+            "memory_queue",
+        ],
+    ))?;
+    run(cargo_args(
+        root,
+        &[
+            "test",
+            "--locked",
+            "--workspace",
+            "--doc",
+            "--features",
+            ALL_FEATURES,
+        ],
+    ))?;
+    check_each_feature(root)?;
+    run(cargo_args(
+        root,
+        &["package", "--locked", "--workspace", "--allow-dirty"],
+    ))?;
+    new_project_runs(root)
+}
+
+/// Formatting, clippy with warnings denied, and every test of the workspace, in one build
+/// with every optional backend: the PostgreSQL store's conformance suite and the Kubernetes
+/// launcher's tests (against a fake API server) run with the rest.
+fn lint_and_test_workspace(root: &Path) -> Result<()> {
+    run(cargo_args(root, &["fmt", "--all", "--", "--check"]))?;
+    run(cargo_args(
+        root,
+        &[
+            "clippy",
+            "--locked",
+            "--workspace",
+            "--all-targets",
+            "--features",
+            ALL_FEATURES,
+            "--",
+            "-D",
+            "warnings",
+        ],
+    ))?;
+    // Benchmarks are built (and linted) above but run only by `cargo xtask bench`, in release.
+    run(cargo_args(
+        root,
+        &[
+            "test",
+            "--locked",
+            "--workspace",
+            "--lib",
+            "--bins",
+            "--tests",
+            "--examples",
+            "--features",
+            ALL_FEATURES,
+        ],
+    ))?;
+    Ok(())
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
+fn cargo_args(root: &Path, args: &[&str]) -> Command {
+    let mut command = cargo(root);
+    command.args(args);
+    command
+}
+
+/// The facade's features, each of which must build alone: a workspace build unifies them
+/// all, so the code behind `cfg(not(feature = …))` is only compiled here.
+const FEATURES: [&str; 7] = [
+    "cli",
+    "redis",
+    "rabbitmq",
+    "browser",
+    "postgres",
+    "mssql",
+    "kubernetes",
+];
+
+fn check_each_feature(root: &Path) -> Result<()> {
+    let check = ["check", "--locked", "-p", "armada", "--lib"];
+    run(cargo_args(root, &check))?;
+    run(cargo_args(
+        root,
+        &[&check[..], &["--no-default-features"]].concat(),
+    ))?;
+    for feature in FEATURES {
+        let alone = ["--no-default-features", "--features", feature];
+        run(cargo_args(root, &[&check[..], &alone[..]].concat()))?;
+    }
+    Ok(())
+}
+
+/// `new` makes a project that builds on this checkout and runs to its summary.
+fn new_project_runs(root: &Path) -> Result<()> {
+    let folder = std::env::temp_dir().join(format!("armada-new-{}", std::process::id()));
+    let project = folder.join("first-project");
+    let outcome = new::new_project(root, &project).and_then(|_| {
+        let mut launch = cargo_command();
+        launch
+            .current_dir(&project)
+            .args([
+                "run",
+                "--bin",
+                "orchestrate",
+                "--",
+                "--jobs",
+                "6",
+                "--no-dashboard",
+            ])
+            // A target folder of its own, kept between runs: in the workspace's, its
+            // `orchestrate` would replace examples/hello's.
+            .env("CARGO_TARGET_DIR", target_dir(root).join("new-project"));
+        run(launch)
+    });
+    let _ = std::fs::remove_dir_all(&folder);
+    outcome
 }
 
 /// One benchmark: a Cargo bench target (harness = false) that prints markdown to stdout.

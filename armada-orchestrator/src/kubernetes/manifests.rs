@@ -139,11 +139,11 @@ pub fn stack(options: &StackOptions) -> Result<Vec<StackObject>> {
             meta(DEFAULT_BACKENDS_SECRET, "backends"),
             &[
                 (
-                    "ARMADA_REDIS_URL",
+                    "ARMADA_STORE_URL",
                     "redis://:CHANGE-ME-redis@armada-redis:6379",
                 ),
                 (
-                    "ARMADA_AMQP_URL",
+                    "ARMADA_QUEUE_URL",
                     "amqp://armada:CHANGE-ME-rabbitmq@armada-rabbitmq:5672/%2f",
                 ),
                 ("ARMADA_MONITOR_URL", "http://armada-monitor:8080"),

@@ -69,8 +69,8 @@ pub struct KubernetesSettings {
     /// Extra environment variables read from Secrets.
     #[serde(default)]
     pub secret_env: Vec<SecretEnv>,
-    /// The Secret whose keys become the agents' environment: `ARMADA_REDIS_URL`,
-    /// `ARMADA_AMQP_URL`, `ARMADA_MONITOR_URL` (default `armada-backends`).
+    /// The Secret whose keys become the agents' environment: `ARMADA_STORE_URL`,
+    /// `ARMADA_QUEUE_URL`, `ARMADA_MONITOR_URL` (default `armada-backends`).
     #[serde(default = "default_backends_secret")]
     pub backends_secret: String,
     /// Times one agent's pod is replaced after failing (OOMKilled, crashed) before that agent

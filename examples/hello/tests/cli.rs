@@ -14,6 +14,8 @@ fn command(args: &[&str], cwd: &Path) -> Command {
     command
         .args(args)
         .current_dir(cwd)
+        .env_remove("ARMADA_QUEUE_URL")
+        .env_remove("ARMADA_STORE_URL")
         .env_remove("ARMADA_AMQP_URL")
         .env_remove("ARMADA_REDIS_URL");
     command
@@ -229,6 +231,8 @@ fn the_dashboard_of_a_launch_cancels_its_run() {
         .arg(format!("sqlite:{}", dir.path().join("m.sqlite").display()))
         .args(["--output"])
         .arg(dir.path().join("r.jsonl"))
+        .env_remove("ARMADA_QUEUE_URL")
+        .env_remove("ARMADA_STORE_URL")
         .env_remove("ARMADA_AMQP_URL")
         .env_remove("ARMADA_REDIS_URL")
         .stdout(std::process::Stdio::piped())

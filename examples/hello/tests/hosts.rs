@@ -494,10 +494,10 @@ impl Cluster {
 fn run_environment(command: &mut Command, services: &str) {
     command
         .env(
-            "ARMADA_AMQP_URL",
+            "ARMADA_QUEUE_URL",
             format!("amqp://guest:guest@{services}:5672/%2f"),
         )
-        .env("ARMADA_REDIS_URL", format!("redis://{services}:6379"))
+        .env("ARMADA_STORE_URL", format!("redis://{services}:6379"))
         .env(
             "ARMADA_MONITOR_URL",
             format!("http://{services}:{MONITOR_PORT}"),

@@ -50,6 +50,8 @@ impl Service {
             ])
             .arg(project)
             .args(args)
+            .env_remove("ARMADA_QUEUE_URL")
+            .env_remove("ARMADA_STORE_URL")
             .env_remove("ARMADA_AMQP_URL")
             .env_remove("ARMADA_REDIS_URL")
             .env_remove("ARMADA_MONITOR_TOKEN")
