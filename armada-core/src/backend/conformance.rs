@@ -474,7 +474,10 @@ pub mod job_queue {
             retried_at.elapsed()
         );
         assert_eq!(second.message().attempt, 2);
-        second.retry_new_identity().await.expect("retry_new_identity");
+        second
+            .retry_new_identity()
+            .await
+            .expect("retry_new_identity");
         let third = next(&mut consumer).await;
         assert_eq!(
             (third.message().attempt, third.message().identity_retries),
