@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use armada_core::backend::{Consumer, Delivery, Recorded, RunStatus};
 use armada_core::wire::{
-    EventJob, EventKind, HEARTBEAT_INTERVAL, JobLimits, JobResult, JobStatus, WIRE_VERSION,
+    EventJob, EventKind, HEARTBEAT_INTERVAL, JobLimits, JobMessage, JobResult, JobStatus,
+    WIRE_VERSION,
 };
 use armada_core::{
     AgentContext, AgentExit, AgentInfo, AgentRunner, AgentSpec, JobContext, JobInfo, Outcome,
@@ -344,7 +345,7 @@ async fn run_job<S: Script>(
     limits: &JobLimits,
 ) -> Result<()> {
     let message = delivery.message();
-    let (job_id, index, payload) = (message.job_id, message.index, Arc::clone(&message.payload));
+    let index = message.index;
     let mut state = AttemptState {
         attempt: message.attempt,
         identity_retries: message.identity_retries,
@@ -361,106 +362,178 @@ async fn run_job<S: Script>(
             return fail_poison_job(delivery, spec, state.attempt - 1, deaths).await;
         }
     }
-    let attempt = state.attempt;
-    let report = Reporter::new(
-        spec.events.clone(),
-        spec.index,
-        EventJob {
-            id: job_id,
-            index,
-            attempt,
-        },
-    );
-    report.event(EventKind::JobStarted, None, None);
+    let attempt = JobAttempt::start(spec, limits, delivery.message(), state);
     let started = Instant::now();
-    let verdict = match serde_json::from_str::<Payload<S>>(payload.get()) {
-        Err(error) => Verdict::Fail {
-            error: format!("the job message does not match the script's payload type: {error}"),
-        },
-        Ok(payload) => {
-            let info = JobInfo {
-                run_id: spec.run_id.clone(),
-                id: job_id,
-                index,
-                attempt,
-                max_attempts: limits.max_attempts,
-                agent: spec.index,
-                report: report.clone(),
-            };
-            let attempt_future =
-                AssertUnwindSafe(attempt_job(script, agent, info, payload, state, limits));
-            match tokio::time::timeout(limits.job_timeout(), attempt_future.catch_unwind()).await {
-                Ok(Ok(verdict)) => verdict,
-                Ok(Err(panic)) => Verdict::Fail {
-                    error: format!("the script panicked: {}", panic_message(&*panic)),
-                },
-                Err(_) => Verdict::from_result(
-                    Err(ScriptError::retry(format!(
-                        "timed out after {:.1}s (job_timeout_secs)",
-                        limits.job_timeout().as_secs_f64()
-                    ))),
-                    state,
-                    limits,
-                ),
-            }
-        }
-    };
+    let verdict = attempt
+        .run(script, agent, delivery.message().payload.get())
+        .await;
     let duration_ms = started.elapsed().as_micros() as f64 / 1000.0;
-    let evidence = match verdict.error() {
-        Some(error) => save_evidence(agent, spec, index, attempt, error).await,
-        None => None,
-    };
-    if let Some(folder) = &evidence {
-        attach_evidence(&report, Path::new(folder));
+    let evidence = attempt.keep_evidence(agent, &verdict).await;
+    attempt
+        .settle(agent, delivery, verdict, duration_ms, evidence)
+        .await
+}
+
+/// One attempt at a job, from its start event to its settled delivery.
+struct JobAttempt<'a> {
+    spec: &'a AgentSpec,
+    limits: &'a JobLimits,
+    job: EventJob,
+    state: AttemptState,
+    report: Reporter,
+}
+
+impl<'a> JobAttempt<'a> {
+    fn start(
+        spec: &'a AgentSpec,
+        limits: &'a JobLimits,
+        message: &JobMessage,
+        state: AttemptState,
+    ) -> Self {
+        let job = EventJob {
+            id: message.job_id,
+            index: message.index,
+            attempt: state.attempt,
+        };
+        let report = Reporter::new(spec.events.clone(), spec.index, job);
+        report.event(EventKind::JobStarted, None, None);
+        Self {
+            spec,
+            limits,
+            job,
+            state,
+            report,
+        }
     }
-    let timing = serde_json::json!({ "duration_ms": duration_ms });
-    let result = |status, output, error| JobResult {
-        v: WIRE_VERSION,
-        index,
-        id: job_id,
-        status,
-        attempts: attempt,
-        agent: Some(spec.index),
-        duration_ms,
-        output,
-        error,
-        evidence: evidence.clone(),
-    };
-    match verdict {
-        Verdict::Succeeded(output) => {
-            let data = serde_json::json!({ "duration_ms": duration_ms, "output": output });
-            report.event(EventKind::JobSucceeded, None, Some(data));
-            let result = result(JobStatus::Succeeded, Some(output), None);
-            record(spec, result, delivery, Delivery::ack).await
-        }
-        Verdict::Retry { error, delay } => {
-            let data = serde_json::json!({
-                "delay_ms": delay.as_millis() as u64,
-                "duration_ms": duration_ms,
-            });
-            report.event(EventKind::Retrying, Some(error), Some(data));
-            spec.store.record_retry(&spec.run_id).await?;
-            delivery.retry(attempt + 1, delay).await
-        }
-        Verdict::Elsewhere { error } => {
-            let data = serde_json::json!({
-                "identity_retry": state.identity_retries + 1,
-                "duration_ms": duration_ms,
-            });
-            report.event(EventKind::Retrying, Some(error), Some(data));
-            if let Err(error) = agent.rotate_identity().await {
-                tracing::warn!(agent = spec.index, %error, "rotating the agent's identity failed");
+
+    /// A payload the script cannot read fails the job at once: no attempt could read it.
+    async fn run<S: Script>(&self, script: &S, agent: &mut S::Agent, payload: &str) -> Verdict {
+        let payload = match serde_json::from_str::<Payload<S>>(payload) {
+            Ok(payload) => payload,
+            Err(error) => {
+                return Verdict::Fail {
+                    error: format!(
+                        "the job message does not match the script's payload type: {error}"
+                    ),
+                };
             }
-            spec.store.record_retry(&spec.run_id).await?;
-            delivery.retry_new_identity().await
+        };
+        let info = JobInfo {
+            run_id: self.spec.run_id.clone(),
+            id: self.job.id,
+            index: self.job.index,
+            attempt: self.job.attempt,
+            max_attempts: self.limits.max_attempts,
+            agent: self.spec.index,
+            report: self.report.clone(),
+        };
+        self.within_limits(attempt_job(
+            script,
+            agent,
+            info,
+            payload,
+            self.state,
+            self.limits,
+        ))
+        .await
+    }
+
+    /// A script that panics fails its job, not the agent; one that overruns the run's time
+    /// limit is retried like any retryable failure.
+    async fn within_limits(&self, attempt: impl Future<Output = Verdict>) -> Verdict {
+        let job_timeout = self.limits.job_timeout();
+        match tokio::time::timeout(job_timeout, AssertUnwindSafe(attempt).catch_unwind()).await {
+            Ok(Ok(verdict)) => verdict,
+            Ok(Err(panic)) => Verdict::Fail {
+                error: format!("the script panicked: {}", panic_message(&*panic)),
+            },
+            Err(_) => Verdict::from_result(
+                Err(ScriptError::retry(format!(
+                    "timed out after {:.1}s (job_timeout_secs)",
+                    job_timeout.as_secs_f64()
+                ))),
+                self.state,
+                self.limits,
+            ),
         }
-        Verdict::Fail { error } => {
-            report.event(EventKind::JobFailed, Some(error.clone()), Some(timing));
-            let result = result(JobStatus::Failed, None, Some(error.clone()));
-            record(spec, result, delivery, |delivery| {
-                delivery.dead_letter(error)
-            })
-            .await
+    }
+
+    /// Saves the evidence of a failed attempt and sends it to the monitor; returns its folder.
+    async fn keep_evidence<A: AgentContext>(
+        &self,
+        agent: &mut A,
+        verdict: &Verdict,
+    ) -> Option<String> {
+        let error = verdict.error()?;
+        let folder =
+            save_evidence(agent, self.spec, self.job.index, self.job.attempt, error).await?;
+        attach_evidence(&self.report, Path::new(&folder));
+        Some(folder)
+    }
+
+    /// Reports the verdict, then records the result or the retry before settling the delivery:
+    /// a job leaves the queue only once its outcome is stored.
+    async fn settle<A: AgentContext>(
+        self,
+        agent: &mut A,
+        delivery: Delivery,
+        verdict: Verdict,
+        duration_ms: f64,
+        evidence: Option<String>,
+    ) -> Result<()> {
+        let spec = self.spec;
+        let result = |status, output, error| JobResult {
+            v: WIRE_VERSION,
+            index: self.job.index,
+            id: self.job.id,
+            status,
+            attempts: self.job.attempt,
+            agent: Some(spec.index),
+            duration_ms,
+            output,
+            error,
+            evidence: evidence.clone(),
+        };
+        match verdict {
+            Verdict::Succeeded(output) => {
+                let data = serde_json::json!({ "duration_ms": duration_ms, "output": output });
+                self.report.event(EventKind::JobSucceeded, None, Some(data));
+                let result = result(JobStatus::Succeeded, Some(output), None);
+                record(spec, result, delivery, Delivery::ack).await
+            }
+            Verdict::Retry { error, delay } => {
+                let data = serde_json::json!({
+                    "delay_ms": delay.as_millis() as u64,
+                    "duration_ms": duration_ms,
+                });
+                self.report
+                    .event(EventKind::Retrying, Some(error), Some(data));
+                spec.store.record_retry(&spec.run_id).await?;
+                delivery.retry(self.job.attempt + 1, delay).await
+            }
+            Verdict::Elsewhere { error } => {
+                let data = serde_json::json!({
+                    "identity_retry": self.state.identity_retries + 1,
+                    "duration_ms": duration_ms,
+                });
+                self.report
+                    .event(EventKind::Retrying, Some(error), Some(data));
+                if let Err(error) = agent.rotate_identity().await {
+                    tracing::warn!(agent = spec.index, %error, "rotating the agent's identity failed");
+                }
+                spec.store.record_retry(&spec.run_id).await?;
+                delivery.retry_new_identity().await
+            }
+            Verdict::Fail { error } => {
+                let timing = serde_json::json!({ "duration_ms": duration_ms });
+                self.report
+                    .event(EventKind::JobFailed, Some(error.clone()), Some(timing));
+                let result = result(JobStatus::Failed, None, Some(error.clone()));
+                record(spec, result, delivery, |delivery| {
+                    delivery.dead_letter(error)
+                })
+                .await
+            }
         }
     }
 }
