@@ -82,6 +82,7 @@
 //! line), and holds no logic of its own.
 //!
 //! # Features
+//! - `testing`: [`testing`], the kit for a project's tests (a dev-dependency feature).
 //! - `cli` (default): [`main!`], [`run`], [`service`] and [`Summary`]. A service that embeds
 //!   runs turns it off (`default-features = false`) and compiles no clap, indicatif,
 //!   tracing-subscriber or anyhow.
@@ -136,6 +137,10 @@ pub use armada_orchestrator::{
     Backends, FollowEvent, Launcher, Orchestrator, ProjectControl, ResultsFile, RunControl,
     RunHandle, RunReport, RunTask, RunUpdate,
 };
+/// The testing kit (feature `testing`): [`testing::TestRun`] runs a script over jobs given in
+/// code; [`testing::binary`] starts a project's binary on a copy of its config.
+#[cfg(feature = "testing")]
+pub use armada_testing as testing;
 
 /// What a project's `lib.rs` usually needs.
 pub mod prelude {

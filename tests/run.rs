@@ -9,16 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use armada::prelude::*;
+use armada::testing::TestRun;
 use armada::{
     Backends, FollowEvent, JobResult, JobStatus, Launcher, Orchestrator, Plan, ProjectFiles,
     RunOverrides, RunReport, RunStatus, RunTask, RunUpdate, ScriptAgent,
 };
 use serde_json::{Value, json};
-
-/// The plan of a script whose type has no name (an async closure's).
-fn plan_of<S: Script>(_: &S, run_message: Value, default_job_message: Value) -> Plan {
-    plan::<S>(run_message, default_job_message)
-}
 
 fn plan<S: Script>(run_message: Value, default_job_message: Value) -> Plan {
     let template = json!({
@@ -168,35 +164,63 @@ async fn failed_attempts_retry_until_success_or_the_attempt_limit() {
     assert_eq!(report.status, RunStatus::Completed);
 }
 
-/// The smallest script: an async closure of the job, typed, reporting and retried like any.
+/// The smallest script: an async closure of the job, typed, reporting and retried like any,
+/// run through the testing kit with its payloads given in code.
 #[tokio::test]
 async fn a_script_can_be_an_async_closure() {
-    #[derive(serde::Deserialize)]
+    #[derive(serde::Deserialize, serde::Serialize)]
     struct Page {
         factor: u64,
     }
     let script = armada::script_fn(|job: Job<Page>| async move {
         job.report().info(format!("attempt {}", job.info.attempt));
-        if job.info.index % 2 == 0 && job.info.attempt == 1 {
+        if job.info.index.is_multiple_of(2) && job.info.attempt == 1 {
             return Err(ScriptError::retry(std::io::Error::other(
                 "first attempts of even jobs fail",
             )));
         }
         Ok::<_, ScriptError>(job.info.index * job.payload.factor)
     });
-    let run_message = json!({
-        "agents": 2, "jobs": 6, "max_attempts": 2,
-        "retry_backoff_secs": 0.01, "retry_backoff_max_secs": 0.05
-    });
-    let plan = plan_of(&script, run_message, json!({ "factor": 10 }));
-    let (report, results) = run(script, &plan).await;
-    assert_every_job_once(&results, 6);
-    for (index, result) in &results {
-        assert_eq!(result.status, JobStatus::Succeeded);
-        assert_eq!(result.output, Some(json!(index * 10)));
-        assert_eq!(result.attempts, if index % 2 == 0 { 2 } else { 1 });
-    }
-    assert_eq!(report.progress.retries, 3);
+    let report = TestRun::new(script)
+        .agents(2, json!({}))
+        .max_attempts(2)
+        .jobs((0..6).map(|_| Page { factor: 10 }))
+        .run()
+        .await
+        .unwrap();
+    assert!(report.all_succeeded(), "{report:?}");
+    let outputs = report.outputs::<u64>();
+    assert_eq!(
+        outputs.into_iter().collect::<Vec<_>>(),
+        (0..6)
+            .map(|index| (index, Some(index * 10)))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(report.job(2).attempts, 2);
+    assert_eq!(report.job(3).attempts, 1);
+    assert_eq!(
+        report.messages_of(2),
+        ["attempt 1", "first attempts of even jobs fail", "attempt 2"]
+    );
+}
+
+/// Payloads the script's type refuses come back from the testing kit as diagnostics, and
+/// nothing runs.
+#[tokio::test]
+async fn the_testing_kit_checks_payloads_like_a_project() {
+    let script =
+        armada::script_fn(|job: Job<u64>| async move { Ok::<_, ScriptError>(job.payload) });
+    let error = TestRun::new(script)
+        .job(1)
+        .job("two")
+        .run()
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("jobs[1]") && text.contains("expected u64"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

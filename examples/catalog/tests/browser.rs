@@ -14,10 +14,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use armada::testing::binary::{self, Launch, ProjectCopy};
 use catalog::site;
 use serde_json::{Value, json};
 
@@ -30,163 +31,99 @@ fn turn() -> MutexGuard<'static, ()> {
 
 /// A copy of the catalog project with its agent and job CSVs chosen by the test, and the page
 /// mode of `ARMADA_TEST_BROWSER_PAGES`.
-fn project(agent_csv: &str, job_csv: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config");
-    std::fs::create_dir(&config).unwrap();
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    std::fs::copy(
-        source.join("config_local.json"),
-        config.join("config_local.json"),
-    )
-    .unwrap();
-    let template = std::fs::read_to_string(source.join("config_template.json")).unwrap();
-    let mut template: Value = serde_json::from_str(&template).unwrap();
-    if let Ok(pages) = std::env::var("ARMADA_TEST_BROWSER_PAGES") {
-        template["default_agent_message"]["browser"]["pages"] = json!(pages);
-    }
-    std::fs::write(config.join("config_template.json"), template.to_string()).unwrap();
-    std::fs::write(config.join("data_agent.csv"), agent_csv).unwrap();
-    std::fs::write(config.join("data_job.csv"), job_csv).unwrap();
-    dir
+fn project(agent_csv: &str, job_csv: &str) -> ProjectCopy {
+    let copy = ProjectCopy::of(Path::new(env!("CARGO_MANIFEST_DIR")));
+    copy.edit_template(|template| {
+        if let Ok(pages) = std::env::var("ARMADA_TEST_BROWSER_PAGES") {
+            template["default_agent_message"]["browser"]["pages"] = json!(pages);
+        }
+    })
+    .write("data_agent.csv", agent_csv)
+    .write("data_job.csv", job_csv);
+    copy
 }
 
 /// A copy of the catalog project as it ships.
-fn default_project() -> tempfile::TempDir {
+fn default_project() -> ProjectCopy {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     let read = |file: &str| std::fs::read_to_string(source.join(file)).unwrap();
     project(&read("data_agent.csv"), &read("data_job.csv"))
 }
 
-struct Launch {
-    child: Child,
-    run_id: String,
-    /// The dashboard's address (`127.0.0.1:PORT`), printed on the launch's second line.
-    dashboard: String,
-    results: PathBuf,
-    stdout: Option<std::thread::JoinHandle<String>>,
-}
-
-impl Drop for Launch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
+/// How long a test waits for a run's end.
+const RUN_LIMIT: Duration = Duration::from_secs(180);
 
 fn launch(project: &Path, results: &Path, args: &[&str]) -> Launch {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_catalog-orchestrate"))
-        .env_remove("DISPLAY")
+    let mut command = binary::command(env!("CARGO_BIN_EXE_catalog-orchestrate"));
+    command
         .arg("launch")
         .arg("--project")
         .arg(project)
         .arg("--output")
         .arg(results)
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
+        .args(args);
+    Launch::start(command, results)
+}
+
+/// The run's exit code, stdout and results by job index.
+fn finish(run: Launch) -> (Option<i32>, String, BTreeMap<u64, Value>) {
+    let finished = run.finish(RUN_LIMIT);
+    let results = finished
+        .results
+        .into_iter()
+        .map(|result| (result["index"].as_u64().unwrap(), result))
+        .collect();
+    (finished.status.code(), finished.stdout, results)
+}
+
+/// Waits until `count` jobs are running, as the run's dashboard API shows them.
+fn wait_for_running_jobs(run: &Launch, count: usize) {
+    let dashboard = run.dashboard().expect("the launch serves its dashboard");
+    let path = format!("/api/v1/runs/{}/jobs?status=running", run.run_id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut stream = TcpStream::connect(dashboard).unwrap_or_else(|error| {
+            panic!("the run ended before {count} jobs ran together (its dashboard: {error})")
+        });
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {dashboard}\r\nConnection: close\r\n\r\n"
+        )
         .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    let run_id = first
-        .strip_prefix("run ")
-        .and_then(|rest| rest.split(':').next())
-        .unwrap_or_else(|| panic!("no run id in {first:?}"))
-        .to_owned();
-    let mut second = String::new();
-    stdout.read_line(&mut second).unwrap();
-    let dashboard = second
-        .strip_prefix("dashboard: http://")
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or_else(|| panic!("no dashboard address in {second:?}"))
-        .to_owned();
-    let stdout = std::thread::spawn(move || {
-        let mut rest = String::new();
-        stdout.read_to_string(&mut rest).unwrap();
-        first + &second + &rest
-    });
-    Launch {
-        child,
-        run_id,
-        dashboard,
-        results: results.to_path_buf(),
-        stdout: Some(stdout),
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let running = serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|page| Some(page["jobs"].as_array()?.len()))
+            .unwrap_or(0);
+        if running >= count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{count} jobs never ran together");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-impl Launch {
-    fn finish(mut self) -> (Option<i32>, String, BTreeMap<u64, Value>) {
-        let deadline = Instant::now() + Duration::from_secs(180);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "the run did not end in time");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let stdout = self.stdout.take().unwrap().join().unwrap();
-        let results = std::fs::read_to_string(&self.results)
-            .unwrap_or_default()
-            .lines()
-            .map(|line| serde_json::from_str::<Value>(line).unwrap())
-            .map(|result| (result["index"].as_u64().unwrap(), result))
-            .collect();
-        (status.code(), stdout, results)
-    }
+/// The run's main browser processes when agents are tasks: they are direct children of the
+/// launch process (their helpers are children of the browsers).
+fn child_browsers(run: &Launch) -> Vec<u32> {
+    let launcher = run.pid().to_string();
+    let output = Command::new("pgrep")
+        .args(["-P", &launcher, "-f", &format!("armada/{}/", run.run_id())])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect()
+}
 
-    /// Waits until `count` jobs are running, as the run's dashboard API shows them.
-    fn wait_for_running_jobs(&self, count: usize) {
-        let path = format!("/api/v1/runs/{}/jobs?status=running", self.run_id);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let mut stream = TcpStream::connect(&self.dashboard).unwrap_or_else(|error| {
-                panic!("the run ended before {count} jobs ran together (its dashboard: {error})")
-            });
-            write!(
-                stream,
-                "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-                self.dashboard
-            )
-            .unwrap();
-            let mut response = String::new();
-            stream.read_to_string(&mut response).unwrap();
-            let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-            let running = serde_json::from_str::<Value>(body)
-                .ok()
-                .and_then(|page| Some(page["jobs"].as_array()?.len()))
-                .unwrap_or(0);
-            if running >= count {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{count} jobs never ran together");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The run's main browser processes when agents are tasks: they are direct children of
-    /// the launch process (their helpers are children of the browsers).
-    fn child_browsers(&self) -> Vec<u32> {
-        let output = Command::new("pgrep")
-            .args([
-                "-P",
-                &self.child.id().to_string(),
-                "-f",
-                &format!("armada/{}/", self.run_id),
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|line| line.trim().parse().ok())
-            .collect()
-    }
-
-    fn wait_for_browsers(&self, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while browsers_of(&self.run_id).len() < count {
-            assert!(Instant::now() < deadline, "{count} browsers never started");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+fn wait_for_browsers(run: &Launch, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while browsers_of(run.run_id()).len() < count {
+        assert!(Instant::now() < deadline, "{count} browsers never started");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -251,8 +188,8 @@ fn three_agents_extract_every_page_each_with_its_own_identity() {
         &out.path().join("r.jsonl"),
         &["--agents", "3"],
     );
-    let run_id = run.run_id.clone();
-    let (code, stdout, results) = run.finish();
+    let run_id = run.run_id().to_owned();
+    let (code, stdout, results) = finish(run);
     assert_eq!(code, Some(0), "{stdout}");
     assert_eq!(results.len(), 21);
     for (index, result) in &results {
@@ -403,7 +340,7 @@ fn a_proxy_sees_the_agents_configured_to_use_it_and_gets_its_credentials_through
     let jobs: String = (0..9).map(|index| format!("{index},whoami\n")).collect();
     let dir = project(&agents, &format!("targetted_job,kind\n{jobs}"));
     let run = launch(dir.path(), &dir.path().join("r.jsonl"), &["--agents", "3"]);
-    let (code, stdout, results) = run.finish();
+    let (code, stdout, results) = finish(run);
     assert_eq!(code, Some(0), "{stdout}");
     let seen: BTreeSet<String> = proxy.seen.lock().unwrap().iter().cloned().collect();
     let ran: BTreeSet<u64> = results
@@ -438,7 +375,7 @@ fn an_intercepted_response_is_rewritten() {
         "targetted_job,kind,id,page\n0,product,3,\n1,listing,,1\n",
     );
     let run = launch(dir.path(), &dir.path().join("r.jsonl"), &["--agents", "1"]);
-    let (code, stdout, results) = run.finish();
+    let (code, stdout, results) = finish(run);
     assert_eq!(code, Some(0), "{stdout}");
     assert_eq!(results[&0]["output"]["name"], "Rewritten 3");
     // Only responses whose URL matches are rewritten.
@@ -451,10 +388,10 @@ fn a_browser_killed_mid_job_is_replaced_and_its_job_retried() {
     let jobs: String = (0..6).map(|index| format!("{index},slow\n")).collect();
     let dir = project("targetted_agent\n", &format!("targetted_job,kind\n{jobs}"));
     let run = launch(dir.path(), &dir.path().join("r.jsonl"), &["--agents", "2"]);
-    run.wait_for_browsers(2);
+    wait_for_browsers(&run, 2);
     // Kill a browser in the middle of a job, not before its first one.
-    run.wait_for_running_jobs(2);
-    let victim = run.child_browsers()[0];
+    wait_for_running_jobs(&run, 2);
+    let victim = child_browsers(&run)[0];
     assert!(
         Command::new("kill")
             .args(["-9", &victim.to_string()])
@@ -462,8 +399,8 @@ fn a_browser_killed_mid_job_is_replaced_and_its_job_retried() {
             .unwrap()
             .success()
     );
-    let run_id = run.run_id.clone();
-    let (code, stdout, results) = run.finish();
+    let run_id = run.run_id().to_owned();
+    let (code, stdout, results) = finish(run);
     assert_eq!(code, Some(0), "{stdout}");
     assert_eq!(results.len(), 6);
     assert!(
@@ -489,7 +426,7 @@ fn a_failed_job_leaves_a_screenshot_its_html_and_console_messages() {
         "targetted_job,kind\n0,broken\n1,product\n",
     );
     let run = launch(dir.path(), &dir.path().join("r.jsonl"), &["--agents", "1"]);
-    let (code, stdout, results) = run.finish();
+    let (code, stdout, results) = finish(run);
     assert_eq!(code, Some(2), "a failed job: {stdout}");
     let broken = &results[&0];
     assert_eq!(broken["status"], "failed");
@@ -518,8 +455,8 @@ fn ctrl_c_leaves_no_browser_and_no_profile() {
         &dir.path().join("r.jsonl"),
         &["--agents", "2", "--grace-secs", "5"],
     );
-    run.wait_for_browsers(2);
-    let pid = run.child.id().to_string();
+    wait_for_browsers(&run, 2);
+    let pid = run.pid().to_string();
     assert!(
         Command::new("kill")
             .args(["-INT", &pid])
@@ -527,8 +464,8 @@ fn ctrl_c_leaves_no_browser_and_no_profile() {
             .unwrap()
             .success()
     );
-    let run_id = run.run_id.clone();
-    let (code, stdout, results) = run.finish();
+    let run_id = run.run_id().to_owned();
+    let (code, stdout, results) = finish(run);
     assert_eq!(code, Some(130), "{stdout}");
     assert_eq!(results.len(), 8, "every job has a line");
     assert_nothing_left(&run_id);
@@ -557,9 +494,9 @@ fn kill_9_of_an_agent_process_leaves_no_browser_and_no_profile() {
             "redis://127.0.0.1:6379",
         ],
     );
-    run.wait_for_browsers(2);
+    wait_for_browsers(&run, 2);
     let agents = Command::new("pgrep")
-        .args(["-f", &format!("agent --run-id {}", run.run_id)])
+        .args(["-f", &format!("agent --run-id {}", run.run_id())])
         .output()
         .unwrap();
     let agent = String::from_utf8_lossy(&agents.stdout)
@@ -575,8 +512,8 @@ fn kill_9_of_an_agent_process_leaves_no_browser_and_no_profile() {
             .unwrap()
             .success()
     );
-    let run_id = run.run_id.clone();
-    let (code, stdout, results) = run.finish();
+    let run_id = run.run_id().to_owned();
+    let (code, stdout, results) = finish(run);
     assert_eq!(code, Some(0), "{stdout}");
     // The launcher started the killed agent again, with a browser of its own.
     assert!(!stdout.contains("exited abnormally"), "{stdout}");
@@ -629,7 +566,7 @@ fn proxies_come_from_a_list_or_a_provider_and_a_dead_one_is_rotated_away_for_fre
         &dir.path().join("r.jsonl"),
         &["--agents", "2", "--max-attempts", "1"],
     );
-    let (code, stdout, results) = run.finish();
+    let (code, stdout, results) = finish(run);
     // max_attempts is 1: the dead proxy's failure did not count as an attempt.
     assert_eq!(code, Some(0), "{stdout}");
     let proxy_server = format!("http://127.0.0.1:{}", proxy.port);
@@ -660,8 +597,8 @@ fn the_browser_is_recycled_after_the_configured_number_of_jobs() {
     let jobs: String = (0..6).map(|index| format!("{index},whoami\n")).collect();
     let dir = project(agents, &format!("targetted_job,kind\n{jobs}"));
     let run = launch(dir.path(), &dir.path().join("r.jsonl"), &["--agents", "1"]);
-    let run_id = run.run_id.clone();
-    let (code, stdout, results) = run.finish();
+    let run_id = run.run_id().to_owned();
+    let (code, stdout, results) = finish(run);
     assert_eq!(code, Some(0), "{stdout}");
     // Each job's page replaces the last: tabs do not pile up.
     for result in results.values() {
@@ -688,7 +625,7 @@ fn a_visible_browser_without_a_display_gets_its_own_xvfb() {
     let agents = "targetted_agent,browser.screen_visible\n0,true\n";
     let dir = project(agents, "targetted_job,kind\n0,whoami\n1,product\n");
     let run = launch(dir.path(), &dir.path().join("r.jsonl"), &["--agents", "1"]);
-    let (code, stdout, results) = run.finish();
+    let (code, stdout, results) = finish(run);
     assert_eq!(code, Some(0), "{stdout}");
     assert_eq!(results[&0]["output"]["width"], 1280);
     assert_eq!(results[&1]["output"]["name"], "Product 1");
@@ -730,8 +667,8 @@ fn a_chromium_that_hangs_at_start_is_killed_and_started_again() {
         &project.path().join("r.jsonl"),
         &["--agents", "1"],
     );
-    let run_id = run.run_id.clone();
-    let (code, stdout, results) = run.finish();
+    let run_id = run.run_id().to_owned();
+    let (code, stdout, results) = finish(run);
     assert_eq!(code, Some(0), "{stdout}");
     assert_eq!(results[&0]["output"]["browser_launches"], 2, "{results:?}");
     assert_eq!(results[&1]["output"]["name"], "Product 1");

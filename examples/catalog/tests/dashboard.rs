@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use armada::testing::binary::{self, ProjectCopy};
 use chromiumoxide::page::ScreenshotParams;
 use chromiumoxide::{Browser, BrowserConfig, Page};
 use futures::StreamExt;
@@ -16,21 +17,13 @@ use serde_json::Value;
 
 /// A copy of the catalog project whose jobs include slow pages (so the run is still going
 /// when the dashboard opens) and a broken one (a failure with a screenshot).
-fn project() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config");
-    std::fs::create_dir(&config).unwrap();
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    for file in ["config_template.json", "config_local.json"] {
-        std::fs::copy(source.join(file), config.join(file)).unwrap();
-    }
-    std::fs::write(config.join("data_agent.csv"), "targetted_agent\n").unwrap();
-    std::fs::write(
-        config.join("data_job.csv"),
+fn project() -> ProjectCopy {
+    let copy = ProjectCopy::of(Path::new(env!("CARGO_MANIFEST_DIR")));
+    copy.write("data_agent.csv", "targetted_agent\n").write(
+        "data_job.csv",
         "targetted_job,kind,id\n0,product,1\n1,slow,\n2,broken,\n3,slow,\n4,product,2\n5,slow,\n6,product,3\n",
-    )
-    .unwrap();
-    dir
+    );
+    copy
 }
 
 /// The project's binary serves the shop on 127.0.0.1:8377: one dashboard at a time.
@@ -48,13 +41,11 @@ impl Dashboard {
     }
 
     fn start_with_token(project: &Path, token: Option<&str>) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_catalog-orchestrate"));
-        match token {
-            Some(token) => command.env("ARMADA_MONITOR_TOKEN", token),
-            None => command.env_remove("ARMADA_MONITOR_TOKEN"),
-        };
+        let mut command = binary::command(env!("CARGO_BIN_EXE_catalog-orchestrate"));
+        if let Some(token) = token {
+            command.env("ARMADA_MONITOR_TOKEN", token);
+        }
         let mut child = command
-            .env_remove("DISPLAY")
             .args(["monitor", "--listen", "127.0.0.1:0", "--project"])
             .arg(project)
             .stdout(Stdio::piped())

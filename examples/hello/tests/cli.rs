@@ -6,18 +6,13 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use armada::testing::binary::{self, ProjectCopy};
 use serde_json::Value;
 
 /// The project's binary with `args`, in `cwd`, with no shared backends from the environment.
 fn command(args: &[&str], cwd: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_orchestrate"));
-    command
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("ARMADA_QUEUE_URL")
-        .env_remove("ARMADA_STORE_URL")
-        .env_remove("ARMADA_AMQP_URL")
-        .env_remove("ARMADA_REDIS_URL");
+    let mut command = binary::command(env!("CARGO_BIN_EXE_orchestrate"));
+    command.args(args).current_dir(cwd);
     command
 }
 
@@ -25,20 +20,13 @@ fn orchestrate(args: &[&str], cwd: &Path) -> Output {
     command(args, cwd).output().expect("the binary runs")
 }
 
-/// A copy of the hello project's config folder in a new folder, without its `data_job.csv`,
-/// which the test writes; returns the folder and its `config`.
-fn project_without_jobs() -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config");
-    std::fs::create_dir(&config).unwrap();
-    for file in [
-        "config_template.json",
-        "config_local.json",
-        "data_agent.csv",
-    ] {
-        std::fs::copy(project().join("config").join(file), config.join(file)).unwrap();
-    }
-    (dir, config)
+/// A copy of the hello project without its `data_job.csv`, which the test writes; returns the
+/// copy and its `config` folder.
+fn project_without_jobs() -> (ProjectCopy, std::path::PathBuf) {
+    let copy = ProjectCopy::of(project());
+    copy.remove("data_job.csv").remove("config_distant.json");
+    let config = copy.path().join("config");
+    (copy, config)
 }
 
 fn text(bytes: &[u8]) -> String {

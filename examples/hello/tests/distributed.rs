@@ -8,13 +8,13 @@
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Command, ExitStatus};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use armada::testing::binary::{self, Launch, ProjectCopy};
 use serde_json::{Value, json};
 
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -45,159 +45,63 @@ fn services() -> MutexGuard<'static, ()> {
 }
 
 /// A copy of the hello project whose template, tune values and data_job.csv the test chooses.
-fn project(edit: impl FnOnce(&mut Value), tune: Value, job_csv: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config");
-    std::fs::create_dir(&config).unwrap();
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    let mut template: Value = serde_json::from_str(
-        &std::fs::read_to_string(source.join("config_template.json")).unwrap(),
-    )
-    .unwrap();
-    edit(&mut template);
-    std::fs::write(config.join("config_template.json"), template.to_string()).unwrap();
-    std::fs::write(config.join("config_local.json"), tune.to_string()).unwrap();
-    std::fs::write(config.join("data_agent.csv"), "targetted_agent,greeting\n").unwrap();
-    std::fs::write(config.join("data_job.csv"), job_csv).unwrap();
-    dir
+fn project(edit: impl FnOnce(&mut Value), tune: Value, job_csv: &str) -> ProjectCopy {
+    let copy = ProjectCopy::of(Path::new(env!("CARGO_MANIFEST_DIR")));
+    copy.edit_template(edit)
+        .write("config_local.json", &tune.to_string())
+        .write("data_agent.csv", "targetted_agent,greeting\n")
+        .write("data_job.csv", job_csv);
+    copy
 }
 
 fn set(template: &mut Value, section: &str, key: &str, value: Value) {
     template[section][key] = value;
 }
 
-/// A `launch` running in the background.
-struct Launch {
-    child: Child,
-    run_id: String,
-    results: PathBuf,
-    stdout: Option<std::thread::JoinHandle<String>>,
-    /// The launch's and its agents' stderr, echoed as it comes and kept.
-    stderr: Option<std::thread::JoinHandle<String>>,
+/// How long a test waits for a run's results, or for its end.
+const WAIT: Duration = Duration::from_secs(120);
+
+/// `launch` on Redis and RabbitMQ in the background, its results in the project's folder.
+fn launch(project: &Path, args: &[&str]) -> Launch {
+    launch_on(project, REDIS_URL, args)
 }
 
-fn launch(project: &Path, args: &[&str]) -> Launch {
+fn launch_on(project: &Path, redis_url: &str, args: &[&str]) -> Launch {
     let results = project.join("results.jsonl");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_orchestrate"));
+    let mut command = binary::command(env!("CARGO_BIN_EXE_orchestrate"));
     command
         .arg("launch")
         .arg("--project")
         .arg(project)
-        .args(["--queue", AMQP_URL, "--config-store", REDIS_URL, "--output"])
+        .args(["--queue", AMQP_URL, "--config-store", redis_url, "--output"])
         .arg(&results)
         .args(args);
-    Launch::spawn(command, results)
+    Launch::start(command, &results)
 }
 
-impl Launch {
-    /// Starts a `launch` command and reads its run id.
-    fn spawn(mut command: Command, results: PathBuf) -> Self {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let stderr = std::thread::spawn(move || {
-            let mut kept = String::new();
-            for line in stderr.lines() {
-                let line = line.unwrap_or_default();
-                eprintln!("{line}");
-                kept.push_str(&line);
-                kept.push('\n');
-            }
-            kept
-        });
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        stdout.read_line(&mut first).unwrap();
-        let run_id = first
-            .strip_prefix("run ")
-            .and_then(|rest| rest.split(':').next())
-            .unwrap_or_else(|| panic!("no run id in {first:?}"))
-            .to_owned();
-        let stdout = std::thread::spawn(move || {
-            let mut rest = String::new();
-            stdout.read_to_string(&mut rest).unwrap();
-            first + &rest
-        });
-        Launch {
-            child,
-            run_id,
-            results,
-            stdout: Some(stdout),
-            stderr: Some(stderr),
-        }
-    }
-
-    fn lines(&self) -> usize {
-        std::fs::read_to_string(&self.results).map_or(0, |text| text.lines().count())
-    }
-
-    fn wait_for_results(&self, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.lines() < count {
-            assert!(
-                Instant::now() < deadline,
-                "the run did not get to {count} results"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn agent_pids(&self) -> Vec<u32> {
-        let output = Command::new("pgrep")
-            .args(["-f", &format!("agent --run-id {}", self.run_id)])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|line| line.trim().parse().ok())
-            .collect()
-    }
-
-    fn finish(self) -> (ExitStatus, String, Vec<Value>) {
-        let (status, stdout, stderr, results) = self.finish_with_stderr();
-        // No process of the run panics, at its end either (lapin's I/O thread did when an
-        // agent's runtime stopped with its connections open).
-        assert!(!stderr.contains("panicked"), "{stderr}");
-        (status, stdout, results)
-    }
-
-    /// Like `finish`, for a run whose agents abort on purpose.
-    fn finish_allowing_aborts(self) -> (ExitStatus, String, Vec<Value>) {
-        let (status, stdout, _, results) = self.finish_with_stderr();
-        (status, stdout, results)
-    }
-
-    fn finish_with_stderr(mut self) -> (ExitStatus, String, String, Vec<Value>) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                self.child.kill().unwrap();
-                panic!("the run did not end in time");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let stdout = self.stdout.take().unwrap().join().unwrap();
-        let stderr = self.stderr.take().unwrap().join().unwrap();
-        let results = std::fs::read_to_string(&self.results)
-            .unwrap_or_default()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect();
-        (status, stdout, stderr, results)
-    }
+/// The run's end, checking that no process of the run panicked, at its end either (lapin's
+/// I/O thread did when an agent's runtime stopped with its connections open).
+fn finish(run: Launch) -> (ExitStatus, String, Vec<Value>) {
+    let finished = run.finish(WAIT);
+    assert!(!finished.stderr.contains("panicked"), "{}", finished.stderr);
+    (finished.status, finished.stdout, finished.results)
 }
 
-impl Drop for Launch {
-    fn drop(&mut self) {
-        // A failed test must not leave its run going.
-        let _ = self.child.kill();
-    }
+/// Like `finish`, for a run whose agents abort on purpose.
+fn finish_allowing_aborts(run: Launch) -> (ExitStatus, String, Vec<Value>) {
+    let finished = run.finish(WAIT);
+    (finished.status, finished.stdout, finished.results)
+}
+
+fn agent_pids(run: &Launch) -> Vec<u32> {
+    let output = Command::new("pgrep")
+        .args(["-f", &format!("agent --run-id {}", run.run_id())])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect()
 }
 
 fn indexes(results: &[Value]) -> BTreeSet<u64> {
@@ -274,8 +178,8 @@ fn four_agent_processes_complete_200_jobs_and_leave_nothing_behind() {
         "targetted_job,name\n",
     );
     let run = launch(dir.path(), &["--agents", "4", "--jobs", "200"]);
-    let run_id = run.run_id.clone();
-    let (status, stdout, results) = run.finish();
+    let run_id = run.run_id().to_owned();
+    let (status, stdout, results) = finish(run);
     assert!(status.success(), "{stdout}");
     assert_eq!(results.len(), 200);
     assert_eq!(indexes(&results), (0..200).collect());
@@ -313,8 +217,8 @@ fn a_job_that_kills_its_agent_fails_after_its_attempts_and_the_run_goes_on() {
         dir.path(),
         &["--agents", "4", "--jobs", "30", "--max-attempts", "3"],
     );
-    let run_id = run.run_id.clone();
-    let (status, stdout, results) = run.finish_allowing_aborts();
+    let run_id = run.run_id().to_owned();
+    let (status, stdout, results) = finish_allowing_aborts(run);
     assert_eq!(status.code(), Some(2), "{stdout}");
     assert_eq!(indexes(&results), (0..30).collect());
     let poison = results.iter().find(|r| r["index"] == 7).unwrap();
@@ -343,12 +247,12 @@ fn a_run_whose_launcher_is_killed_ends_by_itself_and_attach_writes_every_result_
         "targetted_job,name\n",
     );
     let mut run = launch(dir.path(), &["--agents", "4", "--jobs", "500"]);
-    let run_id = run.run_id.clone();
-    run.wait_for_results(170);
-    run.child.kill().unwrap(); // SIGKILL
-    run.child.wait().unwrap();
+    let run_id = run.run_id().to_owned();
+    run.wait_for_results(170, WAIT);
+    run.child().kill().unwrap(); // SIGKILL
+    run.child().wait().unwrap();
     assert!(
-        run.lines() < 500,
+        run.results().len() < 500,
         "the launcher finished before it was killed"
     );
     // No one follows the run: its agents end it.
@@ -358,22 +262,22 @@ fn a_run_whose_launcher_is_killed_ends_by_itself_and_attach_writes_every_result_
         std::thread::sleep(Duration::from_millis(100));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while run_leftovers(&run_id) != (String::new(), String::new()) || !run.agent_pids().is_empty() {
+    while run_leftovers(&run_id) != (String::new(), String::new()) || !agent_pids(&run).is_empty() {
         assert!(
             Instant::now() < deadline,
             "the run's queues, agent keys or agents stay: {:?} {:?}",
             run_leftovers(&run_id),
-            run.agent_pids()
+            agent_pids(&run)
         );
         std::thread::sleep(Duration::from_millis(200));
     }
 
     // Attaching continues the launcher's file: exactly one line per job.
-    let output = run.results.display().to_string();
+    let output = run.results_file().display().to_string();
     let attach = || {
         let (status, stdout, stderr) = orchestrate(&["attach", &run_id, "--output", &output]);
         assert_eq!(status.code(), Some(0), "{stdout}{stderr}");
-        let text = std::fs::read_to_string(&run.results).unwrap();
+        let text = std::fs::read_to_string(run.results_file()).unwrap();
         let results: Vec<Value> = text
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
@@ -398,19 +302,14 @@ fn a_redis_restart_mid_run_is_ridden_out_and_every_job_recorded_once() {
         json!({ "DEFAULT_NUMBER": 27 }),
         "targetted_job,name\n",
     );
-    let results = dir.path().join("results.jsonl");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_orchestrate"));
-    command
-        .arg("launch")
-        .arg("--project")
-        .arg(dir.path())
-        .args(["--agents", "3", "--jobs", "120", "--queue", AMQP_URL])
-        .args(["--config-store", &redis.url(), "--output"])
-        .arg(&results);
-    let run = Launch::spawn(command, results);
-    run.wait_for_results(20);
+    let run = launch_on(
+        dir.path(),
+        &redis.url(),
+        &["--agents", "3", "--jobs", "120"],
+    );
+    run.wait_for_results(20, WAIT);
     redis.restart(Duration::from_secs(3));
-    let (status, stdout, results) = run.finish();
+    let (status, stdout, results) = finish(run);
     assert!(status.success(), "{stdout}");
     assert!(
         !stdout.contains("exited abnormally"),
@@ -497,15 +396,20 @@ fn a_killed_agent_s_job_is_redelivered_and_recorded_once() {
         "targetted_job,name\n",
     );
     let run = launch(dir.path(), &["--agents", "4", "--jobs", "40"]);
-    run.wait_for_results(4);
-    let pids = run.agent_pids();
+    run.wait_for_results(4, WAIT);
+    let pids = agent_pids(&run);
     assert_eq!(pids.len(), 4, "{pids:?}");
     let killed = Command::new("kill")
         .args(["-9", &pids[0].to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    let (status, stdout, stderr, results) = run.finish_with_stderr();
+    let armada::testing::binary::Finished {
+        status,
+        stdout,
+        stderr,
+        results,
+    } = run.finish(WAIT);
     assert!(status.success(), "{stdout}");
     // The launcher starts the killed agent again; the run never misses it.
     assert!(
@@ -536,7 +440,7 @@ fn a_broker_restart_mid_run_loses_and_duplicates_nothing() {
         "targetted_job,name\n",
     );
     let run = launch(dir.path(), &["--agents", "3", "--jobs", "60"]);
-    run.wait_for_results(6);
+    run.wait_for_results(6, WAIT);
     let rabbitmqctl = |action: &str| {
         let status = Command::new("rabbitmqctl").arg(action).status().unwrap();
         assert!(status.success(), "rabbitmqctl {action}");
@@ -544,7 +448,7 @@ fn a_broker_restart_mid_run_loses_and_duplicates_nothing() {
     rabbitmqctl("stop_app");
     std::thread::sleep(Duration::from_secs(2));
     rabbitmqctl("start_app");
-    let (status, stdout, results) = run.finish();
+    let (status, stdout, results) = finish(run);
     assert!(status.success(), "{stdout}");
     assert!(
         !stdout.contains("exited abnormally"),
@@ -635,11 +539,11 @@ fn a_poison_message_and_a_job_that_always_fails_are_dead_lettered_with_their_rea
         "targetted_job,name,always_fail\n2,Doomed,true\n",
     );
     let run = launch(dir.path(), &["--agents", "2", "--jobs", "12"]);
-    run.wait_for_results(1);
+    run.wait_for_results(1, WAIT);
     // Something that is not a job message lands on the run's queue.
-    let queue = format!("armada.{}.jobs", run.run_id);
+    let queue = format!("armada.{}.jobs", run.run_id());
     publish_raw(&queue, b"{\"not\": \"a job\"}");
-    let (status, stdout, results) = run.finish();
+    let (status, stdout, results) = finish(run);
     assert_eq!(
         status.code(),
         Some(2),
@@ -719,11 +623,11 @@ fn concurrent_runs_stay_apart_and_cancel_stops_only_its_own() {
     );
     let canceled = launch(first.path(), &["--agents", "2", "--jobs", "60"]);
     let kept = launch(second.path(), &["--agents", "2", "--jobs", "60"]);
-    canceled.wait_for_results(4);
+    canceled.wait_for_results(4, WAIT);
     let cancel = Command::new(env!("CARGO_BIN_EXE_orchestrate"))
         .args([
             "cancel",
-            &canceled.run_id,
+            canceled.run_id(),
             "--queue",
             AMQP_URL,
             "--config-store",
@@ -736,7 +640,7 @@ fn concurrent_runs_stay_apart_and_cancel_stops_only_its_own() {
         "{}",
         String::from_utf8_lossy(&cancel.stderr)
     );
-    let (status, stdout, canceled_results) = canceled.finish();
+    let (status, stdout, canceled_results) = finish(canceled);
     assert_eq!(status.code(), Some(130), "{stdout}");
     assert_eq!(
         indexes(&canceled_results),
@@ -749,7 +653,7 @@ fn concurrent_runs_stay_apart_and_cancel_stops_only_its_own() {
         .count();
     assert!(done < 60, "cancel stopped nothing");
     assert!(canceled_results.iter().any(|r| r["status"] == "canceled"));
-    let (status, stdout, kept_results) = kept.finish();
+    let (status, stdout, kept_results) = finish(kept);
     assert!(status.success(), "{stdout}");
     assert_eq!(indexes(&kept_results), (0..60).collect());
     assert!(kept_results.iter().all(|r| r["status"] == "succeeded"));
@@ -831,16 +735,16 @@ fn cancel_removes_the_queues_of_a_run_whose_state_redis_lost() {
         "targetted_job,name\n",
     );
     let mut run = launch(dir.path(), &["--agents", "2", "--jobs", "40"]);
-    run.wait_for_results(2);
-    let run_id = run.run_id.clone();
-    for pid in run.agent_pids() {
+    run.wait_for_results(2, WAIT);
+    let run_id = run.run_id().to_owned();
+    for pid in agent_pids(&run) {
         Command::new("kill")
             .args(["-9", &pid.to_string()])
             .status()
             .unwrap();
     }
-    run.child.kill().unwrap();
-    run.child.wait().unwrap();
+    run.child().kill().unwrap();
+    run.child().wait().unwrap();
     // Redis lost the run (a restart without persistence): only its queues are left.
     let keys = Command::new("redis-cli")
         .args(["--scan", "--pattern", &format!("armada:run:{run_id}:*")])

@@ -9,21 +9,14 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use armada::testing::binary::{self, ProjectCopy};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "service-token";
 
 /// A copy of the hello project.
-fn project() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config");
-    std::fs::create_dir(&config).unwrap();
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    for entry in std::fs::read_dir(source).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), config.join(entry.file_name())).unwrap();
-    }
-    dir
+fn project() -> ProjectCopy {
+    ProjectCopy::of(Path::new(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// `orchestrate serve` on a free port of 127.0.0.1, with a token; interrupted when dropped.
@@ -39,7 +32,7 @@ impl Service {
     }
 
     fn start_with(project: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_orchestrate"))
+        let mut child = binary::command(env!("CARGO_BIN_EXE_orchestrate"))
             .args([
                 "serve",
                 "--listen",
@@ -50,11 +43,6 @@ impl Service {
             ])
             .arg(project)
             .args(args)
-            .env_remove("ARMADA_QUEUE_URL")
-            .env_remove("ARMADA_STORE_URL")
-            .env_remove("ARMADA_AMQP_URL")
-            .env_remove("ARMADA_REDIS_URL")
-            .env_remove("ARMADA_MONITOR_TOKEN")
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();

@@ -1,0 +1,259 @@
+//! A project's binary as a user runs it, for tests that start it as a process.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The variables that point a project's binary at shared backends, a monitor or a display:
+/// a test decides them, not the environment it happens to run in.
+const INHERITED: [&str; 9] = [
+    "ARMADA_QUEUE_URL",
+    "ARMADA_STORE_URL",
+    "ARMADA_AMQP_URL",
+    "ARMADA_REDIS_URL",
+    "ARMADA_MONITOR_URL",
+    "ARMADA_MONITOR_STORE",
+    "ARMADA_MONITOR_TOKEN",
+    "ARMADA_OUTAGE_SECS",
+    "DISPLAY",
+];
+
+/// The binary at `program` (a test's `env!("CARGO_BIN_EXE_…")`) without the caller's backend,
+/// monitor and display variables.
+pub fn command(program: impl AsRef<OsStr>) -> Command {
+    let mut command = Command::new(program);
+    for variable in INHERITED {
+        command.env_remove(variable);
+    }
+    command
+}
+
+/// A copy of a project's `config/` in a temporary folder, removed when dropped: a test changes
+/// it without touching the project.
+#[derive(Debug)]
+pub struct ProjectCopy {
+    dir: tempfile::TempDir,
+}
+
+impl ProjectCopy {
+    /// Copies every file of `project/config`.
+    pub fn of(project: &Path) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let config = dir.path().join("config");
+        std::fs::create_dir(&config).expect("the copy's config folder");
+        let source = project.join("config");
+        let entries = std::fs::read_dir(&source)
+            .unwrap_or_else(|error| panic!("cannot read {}: {error}", source.display()));
+        for entry in entries {
+            let entry = entry.expect("a config entry");
+            std::fs::copy(entry.path(), config.join(entry.file_name()))
+                .unwrap_or_else(|error| panic!("cannot copy {:?}: {error}", entry.path()));
+        }
+        Self { dir }
+    }
+
+    /// The copy's folder, to pass as `--project`.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Changes `config/config_template.json` as JSON.
+    pub fn edit_template(&self, edit: impl FnOnce(&mut Value)) -> &Self {
+        let path = self.config_file("config_template.json");
+        let text = std::fs::read_to_string(&path).expect("the copy's template");
+        let mut template: Value = serde_json::from_str(&text).expect("the template is JSON");
+        edit(&mut template);
+        self.write("config_template.json", &template.to_string())
+    }
+
+    /// Writes `config/<file>`.
+    pub fn write(&self, file: &str, text: &str) -> &Self {
+        std::fs::write(self.config_file(file), text)
+            .unwrap_or_else(|error| panic!("cannot write config/{file}: {error}"));
+        self
+    }
+
+    /// Removes `config/<file>`.
+    pub fn remove(&self, file: &str) -> &Self {
+        std::fs::remove_file(self.config_file(file))
+            .unwrap_or_else(|error| panic!("cannot remove config/{file}: {error}"));
+        self
+    }
+
+    fn config_file(&self, file: &str) -> PathBuf {
+        self.dir.path().join("config").join(file)
+    }
+}
+
+/// A `launch` followed from the background: its run id and dashboard are read from its first
+/// lines, its stderr is echoed and kept, and it is killed if dropped before it ends.
+#[derive(Debug)]
+pub struct Launch {
+    child: Child,
+    run_id: String,
+    dashboard: Option<String>,
+    results: PathBuf,
+    stdout: Option<JoinHandle<String>>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+/// How a [`Launch`] ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// The process's exit status.
+    pub status: ExitStatus,
+    /// Everything it printed on stdout.
+    pub stdout: String,
+    /// Everything it and its agent processes printed on stderr.
+    pub stderr: String,
+    /// The results file's lines, in order.
+    pub results: Vec<Value>,
+}
+
+impl Launch {
+    /// Starts `command` (a `launch` whose results go to `results`) and reads its run id.
+    pub fn start(mut command: Command, results: &Path) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {command:?}: {error}"));
+        let stderr = echo(child.stderr.take().expect("a piped stderr"));
+        let mut stdout = BufReader::new(child.stdout.take().expect("a piped stdout"));
+        let mut first = String::new();
+        stdout
+            .read_line(&mut first)
+            .expect("the launch's first line");
+        let run_id = first
+            .strip_prefix("run ")
+            .and_then(|rest| rest.split(':').next())
+            .unwrap_or_else(|| panic!("no run id in {first:?}"))
+            .to_owned();
+        let mut second = String::new();
+        stdout
+            .read_line(&mut second)
+            .expect("the launch's second line");
+        let dashboard = second
+            .strip_prefix("dashboard: http://")
+            .and_then(|rest| rest.split('/').next())
+            .map(str::to_owned);
+        let stdout = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stdout.read_to_string(&mut rest);
+            first + &second + &rest
+        });
+        Self {
+            child,
+            run_id,
+            dashboard,
+            results: results.to_path_buf(),
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        }
+    }
+
+    /// The run's id.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The launch's dashboard, `127.0.0.1:PORT`, when it serves one.
+    pub fn dashboard(&self) -> Option<&str> {
+        self.dashboard.as_deref()
+    }
+
+    /// The launch process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The launch process, to kill or wait for.
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// Where the launch writes its results.
+    pub fn results_file(&self) -> &Path {
+        &self.results
+    }
+
+    /// The results file's lines so far.
+    pub fn results(&self) -> Vec<Value> {
+        read_results(&self.results)
+    }
+
+    /// Waits until the results file has `count` lines; panics after `limit`.
+    pub fn wait_for_results(&self, count: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.results().len() < count {
+            assert!(
+                Instant::now() < deadline,
+                "the run did not get to {count} results in {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the launch to end (it is killed, and the test fails, after `limit`).
+    pub fn finish(mut self, limit: Duration) -> Finished {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("the launch's status") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the run did not end in {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let joined = |handle: Option<JoinHandle<String>>| {
+            handle
+                .map(|handle| handle.join().unwrap_or_default())
+                .unwrap_or_default()
+        };
+        Finished {
+            status,
+            stdout: joined(self.stdout.take()),
+            stderr: joined(self.stderr.take()),
+            results: read_results(&self.results),
+        }
+    }
+}
+
+impl Drop for Launch {
+    fn drop(&mut self) {
+        // A failed test must not leave its run going.
+        let _ = self.child.kill();
+    }
+}
+
+/// Echoes a child's stderr as it comes, and keeps it.
+fn echo(stderr: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut kept = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let line = line.unwrap_or_default();
+            eprintln!("{line}");
+            kept.push_str(&line);
+            kept.push('\n');
+        }
+        kept
+    })
+}
+
+fn read_results(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|error| panic!("a results line is not JSON ({error}): {line}"))
+        })
+        .collect()
+}
