@@ -20,7 +20,7 @@ pub enum Error {
     Output {
         /// Standard output, or the file named by `--output`.
         what: String,
-        /// Why.
+        /// The operating system's error (a closed pipe, a full disk, …).
         #[source]
         source: std::io::Error,
     },
@@ -67,11 +67,11 @@ pub enum Error {
         "run {run} has not ended yet ({terminal} of {jobs} jobs done): its results are not final"
     )]
     RunNotEnded {
-        /// The run.
+        /// The run whose results were asked for.
         run: armada_core::RunId,
-        /// Jobs done.
+        /// Jobs that reached a final status so far.
         terminal: u64,
-        /// Jobs planned.
+        /// Jobs the run was planned with.
         jobs: u64,
     },
     /// The async runtime could not be built.

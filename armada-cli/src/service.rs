@@ -212,7 +212,7 @@ async fn get_plan(State(state): State<ServiceState>, Path(id): Path<String>) -> 
     };
     let mut lines = Vec::new();
     if let Err(error) = plan.write_json_lines(&mut lines) {
-        return Failure(armada_monitor::Error::Orchestrator(error.to_string())).into_response();
+        return Failure(armada_monitor::Error::Orchestrator(error.into())).into_response();
     }
     ([(header::CONTENT_TYPE, "application/x-ndjson")], lines).into_response()
 }

@@ -1,4 +1,4 @@
-use crate::{AgentIndex, Diagnostics, RunId};
+use crate::{AgentIndex, BoxError, Diagnostics, RunId};
 
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -45,9 +45,9 @@ pub enum Error {
     /// The run exists but holds no config for this agent index.
     #[error("run {run} has no config for agent {index}: the run was planned with fewer agents")]
     AgentConfigMissing {
-        /// The run.
+        /// The run whose configs were searched.
         run: RunId,
-        /// The agent index that was asked for.
+        /// The agent index that was asked for, beyond the run's agent count.
         index: AgentIndex,
     },
     /// A run was created twice in one store.
@@ -55,34 +55,36 @@ pub enum Error {
     RunExists(RunId),
     /// A backend service could not be reached or refused an operation.
     #[error(
-        "{service} at {url}: {message}; check that it runs and that the URL (host, port, \
+        "{service} at {url}: {source}; check that it runs and that the URL (host, port, \
          user, password) is right"
     )]
     Backend {
-        /// Which service (`Redis`, `RabbitMQ`).
+        /// Which service (`Redis`, `RabbitMQ`, `the monitor`).
         service: &'static str,
         /// Its URL, with any password hidden.
         url: String,
-        /// What went wrong.
-        message: String,
+        /// The client's error (`redis::RedisError`, `lapin::Error`, …), possibly wrapped in
+        /// context such as the outage limit that it outlasted.
+        #[source]
+        source: BoxError,
     },
     /// A record read from a backend is not what this build writes.
     #[error(
         "cannot decode {what} read from a backend: {source}; is it from another Armada version?"
     )]
     Decode {
-        /// What was being decoded.
+        /// What was being decoded (`an agent config`, `a job result`, …).
         what: &'static str,
-        /// Why.
+        /// The JSON parser's error: the record's shape or a value that does not fit.
         #[source]
         source: serde_json::Error,
     },
     /// A file could not be read or written.
     #[error("cannot access {path}: {source}")]
     Io {
-        /// The file.
+        /// The file's path, as given.
         path: String,
-        /// Why.
+        /// The operating system's error (not found, permission denied, …).
         #[source]
         source: std::io::Error,
     },
@@ -90,10 +92,23 @@ pub enum Error {
     /// are not strings).
     #[error("cannot encode {what} as JSON: {source}")]
     Encode {
-        /// What was being encoded.
+        /// What was being encoded (`a job message`, `a job output`, …).
         what: &'static str,
-        /// Why.
+        /// The JSON encoder's error, such as a map key that is not a string.
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// The cause of a [`Error::Backend`] whose service stayed unreachable for longer than its
+/// outage limit: the last failure seen, with the limit it outlasted.
+#[cfg(any(feature = "redis", feature = "rabbitmq"))]
+#[derive(Debug, thiserror::Error)]
+#[error("unreachable for longer than the outage limit of {limit:?}: {source}")]
+pub(crate) struct OutageOutlasted {
+    /// How long operations kept trying.
+    pub(crate) limit: std::time::Duration,
+    /// The last failure.
+    #[source]
+    pub(crate) source: BoxError,
 }

@@ -22,7 +22,7 @@ pub enum Error {
     FeatureMissing {
         /// The URL, password hidden.
         url: String,
-        /// The cargo feature.
+        /// The cargo feature of `armada` that compiles the store in (`postgres`, `mssql`).
         feature: &'static str,
     },
     /// The store could not be opened or answered with an error.
@@ -33,9 +33,9 @@ pub enum Error {
     Store {
         /// The store's URL, password hidden.
         url: String,
-        /// What the monitor was doing.
+        /// What the monitor was doing (`connecting`, `storing events`, …).
         doing: &'static str,
-        /// Why it failed.
+        /// The database driver's error.
         #[source]
         source: sqlx::Error,
     },
@@ -49,9 +49,9 @@ pub enum Error {
     SqlServer {
         /// The store's URL, password hidden.
         url: String,
-        /// What the monitor was doing.
+        /// What the monitor was doing (`migrating`, `storing events`, …).
         doing: &'static str,
-        /// Why it failed (boxed: tiberius' error is large, and every `Result` would carry it).
+        /// The database driver's error (boxed: tiberius' error is large, and every `Result` would carry it).
         #[source]
         source: Box<tiberius::error::Error>,
     },
@@ -61,15 +61,15 @@ pub enum Error {
     /// The run holds no such job.
     #[error("run `{run}` has no job {index}")]
     UnknownJob {
-        /// The run.
+        /// The run id from the request.
         run: String,
-        /// The job index asked for.
+        /// The job index asked for, not among the run's jobs.
         index: u64,
     },
     /// The run holds no such attachment.
     #[error("run `{run}` has no attachment {seq}")]
     UnknownAttachment {
-        /// The run.
+        /// The run id from the request.
         run: String,
         /// The attachment's event number.
         seq: u64,
@@ -92,23 +92,25 @@ pub enum Error {
     /// A launch from the dashboard had problems in the project; every one is listed.
     #[error("{0}")]
     Project(armada_core::Diagnostics),
-    /// The orchestrator refused or failed a request from the dashboard.
+    /// The orchestrator refused or failed a request from the dashboard; its error, or what
+    /// it answered, is the source and the whole message.
     #[error("{0}")]
-    Orchestrator(String),
-    /// A remote monitor could not be reached or refused a request.
-    #[error("the monitor at {url}: {message}")]
+    Orchestrator(#[source] armada_core::BoxError),
+    /// A remote monitor or orchestrator service could not be reached or refused a request.
+    #[error("the monitor at {url}: {source}")]
     Remote {
-        /// The monitor's URL.
+        /// The service's base URL, password hidden.
         url: String,
-        /// What went wrong.
-        message: String,
+        /// The HTTP client's error, or what the service answered.
+        #[source]
+        source: armada_core::BoxError,
     },
     /// The HTTP service could not listen.
     #[error("cannot listen on {addr}: {source}; pick another address, or port 0 for any free one")]
     Listen {
-        /// The address.
+        /// The address asked for (`HOST:PORT`).
         addr: String,
-        /// Why.
+        /// The operating system's error (address in use, permission denied, …).
         #[source]
         source: std::io::Error,
     },
@@ -121,9 +123,9 @@ pub enum Error {
     /// A folder for the store could not be created.
     #[error("cannot create {path}: {source}")]
     Io {
-        /// The folder.
+        /// The folder that was to hold the store's file.
         path: String,
-        /// Why.
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },

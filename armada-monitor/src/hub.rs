@@ -263,7 +263,7 @@ impl EventWriter for Monitor {
                 .map_err(|error| armada_core::Error::Backend {
                     service: "the monitor",
                     url: self.inner.store.url().to_owned(),
-                    message: error.to_string(),
+                    source: error.into(),
                 })
         })
     }

@@ -2,6 +2,7 @@
 //! registration and end) and a project's orchestrator service (the dashboard's Launch,
 //! Cancel and Retry on the standalone monitor, `armada-monitor --orchestrator URL`).
 
+use armada_core::BoxError;
 use armada_core::backend::{EventWriter, redact_url};
 use armada_core::wire::EventBatch;
 use futures::future::BoxFuture;
@@ -10,6 +11,11 @@ use serde_json::Value;
 
 use crate::control::{Control, LaunchInfo, LaunchRequest};
 use crate::{Error, Result};
+
+/// A request that got no answer: the service is down, unreachable, or took too long.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach it: {0}")]
+struct Unreachable(#[source] reqwest::Error);
 
 /// A base URL, its bearer token, and the mapping of HTTP answers to [`Error`]s.
 #[derive(Debug)]
@@ -26,7 +32,7 @@ impl Remote {
             .build()
             .map_err(|error| Error::Remote {
                 url: redact_url(url),
-                message: error.to_string(),
+                source: error.into(),
             })?;
         Ok(Self {
             base: url.trim_end_matches('/').to_owned(),
@@ -35,10 +41,10 @@ impl Remote {
         })
     }
 
-    fn failed(&self, message: String) -> Error {
+    fn failed(&self, error: impl Into<BoxError>) -> Error {
         Error::Remote {
             url: redact_url(&self.base),
-            message,
+            source: error.into(),
         }
     }
 
@@ -59,7 +65,7 @@ impl Remote {
         let response = request
             .send()
             .await
-            .map_err(|error| self.failed(format!("cannot reach it: {error}")))?;
+            .map_err(|error| self.failed(Unreachable(error)))?;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -83,7 +89,7 @@ impl Remote {
     }
 
     async fn post_json(&self, path: &str, body: &impl Serialize) -> Result<Value> {
-        let body = serde_json::to_vec(body).map_err(|error| self.failed(error.to_string()))?;
+        let body = serde_json::to_vec(body).map_err(|error| self.failed(error))?;
         self.send(
             reqwest::Method::POST,
             path,
@@ -118,7 +124,7 @@ impl EventWriter for RemoteMonitor {
                 .map_err(|error| armada_core::Error::Backend {
                     service: "the monitor",
                     url: redact_url(&self.0.base),
-                    message: error.to_string(),
+                    source: error.into(),
                 })
         })
     }
@@ -160,7 +166,7 @@ impl Control for RemoteControl {
                 .0
                 .send(reqwest::Method::GET, "/api/v1/launch", None)
                 .await?;
-            serde_json::from_value(info).map_err(|error| self.0.failed(error.to_string()))
+            serde_json::from_value(info).map_err(|error| self.0.failed(error))
         })
     }
 
@@ -187,7 +193,7 @@ impl Control for RemoteControl {
                     Some((&content_type, body)),
                 )
                 .await?;
-            run_id_of(&answer).ok_or_else(|| self.0.failed("answered no run id".into()))
+            run_id_of(&answer).ok_or_else(|| self.0.failed("answered no run id"))
         })
     }
 
@@ -212,7 +218,7 @@ impl Control for RemoteControl {
                     &serde_json::json!({ "jobs": jobs }),
                 )
                 .await?;
-            run_id_of(&answer).ok_or_else(|| self.0.failed("answered no run id".into()))
+            run_id_of(&answer).ok_or_else(|| self.0.failed("answered no run id"))
         })
     }
 }

@@ -343,7 +343,7 @@ fn problems(error: armada_core::Error) -> armada_monitor::Error {
         error @ armada_core::Error::RunExists(_) => {
             armada_monitor::Error::Conflict(error.to_string())
         }
-        other => armada_monitor::Error::Orchestrator(other.to_string()),
+        other => armada_monitor::Error::Orchestrator(other.into()),
     }
 }
 
@@ -352,7 +352,7 @@ fn orchestration(error: crate::Error) -> armada_monitor::Error {
         crate::Error::Core(error) => problems(error),
         // The monitor's own refusals (a run id that exists) keep their meaning.
         crate::Error::Monitor(error) => error,
-        other => armada_monitor::Error::Orchestrator(other.to_string()),
+        other => armada_monitor::Error::Orchestrator(other.into()),
     }
 }
 

@@ -14,27 +14,27 @@ pub enum Error {
     /// The results file could not be written.
     #[error("cannot write the results to {path}: {source}")]
     Results {
-        /// The results file.
+        /// The path of the `results.jsonl` being written.
         path: String,
-        /// Why.
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
     /// An agent process could not be started.
     #[error("cannot start agent process {program}: {source}")]
     Spawn {
-        /// The program.
+        /// The agent program's path, or `the current executable`.
         program: String,
-        /// Why.
+        /// The operating system's error (not found, not executable, …).
         #[source]
         source: std::io::Error,
     },
     /// A run that ended cannot be canceled.
     #[error("run {run} already ended: {status}")]
     RunEnded {
-        /// The run.
+        /// The run that was to be canceled.
         run: armada_core::RunId,
-        /// How it ended.
+        /// How it ended (`completed`, `canceled`, …).
         status: &'static str,
     },
     /// The task following a run was stopped before the run ended: its runtime shut down.
@@ -56,27 +56,27 @@ pub enum Error {
          ending with a letter or digit"
     )]
     KubernetesRunId(String),
-    /// No kubeconfig and not inside a cluster.
+    /// No kubeconfig and not inside a cluster; the source says why each was refused.
     #[cfg(feature = "kubernetes")]
     #[error(
         "cannot find a Kubernetes configuration ({0}): set KUBECONFIG or write ~/.kube/config \
          (its current context is used), or run inside a cluster"
     )]
-    KubernetesConfig(String),
+    KubernetesConfig(#[source] kube::config::InferConfigError),
     /// A Kubernetes API request failed.
     #[cfg(feature = "kubernetes")]
     #[error("cannot {action} on Kubernetes: {source}{}", kube_hint(source))]
     Kubernetes {
-        /// What was attempted.
+        /// What was attempted (`create Job … in namespace …`, `list the pods of run …`, …).
         action: String,
-        /// Why it failed.
+        /// The client's error: the API server's answer, or why it could not be reached.
         #[source]
         source: kube::Error,
     },
     /// Objects could not be written as YAML.
     #[cfg(feature = "kubernetes")]
     #[error("cannot write YAML: {0}")]
-    Yaml(String),
+    Yaml(#[source] serde_saphyr::ser::Error),
 }
 
 /// What to do about a failed Kubernetes request.

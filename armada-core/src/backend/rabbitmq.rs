@@ -30,8 +30,9 @@ use tokio::sync::Mutex;
 
 use super::contract::{JobQueueBackend, QueueConsumer, QueueDelivery};
 use super::{DeadLetter, redact_url};
+use crate::error::OutageOutlasted;
 use crate::wire::JobMessage;
-use crate::{Error, Result, RunId};
+use crate::{BoxError, Error, Result, RunId};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -67,6 +68,18 @@ impl std::fmt::Debug for RabbitQueue {
             .field("outage_limit", &self.outage_limit)
             .finish()
     }
+}
+
+/// A queue that the broker would not declare or delete.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} queue {queue}: {source}")]
+struct QueueFailed {
+    /// `declare` or `delete`.
+    action: &'static str,
+    /// The queue's name.
+    queue: String,
+    #[source]
+    source: lapin::Error,
 }
 
 /// Whether a channel waits for the broker's confirms: publishing channels do; consuming and
@@ -115,11 +128,11 @@ impl RabbitQueue {
         Ok(queue)
     }
 
-    fn failed(&self, message: impl std::fmt::Display) -> Error {
+    fn failed(&self, error: impl Into<BoxError>) -> Error {
         Error::Backend {
             service: "RabbitMQ",
             url: self.shown.clone(),
-            message: message.to_string(),
+            source: error.into(),
         }
     }
 
@@ -166,11 +179,11 @@ impl RabbitQueue {
     }
 
     /// The error for an outage that outlasted the limit.
-    fn outlasted(&self, error: &Error) -> Error {
-        self.failed(format!(
-            "unreachable for longer than the outage limit of {:?}: {error}",
-            self.outage_limit
-        ))
+    fn outlasted(&self, error: Error) -> Error {
+        self.failed(OutageOutlasted {
+            limit: self.outage_limit,
+            source: error.into(),
+        })
     }
 
     async fn reconnect(&self) -> Result<Link> {
@@ -180,7 +193,7 @@ impl RabbitQueue {
             match self.open_link(Confirms::On).await {
                 Ok(link) => return Ok(link),
                 Err(error) if tokio::time::Instant::now() + delay > deadline => {
-                    return Err(self.outlasted(&error));
+                    return Err(self.outlasted(error));
                 }
                 Err(error) => {
                     tracing::warn!(%error, "RabbitMQ unreachable; reconnecting in {delay:?}");
@@ -200,7 +213,13 @@ impl RabbitQueue {
             .queue_declare(name.into(), options, arguments)
             .await
             .map(drop)
-            .map_err(|error| self.failed(format!("cannot declare queue {name}: {error}")))
+            .map_err(|source| {
+                self.failed(QueueFailed {
+                    action: "declare",
+                    queue: name.to_owned(),
+                    source,
+                })
+            })
     }
 
     async fn declare_run(&self, channel: &Channel, run: &RunId) -> Result<()> {
@@ -346,7 +365,7 @@ impl RabbitQueue {
             match published {
                 Ok(()) => return Ok(()),
                 Err(error) if tokio::time::Instant::now() + delay > deadline => {
-                    return Err(self.outlasted(&error));
+                    return Err(self.outlasted(error));
                 }
                 Err(error) => {
                     tracing::warn!(%error, queue, "publish failed; reconnecting in {delay:?}");
@@ -445,7 +464,11 @@ impl JobQueueBackend for RabbitQueue {
                 Ok(_) => {}
                 Err(error) if queue_gone(&error) => {}
                 Err(error) => {
-                    return Err(self.failed(format!("cannot delete queue {name}: {error}")));
+                    return Err(self.failed(QueueFailed {
+                        action: "delete",
+                        queue: name,
+                        source: error,
+                    }));
                 }
             }
         }
@@ -464,7 +487,7 @@ impl JobQueueBackend for RabbitQueue {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(RECONNECT_BACKOFF_MAX);
                 }
-                Err(error) => return Err(self.outlasted(&error)),
+                Err(error) => return Err(self.outlasted(error)),
                 read => return read,
             }
         }
@@ -562,7 +585,7 @@ impl RabbitConsumer {
             match self.try_subscribe().await {
                 Ok(found) => return Ok(found),
                 Err(error) if tokio::time::Instant::now() + delay > deadline => {
-                    return Err(self.queue.outlasted(&error));
+                    return Err(self.queue.outlasted(error));
                 }
                 Err(error) => {
                     // RabbitMQ 3.10 fails a consume that races the queue's deletion at the end

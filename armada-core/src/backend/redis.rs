@@ -29,8 +29,9 @@ use super::contract::ConfigStoreBackend;
 use super::{
     DEFAULT_OUTAGE_LIMIT, FinishedRun, Recorded, RunProgress, RunRecord, RunStatus, redact_url,
 };
+use crate::error::OutageOutlasted;
 use crate::wire::{AgentConfigRecord, JobResult, JobStatus};
-use crate::{AgentIndex, Error, JobIndex, Result, RunId};
+use crate::{AgentIndex, BoxError, Error, JobIndex, Result, RunId};
 
 /// How long a run's keys live after their last write.
 pub const KEY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -107,12 +108,12 @@ impl RedisStore {
     /// Connects and checks the connection (and its credentials) with a `PING`.
     pub async fn connect(url: &str) -> Result<Self> {
         let shown = redact_url(url);
-        let unreachable = |message: String| Error::Backend {
+        let unreachable = |source: BoxError| Error::Backend {
             service: "Redis",
             url: shown.clone(),
-            message,
+            source,
         };
-        let client = redis::Client::open(url).map_err(|error| unreachable(error.to_string()))?;
+        let client = redis::Client::open(url).map_err(|error| unreachable(error.into()))?;
         let connect = async {
             // A plain connection first: it reports a refused connection or login as it is,
             // where the reconnecting manager would retry it until the time-out.
@@ -126,8 +127,8 @@ impl RedisStore {
         };
         let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
-            .map_err(|_| unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
-            .map_err(|error| unreachable(error.to_string()))?;
+            .map_err(|_| unreachable(format!("no answer within {CONNECT_TIMEOUT:?}").into()))?
+            .map_err(|error| unreachable(error.into()))?;
         Ok(Self {
             connection,
             url: shown,
@@ -141,11 +142,11 @@ impl RedisStore {
         self
     }
 
-    fn failed(&self, error: &redis::RedisError) -> Error {
+    fn failed(&self, error: impl Into<BoxError>) -> Error {
         Error::Backend {
             service: "Redis",
             url: self.url.clone(),
-            message: error.to_string(),
+            source: error.into(),
         }
     }
 
@@ -169,17 +170,13 @@ impl RedisStore {
                 Err(error) => error,
             };
             if !transient(&error) {
-                return Err(self.failed(&error));
+                return Err(self.failed(error));
             }
             if tokio::time::Instant::now() + pause > deadline {
-                return Err(Error::Backend {
-                    service: "Redis",
-                    url: self.url.clone(),
-                    message: format!(
-                        "unreachable for longer than the outage limit of {:?}: {error}",
-                        self.outage_limit
-                    ),
-                });
+                return Err(self.failed(OutageOutlasted {
+                    limit: self.outage_limit,
+                    source: error.into(),
+                }));
             }
             if failures == 0 {
                 tracing::warn!(url = %self.url, %error, "Redis unreachable; trying again");

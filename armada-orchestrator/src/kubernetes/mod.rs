@@ -61,9 +61,7 @@ pub fn to_yaml<T: Serialize>(objects: &[T]) -> Result<String> {
     let mut out = String::new();
     for object in objects {
         out.push_str("---\n");
-        out.push_str(
-            &serde_saphyr::to_string(object).map_err(|error| Error::Yaml(error.to_string()))?,
-        );
+        out.push_str(&serde_saphyr::to_string(object).map_err(Error::Yaml)?);
         if !out.ends_with('\n') {
             out.push('\n');
         }
