@@ -34,7 +34,7 @@ impl RunId {
         }
     }
 
-    /// The id as text.
+    /// The id as text, as it appears in queue names, store keys and folder names.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -21,14 +21,14 @@ use crate::{AgentIndex, ConfigStore, EventSender, JobId, JobIndex, JobQueue, Rep
 /// Any error, boxed: what context start and stop may fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// Who an agent is.
+/// Who an agent is: its run, its index and its folders; given to the agent context's `start`.
 #[derive(Debug, Clone)]
 pub struct AgentInfo {
-    /// The run.
+    /// The run the agent takes jobs from.
     pub run_id: RunId,
     /// The agent's index, `0..agents`.
     pub index: AgentIndex,
-    /// Agents in the run.
+    /// Agents in the run, this one included (`run_message.agents` after any run override).
     pub agents: u32,
     /// A folder for the agent's scratch files (browser profiles); see [`scratch_dir`]. The
     /// orchestrator removes the run's scratch folders when the run ends, even those of agents
@@ -47,7 +47,7 @@ pub fn scratch_dir(run: &RunId) -> PathBuf {
 /// Which job attempt a job context is for, and its reporting handle.
 #[derive(Debug, Clone)]
 pub struct JobInfo {
-    /// The run.
+    /// The run the job belongs to.
     pub run_id: RunId,
     /// The job's id, the same on every attempt.
     pub id: JobId,
@@ -57,7 +57,7 @@ pub struct JobInfo {
     pub attempt: u32,
     /// The last attempt that will be made.
     pub max_attempts: u32,
-    /// The agent running it.
+    /// The index of the agent running this attempt.
     pub agent: AgentIndex,
     /// Reports events of this attempt to the monitor.
     pub report: Reporter,
@@ -223,7 +223,7 @@ impl ScriptError {
         self.retry
     }
 
-    /// The underlying error.
+    /// The error the script failed with, as given to the constructor (`retry`, `fail`, …).
     pub fn error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
         &*self.error
     }
@@ -263,14 +263,14 @@ pub enum Outcome {
     Succeeded,
     /// The attempt failed and the job will be retried after `delay`.
     Retrying {
-        /// Why.
+        /// Why the attempt failed, as the script's error displays it.
         error: String,
         /// When the next attempt becomes available.
         delay: Duration,
     },
-    /// The job failed for good.
+    /// The job failed for good: no attempt is left, or the script asked not to retry.
     Failed {
-        /// Why.
+        /// Why the job failed, as recorded in its result.
         error: String,
     },
 }
@@ -279,9 +279,9 @@ pub enum Outcome {
 /// agent's typed config (ignored by default).
 #[derive(Debug)]
 pub struct PlainAgent<C = IgnoredAny> {
-    /// Who the agent is.
+    /// Who the agent is, as given to `start`.
     pub info: AgentInfo,
-    /// Its config.
+    /// The agent's merged agent message, deserialized into `C`.
     pub config: C,
 }
 
@@ -297,7 +297,7 @@ impl<C: DeserializeOwned + Send + 'static> AgentContext for PlainAgent<C> {
 pub struct Job<P> {
     /// Which attempt of which job.
     pub info: JobInfo,
-    /// The typed payload.
+    /// The job's merged message, deserialized into the script's payload type `P`.
     pub payload: P,
 }
 
@@ -403,15 +403,15 @@ where
 /// What an agent needs to run: which run and index, and the run's backends.
 #[derive(Debug, Clone)]
 pub struct AgentSpec {
-    /// The run.
+    /// The run whose jobs the agent takes.
     pub run_id: RunId,
-    /// The agent's index.
+    /// The agent's index, `0..agents`.
     pub index: AgentIndex,
     /// Where its config and the run's state are.
     pub store: ConfigStore,
     /// Where the run's jobs are.
     pub queue: JobQueue,
-    /// Where its events go.
+    /// Sends the agent's events to the run's monitor client.
     pub events: EventSender,
     /// Cancelled when the agent must stop taking jobs (Ctrl-C, SIGTERM).
     pub shutdown: CancellationToken,
@@ -419,7 +419,7 @@ pub struct AgentSpec {
     pub evidence_dir: Option<PathBuf>,
 }
 
-/// How an agent ended.
+/// How an agent ended: cleanly, without starting, or abnormally.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentExit {
     /// The run ended (completed or canceled) and the agent stopped cleanly.
@@ -429,12 +429,12 @@ pub enum AgentExit {
     },
     /// The agent's context failed to start; it ran no job.
     StartFailed {
-        /// Why.
+        /// Why the context did not start: the error its `start` returned.
         error: String,
     },
     /// The agent's process ended abnormally (crash, signal, non-zero exit).
     Died {
-        /// How.
+        /// How the process ended (a crash, a signal or an exit code), as text.
         error: String,
     },
 }

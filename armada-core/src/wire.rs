@@ -19,7 +19,7 @@ pub const WIRE_VERSION: u16 = 1;
 /// One job on the run's queue.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobMessage {
-    /// Wire version.
+    /// Wire version, [`WIRE_VERSION`] when written; a reader refuses a version it does not know.
     pub v: u16,
     /// The run the job belongs to.
     pub run_id: RunId,
@@ -54,7 +54,7 @@ impl PartialEq for JobMessage {
 /// Limits an agent applies to every job of its run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct JobLimits {
-    /// Jobs in the run.
+    /// Jobs in the run, as planned ([`RunRecord::jobs`](crate::backend::RunRecord::jobs)).
     pub jobs: u64,
     /// Attempts per job, the first included.
     pub max_attempts: u32,
@@ -95,21 +95,22 @@ impl JobLimits {
 /// What the config store holds for one agent: read once when the agent starts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentConfigRecord {
-    /// Wire version.
+    /// Wire version, [`WIRE_VERSION`] when written; a reader refuses a version it does not know.
     pub v: u16,
-    /// The run.
+    /// The run the agent belongs to; the record is stored under it and `index`.
     pub run_id: RunId,
-    /// The agent's index.
+    /// The agent's index, `0..agents`.
     pub index: AgentIndex,
-    /// Agents in the run.
+    /// Agents in the run (`run_message.agents` after any run override); indexes go from 0 to
+    /// `agents - 1`.
     pub agents: u32,
-    /// Limits for every job.
+    /// Limits every job of the run gets (attempts, timeout, retry delays), from `run_message`.
     pub limits: JobLimits,
     /// The merged agent message, deserialized into the agent context's config type.
     pub config: Value,
 }
 
-/// Where a job ended.
+/// How a job ended: its terminal state, as written in results and summaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
@@ -138,13 +139,13 @@ impl JobStatus {
 /// The terminal record of one job: one line of `results.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobResult {
-    /// Wire version.
+    /// Wire version, [`WIRE_VERSION`] when written; a reader refuses a version it does not know.
     pub v: u16,
-    /// The job's index.
+    /// The job's index, `0..jobs`.
     pub index: JobIndex,
-    /// The job's id.
+    /// The job's id, the same on every attempt.
     pub id: JobId,
-    /// Where it ended.
+    /// How it ended; only a succeeded job has an `output`.
     pub status: JobStatus,
     /// Attempts made, the last included (0 when it never ran).
     pub attempts: u32,
@@ -175,9 +176,9 @@ pub enum EventKind {
     AgentStarted,
     /// An agent's context failed to start; its share of jobs goes to the others.
     AgentStartFailed,
-    /// An agent stopped.
+    /// An agent stopped taking jobs and left the run.
     AgentStopped,
-    /// An attempt started.
+    /// An agent started an attempt of a job (`job` says which job and attempt).
     JobStarted,
     /// The script reported a step that went well.
     Success,
@@ -193,9 +194,9 @@ pub enum EventKind {
     Attachment,
     /// The attempt failed and the job will be retried.
     Retrying,
-    /// The job succeeded.
+    /// The job succeeded: its script returned an output, recorded as its result.
     JobSucceeded,
-    /// The job failed for good.
+    /// The job failed for good: its script said so, or it ran out of attempts.
     JobFailed,
     /// The agent recorded the run's last result and ended the run: the monitor marks it
     /// completed, whether or not a process follows it.
@@ -236,7 +237,7 @@ impl EventKind {
 /// One event of a run, reported by an agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
-    /// What happened.
+    /// What happened; it says what `job`, `message` and `data` hold.
     pub kind: EventKind,
     /// When, in milliseconds since the Unix epoch.
     pub at_ms: u64,
@@ -245,10 +246,11 @@ pub struct Event {
     /// The job, for job events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job: Option<EventJob>,
-    /// Text for people.
+    /// Text for people, as the script or agent wrote it; the monitor shows it as is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// Structured data.
+    /// Structured data whose shape depends on `kind` (progress counts, an output, an
+    /// [`Attachment`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
 }
@@ -256,9 +258,9 @@ pub struct Event {
 /// The job an event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventJob {
-    /// The job's id.
+    /// The job's id, the same on every attempt.
     pub id: JobId,
-    /// The job's index.
+    /// The job's index, `0..jobs`.
     pub index: JobIndex,
     /// The attempt, from 1.
     pub attempt: u32,
@@ -296,11 +298,11 @@ pub type BatchId = uuid::Uuid;
 /// Events of one run, delivered together; `batch_id` makes a re-sent batch count once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventBatch {
-    /// Wire version.
+    /// Wire version, [`WIRE_VERSION`] when written; a reader refuses a version it does not know.
     pub v: u16,
     /// Identifies the batch for idempotent ingest.
     pub batch_id: BatchId,
-    /// The run.
+    /// The run every event of the batch belongs to.
     pub run_id: RunId,
     /// The events, in the order they happened.
     pub events: Vec<Event>,

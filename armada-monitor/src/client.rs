@@ -43,7 +43,7 @@ impl Default for ClientOptions {
 pub struct ClientStats {
     /// Events written to the sink.
     pub delivered: u64,
-    /// Batches written.
+    /// Batches written to the sink, each of up to [`ClientOptions::max_batch`] events.
     pub batches: u64,
     /// Events lost: the buffer was full, or the sink kept failing.
     pub dropped: u64,

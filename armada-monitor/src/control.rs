@@ -10,7 +10,7 @@ use crate::Result;
 /// What the Launch page offers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LaunchInfo {
-    /// The project's name.
+    /// The project's name, shown on the Launch page.
     pub project: String,
     /// Tunes to pick from (`local`, `distant`, …).
     pub tunes: Vec<String>,
@@ -21,11 +21,11 @@ pub struct LaunchInfo {
 /// A launch's defaults, from the project's `run_message`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LaunchDefaults {
-    /// Agents.
+    /// Agents: `run_message.agents`.
     pub agents: u32,
-    /// Jobs.
+    /// Jobs: `run_message.jobs`, or else the rows of `data_job.csv`.
     pub jobs: u64,
-    /// Tune.
+    /// The tune used when the form names none (`local`, `distant` or a file's path).
     pub tune: String,
 }
 

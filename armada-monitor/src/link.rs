@@ -58,7 +58,8 @@ impl MonitorLink {
         }
     }
 
-    /// Marks a run ended.
+    /// Marks a run ended, with its final state and that of its unfinished jobs; does nothing
+    /// with `memory://`.
     pub async fn finish_run(&self, run_id: &str, finish: &Finish) -> Result<()> {
         match self {
             Self::Memory(_) => Ok(()),

@@ -15,7 +15,7 @@ pub enum RunState {
     Running,
     /// Every job is terminal.
     Completed,
-    /// The run was canceled.
+    /// Canceled on request; its unfinished jobs end `canceled`.
     Canceled,
     /// The run stopped with no agent left.
     Stopped,
@@ -31,13 +31,13 @@ pub enum RunState {
 pub enum JobState {
     /// Published, not started yet.
     Queued,
-    /// An attempt is running.
+    /// An attempt is running on an agent (see [`Job::agent`]).
     Running,
     /// An attempt failed; the job waits for its next attempt.
     Retrying,
     /// The script returned an output.
     Succeeded,
-    /// Failed for good.
+    /// Failed for good: its script said so, or it ran out of attempts.
     Failed,
     /// Its agent died and none was left to take it.
     Abandoned,
@@ -127,23 +127,23 @@ impl Counts {
 /// A run as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
-    /// The run id.
+    /// The run id, as the orchestrator chose it (ASCII letters, digits, `-` and `_`).
     pub id: String,
-    /// The project's name.
+    /// The name of the project the run belongs to, as the orchestrator registered it.
     pub project: String,
-    /// Where it stands.
+    /// Where it stands; `stalled` is worked out when read, never stored.
     pub status: RunState,
     /// When it was registered.
     pub created_ms: u64,
-    /// When it ended.
+    /// When it ended, in milliseconds since the Unix epoch; `None` while it runs.
     pub finished_ms: Option<u64>,
-    /// Agents planned.
+    /// Agents planned when the run was registered.
     pub agents: u32,
-    /// Jobs planned.
+    /// Jobs planned, every one registered as queued.
     pub jobs: u64,
-    /// Jobs per state.
+    /// How many of its jobs are in each state now.
     pub counts: Counts,
-    /// Events stored.
+    /// Events stored for the run (heartbeats are not stored).
     pub events: u64,
     /// Terminal jobs per minute since the run started.
     pub throughput_per_min: f64,
@@ -200,19 +200,19 @@ impl Run {
 /// A job as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
-    /// Its index in the run.
+    /// Its index in the run, `0..jobs`.
     pub index: u64,
     /// Its id, the same on every attempt.
     pub id: String,
-    /// Where it stands.
+    /// Where it stands, after its latest attempt.
     pub status: JobState,
     /// The agent of its latest attempt.
     pub agent: Option<u32>,
-    /// Attempts started.
+    /// Attempts started, the current one included (0 while queued).
     pub attempts: u32,
     /// When its latest attempt started.
     pub started_ms: Option<u64>,
-    /// When it ended.
+    /// When it reached a terminal state, in milliseconds since the Unix epoch.
     pub finished_ms: Option<u64>,
     /// How long its latest finished attempt took.
     pub duration_ms: Option<f64>,
@@ -227,9 +227,9 @@ pub struct Job {
 pub struct Event {
     /// Its number in the run, from 1.
     pub seq: u64,
-    /// What happened.
+    /// What happened: the event's kind as the agent sent it.
     pub kind: EventKind,
-    /// When.
+    /// When the agent reported it, in milliseconds since the Unix epoch.
     pub at_ms: u64,
     /// The agent that reported it.
     pub agent: u32,
@@ -237,7 +237,7 @@ pub struct Event {
     pub job: Option<u64>,
     /// The attempt, for job events.
     pub attempt: Option<u32>,
-    /// Text for people.
+    /// Text for people, as the script or agent wrote it.
     pub message: Option<String>,
     /// Structured data (an attachment's bytes are replaced by its size).
     pub data: Option<Value>,
@@ -246,7 +246,7 @@ pub struct Event {
 /// An agent of a run as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Agent {
-    /// Its index.
+    /// Its index in the run, `0..agents`.
     pub index: u32,
     /// `starting` (its context is starting), `idle`, `busy` (with `running_job`), `gone`
     /// (not heard from for longer than the store's stall limit), `start_failed` or `stopped`.
@@ -256,7 +256,7 @@ pub struct Agent {
     pub seen_ms: Option<u64>,
     /// When its context started.
     pub started_ms: Option<u64>,
-    /// When it stopped.
+    /// When it stopped, in milliseconds since the Unix epoch; `None` while it runs.
     pub stopped_ms: Option<u64>,
     /// Why it failed to start.
     pub error: Option<String>,
@@ -266,7 +266,7 @@ pub struct Agent {
     pub failed: u64,
     /// Attempts of its that will be retried.
     pub retrying: u64,
-    /// The job it runs now.
+    /// The index of the job it runs now, while it is `busy`.
     pub running_job: Option<u64>,
 }
 
@@ -275,13 +275,13 @@ pub struct Agent {
 pub struct Output {
     /// The event that carried it.
     pub seq: u64,
-    /// The job's index.
+    /// The index of the job that produced it.
     pub job: u64,
-    /// The attempt.
+    /// The attempt that produced it, from 1.
     pub attempt: u32,
-    /// When.
+    /// When it was reported, in milliseconds since the Unix epoch.
     pub at_ms: u64,
-    /// The output.
+    /// The output as the script produced it: any JSON value.
     pub data: Value,
 }
 
@@ -290,13 +290,13 @@ pub struct Output {
 pub struct AttachmentInfo {
     /// The event that carried it; the attachment's id in its run.
     pub seq: u64,
-    /// The job's index.
+    /// The index of the job that sent it.
     pub job: u64,
-    /// The attempt.
+    /// The attempt that sent it, from 1.
     pub attempt: u32,
-    /// The file name.
+    /// The file name the script gave it (`screenshot.png`).
     pub name: String,
-    /// Its media type.
+    /// Its media type (`image/png`), served with its bytes.
     pub content_type: String,
     /// Its size in bytes.
     pub size: u64,
@@ -305,11 +305,11 @@ pub struct AttachmentInfo {
 /// Failures of a run sharing one error message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FailureGroup {
-    /// The error message.
+    /// The error message, the same for every job of the group.
     pub error: String,
     /// Jobs that failed with it.
     pub jobs: u64,
-    /// One of them.
+    /// The index of one of those jobs, to look at as an example.
     pub sample_job: u64,
 }
 
@@ -335,7 +335,7 @@ pub struct FieldCoverage {
 /// One side of a comparison of two runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunStats {
-    /// The run.
+    /// The run compared, with its counts and settings.
     pub run: Run,
     /// Succeeded jobs over terminal jobs (0 when none is terminal).
     pub success_rate: f64,
@@ -345,16 +345,16 @@ pub struct RunStats {
     pub errors: Vec<FailureGroup>,
     /// Coverage of the outputs' fields.
     pub output_fields: Vec<FieldCoverage>,
-    /// Outputs stored.
+    /// Outputs stored for the run: what `output_fields` counts coverage against.
     pub outputs: u64,
 }
 
 /// A job of a run being registered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewJob {
-    /// Its index.
+    /// Its index in the run, `0..jobs`.
     pub index: u64,
-    /// Its id.
+    /// Its id, the same on every attempt.
     pub id: String,
 }
 
@@ -362,13 +362,13 @@ pub struct NewJob {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewRun {
-    /// The run id.
+    /// The run id, as the orchestrator chose it; later calls about the run use it.
     pub id: String,
-    /// The project's name.
+    /// The name of the project the run belongs to, as the orchestrator registered it.
     pub project: String,
-    /// Agents planned.
+    /// Agents planned (`run_message.agents` after any run override).
     pub agents: u32,
-    /// The jobs.
+    /// Every job of the run, each registered as queued.
     pub jobs: Vec<NewJob>,
     /// The tune that resolved its placeholders.
     #[serde(default)]
@@ -385,7 +385,7 @@ pub struct NewRun {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Finish {
-    /// The run's final state.
+    /// The run's final state: `completed`, `canceled` or `stopped`.
     pub status: RunState,
     /// Jobs left unfinished, with the state they end in.
     #[serde(default)]
@@ -395,7 +395,7 @@ pub struct Finish {
 /// A job's final state set when its run ends.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FinishedJob {
-    /// Its index.
+    /// The index of a job that had not ended when the run did.
     pub index: u64,
     /// Its final state (`canceled` or `abandoned`).
     pub status: JobState,
@@ -428,7 +428,7 @@ pub struct EventFilter {
 /// A page of a list, and where the next one starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
-    /// The items.
+    /// The items of this page, at most as many as the page size asked for.
     pub items: Vec<T>,
     /// The key to pass as `after` for the next page, if there is one.
     pub next: Option<u64>,

@@ -34,7 +34,7 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 pub struct Backends {
     /// Agent configs and run state.
     pub store: ConfigStore,
-    /// The jobs.
+    /// The run's job queue (in-process or RabbitMQ), which agents consume.
     pub queue: JobQueue,
     /// Where the run is registered and its events go.
     pub monitor: MonitorLink,
@@ -57,7 +57,8 @@ impl Backends {
     }
 }
 
-/// Where agents run.
+/// Where agents run: tasks in this process, local processes, processes started by someone
+/// else, or the pods of a Kubernetes Job.
 #[derive(Clone)]
 pub enum Launcher {
     /// As tasks in this process (the default with embedded backends).
@@ -255,7 +256,7 @@ impl Orchestrator {
         self
     }
 
-    /// The backends.
+    /// The backends runs are published to and followed on.
     pub fn backends(&self) -> &Backends {
         &self.backends
     }
@@ -510,14 +511,15 @@ pub enum FollowEvent<'a> {
     Progress(&'a RunProgress),
 }
 
-/// How a run ended.
+/// How a run ended: its status, counters, duration and what went wrong; returned once it is
+/// over.
 #[derive(Debug, Clone)]
 pub struct RunReport {
-    /// The run.
+    /// The run this report is about.
     pub run_id: RunId,
     /// Completed, canceled, or failed (no agent left).
     pub status: RunStatus,
-    /// Final counters.
+    /// The run's counters as last read from the store, when it ended.
     pub progress: RunProgress,
     /// From launch to the end.
     pub elapsed: Duration,
@@ -606,12 +608,12 @@ impl RunHandle {
         Ok(handle)
     }
 
-    /// The run's id.
+    /// The run's id, which names its queue, its store keys and its records in the monitor.
     pub fn run_id(&self) -> &RunId {
         &self.run_id
     }
 
-    /// Jobs in the run.
+    /// Jobs in the run: those published, or those its record counts when attached.
     pub fn jobs(&self) -> u64 {
         self.job_ids.len() as u64
     }
@@ -1015,12 +1017,12 @@ pub struct RunTask {
 }
 
 impl RunTask {
-    /// The run's id.
+    /// The run's id, which names its queue, its store keys and its records in the monitor.
     pub fn run_id(&self) -> &RunId {
         &self.run_id
     }
 
-    /// Jobs in the run.
+    /// Jobs in the run, as the handle the task follows counts them.
     pub fn jobs(&self) -> u64 {
         self.jobs
     }

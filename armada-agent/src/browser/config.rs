@@ -10,7 +10,7 @@ use serde::de::IgnoredAny;
 /// project's own fields (`custom`, flattened, ignored by default).
 #[derive(Debug, Clone, Deserialize)]
 pub struct BrowserAgentConfig<C = IgnoredAny> {
-    /// How Chromium runs.
+    /// How Chromium runs: the `browser` section, defaults when it is absent.
     #[serde(default)]
     pub browser: BrowserSettings,
     /// The agent's proxy.
@@ -27,7 +27,7 @@ pub struct BrowserAgentConfig<C = IgnoredAny> {
     pub custom: C,
 }
 
-/// How Chromium runs.
+/// The `browser` section: which Chromium to start and how (window, pages, timeouts, recycling).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrowserSettings {
@@ -84,7 +84,7 @@ pub enum BrowserData {
     /// Local storage, IndexedDB, cache storage and service workers of every origin the page
     /// visited during the job.
     Storage,
-    /// The HTTP cache.
+    /// The browser's whole HTTP cache, not only that of the origins the job visited.
     Cache,
 }
 
@@ -142,7 +142,8 @@ pub struct Identity {
     pub timezone: Option<String>,
     /// Viewport `[width, height]`.
     pub viewport: Option<[u32; 2]>,
-    /// Device scale factor.
+    /// Device scale factor (`window.devicePixelRatio`, 2.0 for a high-density screen); the
+    /// screen's own when absent.
     pub device_scale: Option<f64>,
     /// Geolocation reported to pages.
     pub geolocation: Option<Geolocation>,
@@ -172,15 +173,15 @@ pub struct Brand {
     pub version: String,
 }
 
-/// A position.
+/// A position reported to pages through the Geolocation API.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Geolocation {
-    /// Degrees north.
+    /// Latitude in degrees, north positive (-90 to 90).
     pub latitude: f64,
-    /// Degrees east.
+    /// Longitude in degrees, east positive (-180 to 180).
     pub longitude: f64,
-    /// Metres.
+    /// Accuracy radius in metres (default 10).
     #[serde(default = "default_accuracy")]
     pub accuracy: f64,
 }
@@ -216,9 +217,9 @@ impl InterceptRules {
 pub struct Rewrite {
     /// URL pattern; `*` matches anything.
     pub url: String,
-    /// Text to find.
+    /// Text to find in the body, matched literally (`*` is not a wildcard here).
     pub find: String,
-    /// Its replacement.
+    /// Text put in place of every occurrence of `find`.
     pub replace: String,
 }
 

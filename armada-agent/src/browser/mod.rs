@@ -85,9 +85,9 @@ pub enum BrowserError {
     /// A file operation failed.
     #[error("cannot {what}: {source}")]
     Io {
-        /// What was being done.
+        /// What was being done, as a phrase following "cannot" (`create the profile folder`).
         what: String,
-        /// Why.
+        /// The I/O error the operation returned.
         #[source]
         source: std::io::Error,
     },
@@ -235,7 +235,7 @@ impl<C: DeserializeOwned + Send + Sync + 'static> AgentContext for BrowserAgent<
 }
 
 impl<C> BrowserAgent<C> {
-    /// Who the agent is.
+    /// Who the agent is: its run, its index, and its scratch and evidence folders.
     pub fn info(&self) -> &AgentInfo {
         &self.info
     }
@@ -1126,7 +1126,7 @@ fn split_credentials(url: &str) -> Result<ResolvedProxy, BrowserError> {
 pub struct BrowserJob<P, C = IgnoredAny> {
     /// Which attempt of which job.
     pub info: JobInfo,
-    /// The typed payload.
+    /// The job's merged message, deserialized into the script's payload type `P`.
     pub payload: P,
     /// This job's page: the agent's page, or a fresh tab with `browser.pages: new_per_job`.
     pub page: Page,

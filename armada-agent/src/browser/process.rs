@@ -26,7 +26,7 @@ const QUIET_FLAGS: [&str; 9] = [
     "disable-breakpad",
 ];
 
-/// A running Chromium.
+/// A Chromium process the agent started in its own process group; dropping it kills the group.
 #[derive(Debug)]
 pub(crate) struct ChromiumProcess {
     child: Child,
@@ -35,7 +35,8 @@ pub(crate) struct ChromiumProcess {
     pub(crate) websocket: String,
 }
 
-/// What a launch needs.
+/// What a launch needs: the executable, the profile folder, and the command-line switches
+/// Chromium gets.
 pub(crate) struct Launch<'a> {
     pub(crate) executable: &'a Path,
     pub(crate) profile: PathBuf,

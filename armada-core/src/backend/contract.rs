@@ -44,7 +44,7 @@ pub trait ConfigStoreBackend: std::fmt::Debug + Send + Sync + 'static {
         index: AgentIndex,
     ) -> impl Future<Output = Result<AgentConfigRecord>> + Send;
 
-    /// The run as created.
+    /// The run's record as written at publish time: its planned agents and jobs.
     fn run_record(&self, run: &RunId) -> impl Future<Output = Result<RunRecord>> + Send;
 
     /// Records a job's terminal result once, counting it by status, atomically with the
@@ -158,7 +158,7 @@ pub trait QueueConsumer: std::fmt::Debug + Send + 'static {
 /// One delivered job. Dropped unsettled, it goes back to the queue marked redelivered, as a
 /// broker does when a consumer's connection dies.
 pub trait QueueDelivery: std::fmt::Debug + Send + 'static {
-    /// The job.
+    /// The delivered job message, as published (its `attempt` says which attempt this is).
     fn message(&self) -> &JobMessage;
 
     /// How many times this message was delivered before without being settled, as far as the

@@ -504,7 +504,8 @@ struct RunEvents {
 }
 
 impl MemoryEvents {
-    /// Stores a batch once.
+    /// Stores a batch unless one with its `batch_id` was stored before; returns whether it was
+    /// new.
     pub fn write(&self, batch: EventBatch) -> bool {
         let mut runs = lock(&self.runs);
         let run = runs.entry(batch.run_id).or_default();

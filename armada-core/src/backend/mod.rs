@@ -32,7 +32,7 @@ use crate::{AgentIndex, Error, JobIndex, Result, RunId};
 /// (a restart, a failover, a cut network) before it fails.
 pub const DEFAULT_OUTAGE_LIMIT: Duration = Duration::from_secs(60);
 
-/// Where a run stands.
+/// Where a run stands, as the config store keeps it ([`RunStatus::as_str`] is the stored text).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
@@ -40,7 +40,7 @@ pub enum RunStatus {
     Running,
     /// Every job is terminal.
     Completed,
-    /// The run was canceled.
+    /// Canceled on request: its queue was deleted, and its agents take no more jobs.
     Canceled,
     /// The run stopped before every job was terminal (no agent left).
     Failed,
@@ -68,11 +68,12 @@ impl RunStatus {
 /// The run as created in the store at publish time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
-    /// Wire version.
+    /// Wire version, [`WIRE_VERSION`](crate::wire::WIRE_VERSION) when written; a reader refuses
+    /// a version it does not know.
     pub v: u16,
-    /// The run.
+    /// The run's id, which the record is stored under.
     pub run_id: RunId,
-    /// Agents planned.
+    /// Agents planned: `run_message.agents`, after any run override.
     pub agents: u32,
     /// Jobs planned: the run is complete when this many are terminal.
     pub jobs: u64,
@@ -83,9 +84,9 @@ pub struct RunRecord {
 /// Counters of a run, kept next to its configs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunProgress {
-    /// Jobs planned.
+    /// Jobs planned, as in [`RunRecord::jobs`]: the run is complete when `terminal` reaches it.
     pub jobs: u64,
-    /// Jobs that succeeded.
+    /// Jobs that succeeded, each counted once, when its result is recorded.
     pub succeeded: u64,
     /// Jobs that failed for good.
     pub failed: u64,
@@ -93,7 +94,7 @@ pub struct RunProgress {
     pub terminal: u64,
     /// Retries scheduled so far.
     pub retries: u64,
-    /// Where the run stands.
+    /// Where the run stands; the store sets it to completed when it records the last result.
     pub status: RunStatus,
 }
 
@@ -112,7 +113,7 @@ pub struct DeadLetter {
 pub enum Recorded {
     /// The job had a result already; nothing changed.
     Before,
-    /// The result was recorded.
+    /// This call recorded the result, and the run still needs others.
     Now,
     /// The result was recorded and was the last one the running run needed: the store marked
     /// the run completed, and the caller ends it with [`finish_run`].
@@ -130,9 +131,10 @@ impl Recorded {
 /// its agents, queues and configs are gone. Written once; the first writer wins.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FinishedRun {
-    /// Wire version.
+    /// Wire version, [`WIRE_VERSION`](crate::wire::WIRE_VERSION) when written; a reader refuses
+    /// a version it does not know.
     pub v: u16,
-    /// How the run ended.
+    /// How the run ended: completed, canceled or failed, never running.
     pub status: RunStatus,
     /// When it ended, in milliseconds since the Unix epoch.
     pub finished_ms: u64,
@@ -143,7 +145,8 @@ pub struct FinishedRun {
 /// A run's end, as [`finish_run`] found or made it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunEnd {
-    /// The run's finished record.
+    /// The run's finished record: the one this call wrote, or the one another process wrote
+    /// first.
     pub finished: FinishedRun,
     /// Whether this call ended the run; `false` when another process had.
     pub ended_here: bool,
@@ -306,7 +309,7 @@ impl ConfigStore {
         dispatch!(self, Self, store => store.agent_config(run, index).await)
     }
 
-    /// The run as created.
+    /// The run's record as written at publish time: its planned agents and jobs.
     pub async fn run_record(&self, run: &RunId) -> Result<RunRecord> {
         dispatch!(self, Self, store => store.run_record(run).await)
     }
@@ -477,9 +480,9 @@ impl JobQueue {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Consumer {
-    /// In-memory consumer.
+    /// A consumer of an in-process queue (`memory://`).
     Memory(memory::MemoryConsumer),
-    /// RabbitMQ consumer.
+    /// A consumer of a RabbitMQ queue (feature `rabbitmq`).
     #[cfg(feature = "rabbitmq")]
     RabbitMq(Box<rabbitmq::RabbitConsumer>),
 }
@@ -508,15 +511,15 @@ impl Consumer {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Delivery {
-    /// In-memory delivery.
+    /// A message delivered by an in-process queue (`memory://`).
     Memory(memory::MemoryDelivery),
-    /// RabbitMQ delivery.
+    /// A message delivered by RabbitMQ (feature `rabbitmq`).
     #[cfg(feature = "rabbitmq")]
     RabbitMq(Box<rabbitmq::RabbitDelivery>),
 }
 
 impl Delivery {
-    /// The job.
+    /// The delivered job message, as published (its `attempt` says which attempt this is).
     pub fn message(&self) -> &JobMessage {
         dispatch_queue!(self, Self, delivery => delivery.message())
     }

@@ -32,13 +32,13 @@ impl Diagnostic {
         }
     }
 
-    /// Sets the line.
+    /// Sets the 1-based line in the file.
     pub fn at_line(mut self, line: u64) -> Self {
         self.line = Some(line);
         self
     }
 
-    /// Sets the column.
+    /// Sets the 1-based column: a character in a JSON file, a field number in a CSV file.
     pub fn at_column(mut self, column: u64) -> Self {
         self.column = Some(column);
         self
@@ -77,7 +77,7 @@ impl fmt::Display for Diagnostic {
 pub struct Diagnostics(Vec<Diagnostic>);
 
 impl Diagnostics {
-    /// Adds a problem.
+    /// Adds a problem after those already found; they are shown in that order.
     pub fn push(&mut self, diagnostic: Diagnostic) {
         self.0.push(diagnostic);
     }
@@ -87,7 +87,7 @@ impl Diagnostics {
         self.0.is_empty()
     }
 
-    /// How many problems.
+    /// How many problems were found, in every file together.
     pub fn len(&self) -> usize {
         self.0.len()
     }

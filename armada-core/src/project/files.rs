@@ -11,7 +11,7 @@ pub enum Tune {
     Local,
     /// `config/config_distant.json`: running on shared infrastructure.
     Distant,
-    /// Any other tune file.
+    /// Any other tune file, at this path (not joined to the project folder).
     Path(PathBuf),
 }
 
@@ -41,7 +41,7 @@ impl Tune {
 pub struct NamedFile {
     /// How diagnostics name the file.
     pub name: String,
-    /// What it holds.
+    /// The file's raw bytes, not yet parsed.
     pub contents: Vec<u8>,
 }
 
@@ -127,7 +127,7 @@ impl ProjectFiles {
         if tune_file.is_none() && matches!(tune, Tune::Path(_)) {
             diagnostics.push(Diagnostic::file(
                 display(&tune_path),
-                "the tune file given with --tune does not exist",
+                "the tune file chosen for this run does not exist",
             ));
         }
         let agent_csv = read_optional(&config.join("data_agent.csv"), &mut diagnostics);

@@ -82,12 +82,13 @@ impl Plan {
         &self.settings
     }
 
-    /// Number of agents.
+    /// Number of agents: `run_message.agents`, after any run override.
     pub fn agents(&self) -> u32 {
         self.settings.agents
     }
 
-    /// Number of jobs.
+    /// Number of jobs: `run_message.jobs` after any run override, or else the rows of
+    /// `data_job.csv`.
     pub fn jobs(&self) -> u64 {
         self.settings.jobs.unwrap_or_default()
     }
@@ -404,7 +405,7 @@ fn job_count(
                 Diagnostic::file(
                     template_name,
                     "the number of jobs is not set and data_job.csv has no rows: set \
-                     run_message.jobs or pass --jobs",
+                     run_message.jobs or override the run's job count",
                 )
                 .at_field("run_message.jobs"),
             );
@@ -576,8 +577,8 @@ impl RowMerger<'_> {
             Diagnostic::file(
                 self.file,
                 format!(
-                    "{singular} {} is out of range: the run has {count} {plural} ({valid}); \
-                     raise `{plural}` (run_message or --{plural}) or remove the row",
+                    "{singular} {} is out of range: the run has {count} {plural} ({valid}); raise \
+                     `{plural}` (run_message.{plural} or its run override) or remove the row",
                     row.index,
                 ),
             )

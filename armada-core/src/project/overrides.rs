@@ -27,7 +27,8 @@ pub(super) struct Row {
     pub overlay: Map<String, Value>,
 }
 
-/// A parsed override file.
+/// A parsed override file (`data_agent.csv` or `data_job.csv`): its rows, each with the
+/// index it targets and its line.
 #[derive(Debug, Default)]
 pub(super) struct Overrides {
     pub file: String,

@@ -234,7 +234,7 @@ fn a_missing_tune_file_is_named_when_a_placeholder_needs_it() {
             None,
             Some("default_agent_message.key"),
             "placeholder `$env_KEY` has no value because config/config_distant.json does not \
-             exist: create it with \"KEY\": <value>, or choose another file with --tune",
+             exist: create it with \"KEY\": <value>, or choose another tune file",
         )]
     );
 }
@@ -436,7 +436,7 @@ fn without_run_message_jobs_the_job_count_is_the_number_of_csv_rows() {
 #[test]
 fn without_jobs_and_without_csv_rows_the_job_count_is_asked_for() {
     let message = "the number of jobs is not set and data_job.csv has no rows: set \
-                   run_message.jobs or pass --jobs";
+                   run_message.jobs or override the run's job count";
     let expected = vec![diagnostic(
         TEMPLATE,
         None,
@@ -469,7 +469,7 @@ fn an_index_out_of_range_is_located_on_its_line_counting_multiline_cells() {
             Some(1),
             Some("targetted_job"),
             "job 2 is out of range: the run has 2 jobs (indexes 0 to 1); raise `jobs` \
-             (run_message or --jobs) or remove the row",
+             (run_message.jobs or its run override) or remove the row",
         )]
     );
     let files = with_agent_csv(
@@ -484,7 +484,7 @@ fn an_index_out_of_range_is_located_on_its_line_counting_multiline_cells() {
             Some(1),
             Some("targetted_agent"),
             "agent 5 is out of range: the run has 2 agents (indexes 0 to 1); raise `agents` \
-             (run_message or --agents) or remove the row",
+             (run_message.agents or its run override) or remove the row",
         )]
     );
 }

@@ -29,7 +29,7 @@ pub(super) fn substitute(
                     } else {
                         format!(
                             "has no value because {tune_name} does not exist: create it with \
-                             \"{name}\": <value>, or choose another file with --tune"
+                             \"{name}\": <value>, or choose another tune file"
                         )
                     };
                     diagnostics.push(

@@ -33,7 +33,7 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 pub async fn connect() -> Result<Client> {
     let config = kube::Config::infer()
         .await
-        .map_err(|error| Error::KubernetesConfig(error.to_string()))?;
+        .map_err(Error::KubernetesConfig)?;
     client(config)
 }
 
@@ -91,7 +91,7 @@ pub enum PodStage {
     Pending,
     /// On a node, starting.
     Scheduled,
-    /// Its agent runs.
+    /// On a node, its agent container running.
     Running,
     /// Its agent exited 0.
     Succeeded,
@@ -114,13 +114,13 @@ impl fmt::Display for PodStage {
 /// What one pod of a run is doing, as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentPod {
-    /// The pod.
+    /// The pod's name, which Kubernetes derives from the Job's.
     pub name: String,
     /// Its agent (the completion index); `None` for a pod that does not say.
     pub index: Option<AgentIndex>,
     /// Where it is in its life.
     pub stage: PodStage,
-    /// The node it runs on.
+    /// The node it was scheduled on; `None` while it is pending.
     pub node: Option<String>,
     /// Why it failed (`OOMKilled (exit code 137)`), or why it does not start
     /// (`ImagePullBackOff: …`, `Unschedulable: …`).
@@ -130,7 +130,7 @@ pub struct AgentPod {
 }
 
 impl AgentPod {
-    /// Reads a pod.
+    /// Reads a pod's agent index, stage, node and failure reason from its labels and status.
     pub fn of(pod: &Pod) -> Self {
         let status = pod.status.as_ref();
         let conditions = status

@@ -47,9 +47,9 @@ impl Default for StackOptions {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum StackObject {
-    /// The namespace.
+    /// The namespace of the stack and of the runs ([`StackOptions::namespace`]).
     Namespace(Namespace),
-    /// A service account.
+    /// A service account: the orchestrator's, or the agents' (no API token mounted).
     ServiceAccount(ServiceAccount),
     /// The orchestrator's permissions.
     Role(Role),
@@ -57,7 +57,7 @@ pub enum StackObject {
     RoleBinding(RoleBinding),
     /// A Secret template (placeholder values to replace).
     Secret(Secret),
-    /// Storage of a service.
+    /// The persistent volume of a service that keeps data (PostgreSQL, RabbitMQ).
     PersistentVolumeClaim(PersistentVolumeClaim),
     /// A service's pods.
     Deployment(Box<Deployment>),
@@ -73,7 +73,7 @@ pub enum StackObject {
 pub fn stack(options: &StackOptions) -> Result<Vec<StackObject>> {
     let namespace = options.namespace.as_str();
     check_dns_label(namespace).map_err(|message| Error::KubernetesSettings {
-        field: "--namespace".into(),
+        field: "the stack's namespace".into(),
         message,
     })?;
     let meta = |name: &str, component: &str| ObjectMeta {

@@ -91,7 +91,7 @@ pub struct KubernetesSettings {
 /// When the kubelet pulls the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum PullPolicy {
-    /// On every pod start.
+    /// Pull on every pod start, even when the node has the image.
     Always,
     /// Only when the node does not have it.
     IfNotPresent,
@@ -158,11 +158,11 @@ pub struct Toleration {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretEnv {
-    /// The variable.
+    /// The environment variable's name in the agent container.
     pub name: String,
     /// The Secret, in the run's namespace.
     pub secret: String,
-    /// The key in the Secret.
+    /// The key in the Secret whose value the variable gets.
     pub key: String,
 }
 
