@@ -14,7 +14,7 @@ pub enum Error {
     Orchestrator(#[from] armada_orchestrator::Error),
     /// The monitor refused or could not store something.
     #[error(transparent)]
-    Monitor(#[from] armada_monitor::Error),
+    Monitor(armada_monitor::Error),
     /// Standard output could not be written.
     #[error("cannot write to {what}: {source}")]
     Output {
@@ -74,7 +74,23 @@ pub enum Error {
         /// Jobs the run was planned with.
         jobs: u64,
     },
+    /// The dashboard or service would listen beyond loopback without a token.
+    #[error(
+        "{0} is not a loopback address: pass --monitor-token (or set ARMADA_MONITOR_TOKEN) so \
+         that only your agents and people can reach the dashboard, or listen on 127.0.0.1"
+    )]
+    TokenRequired(String),
     /// The async runtime could not be built.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+}
+
+impl From<armada_monitor::Error> for Error {
+    /// The monitor's refusal to listen without a token names the flag that gives one.
+    fn from(error: armada_monitor::Error) -> Self {
+        match error {
+            armada_monitor::Error::TokenRequired(addr) => Self::TokenRequired(addr),
+            other => Self::Monitor(other),
+        }
+    }
 }

@@ -85,8 +85,8 @@ pub enum Error {
     TooLarge(String),
     /// The request needs the project's orchestrator, which this monitor does not have.
     #[error(
-        "{0} needs the project's orchestrator service: run `cargo run --bin orchestrate -- \
-         serve` in the project, or give the standalone armada-monitor `--orchestrator URL`"
+        "{0} needs the project's orchestrator service (the project binary's `serve` command), \
+         which this monitor was not given"
     )]
     NoOrchestrator(&'static str),
     /// A launch from the dashboard had problems in the project; every one is listed.
@@ -116,8 +116,8 @@ pub enum Error {
     },
     /// A token is required on this address and none was given.
     #[error(
-        "the monitor listens on {0}, which is not loopback: set a bearer token (--token or \
-         ARMADA_MONITOR_TOKEN) so that only your agents and people can reach it"
+        "the monitor listens on {0}, which is not loopback: set a bearer token \
+         (ARMADA_MONITOR_TOKEN) so that only your agents and people can reach it"
     )]
     TokenRequired(String),
     /// A folder for the store could not be created.

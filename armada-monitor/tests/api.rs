@@ -246,7 +246,7 @@ async fn bad_input_gets_clear_4xx_and_changes_nothing() {
         body["error"]
             .as_str()
             .unwrap()
-            .contains("orchestrate -- serve"),
+            .contains("orchestrator service"),
         "{body}"
     );
     let (status, _) = service
@@ -602,7 +602,7 @@ async fn load_with_four_dashboards_loses_and_duplicates_nothing() {
 fn listening_beyond_loopback_needs_a_token() {
     let open: std::net::SocketAddr = "0.0.0.0:8400".parse().unwrap();
     let error = armada_monitor::server::require_token(open, None).unwrap_err();
-    assert!(error.to_string().contains("--token"), "{error}");
+    assert!(error.to_string().contains("bearer token"), "{error}");
     assert!(armada_monitor::server::require_token(open, Some("t")).is_ok());
     assert!(armada_monitor::server::require_token("127.0.0.1:1".parse().unwrap(), None).is_ok());
 }

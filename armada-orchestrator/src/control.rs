@@ -548,8 +548,8 @@ impl Control for LaunchControl {
                     Ok(())
                 }
                 _ => Err(armada_monitor::Error::Conflict(format!(
-                    "run {run_id} is not the one this `launch` follows: cancel it where it was \
-                     launched, or with `orchestrate cancel {run_id}` on shared backends"
+                    "run {run_id} is not the one this launch follows: cancel it where it was \
+                     launched, or through its backends when they are shared"
                 ))),
             }
         })

@@ -87,11 +87,11 @@ fn kube_hint(error: &kube::Error) -> &'static str {
             " (the credentials of the current kubeconfig context were refused)"
         }
         kube::Error::Api(status) if status.code == 403 => {
-            " (the Role of `orchestrate manifests` grants what the launcher needs: bind it to \
+            " (the Role in the stack's manifests grants what the launcher needs: bind it to \
              the identity you use)"
         }
         kube::Error::Api(status) if status.code == 404 => {
-            " (does the namespace exist? `orchestrate manifests | kubectl apply -f -` creates it)"
+            " (does the namespace exist? the stack's manifests create it)"
         }
         kube::Error::Api(status) if status.code == 409 => {
             " (an object of that name exists already)"
