@@ -1,6 +1,7 @@
 //! Storing an event batch: events, outputs, attachments, and the state of the jobs and
 //! agents they are about, in one transaction, once per batch id.
 
+use super::backend::StoreBackend;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{Backend, Store};

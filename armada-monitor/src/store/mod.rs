@@ -9,7 +9,7 @@
 //! What does not depend on the database is written once here and in `ingest.rs` /
 //! `query.rs`: checking and decoding batches, folding events into job and agent changes,
 //! numbering events, paging, percentiles' ranks, the agents' summary and comparisons. A
-//! backend only runs SQL. The conformance suite (`armada-monitor/tests/store.rs`) holds the
+//! backend only runs SQL: it implements `backend::StoreBackend`. The conformance suite (`armada-monitor/tests/store.rs`) holds the
 //! same for each database.
 
 /// Calls the same method on whichever backend the store has, and awaits it.
@@ -23,6 +23,7 @@ macro_rules! dispatch {
     };
 }
 
+mod backend;
 mod ingest;
 #[cfg(feature = "mssql")]
 mod mssql;
@@ -40,6 +41,7 @@ pub use query::MAX_PAGE;
 
 use crate::model::{Counts, Finish, JobState, NewRun, Run, RunState};
 use crate::{Error, Result};
+use backend::StoreBackend;
 
 /// The monitor's database, with its schema applied: SQLite, PostgreSQL or SQL Server.
 #[derive(Debug)]

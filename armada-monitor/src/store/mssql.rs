@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
+use super::backend::StoreBackend;
 use super::ingest::{self, Decoded, Seen};
 use super::query::{
     self, AGENT_COLUMNS, AgentJobs, EVENT_COLUMNS, JOB_COLUMNS, OUTPUT_COLUMNS, RUN_COLUMNS,
@@ -544,25 +545,6 @@ impl MssqlStore {
         Ok(())
     }
 
-    pub(super) async fn register_run(
-        &self,
-        run: &NewRun,
-        settings: &str,
-        created_ms: u64,
-    ) -> Result<()> {
-        let doing = "registering a run";
-        let mut conn = self.begin(doing).await?;
-        let result = self
-            .register_run_in(&mut conn, run, settings, created_ms)
-            .await
-            .map_err(self.failed(doing));
-        if self.end(conn, result, doing).await? {
-            Ok(())
-        } else {
-            Err(super::run_exists(&run.id))
-        }
-    }
-
     async fn register_run_in(
         &self,
         conn: &mut Conn<'_>,
@@ -611,26 +593,6 @@ impl MssqlStore {
         Ok(true)
     }
 
-    pub(super) async fn finish_run(
-        &self,
-        run_id: &str,
-        finish: &Finish,
-        leftover: JobState,
-        now_ms: u64,
-    ) -> Result<()> {
-        let doing = "finishing a run";
-        let mut conn = self.begin(doing).await?;
-        let result = self
-            .finish_run_in(&mut conn, run_id, finish, leftover, now_ms)
-            .await;
-        let result = match result {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Error::UnknownRun(run_id.to_owned())),
-            Err(source) => Err(self.failed(doing)(source)),
-        };
-        self.end(conn, result, doing).await
-    }
-
     /// `false` when there is no such run.
     async fn finish_run_in(
         &self,
@@ -672,41 +634,6 @@ impl MssqlStore {
         update.bind(run_id);
         execute(client, update).await?;
         Ok(true)
-    }
-
-    pub(super) async fn delete_run(&self, run_id: &str) -> Result<bool> {
-        let mut sql = Sql::new("DELETE FROM armada_runs WHERE id = @P1", MARK);
-        sql.bind(Param::Text(Some(run_id)));
-        Ok(self.run_statement(sql, "deleting a run").await? > 0)
-    }
-
-    pub(super) async fn counts(&self, run_id: &str) -> Result<Vec<(String, u64)>> {
-        let mut sql = Sql::new(
-            "SELECT status, COUNT_BIG(*) AS jobs FROM armada_jobs WHERE run_id = @P1 \
-             GROUP BY status",
-            MARK,
-        );
-        sql.bind(Param::Text(Some(run_id)));
-        self.fetch(sql, "counting jobs", |row| {
-            Ok((row.required_text("status")?, row.u64("jobs")?))
-        })
-        .await
-    }
-
-    /// Stores a checked batch in one transaction; `None` when its batch id was stored before.
-    pub(super) async fn ingest(
-        &self,
-        run_id: &str,
-        batch_id: &str,
-        decoded: &mut [Decoded],
-        seen: &Seen,
-    ) -> Result<Option<Vec<Job>>> {
-        let doing = "storing events";
-        let mut conn = self.begin(doing).await?;
-        let result = self
-            .ingest_in(&mut conn, run_id, batch_id, decoded, seen)
-            .await;
-        self.end(conn, result, doing).await
     }
 
     async fn ingest_in(
@@ -943,8 +870,79 @@ impl MssqlStore {
         }
         Ok(())
     }
+}
 
-    pub(super) async fn run(&self, run_id: &str) -> Result<Option<Run>> {
+impl StoreBackend for MssqlStore {
+    async fn register_run(&self, run: &NewRun, settings: &str, created_ms: u64) -> Result<()> {
+        let doing = "registering a run";
+        let mut conn = self.begin(doing).await?;
+        let result = self
+            .register_run_in(&mut conn, run, settings, created_ms)
+            .await
+            .map_err(self.failed(doing));
+        if self.end(conn, result, doing).await? {
+            Ok(())
+        } else {
+            Err(super::run_exists(&run.id))
+        }
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: &str,
+        finish: &Finish,
+        leftover: JobState,
+        now_ms: u64,
+    ) -> Result<()> {
+        let doing = "finishing a run";
+        let mut conn = self.begin(doing).await?;
+        let result = self
+            .finish_run_in(&mut conn, run_id, finish, leftover, now_ms)
+            .await;
+        let result = match result {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::UnknownRun(run_id.to_owned())),
+            Err(source) => Err(self.failed(doing)(source)),
+        };
+        self.end(conn, result, doing).await
+    }
+
+    async fn delete_run(&self, run_id: &str) -> Result<bool> {
+        let mut sql = Sql::new("DELETE FROM armada_runs WHERE id = @P1", MARK);
+        sql.bind(Param::Text(Some(run_id)));
+        Ok(self.run_statement(sql, "deleting a run").await? > 0)
+    }
+
+    async fn counts(&self, run_id: &str) -> Result<Vec<(String, u64)>> {
+        let mut sql = Sql::new(
+            "SELECT status, COUNT_BIG(*) AS jobs FROM armada_jobs WHERE run_id = @P1 \
+             GROUP BY status",
+            MARK,
+        );
+        sql.bind(Param::Text(Some(run_id)));
+        self.fetch(sql, "counting jobs", |row| {
+            Ok((row.required_text("status")?, row.u64("jobs")?))
+        })
+        .await
+    }
+
+    /// Stores a checked batch in one transaction; `None` when its batch id was stored before.
+    async fn ingest(
+        &self,
+        run_id: &str,
+        batch_id: &str,
+        decoded: &mut [Decoded],
+        seen: &Seen,
+    ) -> Result<Option<Vec<Job>>> {
+        let doing = "storing events";
+        let mut conn = self.begin(doing).await?;
+        let result = self
+            .ingest_in(&mut conn, run_id, batch_id, decoded, seen)
+            .await;
+        self.end(conn, result, doing).await
+    }
+
+    async fn run(&self, run_id: &str) -> Result<Option<Run>> {
         let mut sql = Sql::new(
             &format!("SELECT {RUN_COLUMNS} FROM armada_runs WHERE id = @P1"),
             MARK,
@@ -957,7 +955,7 @@ impl MssqlStore {
             .next())
     }
 
-    pub(super) async fn runs(&self, after: Option<&str>, rows: i64) -> Result<Vec<Run>> {
+    async fn runs(&self, after: Option<&str>, rows: i64) -> Result<Vec<Run>> {
         let mut sql = Sql::new(&format!("SELECT {RUN_COLUMNS} FROM armada_runs AS r"), MARK);
         if let Some(after) = after {
             // T-SQL has no row values: (created_ms, id) < cursor, spelled out.
@@ -973,7 +971,7 @@ impl MssqlStore {
         self.fetch(sql, "listing runs", run_from_row).await
     }
 
-    pub(super) async fn run_exists(&self, run_id: &str) -> Result<bool> {
+    async fn run_exists(&self, run_id: &str) -> Result<bool> {
         let mut sql = Sql::new("SELECT 1 AS found FROM armada_runs WHERE id = @P1", MARK);
         sql.bind(Param::Text(Some(run_id)));
         Ok(!self
@@ -982,7 +980,7 @@ impl MssqlStore {
             .is_empty())
     }
 
-    pub(super) async fn jobs(
+    async fn jobs(
         &self,
         run_id: &str,
         filter: &JobFilter,
@@ -995,7 +993,7 @@ impl MssqlStore {
         self.fetch(sql, "listing jobs", job_from_row).await
     }
 
-    pub(super) async fn job(&self, run_id: &str, index: u64) -> Result<Option<Job>> {
+    async fn job(&self, run_id: &str, index: u64) -> Result<Option<Job>> {
         let mut sql = Sql::new(
             &format!("SELECT {JOB_COLUMNS} FROM armada_jobs WHERE run_id = @P1 AND idx = @P2"),
             MARK,
@@ -1009,11 +1007,7 @@ impl MssqlStore {
             .next())
     }
 
-    pub(super) async fn attachments(
-        &self,
-        run_id: &str,
-        index: u64,
-    ) -> Result<Vec<AttachmentInfo>> {
+    async fn attachments(&self, run_id: &str, index: u64) -> Result<Vec<AttachmentInfo>> {
         let mut sql = Sql::new(
             "SELECT seq, job_idx, attempt, name, content_type, size FROM armada_attachments \
              WHERE run_id = @P1 AND job_idx = @P2 ORDER BY seq",
@@ -1025,11 +1019,7 @@ impl MssqlStore {
             .await
     }
 
-    pub(super) async fn attachment(
-        &self,
-        run_id: &str,
-        seq: u64,
-    ) -> Result<Option<(String, Vec<u8>)>> {
+    async fn attachment(&self, run_id: &str, seq: u64) -> Result<Option<(String, Vec<u8>)>> {
         let mut sql = Sql::new(
             "SELECT content_type, bytes FROM armada_attachments WHERE run_id = @P1 AND seq = @P2",
             MARK,
@@ -1049,7 +1039,7 @@ impl MssqlStore {
         Ok(found.into_iter().next())
     }
 
-    pub(super) async fn events(
+    async fn events(
         &self,
         run_id: &str,
         filter: &EventFilter,
@@ -1063,7 +1053,7 @@ impl MssqlStore {
         self.fetch(sql, "listing events", event_from_row).await
     }
 
-    pub(super) async fn agents(&self, run_id: &str) -> Result<Vec<Agent>> {
+    async fn agents(&self, run_id: &str) -> Result<Vec<Agent>> {
         let mut sql = Sql::new(
             &format!("SELECT {AGENT_COLUMNS} FROM armada_agents WHERE run_id = @P1 ORDER BY idx"),
             MARK,
@@ -1072,7 +1062,7 @@ impl MssqlStore {
         self.fetch(sql, "listing agents", agent_from_row).await
     }
 
-    pub(super) async fn agent_jobs(&self, run_id: &str) -> Result<Vec<AgentJobs>> {
+    async fn agent_jobs(&self, run_id: &str) -> Result<Vec<AgentJobs>> {
         let mut sql = Sql::new(
             "SELECT agent, status, COUNT_BIG(*) AS jobs, MIN(idx) AS [first] FROM armada_jobs \
              WHERE run_id = @P1 AND agent IS NOT NULL GROUP BY agent, status",
@@ -1082,7 +1072,7 @@ impl MssqlStore {
         self.fetch(sql, "listing agents", agent_jobs_from_row).await
     }
 
-    pub(super) async fn failures(&self, run_id: &str, rows: i64) -> Result<Vec<FailureGroup>> {
+    async fn failures(&self, run_id: &str, rows: i64) -> Result<Vec<FailureGroup>> {
         let mut sql = Sql::new(
             "SELECT error, COUNT_BIG(*) AS jobs, MIN(idx) AS sample FROM armada_jobs \
              WHERE run_id = @P1 AND status = N'failed' GROUP BY error \
@@ -1094,7 +1084,7 @@ impl MssqlStore {
         self.fetch(sql, "grouping failures", failure_from_row).await
     }
 
-    pub(super) async fn outputs(&self, run_id: &str, after: u64, rows: i64) -> Result<Vec<Output>> {
+    async fn outputs(&self, run_id: &str, after: u64, rows: i64) -> Result<Vec<Output>> {
         let mut sql = Sql::new(
             &format!(
                 "SELECT {OUTPUT_COLUMNS} FROM armada_outputs WHERE run_id = @P1 AND seq > @P2 ORDER BY seq"
@@ -1108,7 +1098,7 @@ impl MssqlStore {
     }
 
     /// The duration of the succeeded job at `rank` (from 0) in duration order.
-    pub(super) async fn duration_at(&self, run_id: &str, rank: u64) -> Result<Option<f64>> {
+    async fn duration_at(&self, run_id: &str, rank: u64) -> Result<Option<f64>> {
         let mut sql = Sql::new(
             "SELECT duration_ms FROM armada_jobs WHERE run_id = @P1 AND status = N'succeeded' \
              AND duration_ms IS NOT NULL ORDER BY duration_ms \

@@ -5,6 +5,7 @@
 //! comparisons are written here once; the backends only run the SQL, and rows become the
 //! API's types through [`Columns`] in the `*_from_row` functions below.
 
+use super::backend::StoreBackend;
 use std::collections::BTreeMap;
 
 use armada_core::wire::EventKind;

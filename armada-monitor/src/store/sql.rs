@@ -8,6 +8,7 @@ use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row};
 
+use super::backend::StoreBackend;
 use super::ingest::{self, Decoded, Seen};
 use super::query::{
     self, AGENT_COLUMNS, AgentJobs, EVENT_COLUMNS, JOB_COLUMNS, OUTPUT_COLUMNS, RUN_COLUMNS,
@@ -212,196 +213,6 @@ impl SqlStore {
         tx.commit().await.map_err(self.failed("migrating"))
     }
 
-    pub(super) async fn register_run(
-        &self,
-        run: &NewRun,
-        settings: &str,
-        created_ms: u64,
-    ) -> Result<()> {
-        let doing = "registering a run";
-        let mut tx = self.writes().begin().await.map_err(self.failed(doing))?;
-        let inserted = sqlx::query(
-            "INSERT INTO armada_runs (id, project, status, created_ms, agents, jobs, tune, \
-             relaunch_of, settings) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&run.id)
-        .bind(&run.project)
-        .bind(RunState::Running.as_str())
-        .bind(created_ms as i64)
-        .bind(i64::from(run.agents))
-        .bind(run.jobs.len() as i64)
-        .bind(&run.tune)
-        .bind(&run.relaunch_of)
-        .bind(settings)
-        .execute(&mut *tx)
-        .await
-        .map_err(self.failed(doing))?
-        .rows_affected();
-        if inserted == 0 {
-            return Err(super::run_exists(&run.id));
-        }
-        for chunk in run.jobs.chunks(ROWS_PER_STATEMENT) {
-            let sql = values_sql(
-                "INSERT INTO armada_jobs (run_id, idx, id, status) VALUES ",
-                chunk.len(),
-                3,
-                |number| self.mark(number),
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for (row, job) in chunk.iter().enumerate() {
-                query = self
-                    .bind_run(query, row, &run.id)
-                    .bind(job.index as i64)
-                    .bind(&job.id)
-                    .bind(JobState::Queued.as_str());
-            }
-            query.execute(&mut *tx).await.map_err(self.failed(doing))?;
-        }
-        tx.commit().await.map_err(self.failed(doing))
-    }
-
-    pub(super) async fn finish_run(
-        &self,
-        run_id: &str,
-        finish: &Finish,
-        leftover: JobState,
-        now_ms: u64,
-    ) -> Result<()> {
-        let doing = "finishing a run";
-        let mut tx = self.writes().begin().await.map_err(self.failed(doing))?;
-        let updated = sqlx::query(
-            "UPDATE armada_runs SET status = $1, finished_ms = COALESCE(finished_ms, $2) \
-             WHERE id = $3",
-        )
-        .bind(finish.status.as_str())
-        .bind(now_ms as i64)
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(self.failed(doing))?
-        .rows_affected();
-        if updated == 0 {
-            return Err(Error::UnknownRun(run_id.to_owned()));
-        }
-        for job in &finish.jobs {
-            sqlx::query(
-                "UPDATE armada_jobs SET status = $1, finished_ms = $2 \
-                 WHERE run_id = $3 AND idx = $4 AND status IN ('queued', 'running', 'retrying')",
-            )
-            .bind(job.status.as_str())
-            .bind(now_ms as i64)
-            .bind(run_id)
-            .bind(job.index as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.failed(doing))?;
-        }
-        sqlx::query(
-            "UPDATE armada_jobs SET status = $1, finished_ms = $2 \
-             WHERE run_id = $3 AND status IN ('queued', 'running', 'retrying')",
-        )
-        .bind(leftover.as_str())
-        .bind(now_ms as i64)
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(self.failed(doing))?;
-        tx.commit().await.map_err(self.failed(doing))
-    }
-
-    pub(super) async fn delete_run(&self, run_id: &str) -> Result<bool> {
-        let deleted = sqlx::query("DELETE FROM armada_runs WHERE id = $1")
-            .bind(run_id)
-            .execute(self.writes())
-            .await
-            .map_err(self.failed("deleting a run"))?
-            .rows_affected();
-        Ok(deleted > 0)
-    }
-
-    pub(super) async fn counts(&self, run_id: &str) -> Result<Vec<(String, u64)>> {
-        let doing = "counting jobs";
-        let rows = sqlx::query(
-            "SELECT status, COUNT(*) AS jobs FROM armada_jobs WHERE run_id = $1 GROUP BY status",
-        )
-        .bind(run_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(self.failed(doing))?;
-        rows.iter()
-            .map(|row| Ok((row.required_text("status")?, row.u64("jobs")?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(self.failed(doing))
-    }
-
-    /// Stores a checked batch in one transaction; `None` when its batch id was stored before.
-    pub(super) async fn ingest(
-        &self,
-        run_id: &str,
-        batch_id: &str,
-        decoded: &mut [Decoded],
-        seen: &Seen,
-    ) -> Result<Option<Vec<Job>>> {
-        let doing = "storing events";
-        let mut tx = self.writes().begin().await.map_err(self.failed(doing))?;
-        let new_batch = sqlx::query(
-            "INSERT INTO armada_batches (batch_id, run_id) \
-             SELECT $1, id FROM armada_runs WHERE id = $2 ON CONFLICT DO NOTHING",
-        )
-        .bind(batch_id)
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(self.failed(doing))?
-        .rows_affected()
-            == 1;
-        let count = decoded.len() as i64;
-        let last_seq = sqlx::query(
-            "UPDATE armada_runs SET events = events + $1, seen_ms = $3 WHERE id = $2 \
-             RETURNING events",
-        )
-        .bind(if new_batch { count } else { 0 })
-        .bind(run_id)
-        .bind(seen.at_ms as i64)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(self.failed(doing))?;
-        let Some(last_seq) = last_seq else {
-            return Err(Error::UnknownRun(run_id.to_owned()));
-        };
-        if !new_batch {
-            return Ok(None);
-        }
-        ingest::number(decoded, last_seq.u64("events").map_err(self.failed(doing))?);
-
-        self.insert_events(&mut tx, run_id, decoded).await?;
-        self.insert_outputs(&mut tx, run_id, decoded).await?;
-        for item in decoded.iter() {
-            if let Some((attachment, bytes)) = &item.attachment {
-                sqlx::query(
-                    "INSERT INTO armada_attachments (run_id, seq, job_idx, attempt, name, \
-                     content_type, size, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .bind(run_id)
-                .bind(item.event.seq as i64)
-                .bind(item.event.job.unwrap_or_default() as i64)
-                .bind(i64::from(item.event.attempt.unwrap_or_default()))
-                .bind(&attachment.name)
-                .bind(&attachment.content_type)
-                .bind(bytes.len() as i64)
-                .bind(bytes.clone())
-                .execute(&mut *tx)
-                .await
-                .map_err(self.failed(doing))?;
-            }
-        }
-        let jobs = self.update_jobs(&mut tx, run_id, decoded).await?;
-        self.update_agents(&mut tx, run_id, decoded, seen).await?;
-        tx.commit().await.map_err(self.failed(doing))?;
-        Ok(Some(jobs))
-    }
-
     async fn insert_events(
         &self,
         tx: &mut sqlx::Transaction<'_, Any>,
@@ -577,7 +388,208 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn run(&self, run_id: &str) -> Result<Option<Run>> {
+    /// Runs `sql` and reads every row with `read`.
+    async fn fetch<T>(
+        &self,
+        sql: Sql<'_>,
+        doing: &'static str,
+        read: fn(&AnyRow) -> Result<T, sqlx::Error>,
+    ) -> Result<Vec<T>> {
+        bound(sql)
+            .fetch_all(&self.pool)
+            .await
+            .and_then(|rows| rows.iter().map(read).collect())
+            .map_err(self.failed(doing))
+    }
+}
+
+impl StoreBackend for SqlStore {
+    async fn register_run(&self, run: &NewRun, settings: &str, created_ms: u64) -> Result<()> {
+        let doing = "registering a run";
+        let mut tx = self.writes().begin().await.map_err(self.failed(doing))?;
+        let inserted = sqlx::query(
+            "INSERT INTO armada_runs (id, project, status, created_ms, agents, jobs, tune, \
+             relaunch_of, settings) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&run.id)
+        .bind(&run.project)
+        .bind(RunState::Running.as_str())
+        .bind(created_ms as i64)
+        .bind(i64::from(run.agents))
+        .bind(run.jobs.len() as i64)
+        .bind(&run.tune)
+        .bind(&run.relaunch_of)
+        .bind(settings)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.failed(doing))?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(super::run_exists(&run.id));
+        }
+        for chunk in run.jobs.chunks(ROWS_PER_STATEMENT) {
+            let sql = values_sql(
+                "INSERT INTO armada_jobs (run_id, idx, id, status) VALUES ",
+                chunk.len(),
+                3,
+                |number| self.mark(number),
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (row, job) in chunk.iter().enumerate() {
+                query = self
+                    .bind_run(query, row, &run.id)
+                    .bind(job.index as i64)
+                    .bind(&job.id)
+                    .bind(JobState::Queued.as_str());
+            }
+            query.execute(&mut *tx).await.map_err(self.failed(doing))?;
+        }
+        tx.commit().await.map_err(self.failed(doing))
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: &str,
+        finish: &Finish,
+        leftover: JobState,
+        now_ms: u64,
+    ) -> Result<()> {
+        let doing = "finishing a run";
+        let mut tx = self.writes().begin().await.map_err(self.failed(doing))?;
+        let updated = sqlx::query(
+            "UPDATE armada_runs SET status = $1, finished_ms = COALESCE(finished_ms, $2) \
+             WHERE id = $3",
+        )
+        .bind(finish.status.as_str())
+        .bind(now_ms as i64)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.failed(doing))?
+        .rows_affected();
+        if updated == 0 {
+            return Err(Error::UnknownRun(run_id.to_owned()));
+        }
+        for job in &finish.jobs {
+            sqlx::query(
+                "UPDATE armada_jobs SET status = $1, finished_ms = $2 \
+                 WHERE run_id = $3 AND idx = $4 AND status IN ('queued', 'running', 'retrying')",
+            )
+            .bind(job.status.as_str())
+            .bind(now_ms as i64)
+            .bind(run_id)
+            .bind(job.index as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.failed(doing))?;
+        }
+        sqlx::query(
+            "UPDATE armada_jobs SET status = $1, finished_ms = $2 \
+             WHERE run_id = $3 AND status IN ('queued', 'running', 'retrying')",
+        )
+        .bind(leftover.as_str())
+        .bind(now_ms as i64)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.failed(doing))?;
+        tx.commit().await.map_err(self.failed(doing))
+    }
+
+    async fn delete_run(&self, run_id: &str) -> Result<bool> {
+        let deleted = sqlx::query("DELETE FROM armada_runs WHERE id = $1")
+            .bind(run_id)
+            .execute(self.writes())
+            .await
+            .map_err(self.failed("deleting a run"))?
+            .rows_affected();
+        Ok(deleted > 0)
+    }
+
+    async fn counts(&self, run_id: &str) -> Result<Vec<(String, u64)>> {
+        let doing = "counting jobs";
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS jobs FROM armada_jobs WHERE run_id = $1 GROUP BY status",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.failed(doing))?;
+        rows.iter()
+            .map(|row| Ok((row.required_text("status")?, row.u64("jobs")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(self.failed(doing))
+    }
+
+    /// Stores a checked batch in one transaction; `None` when its batch id was stored before.
+    async fn ingest(
+        &self,
+        run_id: &str,
+        batch_id: &str,
+        decoded: &mut [Decoded],
+        seen: &Seen,
+    ) -> Result<Option<Vec<Job>>> {
+        let doing = "storing events";
+        let mut tx = self.writes().begin().await.map_err(self.failed(doing))?;
+        let new_batch = sqlx::query(
+            "INSERT INTO armada_batches (batch_id, run_id) \
+             SELECT $1, id FROM armada_runs WHERE id = $2 ON CONFLICT DO NOTHING",
+        )
+        .bind(batch_id)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.failed(doing))?
+        .rows_affected()
+            == 1;
+        let count = decoded.len() as i64;
+        let last_seq = sqlx::query(
+            "UPDATE armada_runs SET events = events + $1, seen_ms = $3 WHERE id = $2 \
+             RETURNING events",
+        )
+        .bind(if new_batch { count } else { 0 })
+        .bind(run_id)
+        .bind(seen.at_ms as i64)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(self.failed(doing))?;
+        let Some(last_seq) = last_seq else {
+            return Err(Error::UnknownRun(run_id.to_owned()));
+        };
+        if !new_batch {
+            return Ok(None);
+        }
+        ingest::number(decoded, last_seq.u64("events").map_err(self.failed(doing))?);
+
+        self.insert_events(&mut tx, run_id, decoded).await?;
+        self.insert_outputs(&mut tx, run_id, decoded).await?;
+        for item in decoded.iter() {
+            if let Some((attachment, bytes)) = &item.attachment {
+                sqlx::query(
+                    "INSERT INTO armada_attachments (run_id, seq, job_idx, attempt, name, \
+                     content_type, size, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(run_id)
+                .bind(item.event.seq as i64)
+                .bind(item.event.job.unwrap_or_default() as i64)
+                .bind(i64::from(item.event.attempt.unwrap_or_default()))
+                .bind(&attachment.name)
+                .bind(&attachment.content_type)
+                .bind(bytes.len() as i64)
+                .bind(bytes.clone())
+                .execute(&mut *tx)
+                .await
+                .map_err(self.failed(doing))?;
+            }
+        }
+        let jobs = self.update_jobs(&mut tx, run_id, decoded).await?;
+        self.update_agents(&mut tx, run_id, decoded, seen).await?;
+        tx.commit().await.map_err(self.failed(doing))?;
+        Ok(Some(jobs))
+    }
+
+    async fn run(&self, run_id: &str) -> Result<Option<Run>> {
         let doing = "reading a run";
         sqlx::query(AssertSqlSafe(format!(
             "SELECT {RUN_COLUMNS} FROM armada_runs WHERE id = $1"
@@ -591,7 +603,7 @@ impl SqlStore {
         .map_err(self.failed(doing))
     }
 
-    pub(super) async fn runs(&self, after: Option<&str>, rows: i64) -> Result<Vec<Run>> {
+    async fn runs(&self, after: Option<&str>, rows: i64) -> Result<Vec<Run>> {
         let doing = "listing runs";
         let mut sql = Sql::new(
             &format!("SELECT {RUN_COLUMNS} FROM armada_runs WHERE 1 = 1"),
@@ -609,7 +621,7 @@ impl SqlStore {
         self.fetch(sql, doing, run_from_row).await
     }
 
-    pub(super) async fn run_exists(&self, run_id: &str) -> Result<bool> {
+    async fn run_exists(&self, run_id: &str) -> Result<bool> {
         let found = sqlx::query("SELECT 1 FROM armada_runs WHERE id = $1")
             .bind(run_id)
             .fetch_optional(&self.pool)
@@ -618,21 +630,7 @@ impl SqlStore {
         Ok(found.is_some())
     }
 
-    /// Runs `sql` and reads every row with `read`.
-    async fn fetch<T>(
-        &self,
-        sql: Sql<'_>,
-        doing: &'static str,
-        read: fn(&AnyRow) -> Result<T, sqlx::Error>,
-    ) -> Result<Vec<T>> {
-        bound(sql)
-            .fetch_all(&self.pool)
-            .await
-            .and_then(|rows| rows.iter().map(read).collect())
-            .map_err(self.failed(doing))
-    }
-
-    pub(super) async fn jobs(
+    async fn jobs(
         &self,
         run_id: &str,
         filter: &JobFilter,
@@ -646,7 +644,7 @@ impl SqlStore {
         self.fetch(sql, "listing jobs", job_from_row).await
     }
 
-    pub(super) async fn job(&self, run_id: &str, index: u64) -> Result<Option<Job>> {
+    async fn job(&self, run_id: &str, index: u64) -> Result<Option<Job>> {
         let doing = "reading a job";
         sqlx::query(AssertSqlSafe(format!(
             "SELECT {JOB_COLUMNS} FROM armada_jobs WHERE run_id = $1 AND idx = $2"
@@ -661,11 +659,7 @@ impl SqlStore {
         .map_err(self.failed(doing))
     }
 
-    pub(super) async fn attachments(
-        &self,
-        run_id: &str,
-        index: u64,
-    ) -> Result<Vec<AttachmentInfo>> {
+    async fn attachments(&self, run_id: &str, index: u64) -> Result<Vec<AttachmentInfo>> {
         let mut sql = Sql::new(
             "SELECT seq, job_idx, attempt, name, content_type, size FROM armada_attachments \
              WHERE run_id = $1 AND job_idx = $2 ORDER BY seq",
@@ -677,11 +671,7 @@ impl SqlStore {
             .await
     }
 
-    pub(super) async fn attachment(
-        &self,
-        run_id: &str,
-        seq: u64,
-    ) -> Result<Option<(String, Vec<u8>)>> {
+    async fn attachment(&self, run_id: &str, seq: u64) -> Result<Option<(String, Vec<u8>)>> {
         let doing = "reading an attachment";
         let row = sqlx::query(
             "SELECT content_type, bytes FROM armada_attachments WHERE run_id = $1 AND seq = $2",
@@ -699,7 +689,7 @@ impl SqlStore {
         Ok(Some((content_type, bytes)))
     }
 
-    pub(super) async fn events(
+    async fn events(
         &self,
         run_id: &str,
         filter: &EventFilter,
@@ -714,7 +704,7 @@ impl SqlStore {
         self.fetch(sql, "listing events", event_from_row).await
     }
 
-    pub(super) async fn agents(&self, run_id: &str) -> Result<Vec<Agent>> {
+    async fn agents(&self, run_id: &str) -> Result<Vec<Agent>> {
         let mut sql = Sql::new(
             &format!("SELECT {AGENT_COLUMNS} FROM armada_agents WHERE run_id = $1 ORDER BY idx"),
             "$",
@@ -723,7 +713,7 @@ impl SqlStore {
         self.fetch(sql, "listing agents", agent_from_row).await
     }
 
-    pub(super) async fn agent_jobs(&self, run_id: &str) -> Result<Vec<AgentJobs>> {
+    async fn agent_jobs(&self, run_id: &str) -> Result<Vec<AgentJobs>> {
         let mut sql = Sql::new(
             "SELECT agent, status, COUNT(*) AS jobs, MIN(idx) AS first FROM armada_jobs \
              WHERE run_id = $1 AND agent IS NOT NULL GROUP BY agent, status",
@@ -733,7 +723,7 @@ impl SqlStore {
         self.fetch(sql, "listing agents", agent_jobs_from_row).await
     }
 
-    pub(super) async fn failures(&self, run_id: &str, limit: i64) -> Result<Vec<FailureGroup>> {
+    async fn failures(&self, run_id: &str, limit: i64) -> Result<Vec<FailureGroup>> {
         let mut sql = Sql::new(
             "SELECT error, COUNT(*) AS jobs, MIN(idx) AS sample FROM armada_jobs \
              WHERE run_id = $1 AND status = 'failed' GROUP BY error \
@@ -745,7 +735,7 @@ impl SqlStore {
         self.fetch(sql, "grouping failures", failure_from_row).await
     }
 
-    pub(super) async fn outputs(&self, run_id: &str, after: u64, rows: i64) -> Result<Vec<Output>> {
+    async fn outputs(&self, run_id: &str, after: u64, rows: i64) -> Result<Vec<Output>> {
         let mut sql = Sql::new(
             &format!(
                 "SELECT {OUTPUT_COLUMNS} FROM armada_outputs WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
@@ -759,7 +749,7 @@ impl SqlStore {
     }
 
     /// The duration of the succeeded job at `rank` (from 0) in duration order.
-    pub(super) async fn duration_at(&self, run_id: &str, rank: u64) -> Result<Option<f64>> {
+    async fn duration_at(&self, run_id: &str, rank: u64) -> Result<Option<f64>> {
         let doing = "measuring durations";
         let row = sqlx::query(
             "SELECT duration_ms FROM armada_jobs WHERE run_id = $1 AND status = 'succeeded' \
