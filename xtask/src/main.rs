@@ -398,8 +398,9 @@ fn cargo_args(root: &Path, args: &[&str]) -> Command {
 
 /// The facade's features, each of which must build alone: a workspace build unifies them
 /// all, so the code behind `cfg(not(feature = …))` is only compiled here.
-const FEATURES: [&str; 7] = [
+const FEATURES: [&str; 8] = [
     "cli",
+    "testing",
     "redis",
     "rabbitmq",
     "browser",

@@ -926,7 +926,6 @@ impl StoreBackend for MssqlStore {
         .await
     }
 
-    /// Stores a checked batch in one transaction; `None` when its batch id was stored before.
     async fn ingest(
         &self,
         run_id: &str,
@@ -1097,7 +1096,6 @@ impl StoreBackend for MssqlStore {
         self.fetch(sql, "listing outputs", output_from_row).await
     }
 
-    /// The duration of the succeeded job at `rank` (from 0) in duration order.
     async fn duration_at(&self, run_id: &str, rank: u64) -> Result<Option<f64>> {
         let mut sql = Sql::new(
             "SELECT duration_ms FROM armada_jobs WHERE run_id = @P1 AND status = N'succeeded' \

@@ -522,7 +522,6 @@ impl StoreBackend for SqlStore {
             .map_err(self.failed(doing))
     }
 
-    /// Stores a checked batch in one transaction; `None` when its batch id was stored before.
     async fn ingest(
         &self,
         run_id: &str,
@@ -748,7 +747,6 @@ impl StoreBackend for SqlStore {
         self.fetch(sql, "listing outputs", output_from_row).await
     }
 
-    /// The duration of the succeeded job at `rank` (from 0) in duration order.
     async fn duration_at(&self, run_id: &str, rank: u64) -> Result<Option<f64>> {
         let doing = "measuring durations";
         let row = sqlx::query(
