@@ -652,3 +652,37 @@ async fn an_invalid_in_memory_project_gives_its_diagnostics_as_data() {
     let json = serde_json::to_value(&diagnostics).unwrap();
     assert_eq!(json[2]["field"], "jobs[3].n");
 }
+
+/// The command line runs on the caller's runtime (`armada::cli::execute`), and on a runtime
+/// of its own from inside another (`armada::cli::run_blocking`, what `armada::run` and
+/// `main!` call) instead of panicking.
+#[tokio::test]
+async fn the_command_line_runs_inside_a_tokio_runtime() {
+    let project = tempfile::tempdir().unwrap();
+    std::fs::create_dir(project.path().join("config")).unwrap();
+    let template = json!({
+        "run_message": { "agents": 2, "jobs": 3 },
+        "default_agent_message": {},
+        "default_job_message": {},
+    });
+    std::fs::write(
+        project.path().join("config/config_template.json"),
+        template.to_string(),
+    )
+    .unwrap();
+    let runner = || Arc::new(ScriptAgent::new(Scripted::default()));
+    let path = project.path().to_str().unwrap();
+    let launch = ["orchestrate", "launch", "--project", path, "--no-dashboard"];
+    let code = armada::cli::execute::<Scripted>(runner(), project.path(), launch).await;
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    let lines = std::fs::read_dir(project.path().join(".armada/runs"))
+        .unwrap()
+        .map(|run| run.unwrap().path().join("results.jsonl"))
+        .map(|file| std::fs::read_to_string(file).unwrap().lines().count())
+        .collect::<Vec<_>>();
+    assert_eq!(lines, [3], "one run, one line per job");
+
+    let validate = ["orchestrate", "validate", "--project", path];
+    let code = armada::cli::run_blocking::<Scripted>(runner(), project.path(), validate);
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+}

@@ -49,20 +49,32 @@ pub use crate::error::{Error, Result};
 pub use crate::summary::Summary;
 
 /// The project binary's `main`: installs a tracing subscriber (this runs in the binary, never
-/// in a library), parses the process's arguments and runs the command for the script `S`.
+/// in a library), and runs the process's command line for the script `S`.
+pub fn main<S: Script>(runner: Arc<dyn AgentRunner>, default_project: &Path) -> ExitCode {
+    install_tracing();
+    run_blocking::<S>(
+        runner,
+        default_project,
+        std::env::args_os().collect::<Vec<_>>(),
+    )
+}
+
+/// Runs one command line (`args`, the program's name first) for the script `S` to its end on a
+/// runtime of its own, and returns its exit code.
 ///
 /// Works with or without a surrounding tokio runtime: inside one (a `#[tokio::main]`), the
 /// command runs on a thread of its own, since a runtime cannot block inside another.
-pub fn main<S: Script>(runner: Arc<dyn AgentRunner>, default_project: &Path) -> ExitCode {
-    install_tracing();
+pub fn run_blocking<S: Script>(
+    runner: Arc<dyn AgentRunner>,
+    default_project: &Path,
+    args: impl IntoIterator<Item = impl Into<OsString> + Clone> + Send,
+) -> ExitCode {
     let run = || {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(Error::Runtime)
-            .map(|runtime| {
-                runtime.block_on(execute::<S>(runner, default_project, std::env::args_os()))
-            })
+            .map(|runtime| runtime.block_on(execute::<S>(runner, default_project, args)))
     };
     let outcome = if tokio::runtime::Handle::try_current().is_ok() {
         std::thread::scope(|scope| scope.spawn(run).join())
