@@ -342,9 +342,23 @@ fn test(root: &Path) -> Result<()> {
         ],
     ))?;
     check_each_feature(root)?;
+    // The examples and xtask are not published; packaging them would only build them again.
     run(cargo_args(
         root,
-        &["package", "--locked", "--workspace", "--allow-dirty"],
+        &[
+            "package",
+            "--locked",
+            "--workspace",
+            "--allow-dirty",
+            "--exclude",
+            "hello",
+            "--exclude",
+            "catalog",
+            "--exclude",
+            "embedded-service",
+            "--exclude",
+            "xtask",
+        ],
     ))?;
     new_project_runs(root)
 }
