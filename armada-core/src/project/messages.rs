@@ -8,7 +8,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{Diagnostic, Diagnostics, Plan, RunSettings, check_type_of};
+use super::unread::{self, Origin, UnreadKeys};
+use super::{Diagnostic, Diagnostics, Plan, RunSettings};
 use crate::{AgentContext, JobContext, Script};
 
 /// How diagnostics name messages made in code, which have no file.
@@ -160,8 +161,32 @@ fn check_list<'a, T: DeserializeOwned>(
     diagnostics: &mut Diagnostics,
 ) {
     let mut found = 0usize;
+    let mut unread = UnreadKeys::new(if list == "agents" {
+        "agent config"
+    } else {
+        "job payload"
+    });
+    let mut unread_seen = std::collections::HashSet::new();
     for (index, message) in messages {
-        if let Err((field, problem)) = check_type_of::<T>(message) {
+        let checked = unread::check::<T>(message);
+        if let Ok(paths) = &checked {
+            // One report per key, not one per message holding it.
+            for path in paths
+                .iter()
+                .filter(|path| unread_seen.insert((*path).clone()))
+            {
+                let origin = Origin::Message {
+                    file: IN_CODE.to_owned(),
+                    prefix: format!("{list}[{index}]"),
+                };
+                unread.add(
+                    origin,
+                    path.clone(),
+                    unread::known_siblings::<T>(message, path, paths),
+                );
+            }
+        }
+        if let Err((field, problem)) = checked {
             found += 1;
             if found <= MAX_DIAGNOSTICS_PER_LIST {
                 let separator = if field.is_empty() || field.starts_with('[') {
@@ -176,6 +201,7 @@ fn check_list<'a, T: DeserializeOwned>(
             }
         }
     }
+    unread.report(diagnostics);
     if found > MAX_DIAGNOSTICS_PER_LIST {
         diagnostics.push(
             Diagnostic::file(

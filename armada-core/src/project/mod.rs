@@ -12,6 +12,7 @@ mod messages;
 mod overrides;
 mod settings;
 mod tune;
+mod unread;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub use files::{NamedFile, ProjectFiles, Tune};
 pub use settings::{MAX_AGENTS, MAX_JOBS, RunOverrides, RunSettings};
 
 use crate::{AgentIndex, JobIndex};
+use unread::{Origin, UnreadKeys};
 
 const TEMPLATE_KEYS: [&str; 3] = [
     "run_message",
@@ -482,6 +484,8 @@ struct Target {
     plural: &'static str,
     index_column: &'static str,
     default_message: &'static str,
+    /// What the script's type makes of the message, as diagnostics name it.
+    message_kind: &'static str,
 }
 
 const AGENTS: Target = Target {
@@ -489,6 +493,7 @@ const AGENTS: Target = Target {
     plural: "agents",
     index_column: "targetted_agent",
     default_message: "default_agent_message",
+    message_kind: "agent config",
 };
 
 const JOBS: Target = Target {
@@ -496,6 +501,7 @@ const JOBS: Target = Target {
     plural: "jobs",
     index_column: "targetted_job",
     default_message: "default_job_message",
+    message_kind: "job payload",
 };
 
 /// The indexes a file's rows may target.
@@ -518,15 +524,24 @@ fn merge_rows<T: DeserializeOwned, M>(
     diagnostics: &mut Diagnostics,
     keep: impl Fn(Value) -> M,
 ) -> (BTreeMap<u64, M>, u64) {
+    let overrides::Overrides {
+        file,
+        rows,
+        columns,
+        ..
+    } = overrides;
     let mut merger = RowMerger {
-        file: &overrides.file,
+        file: &file,
+        template_name,
+        columns: &columns,
         target,
         out_of_range: 0,
+        unread: UnreadKeys::new(target.message_kind),
         diagnostics,
     };
     let mut merged = BTreeMap::new();
     let mut skipped = 0;
-    for row in overrides.rows {
+    for row in rows {
         match count.filter(|&count| row.index >= count) {
             Some(_) if skip_beyond => skipped += 1,
             Some(count) => merger.out_of_range(&row, count),
@@ -536,15 +551,16 @@ fn merge_rows<T: DeserializeOwned, M>(
             }
         }
     }
-    merger.finish();
+    let mut unread = merger.finish();
     check_default::<T>(
         default,
         count,
         merged.len(),
         target,
         template_name,
-        diagnostics,
+        (diagnostics, &mut unread),
     );
+    unread.report(diagnostics);
     (merged, skipped)
 }
 
@@ -552,8 +568,12 @@ fn merge_rows<T: DeserializeOwned, M>(
 /// counts them, as `overrides::parse` does with its problems.
 struct RowMerger<'a> {
     file: &'a str,
+    template_name: &'a str,
+    /// The file's header paths and their columns.
+    columns: &'a [(String, u64)],
     target: &'a Target,
     out_of_range: usize,
+    unread: UnreadKeys,
     diagnostics: &'a mut Diagnostics,
 }
 
@@ -592,20 +612,49 @@ impl RowMerger<'_> {
     fn merge<T: DeserializeOwned>(&mut self, default: &Value, row: overrides::Row) -> (u64, Value) {
         let mut message = default.clone();
         deep_merge(&mut message, Value::Object(row.overlay));
-        if let Err((field, problem)) = check_type::<T>(&message) {
-            self.diagnostics.push(
+        match check_type::<T>(&message) {
+            Err((field, problem)) => self.diagnostics.push(
                 Diagnostic::file(
                     self.file,
                     format!("{} {}: {problem}", self.target.singular, row.index),
                 )
                 .at_line(row.line)
                 .at_field(field),
-            );
+            ),
+            Ok(unread) => self.note_unread::<T>(default, &message, &unread),
         }
         (row.index, message)
     }
 
-    fn finish(self) {
+    /// Blames each unread key on the template when its default message holds it, else on the
+    /// CSV column that set it.
+    fn note_unread<T: DeserializeOwned>(
+        &mut self,
+        default: &Value,
+        message: &Value,
+        unread: &[String],
+    ) {
+        for path in unread {
+            let in_default = default
+                .as_object()
+                .is_some_and(|default| unread::holds(default, path));
+            let origin = match overrides::column_of(self.columns, path) {
+                Some(column) if !in_default => Origin::Column {
+                    file: self.file.to_owned(),
+                    column,
+                },
+                _ => Origin::Message {
+                    file: self.template_name.to_owned(),
+                    prefix: self.target.default_message.to_owned(),
+                },
+            };
+            let siblings = unread::known_siblings::<T>(message, path, unread);
+            self.unread.add(origin, path.clone(), siblings);
+        }
+    }
+
+    /// Reports what only the whole file tells, and hands over its unread keys.
+    fn finish(self) -> UnreadKeys {
         if self.out_of_range > overrides::MAX_DIAGNOSTICS_PER_FILE {
             self.diagnostics.push(Diagnostic::file(
                 self.file,
@@ -616,6 +665,7 @@ impl RowMerger<'_> {
                 ),
             ));
         }
+        self.unread
     }
 }
 
@@ -627,14 +677,25 @@ fn check_default<T: DeserializeOwned>(
     rows: usize,
     target: &Target,
     template_name: &str,
-    diagnostics: &mut Diagnostics,
+    (diagnostics, unread): (&mut Diagnostics, &mut UnreadKeys),
 ) {
     let using_default = count.map_or(1, |count| count.saturating_sub(rows as u64));
     if using_default == 0 {
         return;
     }
-    let Err((field, problem)) = check_type::<T>(default) else {
-        return;
+    let (field, problem) = match check_type::<T>(default) {
+        Err(problem) => problem,
+        Ok(paths) => {
+            for path in &paths {
+                let origin = Origin::Message {
+                    file: template_name.to_owned(),
+                    prefix: target.default_message.to_owned(),
+                };
+                let siblings = unread::known_siblings::<T>(default, path, &paths);
+                unread.add(origin, path.clone(), siblings);
+            }
+            return;
+        }
     };
     let Target {
         singular, plural, ..
@@ -652,9 +713,10 @@ fn check_default<T: DeserializeOwned>(
     );
 }
 
-/// Checks a message from the project's files against `T`, as `(field path, problem)`.
-fn check_type<T: DeserializeOwned>(message: &Value) -> Result<(), (String, String)> {
-    check_type_of::<T>(message).map_err(|(path, mut problem)| {
+/// Checks a message from the project's files against `T`: its first problem as `(field path,
+/// problem)`, or the keys `T` does not read.
+fn check_type<T: DeserializeOwned>(message: &Value) -> Result<Vec<String>, (String, String)> {
+    unread::check::<T>(message).map_err(|(path, mut problem)| {
         if problem.contains("expected a string")
             && (problem.contains("integer") || problem.contains("floating point"))
         {
@@ -665,17 +727,6 @@ fn check_type<T: DeserializeOwned>(message: &Value) -> Result<(), (String, Strin
         }
         (path, problem)
     })
-}
-
-/// Checks any message against `T`, as `(field path, problem)`.
-fn check_type_of<T: DeserializeOwned>(message: &Value) -> Result<(), (String, String)> {
-    serde_path_to_error::deserialize::<_, T>(message)
-        .map(drop)
-        .map_err(|error| {
-            let path = error.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            (path, error.inner().to_string())
-        })
 }
 
 #[cfg(test)]

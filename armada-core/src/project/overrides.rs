@@ -35,6 +35,18 @@ pub(super) struct Overrides {
     pub rows: Vec<Row>,
     /// Data rows in the file, with or without problems: the job count when `jobs` is unset.
     pub records: u64,
+    /// Each accepted header's key path (dotted) and column, from 1: where a key no type reads
+    /// was written.
+    pub columns: Vec<(String, u64)>,
+}
+
+/// The column whose header set `path` (or the object holding it), among a file's `columns`.
+pub(super) fn column_of(columns: &[(String, u64)], path: &str) -> Option<u64> {
+    columns
+        .iter()
+        .filter(|(header, _)| path == header.as_str() || path.starts_with(&format!("{header}.")))
+        .map(|(_, column)| *column)
+        .next()
 }
 
 pub(super) fn parse(
@@ -46,6 +58,7 @@ pub(super) fn parse(
         file: file.name.clone(),
         rows: Vec::new(),
         records: 0,
+        columns: Vec::new(),
     };
     if file.contents.iter().all(u8::is_ascii_whitespace) {
         return overrides;
@@ -85,6 +98,12 @@ fn read_into(
         .flexible(true)
         .from_reader(contents);
     if let Some(mut rows) = RowReader::from_header(&mut reader, contents, index_column, problems) {
+        overrides.columns = rows
+            .paths
+            .iter()
+            .zip(2..)
+            .filter_map(|(path, column)| Some((path.as_ref()?.join("."), column)))
+            .collect();
         rows.read_all(&mut reader, overrides, problems);
     }
 }

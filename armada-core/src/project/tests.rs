@@ -1391,3 +1391,130 @@ fn every_problem_with_messages_in_code_is_reported_with_its_field() {
         0
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Keys no type reads
+
+#[derive(Debug, Deserialize)]
+#[allow(dead_code, reason = "only deserialization is checked")]
+struct Greeting {
+    name: String,
+    work_ms: u64,
+    #[serde(default)]
+    style: Option<Style>,
+}
+
+#[derive(Debug, Deserialize)]
+#[allow(dead_code, reason = "only deserialization is checked")]
+struct Style {
+    #[serde(default)]
+    uppercase: bool,
+}
+
+/// A payload that takes any other key, in a map of its own.
+#[derive(Debug, Deserialize)]
+#[allow(dead_code, reason = "only deserialization is checked")]
+struct Open {
+    name: String,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, Value>,
+}
+
+fn greeting_problems(files: &ProjectFiles) -> Vec<Diagnostic> {
+    problems_of(Plan::build::<Value, Greeting>(
+        files,
+        &RunOverrides::default(),
+    ))
+}
+
+#[test]
+fn a_misspelled_csv_column_is_an_error_naming_its_column_and_the_key_meant() {
+    let files = with_job_csv(
+        project(&jobs_template(3, &json!({ "name": "x", "work_ms": 5 }))),
+        "targetted_job,work_ms,nmae\n0,1,ann\n1,2,bob\n",
+    );
+    assert_eq!(
+        greeting_problems(&files),
+        [diagnostic(
+            JOB_CSV,
+            Some(1),
+            Some(3),
+            Some("nmae"),
+            "`nmae` is not a field of the job payload; did you mean `name`?",
+        )],
+        "reported once, not once per row"
+    );
+}
+
+#[test]
+fn a_misspelled_template_key_is_an_error_at_its_field() {
+    let files = project(&jobs_template(
+        2,
+        &json!({
+            "name": "x", "work_ms": 5, "wrok_ms": 50,
+            "style": { "upercase": true, "colour": "red" }
+        }),
+    ));
+    assert_eq!(
+        greeting_problems(&files),
+        [
+            diagnostic(
+                TEMPLATE,
+                None,
+                None,
+                Some("default_job_message.style.colour"),
+                "`colour` is not a field of the job payload; nothing reads it (remove it, or \
+                 add the field to the script's type)",
+            ),
+            // Known from the type, inside an `Option`, though the message has no such key.
+            diagnostic(
+                TEMPLATE,
+                None,
+                None,
+                Some("default_job_message.style.upercase"),
+                "`upercase` is not a field of the job payload; did you mean `uppercase`?",
+            ),
+            diagnostic(
+                TEMPLATE,
+                None,
+                None,
+                Some("default_job_message.wrok_ms"),
+                "`wrok_ms` is not a field of the job payload; did you mean `work_ms`?",
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_type_that_reads_every_key_takes_extra_ones() {
+    let files = with_job_csv(
+        project(&jobs_template(2, &json!({ "name": "x", "anything": 1 }))),
+        "targetted_job,more\n0,2\n",
+    );
+    Plan::build::<Value, Open>(&files, &RunOverrides::default()).unwrap();
+    // `Value` reads everything, and the default agent config (`IgnoredAny`) takes anything.
+    Plan::build::<serde::de::IgnoredAny, Value>(&files, &RunOverrides::default()).unwrap();
+}
+
+#[test]
+fn messages_made_in_code_are_held_to_their_type_too() {
+    let error = super::messages::from_values::<serde::de::IgnoredAny, Greeting>(
+        RunSettings::new(1),
+        vec![json!({})],
+        vec![
+            json!({ "name": "a", "work_ms": 1 }),
+            json!({ "name": "b", "work_ms": 1, "nmae": "c" }),
+            json!({ "name": "d", "work_ms": 1, "nmae": "e" }),
+        ],
+    );
+    assert_eq!(
+        problems_of(error),
+        [diagnostic(
+            "(in code)",
+            None,
+            None,
+            Some("jobs[1].nmae"),
+            "`nmae` is not a field of the job payload; did you mean `name`?",
+        )]
+    );
+}

@@ -367,6 +367,46 @@ fn headers_with_spaces_or_twice_are_errors_naming_the_column() {
     }
 }
 
+/// A column or template key the script's types never read is an error naming where it was
+/// written and the key meant: before, every job silently ran with the default.
+#[test]
+fn keys_nothing_reads_are_errors_with_the_key_meant() {
+    let (dir, config) = project_without_jobs();
+    std::fs::write(
+        config.join("data_job.csv"),
+        "targetted_job,nmae\n0,Ada\n1,Bob\n",
+    )
+    .unwrap();
+    let output = orchestrate(&["launch", "--output", "r.jsonl"], dir.path());
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "data_job.csv:1:2: field `nmae`: `nmae` is not a field of the job payload; did you \
+             mean `name`?"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("nmae").count(), 2, "reported once: {stderr}");
+    assert!(!dir.path().join("r.jsonl").exists());
+    assert!(!dir.path().join(".armada").exists());
+
+    std::fs::write(config.join("data_job.csv"), "targetted_job,name\n0,Ada\n").unwrap();
+    let template = std::fs::read_to_string(config.join("config_template.json")).unwrap();
+    let template = template.replace("\"work_ms\"", "\"wrok_ms\"");
+    std::fs::write(config.join("config_template.json"), template).unwrap();
+    let output = orchestrate(&["validate"], dir.path());
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "field `default_job_message.wrok_ms`: `wrok_ms` is not a field of the job \
+             payload; did you mean `work_ms`?"
+        ),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_quote_never_closed_is_an_error_and_quoted_cells_still_read() {
     let (dir, config) = project_without_jobs();

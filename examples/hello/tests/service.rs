@@ -255,6 +255,29 @@ async fn a_bad_csv_gets_422_with_the_row_and_publishes_nothing() {
             .contains("number"),
         "{answer}"
     );
+    // A column nothing reads, and a key of the overrides nothing reads, name the key meant.
+    let (status, answer) = service
+        .post_json(
+            "/runs",
+            json!({
+                "data_job_csv": "targetted_job,nmae\n0,Ada\n",
+                "overrides": { "default_job_message": { "wrok_ms": 5 } },
+            }),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    let messages: Vec<&str> = answer["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|diagnostic| diagnostic["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        messages.contains(&"`nmae` is not a field of the job payload; did you mean `name`?")
+            && messages
+                .contains(&"`wrok_ms` is not a field of the job payload; did you mean `work_ms`?"),
+        "{answer}"
+    );
     let (status, answer) = service.post_json("/runs", json!({ "agentz": 3 })).await;
     assert_eq!(status, 400, "{answer}");
     assert!(
