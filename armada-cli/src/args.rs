@@ -228,6 +228,13 @@ pub(crate) struct ServeArgs {
     /// The most jobs a run launched over HTTP or from the dashboard may have.
     #[arg(long, value_name = "N", default_value_t = armada_orchestrator::DEFAULT_MAX_JOBS)]
     pub(crate) max_jobs: u64,
+    /// The most agents a run launched over HTTP or from the dashboard may have.
+    #[arg(long, value_name = "N", default_value_t = armada_orchestrator::DEFAULT_MAX_AGENTS)]
+    pub(crate) max_agents: u32,
+    /// The most runs launched over HTTP or from the dashboard that may go on at once; another
+    /// is answered 429 until one ends.
+    #[arg(long, value_name = "N", default_value_t = armada_orchestrator::DEFAULT_MAX_RUNNING_RUNS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_running_runs: u32,
     /// Seconds a running run's agents and followers may be silent before it shows as
     /// stalled (and an agent as gone).
     #[arg(long, value_name = "SECS", default_value_t = armada_monitor::DEFAULT_STALL_LIMIT.as_secs_f64(), value_parser = positive_seconds)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use armada_core::{AgentRunner, Plan, Script};
 use armada_monitor::server::Served;
 use armada_monitor::{Monitor, MonitorLink, Store};
-use armada_orchestrator::{Orchestrator, ProjectControl};
+use armada_orchestrator::{LaunchLimits, Orchestrator, ProjectControl};
 
 use crate::args::{AgentsAs, ServeArgs};
 use crate::launch::agents_launcher;
@@ -29,7 +29,11 @@ pub(crate) async fn serve<S: Script>(
         .await?
         .with_stall_limit(stall_limit);
     let control = ProjectControl::new(&project, Plan::for_script::<S>);
-    control.limit_jobs(args.max_jobs);
+    control.set_limits(LaunchLimits {
+        jobs: args.max_jobs,
+        agents: args.max_agents,
+        running_runs: args.max_running_runs,
+    });
     let monitor = Monitor::new(store, Some(control.clone()));
     let app = armada_monitor::server::app_with_hosts(
         monitor.clone(),

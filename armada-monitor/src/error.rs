@@ -89,6 +89,10 @@ pub enum Error {
          which this monitor was not given"
     )]
     NoOrchestrator(&'static str),
+    /// The service is doing as much as it allows (running runs, connections): the request may
+    /// be tried again later.
+    #[error("{0}")]
+    Busy(String),
     /// A launch from the dashboard had problems in the project; every one is listed.
     #[error("{0}")]
     Project(armada_core::Diagnostics),

@@ -27,14 +27,51 @@ pub struct ProjectControl {
     orchestrator: OnceLock<Orchestrator>,
     runs: Mutex<HashMap<String, Launched>>,
     followers: tokio::sync::Mutex<JoinSet<()>>,
-    /// The most jobs one launch may ask for ([`ProjectControl::limit_jobs`]).
-    max_jobs: std::sync::atomic::AtomicU64,
+    limits: Mutex<LaunchLimits>,
+    /// Runs launched here that have not ended: each holds one of `limits.running_runs`.
+    running: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// The most jobs one run launched over HTTP may have, unless the service says otherwise: a
-/// queued job costs memory in the queue and the monitor (about 1 KB each), and a 40-byte
-/// request must not be able to ask for gigabytes.
+/// What one request may make this service do: a 40-byte request must not be able to ask for
+/// gigabytes of queued jobs, a thousand browsers, or a hundred runs at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaunchLimits {
+    /// The most jobs one run may have (a queued job costs about 1 KB in the queue and the
+    /// monitor); more is refused with 422.
+    pub jobs: u64,
+    /// The most agents one run may have (each may be a browser); more is refused with 422.
+    pub agents: u32,
+    /// The most runs launched here that may go on at once; another is refused with 429 until
+    /// one ends.
+    pub running_runs: u32,
+}
+
+impl Default for LaunchLimits {
+    fn default() -> Self {
+        Self {
+            jobs: DEFAULT_MAX_JOBS,
+            agents: DEFAULT_MAX_AGENTS,
+            running_runs: DEFAULT_MAX_RUNNING_RUNS,
+        }
+    }
+}
+
+/// [`LaunchLimits::jobs`] unless the service says otherwise.
 pub const DEFAULT_MAX_JOBS: u64 = 1_000_000;
+/// [`LaunchLimits::agents`] unless the service says otherwise.
+pub const DEFAULT_MAX_AGENTS: u32 = 64;
+/// [`LaunchLimits::running_runs`] unless the service says otherwise.
+pub const DEFAULT_MAX_RUNNING_RUNS: u32 = 8;
+
+/// One of the running runs a service allows, given back when its run ends (or its launch
+/// fails).
+struct RunningSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for RunningSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
 
 /// What a launch from here used, so that it can be repeated.
 #[derive(Clone)]
@@ -64,14 +101,40 @@ impl ProjectControl {
             orchestrator: OnceLock::new(),
             runs: Mutex::default(),
             followers: tokio::sync::Mutex::new(JoinSet::new()),
-            max_jobs: std::sync::atomic::AtomicU64::new(DEFAULT_MAX_JOBS),
+            limits: Mutex::new(LaunchLimits::default()),
+            running: Arc::default(),
         })
     }
 
-    /// Refuses launches of more than `max` jobs (default [`DEFAULT_MAX_JOBS`]) with 422.
-    pub fn limit_jobs(&self, max: u64) {
-        self.max_jobs
-            .store(max, std::sync::atomic::Ordering::Relaxed);
+    /// Sets what one launch may ask for, and how many runs may go on at once.
+    pub fn set_limits(&self, limits: LaunchLimits) {
+        if let Ok(mut current) = self.limits.lock() {
+            *current = limits;
+        }
+    }
+
+    fn limits(&self) -> LaunchLimits {
+        self.limits
+            .lock()
+            .map_or_else(|_| LaunchLimits::default(), |limits| *limits)
+    }
+
+    /// Takes one of the running runs allowed, or says why not (429).
+    fn reserve_run(&self) -> armada_monitor::Result<RunningSlot> {
+        let allowed = usize::try_from(self.limits().running_runs).unwrap_or(usize::MAX);
+        self.running
+            .fetch_update(
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+                |running| (running < allowed).then_some(running + 1),
+            )
+            .map(|_| RunningSlot(Arc::clone(&self.running)))
+            .map_err(|running| {
+                armada_monitor::Error::Busy(format!(
+                    "{running} runs launched here are going on, the most this service allows: \
+                     try again when one ends"
+                ))
+            })
     }
 
     /// The project's name, as runs are registered.
@@ -219,22 +282,7 @@ impl ProjectControl {
             ..RunOverrides::default()
         };
         let plan = (self.plan_for)(&files, &overrides).map_err(problems)?;
-        let max = self.max_jobs.load(std::sync::atomic::Ordering::Relaxed);
-        if plan.jobs() > max {
-            let mut diagnostics = armada_core::Diagnostics::default();
-            diagnostics.push(
-                armada_core::Diagnostic::file(
-                    "the launch request",
-                    format!(
-                        "{} jobs is more than this service launches in one run ({max}): ask for \
-                         fewer, or have the service allow more",
-                        plan.jobs()
-                    ),
-                )
-                .at_field("run_message.jobs"),
-            );
-            return Err(armada_monitor::Error::Project(diagnostics));
-        }
+        within_limits(&plan, self.limits())?;
         Ok(plan)
     }
 
@@ -263,6 +311,7 @@ impl ProjectControl {
                 "run {run_id} exists already: a new run needs a new id"
             )));
         }
+        let slot = self.reserve_run()?;
         let mut results = ResultsFile::create(&results_path).map_err(orchestration)?;
         let handle = orchestrator
             .with_evidence_dir(run_dir.join("evidence"))
@@ -279,6 +328,7 @@ impl ProjectControl {
             runs.insert(run_id.to_string(), launched);
         }
         self.followers.lock().await.spawn(async move {
+            let _slot = slot;
             let report = handle
                 .follow(|event: FollowEvent<'_>| {
                     let written = match event {
@@ -301,6 +351,38 @@ impl ProjectControl {
             }
         });
         Ok(run_id.to_string())
+    }
+}
+
+/// Refuses a plan with more jobs or agents than the service launches in one run (422).
+fn within_limits(plan: &Plan, limits: LaunchLimits) -> armada_monitor::Result<()> {
+    let mut diagnostics = armada_core::Diagnostics::default();
+    for (asked, allowed, what, field) in [
+        (plan.jobs(), limits.jobs, "jobs", "run_message.jobs"),
+        (
+            u64::from(plan.agents()),
+            u64::from(limits.agents),
+            "agents",
+            "run_message.agents",
+        ),
+    ] {
+        if asked > allowed {
+            diagnostics.push(
+                armada_core::Diagnostic::file(
+                    "the launch request",
+                    format!(
+                        "{asked} {what} is more than this service launches in one run \
+                         ({allowed}): ask for fewer, or have the service allow more"
+                    ),
+                )
+                .at_field(field),
+            );
+        }
+    }
+    if diagnostics.is_empty() {
+        Ok(())
+    } else {
+        Err(armada_monitor::Error::Project(diagnostics))
     }
 }
 

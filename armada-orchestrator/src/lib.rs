@@ -23,7 +23,8 @@ mod results;
 mod run;
 
 pub use control::{
-    DEFAULT_MAX_JOBS, LaunchControl, PlanFor, ProjectControl, project_name, run_dir,
+    DEFAULT_MAX_AGENTS, DEFAULT_MAX_JOBS, DEFAULT_MAX_RUNNING_RUNS, LaunchControl, LaunchLimits,
+    PlanFor, ProjectControl, project_name, run_dir,
 };
 pub use error::{Error, Result};
 pub use results::{Claimed, ResultsFile};

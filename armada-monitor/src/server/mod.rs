@@ -362,6 +362,7 @@ pub fn answer(error: &Error) -> Response {
         Error::Conflict(_) => StatusCode::CONFLICT,
         Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::NoOrchestrator(_) => StatusCode::NOT_IMPLEMENTED,
+        Error::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         Error::Project(diagnostics) => {
             let body = json!({ "error": error.to_string(), "diagnostics": diagnostics });
             return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();

@@ -486,6 +486,61 @@ async fn cancel_over_http_stops_a_run() {
     assert_eq!(status, 409, "{answer}");
 }
 
+/// The service's limits: more agents than it allows is 422, a run beyond the runs it lets go
+/// on at once is 429 until one ends, and neither publishes anything.
+#[tokio::test]
+async fn launches_beyond_the_service_s_limits_are_refused_and_publish_nothing() {
+    let dir = project();
+    let service = Service::start_with(
+        dir.path(),
+        &["--max-agents", "2", "--max-running-runs", "1"],
+    );
+    let (status, answer) = service.post_json("/runs", json!({ "agents": 3 })).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(
+        answer["diagnostics"][0]["field"], "run_message.agents",
+        "{answer}"
+    );
+    let slow = json!({
+        "jobs": 400, "agents": 2,
+        "overrides": { "default_job_message": { "work_ms": 50 } },
+        "data_job_csv": "targetted_job\n", "data_agent_csv": "targetted_agent\n"
+    });
+    let (status, launched) = service.post_json("/runs", slow.clone()).await;
+    assert_eq!(status, 201, "{launched}");
+    let run_id = launched["run_id"].as_str().unwrap();
+    let (status, answer) = service.post_json("/runs", slow.clone()).await;
+    assert_eq!(status, 429, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("the most this service allows"),
+        "{answer}"
+    );
+    let (_, runs) = service.get("/api/v1/runs").await;
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs}");
+    // Once the run ends, its place is free again.
+    let (status, _) = service
+        .post_json(&format!("/runs/{run_id}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 202);
+    service.finished(run_id).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, answer) = service.post_json("/runs", slow.clone()).await;
+        if status == 201 {
+            break;
+        }
+        assert_eq!(status, 429, "{answer}");
+        assert!(
+            Instant::now() < deadline,
+            "the ended run's place was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn the_token_is_required_and_openapi_matches_the_routes() {
     let dir = project();
