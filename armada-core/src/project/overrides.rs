@@ -173,7 +173,6 @@ fn header_path(
 
 /// Walks the data rows of a file whose header names the index column first.
 struct RowReader<'a> {
-    contents: &'a [u8],
     index_column: &'a str,
     /// Cells a row must have: as many as the header.
     width: usize,
@@ -182,6 +181,7 @@ struct RowReader<'a> {
     paths: Vec<Option<Vec<String>>>,
     /// The line of the latest row targeting each index.
     line_of_index: HashMap<u64, u64>,
+    lines: LineCounter<'a>,
 }
 
 impl<'a> RowReader<'a> {
@@ -215,11 +215,15 @@ impl<'a> RowReader<'a> {
             return None;
         }
         Some(Self {
-            contents,
             index_column,
             width: headers.len(),
             paths: header_paths(headers, problems),
             line_of_index: HashMap::new(),
+            lines: LineCounter {
+                contents,
+                counted_to: 0,
+                newlines: 0,
+            },
         })
     }
 
@@ -253,7 +257,7 @@ impl<'a> RowReader<'a> {
     fn row(&mut self, record: &csv::StringRecord, problems: &mut Problems<'_>) -> Option<Row> {
         let line = record
             .position()
-            .map_or(0, |position| line_of(self.contents, position));
+            .map_or(0, |position| self.lines.line_of(position));
         if let Some(message) = self.width_problem(record) {
             problems.push(problems.diagnostic(message).at_line(line));
             return None;
@@ -431,19 +435,48 @@ fn unclosed_quote(contents: &[u8]) -> Option<u64> {
 /// `\n` after it has ended a record at `\r`, so its own line number is one short for every
 /// record of a CRLF file; the byte offset is right, once past the end of the previous line.
 fn line_of(contents: &[u8], position: &csv::Position) -> u64 {
-    let mut start = usize::try_from(position.byte())
-        .unwrap_or(usize::MAX)
-        .min(contents.len());
-    while contents
-        .get(start)
-        .is_some_and(|byte| matches!(byte, b'\r' | b'\n'))
-    {
-        start += 1;
+    LineCounter {
+        contents,
+        counted_to: 0,
+        newlines: 0,
     }
-    1 + contents[..start]
-        .iter()
-        .filter(|&&byte| byte == b'\n')
-        .count() as u64
+    .line_of(position)
+}
+
+/// Lines of records met in order, each counted from where the last one was: counting from the
+/// start of the file for every row made planning a 100,000-row file take 80 s.
+struct LineCounter<'a> {
+    contents: &'a [u8],
+    counted_to: usize,
+    newlines: u64,
+}
+
+impl LineCounter<'_> {
+    /// The line a record at `position` starts on, from 1. A record's position may fall on the
+    /// line break before it (the CSV reader's, with CRLF), which is skipped.
+    fn line_of(&mut self, position: &csv::Position) -> u64 {
+        let mut start = usize::try_from(position.byte())
+            .unwrap_or(usize::MAX)
+            .min(self.contents.len());
+        while self
+            .contents
+            .get(start)
+            .is_some_and(|byte| matches!(byte, b'\r' | b'\n'))
+        {
+            start += 1;
+        }
+        if start < self.counted_to {
+            // Out of order: count again from the start.
+            self.counted_to = 0;
+            self.newlines = 0;
+        }
+        self.newlines += self.contents[self.counted_to..start]
+            .iter()
+            .filter(|&&byte| byte == b'\n')
+            .count() as u64;
+        self.counted_to = start;
+        1 + self.newlines
+    }
 }
 
 struct Problems<'a> {
