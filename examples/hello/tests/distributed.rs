@@ -533,8 +533,11 @@ fn an_unreachable_service_at_launch_publishes_nothing() {
 #[test]
 fn a_poison_message_and_a_job_that_always_fails_are_dead_lettered_with_their_reasons() {
     let _services = services();
+    // Slow enough jobs that the run is still going, with jobs queued, when the first result
+    // is in the results file (flushed about once a second) and the poison message lands: a
+    // message that arrives as the run ends is deleted with its queue, not reported.
     let dir = project(
-        |template| set(template, "default_job_message", "work_ms", json!(100)),
+        |template| set(template, "default_job_message", "work_ms", json!(400)),
         json!({ "DEFAULT_NUMBER": 27 }),
         "targetted_job,name,always_fail\n2,Doomed,true\n",
     );
