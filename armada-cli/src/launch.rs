@@ -37,9 +37,17 @@ pub(crate) async fn launch<S: Script>(
     }
     let run_id = RunId::new();
     let mut session = Session::open(&args, &project).await?;
-    let launcher = session
+    let launcher = match session
         .launcher(&args, &project, &plan, &run_id, runner)
-        .await?;
+        .await
+    {
+        Ok(launcher) => launcher,
+        Err(error) => {
+            // The launch's own error is the one to report, not a failure to close.
+            let _ = session.close().await;
+            return Err(error);
+        }
+    };
     // A detached run's results file is written by whoever attaches to it. The file is claimed
     // before publishing and emptied only once the run is launched.
     let output = args
@@ -59,7 +67,7 @@ pub(crate) async fn launch<S: Script>(
             if let Some(claimed) = claimed {
                 claimed.abandon();
             }
-            session.close().await?;
+            let _ = session.close().await;
             return Err(error.into());
         }
     };
