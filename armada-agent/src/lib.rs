@@ -593,6 +593,7 @@ async fn record<F>(
 where
     F: Future<Output = Result<()>>,
 {
+    let result = without_secrets(result);
     let recorded = spec.store.record_result(&spec.run_id, result).await?;
     let settled = settle(delivery).await;
     // The run ends whether or not the settle went through: its result is recorded.
@@ -600,6 +601,20 @@ where
         finish_completed_run(spec).await;
     }
     settled
+}
+
+/// The result as the run's results show it: an output or error that holds a
+/// [`Secret`](armada_core::Secret) of this agent's config shows `***` instead.
+fn without_secrets(mut result: JobResult) -> JobResult {
+    if let Some(output) = &mut result.output {
+        armada_core::redact_secrets_in(output);
+    }
+    if let Some(error) = &mut result.error
+        && let std::borrow::Cow::Owned(hidden) = armada_core::redact_secrets(error)
+    {
+        *error = hidden;
+    }
+    result
 }
 
 /// Asks the agent context for evidence of a failed attempt; returns the folder when it saved

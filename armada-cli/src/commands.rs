@@ -79,7 +79,7 @@ pub(crate) async fn agent(args: AgentArgs, runner: Arc<dyn AgentRunner>) -> Resu
     match exit? {
         armada_core::AgentExit::Finished { .. } => Ok(ExitCode::SUCCESS),
         armada_core::AgentExit::StartFailed { error } | armada_core::AgentExit::Died { error } => {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", armada_core::redact_secrets(&error.to_string()));
             Ok(ExitCode::from(1))
         }
     }

@@ -83,7 +83,7 @@ pub fn run_blocking<S: Script>(
         run()
     };
     outcome.unwrap_or_else(|error| {
-        eprintln!("error: {error}");
+        eprintln!("error: {}", armada_core::redact_secrets(&error.to_string()));
         ExitCode::from(1)
     })
 }
@@ -102,7 +102,7 @@ pub async fn execute<S: Script>(
     run_command::<S>(cli, runner, default_project)
         .await
         .unwrap_or_else(|error| {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", armada_core::redact_secrets(&error.to_string()));
             ExitCode::from(1)
         })
 }
@@ -117,7 +117,7 @@ fn install_tracing() {
         });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactingWriter(std::io::stderr()))
         // Colour codes only for a terminal: a log file or a pipe gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
@@ -191,4 +191,21 @@ fn print_out(text: &[u8]) -> Result<()> {
             what: "standard output".into(),
             source,
         })
+}
+
+/// Standard error with every [`Secret`](armada_core::Secret) read in this process hidden: a
+/// log line may quote a URL or a config value. Each `write` is one formatted log line.
+struct RedactingWriter(std::io::Stderr);
+
+impl std::io::Write for RedactingWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(bytes);
+        self.0
+            .write_all(armada_core::redact_secrets(&text).as_bytes())?;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }

@@ -8,6 +8,8 @@
 //! - the traits a user implements: [`AgentContext`], [`JobContext`], [`Script`], with the
 //!   ready-made [`PlainAgent`] and [`Job`] contexts ([`script`]);
 //! - the versioned wire types that cross a process boundary ([`wire`]);
+//! - [`Secret`], a config value shown as `***` everywhere but to the agent, and
+//!   [`redact_secrets`], which every output applies ([`secret`]);
 //! - the backend seams [`ConfigStore`], [`JobQueue`] and [`EventSink`], chosen by URL, with their
 //!   in-memory implementations ([`backend`]).
 //!
@@ -26,6 +28,7 @@ mod ids;
 pub mod project;
 pub mod report;
 pub mod script;
+pub mod secret;
 pub mod wire;
 
 pub use backend::{ConfigStore, EventSink, JobQueue};
@@ -37,3 +40,4 @@ pub use script::{
     AgentContext, AgentExit, AgentInfo, AgentRunner, AgentSpec, BoxError, Job, JobContext, JobInfo,
     Outcome, OwnedJob, PlainAgent, Retry, Script, ScriptError, ScriptFn, scratch_dir, script_fn,
 };
+pub use secret::{Secret, redact_secrets, redact_secrets_in};

@@ -31,7 +31,16 @@ impl EventSender {
     }
 
     /// Queues an event without waiting; counts it as dropped when the channel is full or closed.
-    pub fn send(&self, event: Event) {
+    /// Its message and data leave with every [`Secret`](crate::Secret) hidden.
+    pub fn send(&self, mut event: Event) {
+        if let Some(message) = &mut event.message
+            && let std::borrow::Cow::Owned(hidden) = crate::redact_secrets(message)
+        {
+            *message = hidden;
+        }
+        if let Some(data) = &mut event.data {
+            crate::redact_secrets_in(data);
+        }
         if self.tx.try_send(event).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }

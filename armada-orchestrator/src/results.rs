@@ -114,10 +114,14 @@ impl ResultsFile {
         if !self.written.insert(result.index) {
             return Ok(());
         }
-        serde_json::to_writer(&mut self.out, result)
-            .map_err(std::io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"))
-            .map_err(Self::error(&self.path))
+        // Agents hide their secrets in results; this hides those read in this process too.
+        let line = serde_json::to_string(result).map_err(std::io::Error::from);
+        line.and_then(|line| {
+            self.out
+                .write_all(armada_core::redact_secrets(&line).as_bytes())
+                .and_then(|()| self.out.write_all(b"\n"))
+        })
+        .map_err(Self::error(&self.path))
     }
 
     /// Writes buffered lines through, so that a reader of the file sees them.

@@ -120,8 +120,8 @@ pub struct ProxySettings {
     pub provider: Option<String>,
     /// User name, when not in the URL.
     pub username: Option<String>,
-    /// Password, when not in the URL.
-    pub password: Option<String>,
+    /// Password, when not in the URL: a secret, shown as `***` everywhere but to Chromium.
+    pub password: Option<armada_core::Secret>,
     /// Hosts that bypass the proxy (`localhost`, `*.internal`).
     pub bypass: Vec<String>,
 }

@@ -1063,7 +1063,11 @@ impl ProxyRotation {
         {
             resolved.credentials = Some(Credentials {
                 username: username.clone(),
-                password: settings.password.clone().unwrap_or_default(),
+                password: settings
+                    .password
+                    .as_ref()
+                    .map(|password| password.expose().to_owned())
+                    .unwrap_or_default(),
             });
         }
         self.current = Some(resolved.server.clone());
@@ -1106,6 +1110,8 @@ fn split_credentials(url: &str) -> Result<ResolvedProxy, BrowserError> {
     match rest.rsplit_once('@') {
         Some((userinfo, host)) => {
             let (username, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            // A password in a proxy URL is as secret as one given as a `Secret`.
+            let _ = armada_core::Secret::new(password);
             Ok(ResolvedProxy {
                 server: format!("{scheme}://{host}"),
                 credentials: Some(Credentials {

@@ -145,15 +145,16 @@ impl Plan {
         }
     }
 
-    /// Writes every merged message as JSON lines: agents first, then jobs.
+    /// Writes every merged message as JSON lines: agents first, then jobs, with every
+    /// [`Secret`](crate::Secret) read while planning hidden.
     pub fn write_json_lines(&self, mut out: impl std::io::Write) -> std::io::Result<()> {
         for (index, message) in self.agent_messages.iter().enumerate() {
             let line = serde_json::json!({ "agent": index, "message": message });
-            writeln!(out, "{line}")?;
+            writeln!(out, "{}", crate::redact_secrets(&line.to_string()))?;
         }
         for index in 0..self.jobs() {
             let line = serde_json::json!({ "job": index, "message": self.job_payload(index) });
-            writeln!(out, "{line}")?;
+            writeln!(out, "{}", crate::redact_secrets(&line.to_string()))?;
         }
         Ok(())
     }

@@ -325,6 +325,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn error_response(status: StatusCode, message: &str) -> Response {
+    let message = armada_core::redact_secrets(message);
     (status, Json(json!({ "error": message }))).into_response()
 }
 
@@ -364,7 +365,8 @@ pub fn answer(error: &Error) -> Response {
         Error::NoOrchestrator(_) => StatusCode::NOT_IMPLEMENTED,
         Error::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         Error::Project(diagnostics) => {
-            let body = json!({ "error": error.to_string(), "diagnostics": diagnostics });
+            let mut body = json!({ "error": error.to_string(), "diagnostics": diagnostics });
+            armada_core::redact_secrets_in(&mut body);
             return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
         }
         _ => {

@@ -307,6 +307,11 @@ fn decode(position: usize, event: &armada_core::wire::Event) -> Result<Decoded> 
         }));
         attachment = Some((file, bytes));
     }
+    // Agents hide their secrets before sending; this hides those the monitor's own process
+    // read (a run launched from it) from an agent that did not.
+    if let Some(data) = &mut data {
+        armada_core::redact_secrets_in(data);
+    }
     Ok(Decoded {
         event: Event {
             seq: 0,
@@ -323,7 +328,7 @@ fn decode(position: usize, event: &armada_core::wire::Event) -> Result<Decoded> 
 }
 
 /// `text` as every store holds it: PostgreSQL's text type refuses NUL, which becomes `␀`
-/// (U+2400, the symbol for null) instead of costing the whole batch.
+/// (U+2400, the symbol for null) instead of costing the whole batch; a secret shows `***`.
 fn storable_text(text: &str) -> String {
-    text.replace('\0', "\u{2400}")
+    armada_core::redact_secrets(text).replace('\0', "\u{2400}")
 }

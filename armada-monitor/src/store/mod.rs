@@ -203,21 +203,34 @@ pub(crate) fn validate_run_id(id: &str) -> Result<()> {
         .map_err(|error| Error::Invalid(error.to_string()))
 }
 
-/// Keys whose values are secrets wherever they appear in settings.
+/// Parts of keys whose values are secrets wherever they appear in settings, lower case: the
+/// second net, for secrets not typed as `Secret`.
 const SECRET_KEYS: &[&str] = &[
-    "password",
-    "passwd",
+    "pass",
+    "pwd",
     "secret",
     "token",
     "api_key",
     "apikey",
+    "access_key",
+    "private_key",
+    "privatekey",
     "credential",
     "auth",
+    "cookie",
+    "session",
+    "bearer",
+    "signature",
 ];
 
-/// Hides secrets in settings before they are stored: values under secret-looking keys, and
-/// passwords inside URLs.
-pub fn redact(value: Value) -> Value {
+/// Hides secrets in settings before they are stored: every value of a `Secret` read in this
+/// process, values under secret-looking keys, and passwords inside URLs.
+pub fn redact(mut value: Value) -> Value {
+    armada_core::redact_secrets_in(&mut value);
+    redact_by_name(value)
+}
+
+fn redact_by_name(value: Value) -> Value {
     match value {
         Value::Object(fields) => Value::Object(
             fields
@@ -228,13 +241,13 @@ pub fn redact(value: Value) -> Value {
                     let value = if secret && !value.is_null() {
                         Value::String("***".into())
                     } else {
-                        redact(value)
+                        redact_by_name(value)
                     };
                     (key, value)
                 })
                 .collect(),
         ),
-        Value::Array(items) => Value::Array(items.into_iter().map(redact).collect()),
+        Value::Array(items) => Value::Array(items.into_iter().map(redact_by_name).collect()),
         Value::String(text) if text.contains("://") => Value::String(redact_url(&text)),
         other => other,
     }

@@ -2,6 +2,7 @@
 //! greets the name in its agent's style and measures the number's Collatz trajectory. Some jobs
 //! fail their first attempt on purpose, to show retries.
 
+use armada::Secret;
 use armada::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +13,10 @@ pub struct Greeter {
     pub greeting: String,
     /// How the greeting is written.
     pub style: Style,
+    /// A key for a service the greeting could be checked with. A `Secret`: plans, logs, results,
+    /// events and the monitor show `***`; only the script sees its value.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
 }
 
 /// How a greeting is written.
@@ -56,6 +61,9 @@ pub struct Greeting {
     pub steps: u32,
     /// Highest value on the way.
     pub peak: u64,
+    /// The length of the agent's API key, when it has one: what shows the script got its value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_chars: Option<usize>,
 }
 
 /// The script.
@@ -92,6 +100,12 @@ impl Script for Hello {
         }
         let start = task.number + job.info.index;
         let (steps, peak) = collatz(start);
+        let key_chars = agent.config.api_key.as_ref().map(|key| {
+            // Even a script that reports the key shows `***` in the monitor.
+            job.report()
+                .info(format!("checked with key {}", key.expose()));
+            key.expose().len()
+        });
         job.report()
             .success(format!("{start} reaches 1 in {steps} steps"));
         Ok(Greeting {
@@ -99,6 +113,7 @@ impl Script for Hello {
             start,
             steps,
             peak,
+            key_chars,
         })
     }
 }

@@ -462,3 +462,72 @@ fn fewer_jobs_than_csv_rows_runs_the_first_ones_and_says_what_it_skipped() {
         "{stderr}"
     );
 }
+
+/// The API key every agent gets from the template, and the one agent 1 gets from its CSV row.
+const KEY: &str = "sk-live-7f3a9c1e5b";
+const AGENT_KEY: &str = "agent-1-key-42d8e0";
+
+/// A copy of hello whose agents have API keys: a `Secret` field of their config.
+fn project_with_keys() -> ProjectCopy {
+    let copy = ProjectCopy::of(project());
+    copy.edit_template(|template| template["default_agent_message"]["api_key"] = KEY.into())
+        .write(
+            "data_agent.csv",
+            &format!("targetted_agent,greeting,api_key\n1,Bonjour,{AGENT_KEY}\n"),
+        );
+    copy
+}
+
+fn assert_hidden(what: &str, text: &str) {
+    assert!(
+        !text.contains(KEY) && !text.contains(AGENT_KEY),
+        "{what} shows a secret: {text}"
+    );
+}
+
+/// A `Secret` reaches its agent and shows `***` in the plan, the output, the logs, the results
+/// file and the monitor's store, even when the script itself reports it.
+#[test]
+fn secrets_reach_the_agent_and_nothing_else() {
+    let copy = project_with_keys();
+    let plan = orchestrate(&["plan", "--agents", "2", "--jobs", "4"], copy.path());
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stderr));
+    assert_hidden("the plan", &text(&plan.stdout));
+    assert!(text(&plan.stdout).contains("\"api_key\":\"***\""));
+
+    let mut launch = command(
+        &[
+            "launch",
+            "--agents",
+            "2",
+            "--jobs",
+            "4",
+            "--output",
+            "r.jsonl",
+            "--no-dashboard",
+        ],
+        copy.path(),
+    );
+    let output = launch.env("RUST_LOG", "debug").output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_hidden("launch's output", &text(&output.stdout));
+    assert_hidden("launch's logs", &text(&output.stderr));
+    let results = std::fs::read_to_string(copy.path().join("r.jsonl")).unwrap();
+    assert_hidden("the results file", &results);
+    for line in results.lines() {
+        let result: Value = serde_json::from_str(line).unwrap();
+        let expected = if result["agent"] == 1 { AGENT_KEY } else { KEY };
+        assert_eq!(result["output"]["key_chars"], expected.len(), "{result}");
+    }
+    let store = std::fs::read_dir(copy.path().join(".armada"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.is_file())
+        .map(|path| String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned())
+        .collect::<String>();
+    assert!(
+        store.contains("checked with key ***"),
+        "the script's event was stored"
+    );
+    assert_hidden("the monitor's store", &store);
+}

@@ -541,6 +541,69 @@ async fn launches_beyond_the_service_s_limits_are_refused_and_publish_nothing() 
     }
 }
 
+/// A `Secret` sent in a launch shows `***` on every route that could show it, and in errors
+/// that quote it.
+#[tokio::test]
+async fn every_route_hides_a_secret() {
+    const KEY: &str = "sk-live-route-9d41c7";
+    let dir = project();
+    let service = Service::start(dir.path());
+    let keyed = json!({ "default_agent_message": { "api_key": KEY } });
+    let (status, launched) = service
+        .post_json(
+            "/runs",
+            json!({ "agents": 2, "jobs": 4, "overrides": keyed }),
+        )
+        .await;
+    assert_eq!(status, 201, "{launched}");
+    let run_id = launched["run_id"].as_str().unwrap();
+    let run = service.finished(run_id).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let mut shown = Vec::new();
+    for path in [
+        format!("/runs/{run_id}"),
+        format!("/runs/{run_id}/plan"),
+        "/api/v1/runs".to_owned(),
+        format!("/api/v1/runs/{run_id}"),
+        format!("/api/v1/runs/{run_id}/jobs"),
+        format!("/api/v1/runs/{run_id}/jobs/0"),
+        format!("/api/v1/runs/{run_id}/jobs/0/events"),
+        format!("/api/v1/runs/{run_id}/events"),
+        format!("/api/v1/runs/{run_id}/agents"),
+        format!("/api/v1/runs/{run_id}/failures"),
+        format!("/api/v1/runs/{run_id}/outputs?format=jsonl"),
+        format!("/api/v1/runs/{run_id}/outputs?format=csv"),
+        format!("/api/v1/compare?a={run_id}&b={run_id}"),
+    ] {
+        let (status, body) = service.get(&path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        let body = match body {
+            Value::String(text) => text,
+            json => json.to_string(),
+        };
+        assert!(!body.contains(KEY), "{path} shows the secret: {body}");
+        shown.push(body);
+    }
+    assert!(
+        shown[1].contains("\"api_key\":\"***\""),
+        "the plan: {}",
+        shown[1]
+    );
+    assert!(
+        shown
+            .iter()
+            .any(|body| body.contains("checked with key ***"))
+    );
+    // An error that quotes the secret (here, as a wrong value for another field) hides it.
+    let bad = json!({ "default_agent_message": { "api_key": KEY, "style": { "uppercase": KEY } } });
+    let (status, answer) = service
+        .post_json("/runs", json!({ "overrides": bad }))
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(!answer.to_string().contains(KEY), "{answer}");
+    assert!(answer.to_string().contains("***"), "{answer}");
+}
+
 #[tokio::test]
 async fn the_token_is_required_and_openapi_matches_the_routes() {
     let dir = project();
