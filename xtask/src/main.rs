@@ -342,6 +342,7 @@ fn test(root: &Path) -> Result<()> {
         ],
     ))?;
     check_each_feature(root)?;
+    forget_packaged_sources()?;
     // The examples and xtask are not published; packaging them would only build them again.
     run(cargo_args(
         root,
@@ -397,6 +398,34 @@ fn lint_and_test_workspace(root: &Path) -> Result<()> {
             ALL_FEATURES,
         ],
     ))?;
+    Ok(())
+}
+
+/// Removes the sources cargo extracted from this workspace's packages when it last verified
+/// them. Cargo extracts a package of a given version once and never again, so the next
+/// `cargo package` would build its dependents against the previous run's code.
+fn forget_packaged_sources() -> Result<()> {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    let Some(sources) = cargo_home.map(|home| home.join("registry").join("src")) else {
+        return Ok(());
+    };
+    let Ok(registries) = std::fs::read_dir(&sources) else {
+        return Ok(());
+    };
+    // The overlay registries `cargo package` makes are named `-HASH`; crates.io's are not.
+    for registry in registries.flatten() {
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        for package in std::fs::read_dir(registry.path())?.flatten() {
+            if package.file_name().to_string_lossy().starts_with("armada") {
+                std::fs::remove_dir_all(package.path())
+                    .with_context(|| format!("cannot remove {}", package.path().display()))?;
+            }
+        }
+    }
     Ok(())
 }
 
