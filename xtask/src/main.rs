@@ -342,7 +342,7 @@ fn test(root: &Path) -> Result<()> {
         ],
     ))?;
     check_each_feature(root)?;
-    forget_packaged_sources()?;
+    forget_packaged_sources(&target_dir(root))?;
     // The examples and xtask are not published; packaging them would only build them again.
     run(cargo_args(
         root,
@@ -401,10 +401,17 @@ fn lint_and_test_workspace(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes the sources cargo extracted from this workspace's packages when it last verified
-/// them. Cargo extracts a package of a given version once and never again, so the next
-/// `cargo package` would build its dependents against the previous run's code.
-fn forget_packaged_sources() -> Result<()> {
+/// Removes what cargo kept of this workspace's packages when it last verified them: the
+/// packages and the registry it verifies their dependents against (in the target folder), and
+/// the sources it extracted from it. Cargo keeps a package of a given version and never makes
+/// it again, so the next `cargo package` would build its dependents against the previous
+/// run's code.
+fn forget_packaged_sources(target: &Path) -> Result<()> {
+    let packaged = target.join("package");
+    if packaged.exists() {
+        std::fs::remove_dir_all(&packaged)
+            .with_context(|| format!("cannot remove {}", packaged.display()))?;
+    }
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
