@@ -342,25 +342,7 @@ fn test(root: &Path) -> Result<()> {
         ],
     ))?;
     check_each_feature(root)?;
-    forget_packaged_sources(&target_dir(root))?;
-    // The examples and xtask are not published; packaging them would only build them again.
-    run(cargo_args(
-        root,
-        &[
-            "package",
-            "--locked",
-            "--workspace",
-            "--allow-dirty",
-            "--exclude",
-            "hello",
-            "--exclude",
-            "catalog",
-            "--exclude",
-            "embedded-service",
-            "--exclude",
-            "xtask",
-        ],
-    ))?;
+    package_workspace(root)?;
     new_project_runs(root)
 }
 
@@ -401,16 +383,64 @@ fn lint_and_test_workspace(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes what cargo kept of this workspace's packages when it last verified them: the
-/// packages and the registry it verifies their dependents against (in the target folder), and
-/// the sources it extracted from it. Cargo keeps a package of a given version and never makes
-/// it again, so the next `cargo package` would build its dependents against the previous
-/// run's code.
+/// `cargo package` of the published crates, each verified by building it from its package.
+/// Cargo treats a registry's package of a given version as immutable: it keeps the sources it
+/// extracted and the libraries it built from them, so a second run would verify the crates'
+/// dependents against the first run's code. The verification builds in a target folder of its
+/// own, from which this workspace's packages, their extracted sources and their builds are
+/// removed first; the dependencies' builds stay.
+fn package_workspace(root: &Path) -> Result<()> {
+    let target = target_dir(root).join("package-verify");
+    forget_packaged_sources(&target)?;
+    // The examples and xtask are not published; packaging them would only build them again.
+    let mut package = cargo_args(
+        root,
+        &[
+            "package",
+            "--locked",
+            "--workspace",
+            "--allow-dirty",
+            "--exclude",
+            "hello",
+            "--exclude",
+            "catalog",
+            "--exclude",
+            "embedded-service",
+            "--exclude",
+            "xtask",
+        ],
+    );
+    package.env("CARGO_TARGET_DIR", &target);
+    run(package)
+}
+
+/// Removes from `target` this workspace's packages, the registry their dependents are verified
+/// against, and what was built from them, and the sources cargo extracted from that registry.
 fn forget_packaged_sources(target: &Path) -> Result<()> {
-    let packaged = target.join("package");
-    if packaged.exists() {
-        std::fs::remove_dir_all(&packaged)
-            .with_context(|| format!("cannot remove {}", packaged.display()))?;
+    let remove = |path: &Path| -> Result<()> {
+        if path.is_dir() {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        }
+        .with_context(|| format!("cannot remove {}", path.display()))
+    };
+    let ours = |name: &str| name.starts_with("armada") || name.starts_with("libarmada");
+    for folder in [
+        "package",
+        "debug/deps",
+        "debug/.fingerprint",
+        "debug/build",
+        "debug/incremental",
+    ] {
+        let Ok(entries) = std::fs::read_dir(target.join(folder)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if folder == "package" || ours(&entry.file_name().to_string_lossy()) {
+                remove(&entry.path())?;
+            }
+        }
     }
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
