@@ -8,6 +8,7 @@
 //! (`password`, `token`, …) stays as a second net for fields that are not typed as `Secret`.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use aho_corasick::AhoCorasick;
@@ -76,7 +77,9 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
-/// The secrets read in this process, and a matcher over them rebuilt when one is added.
+/// The secrets read in this process, and a matcher over them, built when first needed after
+/// one is added: a plan of 10,000 agents registers 10,000 secrets, and building it at each
+/// would cost their square.
 #[derive(Default)]
 struct Registry {
     values: Vec<String>,
@@ -88,15 +91,12 @@ fn registry() -> &'static RwLock<Registry> {
     REGISTRY.get_or_init(RwLock::default)
 }
 
+/// Whether any secret was read in this process: every event and result passes through
+/// [`redact_secrets`], and most runs have none, so they pay one atomic load.
+static ANY_SECRET: AtomicBool = AtomicBool::new(false);
+
 fn register(value: &str) {
     if value.len() < SHORTEST_HIDDEN {
-        return;
-    }
-    let known = registry()
-        .read()
-        .map(|registry| registry.values.iter().any(|known| known == value))
-        .unwrap_or(false);
-    if known {
         return;
     }
     if let Ok(mut registry) = registry().write() {
@@ -104,6 +104,24 @@ fn register(value: &str) {
             return;
         }
         registry.values.push(value.to_owned());
+        registry.matcher = None;
+        ANY_SECRET.store(true, Ordering::Release);
+    }
+}
+
+fn matcher() -> Option<Arc<AhoCorasick>> {
+    if !ANY_SECRET.load(Ordering::Acquire) {
+        return None;
+    }
+    if let Some(matcher) = registry()
+        .read()
+        .ok()
+        .and_then(|registry| registry.matcher.clone())
+    {
+        return Some(matcher);
+    }
+    let mut registry = registry().write().ok()?;
+    if registry.matcher.is_none() {
         // Longest first, so a secret that contains another is hidden whole.
         registry
             .values
@@ -114,13 +132,7 @@ fn register(value: &str) {
             .ok()
             .map(Arc::new);
     }
-}
-
-fn matcher() -> Option<Arc<AhoCorasick>> {
-    registry()
-        .read()
-        .ok()
-        .and_then(|registry| registry.matcher.clone())
+    registry.matcher.clone()
 }
 
 /// `text` with every secret read in this process replaced by `***`.
