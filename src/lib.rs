@@ -118,7 +118,8 @@ pub use armada_core::{
     AgentContext, AgentExit, AgentIndex, AgentInfo, AgentRunner, AgentSpec, BoxError, ConfigStore,
     Diagnostic, Diagnostics, Error, EventSink, Job, JobContext, JobId, JobIndex, JobInfo, JobQueue,
     Outcome, OwnedJob, PlainAgent, Plan, ProjectFiles, Reporter, Retry, RunId, RunOverrides,
-    RunSettings, Script, ScriptError, ScriptFn, Secret, Tune, redact_secrets, script_fn,
+    RunSettings, Script, ScriptError, ScriptFn, Secret, Tune, WhenBlocked, redact_secrets,
+    script_fn,
 };
 /// Defines the project binary's `main` for a script: `armada::main!(MyScript);` (feature
 /// `cli`).

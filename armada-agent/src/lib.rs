@@ -22,6 +22,7 @@ use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use armada_core::backend::{Consumer, Delivery, Recorded, RunStatus};
@@ -31,17 +32,26 @@ use armada_core::wire::{
 };
 use armada_core::{
     AgentContext, AgentExit, AgentInfo, AgentRunner, AgentSpec, JobContext, JobInfo, Outcome,
-    Reporter, Result, Retry, Script, ScriptError,
+    Reporter, Result, Retry, Script, ScriptError, WhenBlocked,
 };
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::Value;
+use tokio_util::task::AbortOnDropHandle;
 
 /// Runs agents of the script `S`.
+///
+/// The agents' scripts run on threads of their own (a tokio runtime this value owns, started
+/// with the first agent), apart from the caller's runtime, where each agent's watchdog runs
+/// with everything else the caller does (progress, monitor, dashboard, Ctrl-C): a script that
+/// blocks or spins its thread can slow its own agent only. An attempt that holds its thread
+/// past the job time limit is settled as timed out by the watchdog, and its agent replaced as
+/// [`AgentSpec::when_blocked`] says.
 #[derive(Debug)]
 pub struct ScriptAgent<S> {
     script: Arc<S>,
+    threads: ScriptThreads,
 }
 
 impl<S: Script> ScriptAgent<S> {
@@ -49,13 +59,67 @@ impl<S: Script> ScriptAgent<S> {
     pub fn new(script: S) -> Self {
         Self {
             script: Arc::new(script),
+            threads: ScriptThreads::default(),
         }
     }
 }
 
 impl<S: Script> AgentRunner for ScriptAgent<S> {
     fn run_agent(&self, spec: AgentSpec) -> BoxFuture<'static, Result<AgentExit>> {
-        run(Arc::clone(&self.script), spec).boxed()
+        let script = Arc::clone(&self.script);
+        let threads = self.threads.handle();
+        async move { supervise(script, threads?, spec).await }.boxed()
+    }
+}
+
+/// The runtime agents' scripts run on, started on first use, and shared with each agent's
+/// watchdog: it lasts while the runner or any of its agents does.
+#[derive(Debug, Default)]
+struct ScriptThreads(std::sync::Mutex<Option<Arc<OwnedRuntime>>>);
+
+impl ScriptThreads {
+    fn handle(&self) -> Result<Arc<OwnedRuntime>> {
+        let mut runtime = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(runtime) = &*runtime {
+            return Ok(Arc::clone(runtime));
+        }
+        let started = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("armada-script")
+            .build()
+            .map_err(armada_core::Error::ScriptThreads)?;
+        Ok(Arc::clone(
+            runtime.insert(Arc::new(OwnedRuntime(Some(started)))),
+        ))
+    }
+}
+
+/// A runtime that stops without waiting when dropped: a thread a script holds forever must not
+/// hold its owner too, and dropping it from async code is allowed.
+#[derive(Debug)]
+struct OwnedRuntime(Option<tokio::runtime::Runtime>);
+
+impl OwnedRuntime {
+    fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.0
+            .as_ref()
+            .expect("a runtime is only taken when dropped")
+            .spawn(future)
+    }
+}
+
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -64,11 +128,17 @@ const RUN_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 type Payload<S> = <<S as Script>::Job as JobContext<<S as Script>::Agent>>::Payload;
 
-/// Runs one agent until its run ends or `spec.shutdown` is cancelled.
+/// Runs one agent until its run ends or `spec.shutdown` is cancelled: its life on the script
+/// threads, watched from the caller's runtime, and a fresh life whenever a script held its
+/// thread past the time limit.
 ///
 /// Errors are backend failures (the store or queue could not be reached); a context that fails
 /// to start is not an error but [`AgentExit::StartFailed`].
-pub async fn run<S: Script>(script: Arc<S>, spec: AgentSpec) -> Result<AgentExit> {
+async fn supervise<S: Script>(
+    script: Arc<S>,
+    threads: Arc<OwnedRuntime>,
+    spec: AgentSpec,
+) -> Result<AgentExit> {
     // An agent restarted after its run ended (its process died with the run's last job) has
     // nothing to do, and its config is gone.
     if spec.store.progress(&spec.run_id).await?.status != RunStatus::Running {
@@ -77,9 +147,49 @@ pub async fn run<S: Script>(script: Arc<S>, spec: AgentSpec) -> Result<AgentExit
         end_if_completed(&spec).await;
         return Ok(AgentExit::Finished { attempts: 0 });
     }
+    // Beats from this runtime: an agent whose script holds its thread is alive, and its
+    // watchdog will deal with the attempt.
+    let _heartbeat = Heartbeat::start(&spec);
+    let mut earlier_attempts = 0;
+    loop {
+        let watch = Arc::new(Watch::default());
+        let mut life = AbortOnDropHandle::new(threads.spawn(live(
+            Arc::clone(&script),
+            spec.clone(),
+            Arc::clone(&watch),
+        )));
+        let blocked = match watch.life(&mut life).await {
+            LifeEnd::Ended(Ok(Ok(AgentExit::Finished { attempts }))) => {
+                return Ok(AgentExit::Finished {
+                    attempts: earlier_attempts + attempts,
+                });
+            }
+            LifeEnd::Ended(Ok(exit)) => return exit,
+            LifeEnd::Ended(Err(failed)) => {
+                return Ok(AgentExit::Died {
+                    error: format!("agent {}'s task ended: {failed}", spec.index),
+                });
+            }
+            LifeEnd::Blocked(blocked) => blocked,
+        };
+        // Left to run: should its thread come back, it stops its context and ends.
+        drop(life.detach());
+        earlier_attempts += watch.attempts();
+        let error = settle_blocked(&spec, *blocked).await?;
+        spec.events
+            .agent_event(spec.index, EventKind::AgentStopped, Some(error.clone()));
+        if spec.when_blocked == WhenBlocked::Exit {
+            return Ok(AgentExit::Blocked { error });
+        }
+        tracing::warn!(run = %spec.run_id, agent = spec.index, "{error}");
+    }
+}
+
+/// One life of an agent, on the script threads: its context started, its jobs taken until
+/// the run ends, its context stopped. Abandoned if a script holds its thread too long.
+async fn live<S: Script>(script: Arc<S>, spec: AgentSpec, watch: Arc<Watch>) -> Result<AgentExit> {
     spec.events
         .agent_event(spec.index, EventKind::AgentStarting, None);
-    let _heartbeat = Heartbeat::start(&spec);
     let record = spec.store.agent_config(&spec.run_id, spec.index).await?;
     let info = AgentInfo {
         run_id: spec.run_id.clone(),
@@ -112,7 +222,15 @@ pub async fn run<S: Script>(script: Arc<S>, spec: AgentSpec) -> Result<AgentExit
         .agent_event(spec.index, EventKind::AgentStarted, None);
     tracing::debug!(run = %spec.run_id, agent = spec.index, "agent started");
 
-    let loop_result = job_loop(&*script, &mut agent, &spec, &record.limits).await;
+    let loop_result = job_loop(&*script, &mut agent, &spec, &record.limits, &watch).await;
+    if let Ok(Taken::Abandoned) = loop_result {
+        // Its thread came back after the watchdog replaced it: the context still holds what it
+        // started (a browser), and nobody else will stop it.
+        let _ = AssertUnwindSafe(agent.stop()).catch_unwind().await;
+        return Ok(AgentExit::Finished {
+            attempts: watch.attempts(),
+        });
+    }
 
     match AssertUnwindSafe(agent.stop()).catch_unwind().await {
         Ok(Ok(())) => {}
@@ -133,8 +251,10 @@ pub async fn run<S: Script>(script: Arc<S>, spec: AgentSpec) -> Result<AgentExit
     // The context removed its own scratch files; the run's folder goes with its last agent
     // on this host (removing a folder that still holds another agent's files fails).
     let _ = std::fs::remove_dir(armada_core::scratch_dir(&spec.run_id));
-    let attempts = loop_result?;
-    Ok(AgentExit::Finished { attempts })
+    loop_result?;
+    Ok(AgentExit::Finished {
+        attempts: watch.attempts(),
+    })
 }
 
 /// Tells the monitor every [`HEARTBEAT_INTERVAL`] that the agent is alive, also while a job
@@ -166,12 +286,25 @@ async fn job_loop<S: Script>(
     agent: &mut S::Agent,
     spec: &AgentSpec,
     limits: &JobLimits,
-) -> Result<u64> {
-    let mut consumer = spec.queue.consume(&spec.run_id, 1).await?;
-    let taken = take_jobs(script, agent, spec, limits, &mut consumer).await;
-    consumer.close().await;
-    end_if_completed(spec).await;
+    watch: &Watch,
+) -> Result<Taken> {
+    let consumer = spec.queue.consume(&spec.run_id, 1).await?;
+    let (taken, consumer) = take_jobs(script, agent, spec, limits, watch, consumer).await;
+    // An abandoned life's consumer went to its watchdog.
+    if let Some(consumer) = consumer {
+        consumer.close().await;
+        end_if_completed(spec).await;
+    }
     taken
+}
+
+/// Why a life stopped taking jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    /// The run ended, or the agent was told to stop.
+    AllItCould,
+    /// Its watchdog settled an attempt whose script held the thread, and replaced the agent.
+    Abandoned,
 }
 
 /// The agent that recorded the last result ends the run; if it died or failed doing so,
@@ -212,15 +345,16 @@ async fn finish_completed_run(spec: &AgentSpec) {
     }
 }
 
-/// Takes and runs jobs until the run ends or the agent is told to stop; returns the attempts.
+/// Takes and runs jobs until the run ends or the agent is told to stop; gives the consumer
+/// back unless the watchdog took it.
 async fn take_jobs<S: Script>(
     script: &S,
     agent: &mut S::Agent,
     spec: &AgentSpec,
     limits: &JobLimits,
-    consumer: &mut Consumer,
-) -> Result<u64> {
-    let mut attempts = 0;
+    watch: &Watch,
+    mut consumer: Consumer,
+) -> (Result<Taken>, Option<Consumer>) {
     // The queue's deletion normally ends the loop; this check also ends it when the run ended
     // or was canceled without the queue being deleted (its orchestrator died).
     let mut run_check = tokio::time::interval(RUN_CHECK_INTERVAL);
@@ -229,23 +363,143 @@ async fn take_jobs<S: Script>(
         let delivery = tokio::select! {
             biased;
             () = spec.shutdown.cancelled() => break,
-            next = consumer.next() => match next? {
-                Some(delivery) => delivery,
-                None => break,
+            next = consumer.next() => match next {
+                Ok(Some(delivery)) => delivery,
+                Ok(None) => break,
+                Err(error) => return (Err(error), Some(consumer)),
             },
             _ = run_check.tick() => {
                 match spec.store.progress(&spec.run_id).await {
                     Ok(progress) if progress.status == RunStatus::Running
                         && progress.terminal < progress.jobs => continue,
                     Ok(_) | Err(armada_core::Error::RunNotFound(_)) => break,
-                    Err(error) => return Err(error),
+                    Err(error) => return (Err(error), Some(consumer)),
                 }
             }
         };
-        attempts += 1;
-        run_job(script, agent, delivery, spec, limits).await?;
+        watch.attempts.fetch_add(1, Ordering::Relaxed);
+        match run_job(script, agent, consumer, delivery, spec, limits, watch).await {
+            (Ok(()), Some(back)) => consumer = back,
+            (Ok(()), None) => return (Ok(Taken::Abandoned), None),
+            (Err(error), back) => return (Err(error), back),
+        }
     }
-    Ok(attempts)
+    (Ok(Taken::AllItCould), Some(consumer))
+}
+
+/// How often a watchdog looks at its agent's attempt.
+const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+/// How long past its time limit an attempt may go before its script is taken to hold its
+/// thread: the attempt's own timer, on the script threads, fires at the limit unless it cannot.
+const BLOCKED_AFTER: Duration = Duration::from_secs(2);
+
+/// One life's running attempt, where its watchdog can reach it: while the script runs, the
+/// delivery and the consumer are here, so that a watchdog that finds the attempt overdue can
+/// settle it and stop the consumer without the life.
+#[derive(Default)]
+struct Watch {
+    running: std::sync::Mutex<Option<Box<Running>>>,
+    /// Attempts this life started.
+    attempts: AtomicU64,
+}
+
+/// An attempt as its watchdog holds it.
+struct Running {
+    consumer: Consumer,
+    delivery: Delivery,
+    job: EventJob,
+    state: AttemptState,
+    limits: JobLimits,
+    report: Reporter,
+    started: Instant,
+}
+
+/// How a watched life ended.
+enum LifeEnd {
+    Ended(std::result::Result<Result<AgentExit>, tokio::task::JoinError>),
+    /// Its script held a thread past the time limit; here is the attempt.
+    Blocked(Box<Running>),
+}
+
+impl Watch {
+    fn attempts(&self) -> u64 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Box<Running>>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn begin(&self, running: Box<Running>) {
+        *self.slot() = Some(running);
+    }
+
+    /// The attempt back from the watch; `None` once the watchdog took it over.
+    fn end(&self) -> Option<Box<Running>> {
+        self.slot().take()
+    }
+
+    /// Waits for the life to end, or for its attempt to overrun its limit by
+    /// [`BLOCKED_AFTER`], whichever comes first.
+    async fn life(&self, life: &mut AbortOnDropHandle<Result<AgentExit>>) -> LifeEnd {
+        let mut look = tokio::time::interval(WATCH_INTERVAL);
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ended = &mut *life => return LifeEnd::Ended(ended),
+                _ = look.tick() => {
+                    let mut slot = self.slot();
+                    let overdue = slot.as_ref().is_some_and(|running| {
+                        running.started.elapsed() > running.limits.job_timeout() + BLOCKED_AFTER
+                    });
+                    if overdue && let Some(running) = slot.take() {
+                        return LifeEnd::Blocked(running);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Settles an attempt whose script held its thread past the time limit as timed out, from the
+/// watchdog's runtime; returns what happened, in words.
+async fn settle_blocked(spec: &AgentSpec, running: Running) -> Result<String> {
+    let Running {
+        mut consumer,
+        delivery,
+        job,
+        state,
+        limits,
+        report,
+        started,
+    } = running;
+    // Settling frees the consumer's prefetch: no job may go to a consumer nobody reads.
+    consumer.stop_taking().await;
+    let held = started.elapsed();
+    let error = format!(
+        "timed out after {:.1}s (job_timeout_secs); the script held its thread for {:.1}s \
+         without yielding (a blocking call or a busy loop), so agent {} was replaced: run \
+         blocking work with tokio::task::spawn_blocking",
+        limits.job_timeout().as_secs_f64(),
+        held.as_secs_f64(),
+        spec.index,
+    );
+    let verdict = Verdict::from_result(Err(ScriptError::retry(error.clone())), state, &limits);
+    let attempt = JobAttempt {
+        spec,
+        limits: &limits,
+        job,
+        state,
+        report,
+    };
+    let duration_ms = held.as_micros() as f64 / 1000.0;
+    let settled = attempt.settle(delivery, verdict, duration_ms, None).await;
+    consumer.close().await;
+    settled?;
+    tracing::warn!(run = %spec.run_id, agent = spec.index, job = job.index, "{error}");
+    Ok(error)
 }
 
 /// Identity failures (`ScriptError::identity`) retried without counting before they count.
@@ -297,7 +551,7 @@ impl Verdict {
                             error: message,
                             delay: match error.retry_policy() {
                                 Retry::After(Some(delay)) => delay,
-                                _ => limits.retry_delay(attempt + 1),
+                                _ => limits.retry_delay(attempt.saturating_add(1)),
                             },
                         }
                     }
@@ -337,13 +591,17 @@ impl Verdict {
     }
 }
 
+/// Runs one delivered job to its settled delivery; gives the consumer back unless the watchdog
+/// took the attempt over.
 async fn run_job<S: Script>(
     script: &S,
     agent: &mut S::Agent,
+    consumer: Consumer,
     delivery: Delivery,
     spec: &AgentSpec,
     limits: &JobLimits,
-) -> Result<()> {
+    watch: &Watch,
+) -> (Result<()>, Option<Consumer>) {
     let message = delivery.message();
     let index = message.index;
     let mut state = AttemptState {
@@ -353,25 +611,79 @@ async fn run_job<S: Script>(
     if delivery.redeliveries() > 0 {
         // Its last agent (or the broker's channel) died with it: it may be recorded already,
         // and if not, the lost attempt counts.
-        if spec.store.is_recorded(&spec.run_id, index).await? {
-            return delivery.ack().await;
-        }
-        let deaths = spec.store.count_redelivery(&spec.run_id, index).await?;
-        state.attempt += deaths;
-        if state.attempt > limits.max_attempts {
-            return fail_poison_job(delivery, spec, state.attempt - 1, deaths).await;
-        }
+        let counted = async {
+            if spec.store.is_recorded(&spec.run_id, index).await? {
+                return Ok(None);
+            }
+            Ok(Some(
+                spec.store.count_redelivery(&spec.run_id, index).await?,
+            ))
+        };
+        let settled = match counted.await {
+            Err(error) => Err(error),
+            Ok(None) => delivery.ack().await,
+            Ok(Some(deaths)) => {
+                state.attempt = state.attempt.saturating_add(deaths);
+                if state.attempt > limits.max_attempts {
+                    fail_poison_job(delivery, spec, state.attempt.saturating_sub(1), deaths).await
+                } else {
+                    return run_attempt(
+                        script, agent, consumer, delivery, spec, limits, watch, state,
+                    )
+                    .await;
+                }
+            }
+        };
+        return (settled, Some(consumer));
     }
+    run_attempt(
+        script, agent, consumer, delivery, spec, limits, watch, state,
+    )
+    .await
+}
+
+/// One attempt, watched: the delivery and the consumer wait in the watch while the script runs.
+#[allow(clippy::too_many_arguments)]
+async fn run_attempt<S: Script>(
+    script: &S,
+    agent: &mut S::Agent,
+    consumer: Consumer,
+    delivery: Delivery,
+    spec: &AgentSpec,
+    limits: &JobLimits,
+    watch: &Watch,
+    state: AttemptState,
+) -> (Result<()>, Option<Consumer>) {
     let attempt = JobAttempt::start(spec, limits, delivery.message(), state);
+    let payload = Arc::clone(&delivery.message().payload);
     let started = Instant::now();
-    let verdict = attempt
-        .run(script, agent, delivery.message().payload.get())
-        .await;
+    watch.begin(Box::new(Running {
+        consumer,
+        delivery,
+        job: attempt.job,
+        state,
+        limits: *limits,
+        report: attempt.report.clone(),
+        started,
+    }));
+    let verdict = attempt.run(script, agent, payload.get()).await;
+    let Some(running) = watch.end() else {
+        return (Ok(()), None);
+    };
+    let Running {
+        consumer, delivery, ..
+    } = *running;
     let duration_ms = started.elapsed().as_micros() as f64 / 1000.0;
     let evidence = attempt.keep_evidence(agent, &verdict).await;
-    attempt
-        .settle(agent, delivery, verdict, duration_ms, evidence)
-        .await
+    if matches!(verdict, Verdict::Elsewhere { .. })
+        && let Err(error) = agent.rotate_identity().await
+    {
+        tracing::warn!(agent = spec.index, %error, "rotating the agent's identity failed");
+    }
+    let settled = attempt
+        .settle(delivery, verdict, duration_ms, evidence)
+        .await;
+    (settled, Some(consumer))
 }
 
 /// One attempt at a job, from its start event to its settled delivery.
@@ -472,10 +784,10 @@ impl<'a> JobAttempt<'a> {
     }
 
     /// Reports the verdict, then records the result or the retry before settling the delivery:
-    /// a job leaves the queue only once its outcome is stored.
-    async fn settle<A: AgentContext>(
+    /// a job leaves the queue only once its outcome is stored. An identity retry's new identity
+    /// is the caller's to make, before.
+    async fn settle(
         self,
-        agent: &mut A,
         delivery: Delivery,
         verdict: Verdict,
         duration_ms: f64,
@@ -509,18 +821,17 @@ impl<'a> JobAttempt<'a> {
                 self.report
                     .event(EventKind::Retrying, Some(error), Some(data));
                 spec.store.record_retry(&spec.run_id).await?;
-                delivery.retry(self.job.attempt + 1, delay).await
+                delivery
+                    .retry(self.job.attempt.saturating_add(1), delay)
+                    .await
             }
             Verdict::Elsewhere { error } => {
                 let data = serde_json::json!({
-                    "identity_retry": self.state.identity_retries + 1,
+                    "identity_retry": self.state.identity_retries.saturating_add(1),
                     "duration_ms": duration_ms,
                 });
                 self.report
                     .event(EventKind::Retrying, Some(error), Some(data));
-                if let Err(error) = agent.rotate_identity().await {
-                    tracing::warn!(agent = spec.index, %error, "rotating the agent's identity failed");
-                }
                 spec.store.record_retry(&spec.run_id).await?;
                 delivery.retry_new_identity().await
             }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use armada_core::{AgentRunner, AgentSpec, Plan, RunId, Script};
+use armada_core::{AgentExit, AgentRunner, AgentSpec, Plan, RunId, Script, WhenBlocked};
 use armada_monitor::{ClientOptions, MonitorClient, MonitorLink};
 use armada_orchestrator::{ResultsFile, RunHandle};
 use tokio_util::sync::CancellationToken;
@@ -63,6 +63,8 @@ pub(crate) async fn agent(args: AgentArgs, runner: Arc<dyn AgentRunner>) -> Resu
         queue: backends.queue,
         events: monitor.sender(),
         shutdown: shutdown.clone(),
+        // Only the process's end frees a thread a script holds; its launcher starts another.
+        when_blocked: WhenBlocked::Exit,
     };
     // Ctrl-C stops taking jobs; the current job ends and the context stops before exit.
     let run = runner.run_agent(spec);
@@ -77,9 +79,17 @@ pub(crate) async fn agent(args: AgentArgs, runner: Arc<dyn AgentRunner>) -> Resu
     monitor.close().await;
     queue.close().await;
     match exit? {
-        armada_core::AgentExit::Finished { .. } => Ok(ExitCode::SUCCESS),
-        armada_core::AgentExit::StartFailed { error } | armada_core::AgentExit::Died { error } => {
-            eprintln!("error: {}", armada_core::redact_secrets(&error.to_string()));
+        AgentExit::Finished { .. } => Ok(ExitCode::SUCCESS),
+        AgentExit::Blocked { error } => {
+            eprintln!("{}", armada_core::redact_secrets(&error));
+            Ok(ExitCode::from(AgentExit::BLOCKED_EXIT_CODE))
+        }
+        AgentExit::StartFailed { error } | AgentExit::Died { error } => {
+            eprintln!("error: {}", armada_core::redact_secrets(&error));
+            Ok(ExitCode::from(1))
+        }
+        other => {
+            eprintln!("error: the agent ended as {other:?}");
             Ok(ExitCode::from(1))
         }
     }

@@ -88,6 +88,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The threads agents' scripts run on could not be started.
+    #[error("cannot start the threads agents' scripts run on: {0}")]
+    ScriptThreads(#[source] std::io::Error),
     /// A value could not be turned into JSON (for example a script output with a map whose keys
     /// are not strings).
     #[error("cannot encode {what} as JSON: {source}")]

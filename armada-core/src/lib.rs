@@ -38,6 +38,7 @@ pub use project::{Diagnostic, Diagnostics, Plan, ProjectFiles, RunOverrides, Run
 pub use report::{EventSender, Reporter};
 pub use script::{
     AgentContext, AgentExit, AgentInfo, AgentRunner, AgentSpec, BoxError, Job, JobContext, JobInfo,
-    Outcome, OwnedJob, PlainAgent, Retry, Script, ScriptError, ScriptFn, scratch_dir, script_fn,
+    Outcome, OwnedJob, PlainAgent, Retry, Script, ScriptError, ScriptFn, WhenBlocked, scratch_dir,
+    script_fn,
 };
 pub use secret::{Secret, redact_secrets, redact_secrets_in};

@@ -417,10 +417,28 @@ pub struct AgentSpec {
     pub shutdown: CancellationToken,
     /// Where failure evidence goes, when the run keeps it.
     pub evidence_dir: Option<PathBuf>,
+    /// What the agent does once a script held its thread past the job time limit.
+    pub when_blocked: WhenBlocked,
+}
+
+/// What an agent does after its script held a thread past the job time limit (a blocking call
+/// or a loop that never awaits), once that attempt is settled as timed out. A thread that never
+/// returns cannot be taken back, so the agent that owns it is replaced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WhenBlocked {
+    /// Abandon the agent's task and start a fresh agent in its place: for agents that are
+    /// tasks of a process that goes on.
+    #[default]
+    StartAnother,
+    /// End with [`AgentExit::Blocked`], so that the process running the agent exits (freeing
+    /// the thread) and its launcher starts it again.
+    Exit,
 }
 
 /// How an agent ended: cleanly, without starting, or abnormally.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AgentExit {
     /// The run ended (completed or canceled) and the agent stopped cleanly.
     Finished {
@@ -437,6 +455,18 @@ pub enum AgentExit {
         /// How the process ended (a crash, a signal or an exit code), as text.
         error: String,
     },
+    /// Its script held a thread past the job time limit; that attempt was settled as timed
+    /// out. Only with [`WhenBlocked::Exit`]: the process must end and be started again.
+    Blocked {
+        /// What the script was doing, and for how long.
+        error: String,
+    },
+}
+
+impl AgentExit {
+    /// The exit code of an agent process that ended with [`AgentExit::Blocked`]
+    /// (`sysexits.h`'s `EX_TEMPFAIL`): its launcher starts it again without counting a crash.
+    pub const BLOCKED_EXIT_CODE: u8 = 75;
 }
 
 /// Runs one agent of a script. Implemented by `armada-agent` for every [`Script`]; used by the

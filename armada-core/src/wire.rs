@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::{AgentIndex, JobId, JobIndex, RunId, RunSettings};
+use crate::{AgentIndex, Error, JobId, JobIndex, Result, RunId, RunSettings};
 
 /// The wire version written by this build.
 pub const WIRE_VERSION: u16 = 1;
@@ -306,6 +306,50 @@ pub struct EventBatch {
     pub run_id: RunId,
     /// The events, in the order they happened.
     pub events: Vec<Event>,
+}
+
+/// A record that carries its wire version, `v`.
+pub trait Versioned {
+    /// The wire version it was written with.
+    fn version(&self) -> u16;
+}
+
+macro_rules! versioned {
+    ($($record:ty),+) => {$(
+        impl Versioned for $record {
+            fn version(&self) -> u16 {
+                self.v
+            }
+        }
+    )+};
+}
+
+versioned!(
+    JobMessage,
+    AgentConfigRecord,
+    JobResult,
+    EventBatch,
+    crate::backend::RunRecord,
+    crate::backend::FinishedRun
+);
+
+/// Reads a record of this build's wire version from JSON; `what` names it in the error
+/// (`a job message`). A record of another version is refused, not misread.
+pub fn decode<T>(json: &[u8], what: &'static str) -> Result<T>
+where
+    T: serde::de::DeserializeOwned + Versioned,
+{
+    let record: T =
+        serde_json::from_slice(json).map_err(|source| Error::Decode { what, source })?;
+    match record.version() {
+        WIRE_VERSION => Ok(record),
+        other => Err(Error::Decode {
+            what,
+            source: serde::de::Error::custom(format!(
+                "it is of wire version {other}, and this build reads version {WIRE_VERSION}"
+            )),
+        }),
+    }
 }
 
 fn is_zero(value: &u32) -> bool {

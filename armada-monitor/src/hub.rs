@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use armada_core::backend::EventWriter;
-use armada_core::wire::{EventBatch, EventKind, now_ms};
+use armada_core::wire::{EventBatch, EventKind, Versioned, WIRE_VERSION, now_ms};
 use futures::future::BoxFuture;
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -163,6 +163,13 @@ impl Monitor {
     /// Stores a batch once and sends what changed to subscribers; `false` when this batch id
     /// was stored before.
     pub async fn ingest(&self, batch: &EventBatch) -> Result<bool> {
+        if batch.version() != WIRE_VERSION {
+            return Err(crate::Error::Invalid(format!(
+                "the event batch is of wire version {}, and this monitor reads version \
+                 {WIRE_VERSION}: agents and monitor must be of the same Armada version",
+                batch.version()
+            )));
+        }
         let ingested = self.inner.store.ingest(batch).await?;
         if !ingested.stored {
             return Ok(false);

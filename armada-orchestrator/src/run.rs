@@ -13,7 +13,7 @@ use armada_core::wire::{
 };
 use armada_core::{
     AgentExit, AgentIndex, AgentRunner, AgentSpec, ConfigStore, EventSender, JobId, JobQueue, Plan,
-    RunId,
+    RunId, WhenBlocked,
 };
 use armada_monitor::model::{Finish, FinishedJob, JobState, NewJob, NewRun, RunState};
 use armada_monitor::{ClientOptions, ClientStats, MonitorClient, MonitorLink};
@@ -191,23 +191,32 @@ impl ProcessLauncher {
                     Ok(status) if status.success() => {
                         return Ok(AgentExit::Finished { attempts: 0 });
                     }
-                    Ok(status) => format!("agent {index} exited abnormally ({status})"),
-                    Err(error) => format!("agent {index} could not be waited for: {error}"),
+                    // Its script held a thread too long; it settled that job and ended, the
+                    // only way to free the thread. Replacing it is not a crash.
+                    Ok(status) if status.code() == Some(AgentExit::BLOCKED_EXIT_CODE.into()) => {
+                        tracing::warn!(run = %run, agent = index, "agent {index} ended to free a thread its script held: starting it again");
+                        None
+                    }
+                    Ok(status) => Some(format!("agent {index} exited abnormally ({status})")),
+                    Err(error) => Some(format!("agent {index} could not be waited for: {error}")),
                 };
-                if restarted == restarts {
-                    let error = match restarts {
-                        0 => error,
-                        _ => format!("{error}, after {restarts} restarts"),
-                    };
-                    return Ok(AgentExit::Died { error });
+                if let Some(error) = &error {
+                    if restarted == restarts {
+                        let error = match restarts {
+                            0 => error.clone(),
+                            _ => format!("{error}, after {restarts} restarts"),
+                        };
+                        return Ok(AgentExit::Died { error });
+                    }
+                    restarted += 1;
+                    tracing::warn!(run = %run, agent = index, "{error}: starting it again ({restarted} of {restarts})");
                 }
-                restarted += 1;
-                tracing::warn!(run = %run, agent = index, "{error}: starting it again ({restarted} of {restarts})");
                 child = match command.spawn() {
                     Ok(child) => child,
                     Err(spawn) => {
+                        let why = error.unwrap_or_else(|| format!("agent {index} ended"));
                         return Ok(AgentExit::Died {
-                            error: format!("{error}; starting it again failed: {spawn}"),
+                            error: format!("{why}; starting it again failed: {spawn}"),
                         });
                     }
                 };
@@ -370,6 +379,7 @@ impl Orchestrator {
                     events: monitor.sender(),
                     shutdown: control.cancel.child_token(),
                     evidence_dir: self.evidence_dir.clone(),
+                    when_blocked: WhenBlocked::StartAnother,
                 })),
                 Launcher::Processes(launcher) => {
                     let agent = launcher
@@ -1124,7 +1134,15 @@ fn agent_problem(
     };
     let problem = match joined {
         Ok((_, Ok(AgentExit::Finished { .. }))) => return None,
-        Ok((_, Ok(AgentExit::StartFailed { error } | AgentExit::Died { error }))) => error,
+        Ok((
+            _,
+            Ok(
+                AgentExit::StartFailed { error }
+                | AgentExit::Died { error }
+                | AgentExit::Blocked { error },
+            ),
+        )) => error,
+        Ok((_, Ok(exit))) => format!("agent ended as {exit:?}"),
         Ok((id, Err(error))) => format!("{} stopped: {error}", name(id)),
         Err(error) if error.is_cancelled() => return None,
         Err(error) => format!("{} crashed: {error}", name(error.id())),

@@ -99,11 +99,18 @@ fn job_matches_its_golden_file_and_round_trips() {
     assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
     assert_eq!((spec.completions, spec.parallelism), (Some(3), Some(3)));
     assert_eq!(spec.backoff_limit_per_index, Some(1));
-    let rule = &spec.pod_failure_policy.as_ref().unwrap().rules[0];
-    assert_eq!(rule.action, "Ignore");
+    let rules = &spec.pod_failure_policy.as_ref().unwrap().rules;
+    assert_eq!(rules[0].action, "Ignore");
     assert_eq!(
-        rule.on_pod_conditions.as_ref().unwrap()[0].type_,
+        rules[0].on_pod_conditions.as_ref().unwrap()[0].type_,
         "DisruptionTarget"
+    );
+    // An agent that ended to free a thread its script held is replaced, not counted.
+    assert_eq!(rules[1].action, "Ignore");
+    let codes = rules[1].on_exit_codes.as_ref().unwrap();
+    assert_eq!(
+        (codes.operator.as_str(), &codes.values[..]),
+        ("In", &[75][..])
     );
     let pod = spec.template.spec.as_ref().unwrap();
     assert_eq!(pod.restart_policy.as_deref(), Some("Never"));

@@ -428,6 +428,33 @@ pub mod job_queue {
         queue.delete(&run).await.expect("delete");
     }
 
+    /// A consumer that stopped taking still settles what it holds, and what it settles lets
+    /// the next job go to another consumer, not into the stopped one.
+    pub async fn a_consumer_that_stopped_taking_settles_and_takes_nothing<Q: JobQueueBackend>(
+        queue: &Q,
+    ) {
+        let run = RunId::new();
+        queue.publish(&run, jobs(&run, 2)).await.expect("publish");
+        let mut stopped = queue.consume(&run, 1).await.expect("consume");
+        let held = next(&mut stopped).await;
+        stopped.stop_taking().await;
+        held.ack()
+            .await
+            .expect("a delivery settles after its consumer stopped taking");
+        let mut other = queue.consume(&run, 1).await.expect("consume");
+        let second = next(&mut other).await;
+        assert_eq!(
+            second.redeliveries(),
+            0,
+            "no consumer held the second job before"
+        );
+        second.ack().await.expect("ack");
+        stopped.close().await;
+        nothing_comes(&mut other, "both jobs were acked").await;
+        other.close().await;
+        queue.delete(&run).await.expect("delete");
+    }
+
     /// A delivery dropped unsettled, or held by a consumer that closes, comes back marked
     /// redelivered.
     pub async fn unsettled_deliveries_come_back<Q: JobQueueBackend>(queue: &Q) {
@@ -569,6 +596,7 @@ macro_rules! job_queue_conformance {
                 published_jobs_are_delivered_and_acked,
                 prefetch_bounds_unsettled_deliveries,
                 unsettled_deliveries_come_back,
+                a_consumer_that_stopped_taking_settles_and_takes_nothing,
                 retries_come_back_as_told,
                 dead_letters_are_kept_with_their_reason,
                 deleting_a_run_ends_its_consumers_only,

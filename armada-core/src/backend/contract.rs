@@ -151,6 +151,10 @@ pub trait QueueConsumer: std::fmt::Debug + Send + 'static {
     /// The next delivery; `None` once the run's queue was deleted.
     fn next(&mut self) -> impl Future<Output = Result<Option<Self::Delivery>>> + Send;
 
+    /// Stops receiving deliveries, while those already received stay valid to settle: a job
+    /// settled afterwards frees no prefetch slot for another job to sit in this consumer.
+    fn stop_taking(&mut self) -> impl Future<Output = ()> + Send;
+
     /// Stops consuming: what the consumer still holds unsettled goes back to the queue.
     fn close(self) -> impl Future<Output = ()> + Send;
 }

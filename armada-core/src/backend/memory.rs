@@ -174,6 +174,9 @@ impl QueueConsumer for MemoryConsumer {
     }
 
     /// Nothing to close: what it holds goes back when its deliveries drop.
+    /// Nothing to stop: this consumer takes a job only when asked for the next.
+    async fn stop_taking(&mut self) {}
+
     async fn close(self) {}
 }
 
@@ -238,7 +241,7 @@ impl QueueDelivery for MemoryDelivery {
         let Some(mut queued) = self.queued.take() else {
             return Ok(());
         };
-        queued.message.identity_retries += 1;
+        queued.message.identity_retries = queued.message.identity_retries.saturating_add(1);
         queued.redeliveries = 0;
         let mut state = lock(&self.queue.state);
         if !state.deleted {

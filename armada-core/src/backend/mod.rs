@@ -493,6 +493,11 @@ impl Consumer {
         dispatch_queue!(self, Self, consumer => consumer.close().await);
     }
 
+    /// Stops receiving deliveries; those in hand stay valid to settle.
+    pub async fn stop_taking(&mut self) {
+        dispatch_queue!(self, Self, consumer => consumer.stop_taking().await);
+    }
+
     /// The next delivery; `None` when the run's queue was deleted.
     pub async fn next(&mut self) -> Result<Option<Delivery>> {
         match self {

@@ -21,8 +21,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::Confirmation;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
-    BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -620,7 +621,7 @@ impl QueueConsumer for RabbitConsumer {
             match stream.next().await {
                 Some(Ok(delivery)) => {
                     let redeliveries = u32::from(delivery.redelivered);
-                    match serde_json::from_slice::<JobMessage>(&delivery.data) {
+                    match crate::wire::decode::<JobMessage>(&delivery.data, "a job message") {
                         Ok(message) => {
                             return Ok(Some(RabbitDelivery {
                                 queue: self.queue.clone(),
@@ -647,6 +648,23 @@ impl QueueConsumer for RabbitConsumer {
                     self.stream = None;
                 }
                 None => self.stream = None,
+            }
+        }
+    }
+
+    async fn stop_taking(&mut self) {
+        // The consumer is cancelled, its channel kept: deliveries in hand are settled on it.
+        self.gone = true;
+        if let Some((link, stream)) = &self.stream {
+            let cancel = link
+                .channel
+                .basic_cancel(stream.tag(), BasicCancelOptions::default());
+            match tokio::time::timeout(CONNECT_TIMEOUT, cancel).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, run = %self.run, "cannot cancel the consumer");
+                }
+                Err(_) => tracing::debug!(run = %self.run, "cancelling the consumer timed out"),
             }
         }
     }
@@ -712,7 +730,7 @@ impl QueueDelivery for RabbitDelivery {
 
     async fn retry_new_identity(mut self) -> Result<()> {
         let mut next = self.message.clone();
-        next.identity_retries += 1;
+        next.identity_retries = next.identity_retries.saturating_add(1);
         self.queue
             .publish_retry(&self.run, &next, Duration::ZERO)
             .await?;

@@ -486,6 +486,9 @@ fn encode(value: &impl serde::Serialize, what: &'static str) -> Result<String> {
     serde_json::to_string(value).map_err(|source| Error::Encode { what, source })
 }
 
-fn decode<T: serde::de::DeserializeOwned>(json: &str, what: &'static str) -> Result<T> {
-    serde_json::from_str(json).map_err(|source| Error::Decode { what, source })
+fn decode<T>(json: &str, what: &'static str) -> Result<T>
+where
+    T: serde::de::DeserializeOwned + crate::wire::Versioned,
+{
+    crate::wire::decode(json.as_bytes(), what)
 }

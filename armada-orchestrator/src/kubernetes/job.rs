@@ -2,9 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use armada_core::RunId;
+use armada_core::{AgentExit, RunId};
 use k8s_openapi::api::batch::v1::{
-    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
@@ -200,17 +201,29 @@ pub fn agent_job(
             parallelism: Some(agents),
             backoff_limit_per_index: Some(to_i32(settings.backoff_limit_per_index)),
             max_failed_indexes: settings.max_failed_indexes.map(to_i32),
-            // Evictions, preemptions and node drains are not the agent's fault: the pod is
+            // Evictions, preemptions and node drains are not the agent's fault, and an agent
+            // that ended to free a thread its script held settled that job first: the pod is
             // replaced without counting against backoffLimitPerIndex.
             pod_failure_policy: Some(PodFailurePolicy {
-                rules: vec![PodFailurePolicyRule {
-                    action: "Ignore".into(),
-                    on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
-                        type_: "DisruptionTarget".into(),
-                        status: "True".into(),
-                    }]),
-                    on_exit_codes: None,
-                }],
+                rules: vec![
+                    PodFailurePolicyRule {
+                        action: "Ignore".into(),
+                        on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                            type_: "DisruptionTarget".into(),
+                            status: "True".into(),
+                        }]),
+                        on_exit_codes: None,
+                    },
+                    PodFailurePolicyRule {
+                        action: "Ignore".into(),
+                        on_pod_conditions: None,
+                        on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                            container_name: Some(CONTAINER.into()),
+                            operator: "In".into(),
+                            values: vec![i32::from(AgentExit::BLOCKED_EXIT_CODE)],
+                        }),
+                    },
+                ],
             }),
             ttl_seconds_after_finished: Some(to_i32(settings.ttl_seconds_after_finished)),
             active_deadline_seconds: settings

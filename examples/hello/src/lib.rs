@@ -44,6 +44,11 @@ pub struct Task {
     /// Fail every attempt, to show a job running out of attempts and being dead-lettered.
     #[serde(default)]
     pub always_fail: bool,
+    /// Milliseconds of a busy loop that never yields, as CPU-bound work run without
+    /// `tokio::task::spawn_blocking` does: it holds its thread, and past the time limit its
+    /// agent is replaced.
+    #[serde(default)]
+    pub spin_ms: u64,
     /// Abort the agent's process, to show a poison job: each attempt costs an agent, and the
     /// job fails after its attempts instead of taking every agent down.
     #[serde(default)]
@@ -87,6 +92,7 @@ impl Script for Hello {
             return Err(ScriptError::retry("flaky on the first attempt, on purpose"));
         }
         tokio::time::sleep(std::time::Duration::from_millis(task.work_ms)).await;
+        spin(std::time::Duration::from_millis(task.spin_ms));
         if task.abort_agent {
             std::process::abort();
         }
@@ -115,6 +121,14 @@ impl Script for Hello {
             peak,
             key_chars,
         })
+    }
+}
+
+/// Keeps the thread busy for `time`, never yielding.
+fn spin(time: std::time::Duration) {
+    let started = std::time::Instant::now();
+    while started.elapsed() < time {
+        std::hint::spin_loop();
     }
 }
 

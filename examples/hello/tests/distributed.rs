@@ -239,6 +239,59 @@ fn a_job_that_kills_its_agent_fails_after_its_attempts_and_the_run_goes_on() {
 }
 
 #[test]
+fn an_agent_process_whose_script_holds_its_thread_ends_and_is_started_again() {
+    let _services = services();
+    // Job 5 spins far past its 1 s limit on each of its 4 attempts, each ending the one agent.
+    let dir = project(
+        quick,
+        json!({ "DEFAULT_NUMBER": 27 }),
+        "targetted_job,spin_ms\n5,30000\n",
+    );
+    let run = launch(
+        dir.path(),
+        &[
+            "--agents",
+            "1",
+            "--jobs",
+            "10",
+            "--job-timeout-secs",
+            "1",
+            "--max-attempts",
+            "4",
+        ],
+    );
+    let run_id = run.run_id().to_owned();
+    let finished = run.finish(WAIT);
+    assert_eq!(finished.status.code(), Some(2), "{}", finished.stderr);
+    let results = &finished.results;
+    assert_eq!(indexes(results), (0..10).collect());
+    let blocked = results.iter().find(|r| r["index"] == 5).unwrap();
+    assert_eq!(blocked["status"], "failed", "{blocked}");
+    assert_eq!(blocked["attempts"], 4, "{blocked}");
+    let error = blocked["error"].as_str().unwrap();
+    assert!(error.contains("timed out after 1.0s"), "{error}");
+    let succeeded = results.iter().filter(|r| r["status"] == "succeeded");
+    assert_eq!(succeeded.count(), 9, "{results:?}");
+    // Each attempt ended the agent's process, which was started again without counting a
+    // crash: four ends, beyond the three restarts a crashing agent gets, and the run went on.
+    assert_eq!(
+        finished
+            .stderr
+            .matches("ended to free a thread its script held")
+            .count(),
+        4,
+        "{}",
+        finished.stderr
+    );
+    assert!(
+        !finished.stderr.contains("abnormally"),
+        "{}",
+        finished.stderr
+    );
+    assert_eq!(run_leftovers(&run_id), (String::new(), String::new()));
+}
+
+#[test]
 fn a_run_whose_launcher_is_killed_ends_by_itself_and_attach_writes_every_result_once() {
     let _services = services();
     let dir = project(
