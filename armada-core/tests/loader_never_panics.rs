@@ -1,17 +1,29 @@
 //! Property tests: whatever bytes a project's files hold, building a plan returns a plan or
 //! diagnostics, quickly, without panicking, overflowing the stack or allocating without bound.
 //!
+//! The checked-in corpus `tests/corpus/project/` (the examples' projects and one of quoted,
+//! multi-line, CRLF and non-ASCII cells) seeds inputs too: each project builds as it is, and
+//! mutated (any of its files changed as a fuzzer would) it builds or is refused, within a
+//! bounded time and memory. A failing input is kept in `tests/corpus/project/regressions.txt`
+//! and replayed first; check it in with the fix.
+//!
 //! Inputs that currently crash the whole process (a stack overflow or a failed allocation
 //! aborts, it does not panic) run in a child process of this test binary, so the other
 //! properties still report.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "support/mutation.rs"]
+mod mutation;
+
 use armada_core::project::NamedFile;
 use armada_core::{Diagnostic, Error, Plan, ProjectFiles, RunOverrides};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -20,6 +32,8 @@ const TUNE: &str = "config/config_local.json";
 const AGENT_CSV: &str = "config/data_agent.csv";
 const JOB_CSV: &str = "config/data_job.csv";
 
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/project");
+
 /// Above this many jobs the JSON lines are not written (a valid random plan could ask for more
 /// than a test should print).
 const MAX_JOBS_TO_WRITE: u64 = 1_000;
@@ -27,7 +41,9 @@ const MAX_JOBS_TO_WRITE: u64 = 1_000;
 fn config() -> ProptestConfig {
     ProptestConfig {
         cases: 256,
-        failure_persistence: None,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/corpus/project/regressions.txt",
+        ))),
         ..ProptestConfig::default()
     }
 }
@@ -333,6 +349,114 @@ proptest! {
             job_csv.map(String::into_bytes),
         );
         check(&files, &RunOverrides::default())?;
+    }
+}
+
+/// A corpus project: its four files' bytes, each absent when the project has none.
+type Seed = [Option<Vec<u8>>; 4];
+
+fn corpus() -> Vec<(String, Seed)> {
+    let mut seeds: Vec<(String, Seed)> = std::fs::read_dir(CORPUS)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.is_dir())
+        .map(|folder| {
+            let read = |name: &str| std::fs::read(folder.join(name)).ok();
+            let seed = [
+                read("config_template.json"),
+                read("config_local.json"),
+                read("data_agent.csv"),
+                read("data_job.csv"),
+            ];
+            (
+                folder.file_name().unwrap().to_string_lossy().into_owned(),
+                seed,
+            )
+        })
+        .collect();
+    seeds.sort();
+    assert!(seeds.len() >= 3, "the corpus at {CORPUS} is missing");
+    seeds
+}
+
+fn seed_files([template, tune, agent_csv, job_csv]: Seed) -> ProjectFiles {
+    files(template.unwrap_or_default(), tune, agent_csv, job_csv)
+}
+
+/// Heap a plan may hold at once while built: this many times its files, plus an allowance
+/// (the checks write up to [`MAX_JOBS_TO_WRITE`] JSON lines).
+const BYTES_PER_INPUT_BYTE: u64 = 256;
+const FIXED_ALLOWANCE: u64 = 4 * 1024 * 1024;
+/// Far beyond any plan's time: reaching it means a loop that does not end.
+const HANG: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// [`check`] within time and memory bounds.
+fn check_bounded(files: &ProjectFiles) -> Result<(), TestCaseError> {
+    let size: usize = [
+        Some(&files.template),
+        files.tune.as_ref(),
+        files.agent_csv.as_ref(),
+        files.job_csv.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|file| file.contents.len())
+    .sum();
+    let started = Instant::now();
+    let mut outcome = Ok(());
+    let allocated = allocation_counter::measure(|| {
+        outcome = check(files, &RunOverrides::default());
+    });
+    outcome?;
+    prop_assert!(
+        started.elapsed() < HANG,
+        "planning took {:?}",
+        started.elapsed()
+    );
+    let allowed = BYTES_PER_INPUT_BYTE * size as u64 + FIXED_ALLOWANCE;
+    prop_assert!(
+        allocated.bytes_max <= allowed,
+        "planning {} bytes of files held {} bytes at once (allowed {})",
+        size,
+        allocated.bytes_max,
+        allowed
+    );
+    Ok(())
+}
+
+#[test]
+fn every_corpus_project_builds() {
+    for (name, seed) in corpus() {
+        let files = seed_files(seed);
+        check_bounded(&files).unwrap_or_else(|error| panic!("{name}: {error}"));
+        if let Err(error) = Plan::build::<Value, Value>(&files, &RunOverrides::default()) {
+            panic!("{name} does not build: {error}");
+        }
+    }
+}
+
+fn mutated_corpus() -> impl Strategy<Value = ProjectFiles> {
+    let seeds: Vec<Seed> = corpus().into_iter().map(|(_, seed)| seed).collect();
+    let change = (0usize..4, mutation::any_mutation());
+    (
+        prop::sample::select(seeds),
+        prop::collection::vec(change, 1..6),
+    )
+        .prop_map(|(mut seed, changes)| {
+            for (file, change) in &changes {
+                let bytes = seed[*file].take().unwrap_or_default();
+                seed[*file] = Some(mutation::apply(bytes, change));
+            }
+            seed_files(seed)
+        })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn mutated_corpus_projects_build_or_are_refused(files in mutated_corpus()) {
+        check_bounded(&files)?;
     }
 }
 

@@ -3,6 +3,11 @@
 //! are made of any event kind, any numbers (past `i64::MAX` too), text with NUL and
 //! surrogates' replacements, any JSON as data, and attachments whose base64, names and media
 //! types are anything.
+//!
+//! The checked-in corpus `tests/corpus/ingest/` holds batches as agents send them, and as an
+//! attacker might (NUL in text, numbers at their limits, attachments that are not base64, jobs
+//! the run does not have): each is read off the wire and ingested, and the run stays readable.
+//! A failing case proptest finds is kept in `tests/corpus/ingest/regressions.txt`.
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
@@ -11,6 +16,7 @@ use armada_core::{JobId, RunId};
 use armada_monitor::Store;
 use armada_monitor::model::{NewJob, NewRun};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use serde_json::{Value, json};
 
 const JOBS: u64 = 4;
@@ -90,6 +96,11 @@ fn events() -> impl Strategy<Value = Event> {
 }
 
 async fn store_with_run() -> (Store, NewRun, tempfile::TempDir) {
+    let jobs = (0..JOBS).map(|_| JobId::new().to_string()).collect();
+    store_with(RunId::new().to_string(), jobs).await
+}
+
+async fn store_with(id: String, job_ids: Vec<String>) -> (Store, NewRun, tempfile::TempDir) {
     let folder = tempfile::tempdir().unwrap();
     let store = Store::open(&format!(
         "sqlite:{}",
@@ -98,14 +109,13 @@ async fn store_with_run() -> (Store, NewRun, tempfile::TempDir) {
     .await
     .unwrap();
     let run = NewRun {
-        id: RunId::new().to_string(),
+        id,
         project: "fuzz".into(),
         agents: 2,
-        jobs: (0..JOBS)
-            .map(|index| NewJob {
-                index,
-                id: JobId::new().to_string(),
-            })
+        jobs: job_ids
+            .into_iter()
+            .zip(0..)
+            .map(|(id, index)| NewJob { index, id })
             .collect(),
         tune: None,
         relaunch_of: None,
@@ -118,7 +128,9 @@ async fn store_with_run() -> (Store, NewRun, tempfile::TempDir) {
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 128,
-        failure_persistence: None,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/corpus/ingest/regressions.txt",
+        ))),
         ..ProptestConfig::default()
     })]
 
@@ -151,13 +163,44 @@ proptest! {
             Ok(())
         })?;
     }
+}
 
-    /// Bytes off the wire (a queue message, an HTTP body) decode or fail, and never panic.
-    #[test]
-    fn any_bytes_decode_or_fail_as_wire_types(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = serde_json::from_slice::<EventBatch>(&bytes);
-        let _ = serde_json::from_slice::<armada_core::wire::JobMessage>(&bytes);
-        let _ = serde_json::from_slice::<armada_core::wire::JobResult>(&bytes);
-        let _ = serde_json::from_slice::<armada_core::wire::AgentConfigRecord>(&bytes);
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/ingest");
+
+#[tokio::test]
+async fn every_corpus_batch_is_read_and_stored_or_refused_and_the_run_stays_readable() {
+    let mut files: Vec<_> = std::fs::read_dir(CORPUS)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "json")
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "the corpus at {CORPUS} is missing");
+    let job = "8a997fb2-0c71-5d30-acba-71aa023fc89d".to_owned();
+    let (store, run, _folder) = store_with("corpus-run".into(), vec![job]).await;
+    for path in files {
+        let bytes = std::fs::read(&path).unwrap();
+        let batch: EventBatch = armada_core::wire::decode(&bytes, "an event batch")
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        let stored = store.ingest(&batch).await;
+        if path.ends_with("a_job_from_start_to_success.json") {
+            assert!(
+                stored.as_ref().is_ok_and(|ingested| ingested.stored),
+                "{stored:?}"
+            );
+        }
+        store
+            .run(&run.id, 1_000_000)
+            .await
+            .unwrap_or_else(|error| panic!("after {}: {error}", path.display()));
+        store
+            .jobs(&run.id, &Default::default(), None, 50)
+            .await
+            .unwrap_or_else(|error| panic!("after {}: {error}", path.display()));
     }
+    let read = store.run(&run.id, 1_000_000).await.unwrap();
+    assert_eq!(read.counts.succeeded, 1, "{read:?}");
 }

@@ -192,6 +192,18 @@ async fn ingest_tracks_jobs_and_is_idempotent(store: Store) {
     store.ingest(&late).await.unwrap();
     let (job, _) = store.job(&run.id, 2).await.unwrap();
     assert_eq!((job.status, job.attempts), (JobState::Running, 2));
+    // Nor does a stray event of the attempt that ended a job (a sender replaying one).
+    let stray = batch(
+        &run,
+        vec![with(
+            event(&run, EventKind::Retrying, 1, 0, 1),
+            Some("stray"),
+            None,
+        )],
+    );
+    store.ingest(&stray).await.unwrap();
+    let (job, _) = store.job(&run.id, 0).await.unwrap();
+    assert_eq!((job.status, job.attempts), (JobState::Succeeded, 1));
 }
 
 async fn bad_batches_change_nothing(store: Store) {

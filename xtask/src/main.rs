@@ -11,6 +11,8 @@
 //! - `image`: writes a project's `Dockerfile` (and its `.dockerignore`) for its Kubernetes
 //!   image; building it is left to `docker build`.
 //! - `new PATH`: writes a new project like examples/hello that depends on this checkout.
+//! - `fuzz [--cases N]`: the fuzz targets (project loading, wire decoding, monitor ingest;
+//!   property tests seeded by the checked-in corpus) with many more cases than `test` runs.
 
 mod new;
 
@@ -43,6 +45,12 @@ enum Task {
         /// The project's folder (it must not exist, or be empty); its name names the crate.
         path: PathBuf,
     },
+    /// Run the fuzz targets with many cases; what fails is kept in the corpus's regressions.
+    Fuzz {
+        /// Cases per property (`test` runs a few hundred).
+        #[arg(long, default_value_t = 50_000)]
+        cases: u32,
+    },
     /// Write a project's Dockerfile for its Kubernetes image (does not build it).
     Image {
         /// The project folder (holding Cargo.toml and config/).
@@ -61,6 +69,7 @@ fn main() -> std::process::ExitCode {
         Task::Demo => demo(&root),
         Task::Test => test(&root),
         Task::Bench => bench(&root),
+        Task::Fuzz { cases } => fuzz(&root, cases),
         Task::Image { project, bin } => image(&project, bin.as_deref()),
         Task::New { path } => new::new_project(&root, &path).map(|name| {
             println!(
@@ -106,6 +115,34 @@ fn run(mut command: Command) -> Result<()> {
         .status()
         .with_context(|| format!("cannot start {command:?}"))?;
     ensure!(status.success(), "{command:?} failed with {status}");
+    Ok(())
+}
+
+/// The fuzz targets: (package, test) of each, with its corpus in the package's
+/// `tests/corpus/`.
+const FUZZ_TARGETS: [(&str, &str); 3] = [
+    ("armada-core", "loader_never_panics"),
+    ("armada-core", "wire_never_panics"),
+    ("armada-monitor", "ingest_never_panics"),
+];
+
+fn fuzz(root: &Path, cases: u32) -> Result<()> {
+    for (package, target) in FUZZ_TARGETS {
+        let mut command = cargo_args(
+            root,
+            &[
+                "test",
+                "--locked",
+                "--release",
+                "-p",
+                package,
+                "--test",
+                target,
+            ],
+        );
+        command.env("PROPTEST_CASES", cases.to_string());
+        run(command)?;
+    }
     Ok(())
 }
 

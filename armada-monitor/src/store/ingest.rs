@@ -30,8 +30,9 @@ pub struct Ingested {
     pub jobs: Vec<Job>,
 }
 
-/// The net change a batch makes to one job: a backend applies it only if `attempt` is not
-/// older than the job's, so a late event of an earlier attempt never takes a job back.
+/// The net change a batch makes to one job: a backend applies it only if `attempt` is newer
+/// than the job's, or the same while the job is not terminal, so neither a late event of an
+/// earlier attempt nor a stray one of the attempt that ended the job takes the job back.
 #[derive(Debug, Default)]
 pub(super) struct JobPatch {
     pub(super) status: Option<JobState>,

@@ -813,7 +813,8 @@ impl MssqlStore {
              duration_ms = COALESCE(@P8, duration_ms), last_event = @P9, \
              error = CASE WHEN @P3 = N'succeeded' THEN NULL ELSE COALESCE(@P10, error) END \
              OUTPUT {} \
-             WHERE run_id = @P1 AND idx = @P2 AND attempts <= @P5",
+             WHERE run_id = @P1 AND idx = @P2 AND (attempts < @P5 OR (attempts = @P5 \
+             AND status NOT IN (N'succeeded', N'failed', N'canceled', N'abandoned')))",
             output.join(", ")
         );
         let mut jobs = Vec::new();

@@ -327,7 +327,9 @@ impl SqlStore {
                  ELSE COALESCE(v.column10, armada_jobs.error) END \
                  FROM (VALUES {}) AS v \
                  WHERE armada_jobs.run_id = v.column1 AND armada_jobs.idx = v.column2 \
-                 AND armada_jobs.attempts <= v.column5 RETURNING {JOB_COLUMNS}",
+                 AND (armada_jobs.attempts < v.column5 OR (armada_jobs.attempts = v.column5 \
+                 AND armada_jobs.status NOT IN ('succeeded', 'failed', 'canceled', 'abandoned'))) \
+                 RETURNING {JOB_COLUMNS}",
                 rows.join(", ")
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
