@@ -289,7 +289,13 @@ async fn job_loop<S: Script>(
     watch: &Watch,
 ) -> Result<Taken> {
     let consumer = spec.queue.consume(&spec.run_id, 1).await?;
-    let (taken, consumer) = take_jobs(script, agent, spec, limits, watch, consumer).await;
+    let life = Life {
+        script,
+        spec,
+        limits,
+        watch,
+    };
+    let (taken, consumer) = life.take_jobs(agent, consumer).await;
     // An abandoned life's consumer went to its watchdog.
     if let Some(consumer) = consumer {
         consumer.close().await;
@@ -345,46 +351,139 @@ async fn finish_completed_run(spec: &AgentSpec) {
     }
 }
 
-/// Takes and runs jobs until the run ends or the agent is told to stop; gives the consumer
-/// back unless the watchdog took it.
-async fn take_jobs<S: Script>(
-    script: &S,
-    agent: &mut S::Agent,
-    spec: &AgentSpec,
-    limits: &JobLimits,
-    watch: &Watch,
-    mut consumer: Consumer,
-) -> (Result<Taken>, Option<Consumer>) {
-    // The queue's deletion normally ends the loop; this check also ends it when the run ended
-    // or was canceled without the queue being deleted (its orchestrator died).
-    let mut run_check = tokio::time::interval(RUN_CHECK_INTERVAL);
-    run_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let delivery = tokio::select! {
-            biased;
-            () = spec.shutdown.cancelled() => break,
-            next = consumer.next() => match next {
-                Ok(Some(delivery)) => delivery,
-                Ok(None) => break,
-                Err(error) => return (Err(error), Some(consumer)),
-            },
-            _ = run_check.tick() => {
-                match spec.store.progress(&spec.run_id).await {
-                    Ok(progress) if progress.status == RunStatus::Running
-                        && progress.terminal < progress.jobs => continue,
-                    Ok(_) | Err(armada_core::Error::RunNotFound(_)) => break,
+/// What one life's job loop works with.
+struct Life<'a, S> {
+    script: &'a S,
+    spec: &'a AgentSpec,
+    limits: &'a JobLimits,
+    watch: &'a Watch,
+}
+
+impl<S: Script> Life<'_, S> {
+    /// Takes and runs jobs until the run ends or the agent is told to stop; gives the consumer
+    /// back unless the watchdog took it.
+    async fn take_jobs(
+        &self,
+        agent: &mut S::Agent,
+        mut consumer: Consumer,
+    ) -> (Result<Taken>, Option<Consumer>) {
+        let spec = self.spec;
+        // The queue's deletion normally ends the loop; this check also ends it when the run ended
+        // or was canceled without the queue being deleted (its orchestrator died).
+        let mut run_check = tokio::time::interval(RUN_CHECK_INTERVAL);
+        run_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let delivery = tokio::select! {
+                biased;
+                () = spec.shutdown.cancelled() => break,
+                next = consumer.next() => match next {
+                    Ok(Some(delivery)) => delivery,
+                    Ok(None) => break,
                     Err(error) => return (Err(error), Some(consumer)),
+                },
+                _ = run_check.tick() => {
+                    match spec.store.progress(&spec.run_id).await {
+                        Ok(progress) if progress.status == RunStatus::Running
+                            && progress.terminal < progress.jobs => continue,
+                        Ok(_) | Err(armada_core::Error::RunNotFound(_)) => break,
+                        Err(error) => return (Err(error), Some(consumer)),
+                    }
                 }
+            };
+            self.watch.attempts.fetch_add(1, Ordering::Relaxed);
+            match self.run_job(agent, consumer, delivery).await {
+                (Ok(()), Some(back)) => consumer = back,
+                (Ok(()), None) => return (Ok(Taken::Abandoned), None),
+                (Err(error), back) => return (Err(error), back),
             }
-        };
-        watch.attempts.fetch_add(1, Ordering::Relaxed);
-        match run_job(script, agent, consumer, delivery, spec, limits, watch).await {
-            (Ok(()), Some(back)) => consumer = back,
-            (Ok(()), None) => return (Ok(Taken::Abandoned), None),
-            (Err(error), back) => return (Err(error), back),
         }
+        (Ok(Taken::AllItCould), Some(consumer))
     }
-    (Ok(Taken::AllItCould), Some(consumer))
+
+    /// Runs one delivered job to its settled delivery; gives the consumer back unless the watchdog
+    /// took the attempt over.
+    async fn run_job(
+        &self,
+        agent: &mut S::Agent,
+        consumer: Consumer,
+        delivery: Delivery,
+    ) -> (Result<()>, Option<Consumer>) {
+        let (spec, limits) = (self.spec, self.limits);
+        let message = delivery.message();
+        let index = message.index;
+        let mut state = AttemptState {
+            attempt: message.attempt,
+            identity_retries: message.identity_retries,
+        };
+        if delivery.redeliveries() > 0 {
+            // Its last agent (or the broker's channel) died with it: it may be recorded already,
+            // and if not, the lost attempt counts.
+            let counted = async {
+                if spec.store.is_recorded(&spec.run_id, index).await? {
+                    return Ok(None);
+                }
+                Ok(Some(
+                    spec.store.count_redelivery(&spec.run_id, index).await?,
+                ))
+            };
+            let settled = match counted.await {
+                Err(error) => Err(error),
+                Ok(None) => delivery.ack().await,
+                Ok(Some(deaths)) => {
+                    state.attempt = state.attempt.saturating_add(deaths);
+                    if state.attempt > limits.max_attempts {
+                        fail_poison_job(delivery, spec, state.attempt.saturating_sub(1), deaths)
+                            .await
+                    } else {
+                        return self.run_attempt(agent, consumer, delivery, state).await;
+                    }
+                }
+            };
+            return (settled, Some(consumer));
+        }
+        self.run_attempt(agent, consumer, delivery, state).await
+    }
+
+    /// One attempt, watched: the delivery and the consumer wait in the watch while the script runs.
+    async fn run_attempt(
+        &self,
+        agent: &mut S::Agent,
+        consumer: Consumer,
+        delivery: Delivery,
+        state: AttemptState,
+    ) -> (Result<()>, Option<Consumer>) {
+        let (spec, limits, watch) = (self.spec, self.limits, self.watch);
+        let attempt = JobAttempt::start(spec, limits, delivery.message(), state);
+        let payload = Arc::clone(&delivery.message().payload);
+        let started = Instant::now();
+        watch.begin(Running {
+            consumer,
+            delivery,
+            job: attempt.job,
+            state,
+            limits: *limits,
+            report: attempt.report.clone(),
+            started,
+        });
+        let verdict = attempt.run(self.script, agent, payload.get()).await;
+        let Some(running) = watch.end() else {
+            return (Ok(()), None);
+        };
+        let Running {
+            consumer, delivery, ..
+        } = running;
+        let duration_ms = started.elapsed().as_micros() as f64 / 1000.0;
+        let evidence = attempt.keep_evidence(agent, &verdict).await;
+        if matches!(verdict, Verdict::Elsewhere { .. })
+            && let Err(error) = agent.rotate_identity().await
+        {
+            tracing::warn!(agent = spec.index, %error, "rotating the agent's identity failed");
+        }
+        let settled = attempt
+            .settle(delivery, verdict, duration_ms, evidence)
+            .await;
+        (settled, Some(consumer))
+    }
 }
 
 /// How often a watchdog looks at its agent's attempt.
@@ -398,7 +497,7 @@ const BLOCKED_AFTER: Duration = Duration::from_secs(2);
 /// settle it and stop the consumer without the life.
 #[derive(Default)]
 struct Watch {
-    running: std::sync::Mutex<Option<Box<Running>>>,
+    running: std::sync::Mutex<Option<Running>>,
     /// Attempts this life started.
     attempts: AtomicU64,
 }
@@ -426,18 +525,18 @@ impl Watch {
         self.attempts.load(Ordering::Relaxed)
     }
 
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Box<Running>>> {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Running>> {
         self.running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn begin(&self, running: Box<Running>) {
+    fn begin(&self, running: Running) {
         *self.slot() = Some(running);
     }
 
     /// The attempt back from the watch; `None` once the watchdog took it over.
-    fn end(&self) -> Option<Box<Running>> {
+    fn end(&self) -> Option<Running> {
         self.slot().take()
     }
 
@@ -455,7 +554,7 @@ impl Watch {
                         running.started.elapsed() > running.limits.job_timeout() + BLOCKED_AFTER
                     });
                     if overdue && let Some(running) = slot.take() {
-                        return LifeEnd::Blocked(running);
+                        return LifeEnd::Blocked(Box::new(running));
                     }
                 }
             }
@@ -589,101 +688,6 @@ impl Verdict {
             },
         }
     }
-}
-
-/// Runs one delivered job to its settled delivery; gives the consumer back unless the watchdog
-/// took the attempt over.
-async fn run_job<S: Script>(
-    script: &S,
-    agent: &mut S::Agent,
-    consumer: Consumer,
-    delivery: Delivery,
-    spec: &AgentSpec,
-    limits: &JobLimits,
-    watch: &Watch,
-) -> (Result<()>, Option<Consumer>) {
-    let message = delivery.message();
-    let index = message.index;
-    let mut state = AttemptState {
-        attempt: message.attempt,
-        identity_retries: message.identity_retries,
-    };
-    if delivery.redeliveries() > 0 {
-        // Its last agent (or the broker's channel) died with it: it may be recorded already,
-        // and if not, the lost attempt counts.
-        let counted = async {
-            if spec.store.is_recorded(&spec.run_id, index).await? {
-                return Ok(None);
-            }
-            Ok(Some(
-                spec.store.count_redelivery(&spec.run_id, index).await?,
-            ))
-        };
-        let settled = match counted.await {
-            Err(error) => Err(error),
-            Ok(None) => delivery.ack().await,
-            Ok(Some(deaths)) => {
-                state.attempt = state.attempt.saturating_add(deaths);
-                if state.attempt > limits.max_attempts {
-                    fail_poison_job(delivery, spec, state.attempt.saturating_sub(1), deaths).await
-                } else {
-                    return run_attempt(
-                        script, agent, consumer, delivery, spec, limits, watch, state,
-                    )
-                    .await;
-                }
-            }
-        };
-        return (settled, Some(consumer));
-    }
-    run_attempt(
-        script, agent, consumer, delivery, spec, limits, watch, state,
-    )
-    .await
-}
-
-/// One attempt, watched: the delivery and the consumer wait in the watch while the script runs.
-#[allow(clippy::too_many_arguments)]
-async fn run_attempt<S: Script>(
-    script: &S,
-    agent: &mut S::Agent,
-    consumer: Consumer,
-    delivery: Delivery,
-    spec: &AgentSpec,
-    limits: &JobLimits,
-    watch: &Watch,
-    state: AttemptState,
-) -> (Result<()>, Option<Consumer>) {
-    let attempt = JobAttempt::start(spec, limits, delivery.message(), state);
-    let payload = Arc::clone(&delivery.message().payload);
-    let started = Instant::now();
-    watch.begin(Box::new(Running {
-        consumer,
-        delivery,
-        job: attempt.job,
-        state,
-        limits: *limits,
-        report: attempt.report.clone(),
-        started,
-    }));
-    let verdict = attempt.run(script, agent, payload.get()).await;
-    let Some(running) = watch.end() else {
-        return (Ok(()), None);
-    };
-    let Running {
-        consumer, delivery, ..
-    } = *running;
-    let duration_ms = started.elapsed().as_micros() as f64 / 1000.0;
-    let evidence = attempt.keep_evidence(agent, &verdict).await;
-    if matches!(verdict, Verdict::Elsewhere { .. })
-        && let Err(error) = agent.rotate_identity().await
-    {
-        tracing::warn!(agent = spec.index, %error, "rotating the agent's identity failed");
-    }
-    let settled = attempt
-        .settle(delivery, verdict, duration_ms, evidence)
-        .await;
-    (settled, Some(consumer))
 }
 
 /// One attempt at a job, from its start event to its settled delivery.

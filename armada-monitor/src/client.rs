@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use armada_core::wire::{BatchId, Event, EventBatch, WIRE_VERSION};
 use armada_core::{EventSender, EventSink, RunId};
+use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -114,16 +115,7 @@ async fn flush_loop(
             () = stop.cancelled() => stopping = true,
         }
         if !stopping {
-            // Let a batch fill for a moment: fewer, larger writes.
-            let deadline = tokio::time::Instant::now() + options.flush_interval;
-            while batch.len() < options.max_batch {
-                let room = options.max_batch - batch.len();
-                tokio::select! {
-                    received = receiver.recv_many(&mut batch, room) => if received == 0 { break },
-                    () = tokio::time::sleep_until(deadline) => break,
-                    () = stop.cancelled() => { stopping = true; break }
-                }
-            }
+            stopping = fill(&mut receiver, &mut batch, &options, &stop).await;
         }
         if stopping {
             while batch.len() < options.max_batch {
@@ -143,6 +135,39 @@ async fn flush_loop(
         }
     }
     stats
+}
+
+/// How often a filling batch takes what was sent.
+const FILL_STEP: Duration = Duration::from_millis(1);
+
+/// Lets a batch fill for a moment (fewer, larger writes), taking what was sent every
+/// [`FILL_STEP`] rather than being woken by each event: senders on other threads (agents on
+/// their script runtime) would otherwise pay a thread wake-up per event. Returns whether the
+/// client was told to stop.
+async fn fill(
+    receiver: &mut mpsc::Receiver<Event>,
+    batch: &mut Vec<Event>,
+    options: &ClientOptions,
+    stop: &CancellationToken,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + options.flush_interval;
+    while batch.len() < options.max_batch {
+        let room = options.max_batch - batch.len();
+        // Only what is there now: polled once with a waker that does nothing, so a sender
+        // wakes no thread.
+        if let Some(0) = receiver.recv_many(batch, room).now_or_never() {
+            break; // closed and empty
+        }
+        let now = tokio::time::Instant::now();
+        if batch.len() >= options.max_batch || now >= deadline {
+            break;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until((now + FILL_STEP).min(deadline)) => {}
+            () = stop.cancelled() => return true,
+        }
+    }
+    false
 }
 
 async fn write_batch(

@@ -26,6 +26,9 @@ use crate::Result;
 
 /// How often the run's counters are read while following it.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+/// How long results gather after a read before the next: agents record results on other
+/// threads, and a read per result would wake this one per result.
+const RESULTS_GATHER: Duration = Duration::from_millis(10);
 /// How long a canceled run gives its agents to finish their current job, by default.
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 
@@ -665,6 +668,8 @@ struct Follower<F> {
     next_progress: Instant,
     heartbeats: EventSender,
     next_heartbeat: Instant,
+    /// When results are read next ([`RESULTS_GATHER`] after the last read that found some).
+    next_read: tokio::time::Instant,
 }
 
 impl<F: FnMut(FollowEvent<'_>)> Follower<F> {
@@ -680,6 +685,7 @@ impl<F: FnMut(FollowEvent<'_>)> Follower<F> {
             next_progress: Instant::now() + PROGRESS_INTERVAL,
             heartbeats: run.monitor.sender(),
             next_heartbeat: Instant::now(),
+            next_read: tokio::time::Instant::now(),
             run,
             on_event,
         }
@@ -733,6 +739,12 @@ impl<F: FnMut(FollowEvent<'_>)> Follower<F> {
     /// Waits for new results no longer than [`PROGRESS_INTERVAL`], and less when something else
     /// happens first, so that heartbeats and progress are never late.
     async fn wait_for_news(&mut self) -> Result<Option<End>> {
+        let (store, run_id, cursor) = (&self.run.backends.store, &self.run.run_id, self.cursor);
+        let next_read = self.next_read;
+        let read_results = async move {
+            tokio::time::sleep_until(next_read).await;
+            store.results_after(run_id, cursor, PROGRESS_INTERVAL).await
+        };
         tokio::select! {
             () = self.run.control.cancel.cancelled(), if self.grace_deadline.is_none() => {
                 self.start_grace().await?;
@@ -742,11 +754,7 @@ impl<F: FnMut(FollowEvent<'_>)> Follower<F> {
                 return Ok(Some(End::Canceled));
             }
             Some(joined) = self.run.agents.join_next_with_id() => self.agent_ended(joined),
-            results = self.run.backends.store.results_after(
-                &self.run.run_id,
-                self.cursor,
-                PROGRESS_INTERVAL,
-            ) => self.report_results(&results?),
+            results = read_results => self.report_results(&results?),
         }
         Ok(None)
     }
@@ -784,6 +792,9 @@ impl<F: FnMut(FollowEvent<'_>)> Follower<F> {
     }
 
     fn report_results(&mut self, results: &[JobResult]) {
+        if !results.is_empty() {
+            self.next_read = tokio::time::Instant::now() + RESULTS_GATHER;
+        }
         self.cursor += results.len() as u64;
         for result in results {
             self.tally.report(result, &mut self.on_event);
