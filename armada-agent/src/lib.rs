@@ -187,7 +187,13 @@ async fn supervise<S: Script>(
 
 /// One life of an agent, on the script threads: its context started, its jobs taken until
 /// the run ends, its context stopped. Abandoned if a script holds its thread too long.
-async fn live<S: Script>(script: Arc<S>, spec: AgentSpec, watch: Arc<Watch>) -> Result<AgentExit> {
+async fn live<S: Script>(
+    script: Arc<S>,
+    mut spec: AgentSpec,
+    watch: Arc<Watch>,
+) -> Result<AgentExit> {
+    // Every job reads and writes the store: its connection is driven from these threads.
+    spec.store = spec.store.connect_here().await?;
     spec.events
         .agent_event(spec.index, EventKind::AgentStarting, None);
     let record = spec.store.agent_config(&spec.run_id, spec.index).await?;

@@ -181,6 +181,26 @@ pub mod config_store {
         assert_eq!(rest[0].index, 1);
     }
 
+    /// A store connected again shares the first one's runs: what either records, both see.
+    pub async fn a_store_connected_again_shares_its_runs<B: ConfigStoreBackend>(store: &B) {
+        let run = new_run(store, 2).await;
+        let again = store.connect_here().await.expect("connect_here");
+        again
+            .record_result(&run, result(0, JobStatus::Succeeded))
+            .await
+            .expect("record_result through the new connection");
+        assert!(store.is_recorded(&run, 0).await.expect("is_recorded"));
+        store
+            .record_result(&run, result(1, JobStatus::Failed))
+            .await
+            .expect("record_result");
+        let progress = again.progress(&run).await.expect("progress");
+        assert_eq!(
+            (progress.terminal, progress.status),
+            (2, RunStatus::Completed)
+        );
+    }
+
     /// The last result a running run needs completes it, and exactly one of concurrent
     /// recorders is told so.
     pub async fn the_last_result_completes_the_run_once<B: ConfigStoreBackend>(store: &B) {
@@ -340,6 +360,7 @@ macro_rules! config_store_conformance {
                 runs_are_created_once,
                 agent_configs_are_kept_per_index,
                 results_are_recorded_once,
+                a_store_connected_again_shares_its_runs,
                 the_last_result_completes_the_run_once,
                 a_wait_for_results_ends_when_one_arrives,
                 redeliveries_are_counted_per_job,

@@ -24,6 +24,13 @@ use crate::{AgentIndex, JobIndex, Result, RunId};
             itself with `armada_core::backend::conformance::config_store`"
 )]
 pub trait ConfigStoreBackend: std::fmt::Debug + Send + Sync + 'static {
+    /// The same store with connections of its own, opened on the calling runtime: its state
+    /// is shared, its I/O driven by the threads that use it (an agent on its script threads),
+    /// not by the runtime that connected first.
+    fn connect_here(&self) -> impl Future<Output = Result<Self>> + Send
+    where
+        Self: Sized;
+
     /// Creates a run with zeroed counters, status running. An id that holds another run is
     /// [`Error::RunExists`](crate::Error::RunExists); the same record again (a retry after a
     /// lost reply) succeeds and leaves the run as it is.

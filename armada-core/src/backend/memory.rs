@@ -319,6 +319,11 @@ impl MemoryStore {
 }
 
 impl ConfigStoreBackend for MemoryStore {
+    /// The same store: it has no connection.
+    async fn connect_here(&self) -> Result<Self> {
+        Ok(self.clone())
+    }
+
     async fn create_run(&self, record: RunRecord) -> Result<()> {
         let mut runs = lock(&self.runs);
         if let Some(slot) = runs.get(&record.run_id) {

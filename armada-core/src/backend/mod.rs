@@ -277,6 +277,17 @@ impl ConfigStore {
         matches!(self, Self::Memory(_))
     }
 
+    /// The same store with connections of its own, driven by the calling runtime: for work on
+    /// other threads than the connecting one, which would otherwise hand every operation to
+    /// the connecting runtime and back. The in-process store is shared as it is.
+    pub async fn connect_here(&self) -> Result<Self> {
+        match self {
+            Self::Memory(store) => Ok(Self::Memory(store.connect_here().await?)),
+            #[cfg(feature = "redis")]
+            Self::Redis(store) => Ok(Self::Redis(store.connect_here().await?)),
+        }
+    }
+
     /// How long each operation keeps trying while the store's service is unreachable
     /// (restarting, failing over, cut off) before it fails (default [`DEFAULT_OUTAGE_LIMIT`]).
     /// The in-process store is never unreachable.

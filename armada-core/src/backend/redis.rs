@@ -87,6 +87,8 @@ return 1
 #[derive(Clone)]
 pub struct RedisStore {
     connection: ConnectionManager,
+    /// What `connect_here` opens connections with.
+    client: redis::Client,
     url: String,
     outage_limit: Duration,
 }
@@ -114,23 +116,10 @@ impl RedisStore {
             source,
         };
         let client = redis::Client::open(url).map_err(|error| unreachable(error.into()))?;
-        let connect = async {
-            // A plain connection first: it reports a refused connection or login as it is,
-            // where the reconnecting manager would retry it until the time-out.
-            let mut probe = client.get_multiplexed_async_connection().await?;
-            redis::cmd("PING").query_async::<String>(&mut probe).await?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                .set_max_delay(RETRY_PAUSE_MAX);
-            client.get_connection_manager_with_config(config).await
-        };
-        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-            .await
-            .map_err(|_| unreachable(format!("no answer within {CONNECT_TIMEOUT:?}").into()))?
-            .map_err(|error| unreachable(error.into()))?;
+        let connection = managed_connection(&client).await.map_err(unreachable)?;
         Ok(Self {
             connection,
+            client,
             url: shown,
             outage_limit: DEFAULT_OUTAGE_LIMIT,
         })
@@ -219,7 +208,38 @@ impl RedisStore {
     }
 }
 
+/// A reconnecting connection, its driver on the calling runtime. A plain connection first: it
+/// reports a refused connection or login as it is, where the reconnecting manager would retry
+/// it until the time-out.
+async fn managed_connection(client: &redis::Client) -> Result<ConnectionManager, BoxError> {
+    let connect = async {
+        let mut probe = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut probe).await?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_max_delay(RETRY_PAUSE_MAX);
+        client.get_connection_manager_with_config(config).await
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| format!("no answer within {CONNECT_TIMEOUT:?}"))?
+        .map_err(BoxError::from)
+}
+
 impl ConfigStoreBackend for RedisStore {
+    async fn connect_here(&self) -> Result<Self> {
+        let connection = managed_connection(&self.client)
+            .await
+            .map_err(|error| self.failed(error))?;
+        Ok(Self {
+            connection,
+            client: self.client.clone(),
+            url: self.url.clone(),
+            outage_limit: self.outage_limit,
+        })
+    }
+
     async fn create_run(&self, record: RunRecord) -> Result<()> {
         let run = record.run_id.clone();
         let json = encode(&record, "a run record")?;

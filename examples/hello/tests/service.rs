@@ -476,6 +476,56 @@ async fn bot_start_takes_the_original_parts() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_spinning_every_core_leave_the_service_answering_and_cancel_whole() {
+    let dir = project();
+    let service = Service::start(dir.path());
+    // Jobs 0 and 1 busy-loop for 30 s, within their limit: on 2 cores, every core is busy.
+    let (status, launched) = service
+        .post_json(
+            "/runs",
+            json!({ "jobs": 12, "agents": 2,
+                    "overrides": { "run_message": { "job_timeout_secs": 60 } },
+                    "data_job_csv": "targetted_job,spin_ms\n0,30000\n1,30000\n" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{launched}");
+    let run_id = launched["run_id"].as_str().unwrap();
+    let asked = Instant::now();
+    let mut slowest = Duration::ZERO;
+    while asked.elapsed() < Duration::from_secs(5) {
+        for path in [
+            format!("/api/v1/runs/{run_id}"),
+            format!("/api/v1/runs/{run_id}/jobs"),
+            "/api/v1/runs".to_owned(),
+        ] {
+            let started = Instant::now();
+            let (status, answer) = service.get(&path).await;
+            assert_eq!(status, 200, "{path}: {answer}");
+            slowest = slowest.max(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "the API took {slowest:?} to answer while scripts spun"
+    );
+    let (status, _) = service
+        .post_json(&format!("/runs/{run_id}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 202);
+    // The spinning jobs do not end their attempts; the run ends after its 10 s grace all the
+    // same.
+    let run = service.finished(run_id).await;
+    assert_eq!(run["status"], "canceled", "{run}");
+    let counts = &run["counts"];
+    let total: u64 = ["succeeded", "failed", "canceled", "abandoned"]
+        .iter()
+        .map(|state| counts[state].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 12, "every job has its final state: {run}");
+}
+
 #[tokio::test]
 async fn cancel_over_http_stops_a_run() {
     let dir = project();
