@@ -107,9 +107,63 @@ pub(crate) struct BackendArgs {
         value_parser = positive_seconds
     )]
     pub(crate) outage_secs: f64,
+    /// Where `queue` and `config_store` came from, filled in after parsing.
+    #[arg(skip)]
+    pub(crate) origins: BackendOrigins,
+}
+
+/// Where each backend URL came from: a flag, a variable, or the default.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct BackendOrigins {
+    queue: Option<clap::parser::ValueSource>,
+    config_store: Option<clap::parser::ValueSource>,
+}
+
+impl BackendOrigins {
+    /// Reads them from the matches of the command whose arguments hold `BackendArgs`.
+    pub(crate) fn of(matches: &clap::ArgMatches) -> Self {
+        let source = |id: &str| {
+            matches
+                .try_get_raw(id)
+                .ok()
+                .and_then(|_| matches.value_source(id))
+        };
+        Self {
+            queue: source("queue"),
+            config_store: source("config_store"),
+        }
+    }
 }
 
 impl BackendArgs {
+    /// Which backends the command uses and where each URL came from, passwords hidden: `queue
+    /// amqp://guest:***@host (ARMADA_AMQP_URL), config store memory:// (default)`.
+    pub(crate) fn describe(&self) -> String {
+        let origin = |source, flag: &str, variable: &str, former: &str| match source {
+            Some(clap::parser::ValueSource::CommandLine) => flag.to_owned(),
+            Some(clap::parser::ValueSource::EnvVariable) => variable.to_owned(),
+            _ if std::env::var_os(former).is_some() => former.to_owned(),
+            _ => "default".to_owned(),
+        };
+        format!(
+            "queue {} ({}), config store {} ({})",
+            armada_core::backend::redact_url(&self.queue_url()),
+            origin(
+                self.origins.queue,
+                "--queue",
+                "ARMADA_QUEUE_URL",
+                "ARMADA_AMQP_URL"
+            ),
+            armada_core::backend::redact_url(&self.store_url()),
+            origin(
+                self.origins.config_store,
+                "--config-store",
+                "ARMADA_STORE_URL",
+                "ARMADA_REDIS_URL"
+            ),
+        )
+    }
+
     /// The queue's URL: `--queue`, else `ARMADA_QUEUE_URL`, else the name it had before.
     pub(crate) fn queue_url(&self) -> String {
         chosen(self.queue.as_ref(), "ARMADA_AMQP_URL")

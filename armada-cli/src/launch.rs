@@ -210,6 +210,7 @@ impl Session {
             ),
             _ => {}
         }
+        println!("backends: {}", self.describe_backends(args));
         if args.agents_as == Some(AgentsAs::External) {
             println!(
                 "agents: start `orchestrate agent --run-id {run_id} --index I` for I from 0 to \
@@ -219,6 +220,24 @@ impl Session {
             );
         }
         print_skipped_rows(plan);
+    }
+
+    /// The backends, where their URLs came from, and where agents run and why.
+    fn describe_backends(&self, args: &LaunchArgs) -> String {
+        let agents = match (args.target, args.agents_as) {
+            (Target::Kubernetes, _) => "agents as Kubernetes pods (--target)".to_owned(),
+            (_, Some(agents_as)) => {
+                let name = clap::ValueEnum::to_possible_value(&agents_as)
+                    .map(|value| value.get_name().to_owned())
+                    .unwrap_or_default();
+                format!("agents as {name} (--agents-as)")
+            }
+            (_, None) if self.shared => {
+                "agents as processes (the default with shared backends)".to_owned()
+            }
+            (_, None) => "agents as tasks (the default with in-memory backends)".to_owned(),
+        };
+        format!("{}; {agents}", args.backends.describe())
     }
 
     #[cfg(feature = "kubernetes")]

@@ -42,7 +42,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use armada_core::{AgentRunner, Plan, ProjectFiles, RunOverrides, Script, Tune};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::args::{Cli, Command, ProjectArgs};
 pub use crate::error::{Error, Result};
@@ -95,7 +95,7 @@ pub async fn execute<S: Script>(
     default_project: &Path,
     args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
 ) -> ExitCode {
-    let cli = match Cli::try_parse_from(args) {
+    let cli = match parse(args) {
         Ok(cli) => cli,
         Err(error) => return usage_error(&error),
     };
@@ -105,6 +105,20 @@ pub async fn execute<S: Script>(
             eprintln!("error: {}", armada_core::redact_secrets(&error.to_string()));
             ExitCode::from(1)
         })
+}
+
+/// Parses a command line, noting where a launch's backend URLs came from.
+fn parse(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> clap::error::Result<Cli> {
+    let matches = Cli::command().try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    match (&mut cli.command, matches.subcommand()) {
+        (Some(Command::Launch(launch)), Some(("launch", launched))) => {
+            launch.backends.origins = args::BackendOrigins::of(launched);
+        }
+        (None, _) => cli.launch.backends.origins = args::BackendOrigins::of(&matches),
+        _ => {}
+    }
+    Ok(cli)
 }
 
 fn install_tracing() {

@@ -193,6 +193,14 @@ async fn bad_input_gets_clear_4xx_and_changes_nothing() {
             .unwrap()
             .contains(unknown.run_id.as_str())
     );
+    let mut other_version = good.clone();
+    other_version.v = 2;
+    let (status, body) = service.post("/events", &other_version).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("wire version 2"),
+        "{body}"
+    );
     let mut huge = good.clone();
     huge.events[0].message = Some("x".repeat(17 * 1024 * 1024));
     let (status, _) = service.post("/events", &huge).await;

@@ -53,6 +53,13 @@ fn launch_writes_one_result_line_per_job() {
         stdout.contains("progress: starting the agents…"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains(
+            "backends: queue memory:// (default), config store memory:// (default); agents as \
+             tasks (the default with in-memory backends)"
+        ),
+        "{stdout}"
+    );
     let lines: Vec<&str> = stdout
         .lines()
         .filter(|line| line.starts_with("progress: "))

@@ -181,6 +181,15 @@ fn four_agent_processes_complete_200_jobs_and_leave_nothing_behind() {
     let run_id = run.run_id().to_owned();
     let (status, stdout, results) = finish(run);
     assert!(status.success(), "{stdout}");
+    // The launch says what it uses and why, the broker's password hidden.
+    assert!(
+        stdout.contains(
+            "backends: queue amqp://guest:***@127.0.0.1:5672/%2f (--queue), config store \
+             redis://127.0.0.1:6379 (--config-store); agents as processes (the default with \
+             shared backends)"
+        ),
+        "{stdout}"
+    );
     assert_eq!(results.len(), 200);
     assert_eq!(indexes(&results), (0..200).collect());
     assert!(results.iter().all(|r| r["status"] == "succeeded"));
@@ -203,6 +212,45 @@ fn four_agent_processes_complete_200_jobs_and_leave_nothing_behind() {
     let (status, _, stderr) = orchestrate(&["cancel", &run_id]);
     assert_eq!(status.code(), Some(1));
     assert!(stderr.contains("already ended: completed"), "{stderr}");
+}
+
+#[test]
+fn a_queue_url_left_in_the_environment_is_named_at_launch() {
+    let _services = services();
+    let dir = project(
+        quick,
+        json!({ "DEFAULT_NUMBER": 27 }),
+        "targetted_job,name\n",
+    );
+    let results = dir.path().join("results.jsonl");
+    let mut command = binary::command(env!("CARGO_BIN_EXE_orchestrate"));
+    command
+        .args([
+            "launch",
+            "--agents",
+            "1",
+            "--jobs",
+            "3",
+            "--agents-as",
+            "tasks",
+            "--project",
+        ])
+        .arg(dir.path())
+        .arg("--output")
+        .arg(&results)
+        // The queue's former variable name, as an old shell profile might still export it.
+        .env("ARMADA_AMQP_URL", AMQP_URL)
+        .env("ARMADA_STORE_URL", REDIS_URL);
+    let (status, stdout, results) = finish(Launch::start(command, &results));
+    assert!(status.success(), "{stdout}");
+    assert_eq!(results.len(), 3);
+    assert!(
+        stdout.contains(
+            "backends: queue amqp://guest:***@127.0.0.1:5672/%2f (ARMADA_AMQP_URL), config \
+             store redis://127.0.0.1:6379 (ARMADA_STORE_URL); agents as tasks (--agents-as)"
+        ),
+        "{stdout}"
+    );
 }
 
 #[test]
