@@ -282,16 +282,13 @@ async fn retry_hides_the_job_until_its_delay_then_returns_it_as_the_next_attempt
 }
 
 #[tokio::test]
-async fn retry_without_delay_puts_the_job_at_the_back() {
+async fn a_retry_without_delay_comes_before_jobs_never_tried() {
     let run = RunId::new();
     let (queue, jobs) = queue_with_jobs(&run, 2).await;
     let mut consumer = queue.consume(&run, 1).await.unwrap();
     let delivery = next_now(&mut consumer);
     let attempt = delivery.message().attempt + delivery.redeliveries() + 1;
     delivery.retry(attempt, Duration::ZERO).await.unwrap();
-    let next = next_now(&mut consumer);
-    assert_eq!(next.message(), &jobs[1]);
-    next.ack().await.unwrap();
     let retried = next_now(&mut consumer);
     assert_eq!(retried.message().job_id, jobs[0].job_id);
     assert_eq!(retried.message().attempt, 2);
@@ -307,6 +304,29 @@ async fn retry_without_delay_puts_the_job_at_the_back() {
     redelivered.retry(attempt, Duration::ZERO).await.unwrap();
     let third = next_now(&mut consumer);
     assert_eq!((third.message().attempt, third.redeliveries()), (4, 0));
+    third.ack().await.unwrap();
+    assert_eq!(next_now(&mut consumer).message(), &jobs[1]);
+}
+
+#[tokio::test]
+async fn a_retry_whose_delay_ended_starts_before_two_thousand_queued_jobs() {
+    let run = RunId::new();
+    let (queue, jobs) = queue_with_jobs(&run, 2_001).await;
+    let mut consumer = queue.consume(&run, 1).await.unwrap();
+    let first = next_now(&mut consumer);
+    let attempt = first.message().attempt + first.redeliveries() + 1;
+    first
+        .retry(attempt, Duration::from_millis(50))
+        .await
+        .unwrap();
+    // Jobs never tried run while the retry waits for its delay.
+    let waiting = next_now(&mut consumer);
+    assert_eq!(waiting.message(), &jobs[1]);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    waiting.ack().await.unwrap();
+    // Its delay over, the retry is next, ahead of the 1,999 jobs still queued.
+    let retried = next_now(&mut consumer);
+    assert_eq!((retried.message().index, retried.message().attempt), (0, 2));
 }
 
 #[tokio::test]
@@ -367,14 +387,14 @@ async fn dead_letter_records_the_message_and_the_reason() {
     let delivery = next_now(&mut consumer);
     let attempt = delivery.message().attempt + delivery.redeliveries() + 1;
     delivery.retry(attempt, Duration::ZERO).await.unwrap();
-    let second = next_now(&mut consumer);
-    second
-        .dead_letter("script failed: no such element".to_owned())
-        .await
-        .unwrap();
     let retried = next_now(&mut consumer);
     retried
         .dead_letter("3 attempts failed".to_owned())
+        .await
+        .unwrap();
+    let second = next_now(&mut consumer);
+    second
+        .dead_letter("script failed: no such element".to_owned())
         .await
         .unwrap();
     let mut attempt_2 = jobs[0].clone();
@@ -383,12 +403,12 @@ async fn dead_letter_records_the_message_and_the_reason() {
         queue.dead_letters(&run).await.unwrap(),
         vec![
             DeadLetter {
-                message: Some(jobs[1].clone()),
-                reason: "script failed: no such element".to_owned(),
-            },
-            DeadLetter {
                 message: Some(attempt_2),
                 reason: "3 attempts failed".to_owned(),
+            },
+            DeadLetter {
+                message: Some(jobs[1].clone()),
+                reason: "script failed: no such element".to_owned(),
             },
         ]
     );

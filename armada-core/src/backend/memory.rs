@@ -56,7 +56,11 @@ struct RunQueue {
 
 #[derive(Debug, Default)]
 struct QueueState {
+    /// Jobs never tried, and jobs whose consumer left them unsettled (at the front).
     ready: VecDeque<Queued>,
+    /// Retries whose delay ended, taken before `ready`: a retry is not sent to the back of a
+    /// long queue, where it would start long after its delay.
+    due: VecDeque<Queued>,
     /// Retries waiting for their delay, by (due time, sequence).
     delayed: BTreeMap<(Instant, u64), Queued>,
     sequence: u64,
@@ -76,8 +80,12 @@ impl QueueState {
             if entry.key().0 > now {
                 break;
             }
-            self.ready.push_back(entry.remove());
+            self.due.push_back(entry.remove());
         }
+    }
+
+    fn take(&mut self) -> Option<Queued> {
+        self.due.pop_front().or_else(|| self.ready.pop_front())
     }
 }
 
@@ -118,6 +126,7 @@ impl JobQueueBackend for MemoryQueue {
             let mut state = lock(&queue.state);
             state.deleted = true;
             state.ready.clear();
+            state.due.clear();
             state.delayed.clear();
             drop(state);
             queue.changed.notify_waiters();
@@ -160,7 +169,7 @@ impl QueueConsumer for MemoryConsumer {
                     return Ok(None);
                 }
                 state.promote_due(Instant::now());
-                if let Some(queued) = state.ready.pop_front() {
+                if let Some(queued) = state.take() {
                     return Ok(Some(MemoryDelivery {
                         queue: Arc::clone(&self.queue),
                         queued: Some(queued),
@@ -221,7 +230,7 @@ impl QueueDelivery for MemoryDelivery {
             return Ok(());
         }
         if delay.is_zero() {
-            state.ready.push_back(queued);
+            state.due.push_back(queued);
         } else {
             state.sequence += 1;
             // A delay past what a clock can hold means "not in this run's lifetime".
@@ -245,7 +254,7 @@ impl QueueDelivery for MemoryDelivery {
         queued.redeliveries = 0;
         let mut state = lock(&self.queue.state);
         if !state.deleted {
-            state.ready.push_back(queued);
+            state.due.push_back(queued);
             drop(state);
             self.queue.changed.notify_waiters();
         }
