@@ -9,7 +9,11 @@
 //! is complete or canceled) or the agent is told to shut down; then the context is stopped.
 //!
 //! [`ScriptAgent`] adapts any [`Script`] to the [`AgentRunner`] seam the orchestrator's
-//! launchers use, so the orchestrator never needs the script's types.
+//! launchers use, so the orchestrator never needs the script's types. It also owns the threads
+//! scripts run on, apart from the caller's runtime, and a watchdog per agent on the caller's:
+//! an attempt whose script holds its thread past the time limit (a blocking call, a loop that
+//! never awaits) is settled as timed out there, and its agent replaced
+//! ([`AgentSpec::when_blocked`](armada_core::AgentSpec::when_blocked)).
 //!
 //! # Features
 //! - `browser`: [`browser::BrowserAgent`], a Chromium per agent with its proxy and identity,
