@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "support/bounds.rs"]
+mod bounds;
 #[path = "support/mutation.rs"]
 mod mutation;
 
@@ -383,12 +385,13 @@ fn seed_files([template, tune, agent_csv, job_csv]: Seed) -> ProjectFiles {
     files(template.unwrap_or_default(), tune, agent_csv, job_csv)
 }
 
-/// Heap a plan may hold at once while built: this many times its files, plus an allowance
-/// (the checks write up to [`MAX_JOBS_TO_WRITE`] JSON lines).
-const BYTES_PER_INPUT_BYTE: u64 = 256;
-const FIXED_ALLOWANCE: u64 = 4 * 1024 * 1024;
-/// Far beyond any plan's time: reaching it means a loop that does not end.
-const HANG: std::time::Duration = std::time::Duration::from_secs(10);
+/// A plan holds at most 256 times its files on the heap while built, plus 4 MiB (the checks
+/// write up to [`MAX_JOBS_TO_WRITE`] JSON lines).
+const BOUNDS: bounds::Bounds = bounds::Bounds {
+    bytes_per_input_byte: 256,
+    fixed_allowance: 4 * 1024 * 1024,
+    hang: Duration::from_secs(10),
+};
 
 /// [`check`] within time and memory bounds.
 fn check_bounded(files: &ProjectFiles) -> Result<(), TestCaseError> {
@@ -402,26 +405,7 @@ fn check_bounded(files: &ProjectFiles) -> Result<(), TestCaseError> {
     .flatten()
     .map(|file| file.contents.len())
     .sum();
-    let started = Instant::now();
-    let mut outcome = Ok(());
-    let allocated = allocation_counter::measure(|| {
-        outcome = check(files, &RunOverrides::default());
-    });
-    outcome?;
-    prop_assert!(
-        started.elapsed() < HANG,
-        "planning took {:?}",
-        started.elapsed()
-    );
-    let allowed = BYTES_PER_INPUT_BYTE * size as u64 + FIXED_ALLOWANCE;
-    prop_assert!(
-        allocated.bytes_max <= allowed,
-        "planning {} bytes of files held {} bytes at once (allowed {})",
-        size,
-        allocated.bytes_max,
-        allowed
-    );
-    Ok(())
+    BOUNDS.check("planning", size, || check(files, &RunOverrides::default()))
 }
 
 #[test]

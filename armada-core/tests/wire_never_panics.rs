@@ -11,11 +11,15 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
+#[path = "support/bounds.rs"]
+mod bounds;
 #[path = "support/mutation.rs"]
 mod mutation;
 
 use std::fmt::Debug;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use bounds::Bounds;
 
 use armada_core::backend::{FinishedRun, RunRecord};
 use armada_core::wire::{
@@ -30,11 +34,12 @@ use serde_json::Value;
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/wire");
 
-/// Heap a decode may hold at once: this many times the input, plus a fixed allowance.
-const BYTES_PER_INPUT_BYTE: u64 = 64;
-const FIXED_ALLOWANCE: u64 = 256 * 1024;
-/// Far beyond any decode's time: reaching it means a loop that does not end.
-const HANG: Duration = Duration::from_secs(5);
+/// A decode holds at most 64 times its input on the heap, plus 256 KiB.
+const BOUNDS: Bounds = Bounds {
+    bytes_per_input_byte: 64,
+    fixed_allowance: 256 * 1024,
+    hang: Duration::from_secs(5),
+};
 
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
@@ -119,24 +124,7 @@ fn read_as_every_record(bytes: &[u8]) -> Result<(), TestCaseError> {
 
 /// Runs [`read_as_every_record`] within the time and memory bounds.
 fn check_bounded(bytes: &[u8]) -> Result<(), TestCaseError> {
-    let started = Instant::now();
-    let mut outcome = Ok(());
-    let allocated = allocation_counter::measure(|| outcome = read_as_every_record(bytes));
-    outcome?;
-    prop_assert!(
-        started.elapsed() < HANG,
-        "decoding took {:?}",
-        started.elapsed()
-    );
-    let allowed = BYTES_PER_INPUT_BYTE * bytes.len() as u64 + FIXED_ALLOWANCE;
-    prop_assert!(
-        allocated.bytes_max <= allowed,
-        "decoding {} bytes held {} bytes at once (allowed {})",
-        bytes.len(),
-        allocated.bytes_max,
-        allowed
-    );
-    Ok(())
+    BOUNDS.check("decoding", bytes.len(), || read_as_every_record(bytes))
 }
 
 #[test]
