@@ -6,10 +6,12 @@
 //! (`now_or_never`), which needs no clock at all.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use armada_core::backend::{
-    Consumer, DeadLetter, Delivery, Recorded, RunProgress, RunRecord, RunStatus, finish_run,
+    Consumer, DeadLetter, Delivery, PlannedJobs, Recorded, RunProgress, RunRecord, RunStatus,
+    finish_run,
 };
 use armada_core::wire::{
     AgentConfigRecord, Event, EventBatch, EventKind, JobLimits, JobMessage, JobResult, JobStatus,
@@ -90,6 +92,41 @@ async fn jobs_are_delivered_in_fifo_order_and_ack_removes_them() {
     let mut other = queue.consume(&run, 1).await.unwrap();
     assert!(nothing_ready(&mut other), "acked jobs must not come back");
     assert!(queue.dead_letters(&run).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_hundred_million_planned_jobs_are_built_one_at_a_time_as_they_are_taken() {
+    let run = RunId::new();
+    let queue = JobQueue::connect("memory://").await.unwrap();
+    let built = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&built);
+    let planned_run = run.clone();
+    let jobs = PlannedJobs::new(100_000_000, move |n| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        job(&planned_run, n)
+    });
+    queue.publish(&run, jobs).await.unwrap();
+    assert_eq!(built.load(Ordering::Relaxed), 0, "publishing builds no job");
+    let more = (0..2)
+        .map(|index| job(&run, 100_000_000 + index))
+        .collect::<Vec<_>>();
+    queue.publish(&run, more.clone()).await.unwrap();
+    let mut consumer = queue.consume(&run, 1).await.unwrap();
+    for index in 0..3 {
+        let delivery = next_now(&mut consumer);
+        assert_eq!(
+            delivery.message().index,
+            index,
+            "fresh jobs come in publish order"
+        );
+        delivery.ack().await.unwrap();
+    }
+    assert_eq!(
+        built.load(Ordering::Relaxed),
+        3,
+        "one job is built per delivery"
+    );
+    queue.delete(&run).await.unwrap();
 }
 
 #[tokio::test]
@@ -681,7 +718,7 @@ async fn a_run_ended_by_any_process_keeps_one_finished_record_and_its_results() 
     let run = RunId::new();
     let store = store_with_run(&run).await;
     let queue = JobQueue::connect("memory://").await.unwrap();
-    queue.publish(&run, [job(&run, 0)]).await.unwrap();
+    queue.publish(&run, vec![job(&run, 0)]).await.unwrap();
     let mut consumer = queue.consume(&run, 1).await.unwrap();
     let delivery = consumer.next().await.unwrap().unwrap();
     delivery.dead_letter("poison".into()).await.unwrap();

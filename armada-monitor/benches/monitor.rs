@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use armada_core::wire::{Event, EventBatch, EventJob, EventKind, WIRE_VERSION};
 use armada_core::{JobId, RunId};
-use armada_monitor::model::{Finish, JobFilter, JobState, NewJob, NewRun, RunState};
+use armada_monitor::model::{Finish, JobFilter, JobState, NewRun, RunState};
 use armada_monitor::server::Served;
 use armada_monitor::{Monitor, Store};
 use futures::StreamExt;
@@ -43,12 +43,7 @@ fn new_run(jobs: u64) -> NewRun {
         id: RunId::new().to_string(),
         project: "bench".into(),
         agents: 16,
-        jobs: (0..jobs)
-            .map(|index| NewJob {
-                index,
-                id: JobId::new().to_string(),
-            })
-            .collect(),
+        jobs,
         tune: None,
         relaunch_of: None,
         settings: json!({}),
@@ -58,9 +53,10 @@ fn new_run(jobs: u64) -> NewRun {
 /// The events of `jobs` jobs, each started, with a step, and succeeded (or failed, one in ten).
 fn lifecycle_events(run: &NewRun, jobs: u64) -> Vec<Event> {
     let mut events = Vec::with_capacity(jobs as usize * 4);
+    let run_id = RunId::parse(&run.id).unwrap();
     for index in 0..jobs {
         let job = EventJob {
-            id: serde_json::from_value(json!(run.jobs[index as usize].id)).unwrap(),
+            id: JobId::of(&run_id, index),
             index,
             attempt: 1,
         };

@@ -139,7 +139,7 @@ pub struct Run {
     pub finished_ms: Option<u64>,
     /// Agents planned when the run was registered.
     pub agents: u32,
-    /// Jobs planned, every one registered as queued.
+    /// Jobs planned, indexed `0..jobs`; each is queued until an event about it arrives.
     pub jobs: u64,
     /// How many of its jobs are in each state now.
     pub counts: Counts,
@@ -349,16 +349,11 @@ pub struct RunStats {
     pub outputs: u64,
 }
 
-/// A job of a run being registered.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NewJob {
-    /// Its index in the run, `0..jobs`.
-    pub index: u64,
-    /// Its id, the same on every attempt.
-    pub id: String,
-}
-
 /// A run being registered, with all its jobs queued.
+///
+/// Its jobs are a count: job `i`'s id is `armada_core::JobId::of(run id, i)`, and the monitor
+/// stores a job's row only once an event about it arrives, so registering costs the same for
+/// any number of jobs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewRun {
@@ -368,8 +363,8 @@ pub struct NewRun {
     pub project: String,
     /// Agents planned (`run_message.agents` after any run override).
     pub agents: u32,
-    /// Every job of the run, each registered as queued.
-    pub jobs: Vec<NewJob>,
+    /// How many jobs the run has, indexed `0..jobs`, each queued until an event says otherwise.
+    pub jobs: u64,
     /// The tune that resolved its placeholders.
     #[serde(default)]
     pub tune: Option<String>,

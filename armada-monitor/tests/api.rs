@@ -8,7 +8,7 @@ use std::time::Duration;
 use armada_core::wire::{Attachment, Event, EventBatch, EventJob, EventKind, WIRE_VERSION};
 use armada_core::{JobId, RunId};
 use armada_monitor::Monitor;
-use armada_monitor::model::{NewJob, NewRun};
+use armada_monitor::model::NewRun;
 use armada_monitor::server::Served;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -74,12 +74,7 @@ impl Service {
             id: RunId::new().to_string(),
             project: "api".into(),
             agents: 4,
-            jobs: (0..jobs)
-                .map(|index| NewJob {
-                    index,
-                    id: JobId::new().to_string(),
-                })
-                .collect(),
+            jobs,
             tune: Some("local".into()),
             relaunch_of: None,
             settings: json!({ "agents": 4, "redis_password": "pw" }),
@@ -116,7 +111,7 @@ fn job_event(run: &NewRun, kind: EventKind, agent: u32, job: u64) -> Event {
         at_ms: armada_core::wire::now_ms(),
         agent,
         job: Some(EventJob {
-            id: serde_json::from_value(json!(run.jobs[job as usize].id)).unwrap(),
+            id: JobId::of(&RunId::parse(&run.id).unwrap(), job),
             index: job,
             attempt: 1,
         }),
@@ -242,10 +237,18 @@ async fn bad_input_gets_clear_4xx_and_changes_nothing() {
     let (status, body) = service
         .post(
             "/runs",
-            &json!({ "id": "../etc", "project": "p", "agents": 1, "jobs": [] }),
+            &json!({ "id": "../etc", "project": "p", "agents": 1, "jobs": 0 }),
         )
         .await;
     assert_eq!(status, 400, "{body}");
+    // Jobs are a count: a list of them, as registrations once sent, is refused, naming it.
+    let listed = json!({
+        "id": RunId::new().to_string(), "project": "p", "agents": 1,
+        "jobs": [{ "index": 0, "id": JobId::new().to_string() }],
+    });
+    let (status, body) = service.post("/runs", &listed).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("jobs"), "{body}");
 
     // Without the project's orchestrator, control answers 501 and says what to run.
     let (status, body) = service.get("/launch").await;

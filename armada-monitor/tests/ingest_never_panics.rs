@@ -14,7 +14,7 @@
 use armada_core::wire::{Event, EventBatch, EventJob, EventKind, WIRE_VERSION};
 use armada_core::{JobId, RunId};
 use armada_monitor::Store;
-use armada_monitor::model::{NewJob, NewRun};
+use armada_monitor::model::NewRun;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use serde_json::{Value, json};
@@ -96,11 +96,10 @@ fn events() -> impl Strategy<Value = Event> {
 }
 
 async fn store_with_run() -> (Store, NewRun, tempfile::TempDir) {
-    let jobs = (0..JOBS).map(|_| JobId::new().to_string()).collect();
-    store_with(RunId::new().to_string(), jobs).await
+    store_with(RunId::new().to_string(), JOBS).await
 }
 
-async fn store_with(id: String, job_ids: Vec<String>) -> (Store, NewRun, tempfile::TempDir) {
+async fn store_with(id: String, jobs: u64) -> (Store, NewRun, tempfile::TempDir) {
     let folder = tempfile::tempdir().unwrap();
     let store = Store::open(&format!(
         "sqlite:{}",
@@ -112,11 +111,7 @@ async fn store_with(id: String, job_ids: Vec<String>) -> (Store, NewRun, tempfil
         id,
         project: "fuzz".into(),
         agents: 2,
-        jobs: job_ids
-            .into_iter()
-            .zip(0..)
-            .map(|(id, index)| NewJob { index, id })
-            .collect(),
+        jobs,
         tune: None,
         relaunch_of: None,
         settings: json!({}),
@@ -179,8 +174,7 @@ async fn every_corpus_batch_is_read_and_stored_or_refused_and_the_run_stays_read
         .collect();
     files.sort();
     assert!(files.len() >= 4, "the corpus at {CORPUS} is missing");
-    let job = "8a997fb2-0c71-5d30-acba-71aa023fc89d".to_owned();
-    let (store, run, _folder) = store_with("corpus-run".into(), vec![job]).await;
+    let (store, run, _folder) = store_with("corpus-run".into(), 1).await;
     for path in files {
         let bytes = std::fs::read(&path).unwrap();
         let batch: EventBatch = armada_core::wire::decode(&bytes, "an event batch")
@@ -203,4 +197,15 @@ async fn every_corpus_batch_is_read_and_stored_or_refused_and_the_run_stays_read
     }
     let read = store.run(&run.id, 1_000_000).await.unwrap();
     assert_eq!(read.counts.succeeded, 1, "{read:?}");
+    // The events about jobs the run does not have were stored, and made no job.
+    let unknown = store.job(&run.id, 99).await;
+    assert!(
+        matches!(unknown, Err(armada_monitor::Error::UnknownJob { .. })),
+        "{unknown:?}"
+    );
+    let jobs = store
+        .jobs(&run.id, &Default::default(), None, 50)
+        .await
+        .unwrap();
+    assert_eq!(jobs.items.len(), 1, "{jobs:?}");
 }

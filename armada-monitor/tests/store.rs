@@ -9,7 +9,7 @@
 use armada_core::wire::{Attachment, Event, EventBatch, EventJob, EventKind, WIRE_VERSION};
 use armada_core::{JobId, RunId};
 use armada_monitor::model::{
-    EventFilter, Finish, FinishedJob, JobFilter, JobState, NewJob, NewRun, RunState,
+    EventFilter, Finish, FinishedJob, Job, JobFilter, JobState, NewRun, RunState,
 };
 use armada_monitor::{Error, Store};
 use serde_json::json;
@@ -20,12 +20,7 @@ async fn new_run(store: &Store, jobs: u64) -> NewRun {
         id: RunId::new().to_string(),
         project: "conformance".into(),
         agents: 2,
-        jobs: (0..jobs)
-            .map(|index| NewJob {
-                index,
-                id: JobId::new().to_string(),
-            })
-            .collect(),
+        jobs,
         tune: Some("local".into()),
         relaunch_of: None,
         settings: json!({
@@ -53,13 +48,18 @@ fn event(run: &NewRun, kind: EventKind, agent: u32, job: u64, attempt: u32) -> E
         at_ms: 2_000 + job * 10 + u64::from(attempt),
         agent,
         job: Some(EventJob {
-            id: serde_json::from_value(json!(run.jobs[job as usize].id)).unwrap(),
+            id: job_id(run, job),
             index: job,
             attempt,
         }),
         message: None,
         data: None,
     }
+}
+
+/// The id the orchestrator gives job `index` of `run`.
+fn job_id(run: &NewRun, index: u64) -> JobId {
+    JobId::of(&RunId::parse(&run.id).unwrap(), index)
 }
 
 fn with(mut event: Event, message: Option<&str>, data: Option<serde_json::Value>) -> Event {
@@ -102,7 +102,7 @@ fn lifecycle(run: &NewRun, agent: u32, job: u64, end: EventKind, duration_ms: f6
 async fn register_refuses_a_second_run_and_redacts(store: Store) {
     let run = new_run(&store, 5).await;
     let mut again = run.clone();
-    again.jobs.truncate(2);
+    again.jobs = 2;
     let refused = store.register_run(&again, 9_999).await;
     assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
     let shown = store.run(&run.id, 61_000).await.unwrap();
@@ -646,7 +646,7 @@ async fn one_run_id_is_one_run_and_a_running_run_is_not_deleted(store: Store) {
     let refused = store.register_run(&run, 5_000).await;
     assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
     let mut other = run.clone();
-    other.jobs[0].id = JobId::new().to_string();
+    other.jobs = 7;
     let refused = store.register_run(&other, 6_000).await;
     assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
     let refused = store.delete_run(&run.id).await;
@@ -855,7 +855,326 @@ conformance!(
     null_and_real_floats_share_prepared_statements,
     silence_shows_as_a_stalled_run_and_gone_agents,
     text_with_nul_is_stored,
+    a_run_of_a_hundred_million_jobs_is_registered_at_once,
+    jobs_with_and_without_rows_are_paged_together,
+    jobs_without_rows_end_with_their_run,
+    events_past_the_job_count_make_no_job,
 );
+
+/// A job's state as a page shows it: (index, status, attempts).
+fn states(jobs: &[Job]) -> Vec<(u64, JobState, u32)> {
+    jobs.iter()
+        .map(|job| (job.index, job.status, job.attempts))
+        .collect()
+}
+
+/// Every job `filter` lists, read in pages of `limit`.
+async fn every_page(store: &Store, run: &NewRun, filter: &JobFilter, limit: u32) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.jobs(&run.id, filter, after, limit).await.unwrap();
+        assert!(page.items.len() <= limit as usize);
+        jobs.extend(page.items);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return jobs,
+        }
+    }
+}
+
+/// Registering costs the same for any number of jobs: a run of a hundred million answers at
+/// once, each of its jobs readable though none was written.
+async fn a_run_of_a_hundred_million_jobs_is_registered_at_once(store: Store) {
+    let jobs = 100_000_000;
+    let run = new_run(&store, jobs).await;
+    let shown = store.run(&run.id, 2_000).await.unwrap();
+    assert_eq!(shown.jobs, jobs);
+    assert_eq!(shown.counts.queued, jobs);
+    assert_eq!(shown.counts.terminal() + shown.counts.running, 0);
+
+    let last = jobs - 1;
+    let (job, attachments) = store.job(&run.id, last).await.unwrap();
+    assert_eq!(job.index, last);
+    assert_eq!(job.id, job_id(&run, last).to_string());
+    assert_eq!(
+        (job.status, job.attempts, job.agent),
+        (JobState::Queued, 0, None)
+    );
+    assert!(job.started_ms.is_none() && job.finished_ms.is_none() && job.error.is_none());
+    assert!(attachments.is_empty());
+    assert!(matches!(
+        store.job(&run.id, jobs).await,
+        Err(Error::UnknownJob { .. })
+    ));
+
+    // The last jobs, one of them started: a page ends with the run.
+    let started = batch(
+        &run,
+        vec![event(&run, EventKind::JobStarted, 1, last - 1, 1)],
+    );
+    assert!(store.ingest(&started).await.unwrap().stored);
+    let page = store
+        .jobs(&run.id, &JobFilter::default(), Some(last - 3), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        states(&page.items),
+        [
+            (last - 2, JobState::Queued, 0),
+            (last - 1, JobState::Running, 1),
+            (last, JobState::Queued, 0),
+        ]
+    );
+    assert_eq!(page.next, None);
+    let counts = store.run(&run.id, 3_000).await.unwrap().counts;
+    assert_eq!((counts.queued, counts.running), (jobs - 1, 1));
+    end(&store, &run.id).await;
+    store.delete_run(&run.id).await.unwrap();
+}
+
+/// Jobs with rows and jobs without one are listed together in index order, page after page,
+/// whatever the filter.
+async fn jobs_with_and_without_rows_are_paged_together(store: Store) {
+    let run = new_run(&store, 30).await;
+    let mut events = lifecycle(&run, 0, 2, EventKind::JobSucceeded, 5.0);
+    events.extend(lifecycle(&run, 1, 6, EventKind::JobFailed, 5.0));
+    events.extend(lifecycle(&run, 1, 7, EventKind::JobFailed, 5.0));
+    events.extend(lifecycle(&run, 0, 10, EventKind::JobSucceeded, 5.0));
+    events.push(event(&run, EventKind::JobStarted, 0, 5, 1));
+    events.extend(lifecycle(&run, 1, 29, EventKind::JobSucceeded, 5.0));
+    store.ingest(&batch(&run, events)).await.unwrap();
+    let state_of = |index: u64| match index {
+        2 | 10 | 29 => (JobState::Succeeded, 1),
+        6 | 7 => (JobState::Failed, 1),
+        5 => (JobState::Running, 1),
+        _ => (JobState::Queued, 0),
+    };
+    let expected = |keep: &dyn Fn(JobState) -> bool| -> Vec<(u64, JobState, u32)> {
+        (0..30)
+            .map(|index| (index, state_of(index).0, state_of(index).1))
+            .filter(|(_, state, _)| keep(*state))
+            .collect()
+    };
+
+    for limit in [1, 4, 7, 50] {
+        let all = every_page(&store, &run, &JobFilter::default(), limit).await;
+        assert_eq!(states(&all), expected(&|_| true), "pages of {limit}");
+        let queued = JobFilter {
+            states: vec![JobState::Queued],
+            ..JobFilter::default()
+        };
+        let listed = every_page(&store, &run, &queued, limit).await;
+        assert_eq!(
+            states(&listed),
+            expected(&|state| state == JobState::Queued),
+            "queued, pages of {limit}"
+        );
+        let succeeded = JobFilter {
+            states: vec![JobState::Succeeded],
+            ..JobFilter::default()
+        };
+        let listed = every_page(&store, &run, &succeeded, limit).await;
+        assert_eq!(
+            states(&listed),
+            expected(&|state| state == JobState::Succeeded),
+            "succeeded, pages of {limit}"
+        );
+    }
+    let two = JobFilter {
+        states: vec![JobState::Failed, JobState::Queued],
+        ..JobFilter::default()
+    };
+    let listed = every_page(&store, &run, &two, 3).await;
+    assert_eq!(
+        states(&listed),
+        expected(&|state| matches!(state, JobState::Failed | JobState::Queued))
+    );
+    let never_tried = JobFilter {
+        attempts: Some(0),
+        ..JobFilter::default()
+    };
+    let listed = every_page(&store, &run, &never_tried, 5).await;
+    assert_eq!(
+        states(&listed),
+        expected(&|state| state == JobState::Queued)
+    );
+    let of_agent = JobFilter {
+        agent: Some(1),
+        ..JobFilter::default()
+    };
+    let listed = every_page(&store, &run, &of_agent, 2).await;
+    assert_eq!(
+        listed.iter().map(|job| job.index).collect::<Vec<_>>(),
+        [6, 7, 29]
+    );
+    // A job without a row reads as a registered one did.
+    let all = every_page(&store, &run, &JobFilter::default(), 50).await;
+    assert_eq!(all[3].id, job_id(&run, 3).to_string());
+    assert_eq!(all[3].agent, None);
+    assert_eq!(all[3], store.job(&run.id, 3).await.unwrap().0);
+    assert_eq!(all[2].id, job_id(&run, 2).to_string());
+
+    // Past a thousand ended jobs, the first queued ones are found.
+    let run = new_run(&store, 1_200).await;
+    let mut events = Vec::new();
+    for job in 0..1_100 {
+        events.extend(lifecycle(&run, 0, job, EventKind::JobSucceeded, 1.0));
+    }
+    store.ingest(&batch(&run, events)).await.unwrap();
+    let queued = JobFilter {
+        states: vec![JobState::Queued],
+        ..JobFilter::default()
+    };
+    let page = store.jobs(&run.id, &queued, None, 5).await.unwrap();
+    assert_eq!(
+        page.items.iter().map(|job| job.index).collect::<Vec<_>>(),
+        (1_100..1_105).collect::<Vec<_>>()
+    );
+    assert_eq!(page.next, Some(1_104));
+    let page = store.jobs(&run.id, &queued, Some(1_195), 5).await.unwrap();
+    assert_eq!(
+        page.items.iter().map(|job| job.index).collect::<Vec<_>>(),
+        (1_196..1_200).collect::<Vec<_>>()
+    );
+    assert_eq!(page.next, None);
+    let counts = store.run(&run.id, 9_000).await.unwrap().counts;
+    assert_eq!((counts.succeeded, counts.queued), (1_100, 100));
+}
+
+/// Once a run ended, its jobs without a row are in its leftover state since its end; a job
+/// listed in another state gets it, and a late event moves a job as it moved its row.
+async fn jobs_without_rows_end_with_their_run(store: Store) {
+    let run = new_run(&store, 10).await;
+    let mut events = lifecycle(&run, 0, 0, EventKind::JobSucceeded, 1.0);
+    events.push(event(&run, EventKind::JobStarted, 1, 1, 1));
+    // An event that says no state leaves a job first heard of queued.
+    events.push(with(
+        event(&run, EventKind::Info, 1, 4, 1),
+        Some("note"),
+        None,
+    ));
+    store.ingest(&batch(&run, events)).await.unwrap();
+    let (job, _) = store.job(&run.id, 4).await.unwrap();
+    assert_eq!(
+        (job.status, job.attempts, job.agent),
+        (JobState::Queued, 1, Some(1))
+    );
+    assert_eq!(job.last_event.as_deref(), Some("note"));
+    let canceled = Finish {
+        status: RunState::Canceled,
+        jobs: vec![FinishedJob {
+            index: 1,
+            status: JobState::Canceled,
+        }],
+    };
+    let shown = store.finish_run(&run.id, &canceled, 7_000).await.unwrap();
+    assert_eq!((shown.counts.succeeded, shown.counts.canceled), (1, 9));
+    assert_eq!(shown.counts.terminal(), 10);
+    let (job, _) = store.job(&run.id, 5).await.unwrap();
+    assert_eq!((job.status, job.attempts), (JobState::Canceled, 0));
+    assert_eq!(job.finished_ms, Some(7_000));
+    assert_eq!(job.id, job_id(&run, 5).to_string());
+    let filter = JobFilter {
+        states: vec![JobState::Canceled],
+        ..JobFilter::default()
+    };
+    let listed = every_page(&store, &run, &filter, 4).await;
+    assert_eq!(
+        listed.iter().map(|job| job.index).collect::<Vec<_>>(),
+        (1..10).collect::<Vec<_>>()
+    );
+    let queued = JobFilter {
+        states: vec![JobState::Queued],
+        ..JobFilter::default()
+    };
+    assert!(every_page(&store, &run, &queued, 4).await.is_empty());
+
+    // Late events: a newer attempt moves a job on; one that says no state keeps the job's.
+    let late = batch(
+        &run,
+        vec![
+            event(&run, EventKind::JobStarted, 0, 7, 1),
+            with(event(&run, EventKind::Info, 0, 8, 1), Some("late"), None),
+        ],
+    );
+    store.ingest(&late).await.unwrap();
+    let (job, _) = store.job(&run.id, 7).await.unwrap();
+    assert_eq!((job.status, job.attempts), (JobState::Running, 1));
+    assert_eq!(job.finished_ms, Some(7_000));
+    let (job, _) = store.job(&run.id, 8).await.unwrap();
+    assert_eq!((job.status, job.attempts), (JobState::Canceled, 1));
+    assert_eq!(job.last_event.as_deref(), Some("late"));
+    let counts = store.run(&run.id, 8_000).await.unwrap().counts;
+    assert_eq!(
+        (counts.succeeded, counts.running, counts.canceled),
+        (1, 1, 8)
+    );
+
+    // A stopped run's jobs are abandoned, but for one listed as canceled.
+    let run = new_run(&store, 4).await;
+    let stopped = Finish {
+        status: RunState::Stopped,
+        jobs: vec![
+            FinishedJob {
+                index: 2,
+                status: JobState::Canceled,
+            },
+            FinishedJob {
+                index: 3,
+                status: JobState::Abandoned,
+            },
+        ],
+    };
+    let shown = store.finish_run(&run.id, &stopped, 9_000).await.unwrap();
+    assert_eq!((shown.counts.abandoned, shown.counts.canceled), (3, 1));
+    assert_eq!(
+        store.job(&run.id, 2).await.unwrap().0.status,
+        JobState::Canceled
+    );
+    assert_eq!(
+        store.job(&run.id, 0).await.unwrap().0.status,
+        JobState::Abandoned
+    );
+}
+
+/// An event about a job the run does not have is stored and makes no job.
+async fn events_past_the_job_count_make_no_job(store: Store) {
+    let run = new_run(&store, 3).await;
+    let events = vec![
+        event(&run, EventKind::JobStarted, 0, 3, 1),
+        event(&run, EventKind::JobStarted, 0, 1_000, 1),
+        event(&run, EventKind::JobStarted, 0, 1, 1),
+    ];
+    let ingested = store.ingest(&batch(&run, events)).await.unwrap();
+    assert_eq!(
+        ingested
+            .jobs
+            .iter()
+            .map(|job| job.index)
+            .collect::<Vec<_>>(),
+        [1]
+    );
+    let shown = store.run(&run.id, 3_000).await.unwrap();
+    assert_eq!(shown.events, 3, "the events are stored");
+    assert_eq!((shown.counts.queued, shown.counts.running), (2, 1));
+    for index in [3, 1_000] {
+        assert!(matches!(
+            store.job(&run.id, index).await,
+            Err(Error::UnknownJob { .. })
+        ));
+    }
+    let all = every_page(&store, &run, &JobFilter::default(), 2).await;
+    assert_eq!(
+        all.iter().map(|job| job.index).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    let running = JobFilter {
+        states: vec![JobState::Running],
+        ..JobFilter::default()
+    };
+    assert_eq!(every_page(&store, &run, &running, 10).await.len(), 1);
+}
 
 /// A script's message may hold anything, NUL included (PostgreSQL's text refuses it).
 async fn text_with_nul_is_stored(store: Store) {
@@ -957,4 +1276,35 @@ async fn a_store_of_the_previous_version_is_upgraded_and_used_at_once() {
         store.run(&run.id, 60_000).await.unwrap().status,
         RunState::Completed
     );
+}
+
+/// Registering writes the run's row alone, whatever its job count, and an event writes the
+/// row of a job the run has, never of one past its count (the SQLite file read directly).
+#[tokio::test]
+async fn only_events_write_job_rows() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("monitor.sqlite");
+    let store = Store::open(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
+    let mut connection = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
+        .await
+        .unwrap();
+    let jobs = 100_000_000;
+    let run = new_run(&store, jobs).await;
+    let mut rows = async || -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM armada_jobs WHERE run_id = ?")
+            .bind(&run.id)
+            .fetch_one(&mut connection)
+            .await
+            .unwrap()
+    };
+    assert_eq!(rows().await, 0);
+    let events = vec![
+        event(&run, EventKind::JobStarted, 0, 12, 1),
+        event(&run, EventKind::JobStarted, 0, jobs, 1),
+    ];
+    assert!(store.ingest(&batch(&run, events)).await.unwrap().stored);
+    assert_eq!(rows().await, 1);
 }

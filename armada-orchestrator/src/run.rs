@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use armada_core::backend::{DeadLetter, RunProgress, RunRecord, RunStatus};
+use armada_core::backend::{DeadLetter, PlannedJobs, RunProgress, RunRecord, RunStatus};
 use armada_core::wire::{
     AgentConfigRecord, HEARTBEAT_INTERVAL, JobLimits, JobMessage, JobResult, JobStatus,
     WIRE_VERSION, now_ms,
@@ -15,8 +15,9 @@ use armada_core::{
     AgentExit, AgentIndex, AgentRunner, AgentSpec, ConfigStore, EventSender, JobId, JobQueue, Plan,
     RunId, WhenBlocked,
 };
-use armada_monitor::model::{Finish, FinishedJob, JobState, NewJob, NewRun, RunState};
+use armada_monitor::model::{Finish, NewRun, RunState};
 use armada_monitor::{ClientOptions, ClientStats, MonitorClient, MonitorLink};
+use fixedbitset::FixedBitSet;
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -31,6 +32,8 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 const RESULTS_GATHER: Duration = Duration::from_millis(10);
 /// How long a canceled run gives its agents to finish their current job, by default.
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// How many unfinished jobs an ended run records at a time.
+const UNFINISHED_CHUNK: usize = 4096;
 
 /// The run's backends, chosen by URL.
 #[derive(Debug, Clone)]
@@ -308,12 +311,9 @@ impl Orchestrator {
             created_ms: now_ms(),
         };
         self.backends.store.create_run(record).await?;
-        let job_ids: Vec<JobId> = (0..plan.jobs())
-            .map(|index| JobId::of(&run_id, index))
-            .collect();
         let published = async {
-            self.register(plan, &run_id, &job_ids).await?;
-            self.publish(plan, &run_id, &job_ids).await
+            self.register(plan, &run_id).await?;
+            self.publish(plan, &run_id).await
         }
         .await;
         if let Err(error) = published {
@@ -340,7 +340,7 @@ impl Orchestrator {
         Ok(RunHandle {
             run_id,
             backends: self.backends.clone(),
-            job_ids,
+            jobs: plan.jobs(),
             agents,
             agent_tasks,
             owns_agents: !matches!(self.launcher, Launcher::External),
@@ -424,19 +424,12 @@ impl Orchestrator {
     }
 
     /// Registers the run with the monitor, every job queued, before any job can report.
-    async fn register(&self, plan: &Plan, run_id: &RunId, job_ids: &[JobId]) -> Result<()> {
+    async fn register(&self, plan: &Plan, run_id: &RunId) -> Result<()> {
         let run = NewRun {
             id: run_id.to_string(),
             project: self.project.clone(),
             agents: plan.agents(),
-            jobs: job_ids
-                .iter()
-                .zip(0..)
-                .map(|(id, index)| NewJob {
-                    index,
-                    id: id.to_string(),
-                })
-                .collect(),
+            jobs: plan.jobs(),
             tune: self.tune.clone(),
             relaunch_of: self.relaunch_of.clone(),
             settings: serde_json::to_value(plan.settings()).unwrap_or_default(),
@@ -444,7 +437,7 @@ impl Orchestrator {
         Ok(self.backends.monitor.register_run(&run).await?)
     }
 
-    async fn publish(&self, plan: &Plan, run_id: &RunId, job_ids: &[JobId]) -> Result<()> {
+    async fn publish(&self, plan: &Plan, run_id: &RunId) -> Result<()> {
         let limits = JobLimits::from_settings(plan.settings(), plan.jobs());
         let configs = (0..plan.agents())
             .map(|index| AgentConfigRecord {
@@ -460,18 +453,19 @@ impl Orchestrator {
             .store
             .put_agent_configs(run_id, configs)
             .await?;
-        // Indexes, not borrowed ids, go through the closure: its future must be `Send` for
-        // any lifetime, which a closure taking `&JobId` cannot promise.
-        let messages = (0..plan.jobs()).map(move |index| JobMessage {
+        // Each job is built when a queue needs it: a plan is a template and its CSV rows, so a
+        // run of many jobs costs no memory per job until they are taken.
+        let (planned, run) = (Arc::new(plan.clone()), run_id.clone());
+        let jobs = PlannedJobs::new(plan.jobs(), move |index| JobMessage {
             v: WIRE_VERSION,
-            run_id: run_id.clone(),
-            job_id: job_ids[index as usize],
+            run_id: run.clone(),
+            job_id: JobId::of(&run, index),
             index,
             attempt: 1,
             identity_retries: 0,
-            payload: Arc::clone(plan.job_payload(index)),
+            payload: Arc::clone(planned.job_payload(index)),
         });
-        self.backends.queue.publish(run_id, messages).await?;
+        self.backends.queue.publish(run_id, jobs).await?;
         Ok(())
     }
 }
@@ -550,7 +544,7 @@ pub struct RunReport {
 pub struct RunHandle {
     run_id: RunId,
     backends: Backends,
-    job_ids: Vec<JobId>,
+    jobs: u64,
     agents: JoinSet<armada_core::Result<AgentExit>>,
     agent_tasks: HashMap<tokio::task::Id, AgentIndex>,
     /// Whether this handle started the run's agents and sees them end (not when it attached
@@ -581,9 +575,7 @@ impl RunHandle {
             ClientOptions::default(),
         );
         Ok(Self {
-            job_ids: (0..record.jobs)
-                .map(|index| JobId::of(&run_id, index))
-                .collect(),
+            jobs: record.jobs,
             run_id,
             backends,
             agents: JoinSet::new(),
@@ -628,7 +620,7 @@ impl RunHandle {
 
     /// Jobs in the run: those published, or those its record counts when attached.
     pub fn jobs(&self) -> u64 {
-        self.job_ids.len() as u64
+        self.jobs
     }
 
     /// A handle to cancel the run.
@@ -676,7 +668,9 @@ impl<F: FnMut(FollowEvent<'_>)> Follower<F> {
     fn new(run: RunHandle, on_event: F) -> Self {
         Self {
             tally: Tally {
-                reported: vec![false; run.job_ids.len()],
+                reported: FixedBitSet::with_capacity(
+                    usize::try_from(run.jobs).unwrap_or(usize::MAX),
+                ),
                 terminal: 0,
             },
             cursor: 0,
@@ -852,7 +846,7 @@ impl<F: FnMut(FollowEvent<'_>)> Follower<F> {
         let status = finished.status;
         self.stop_agents().await;
         self.read_results(Duration::ZERO).await?;
-        let unfinished = self.record_unfinished(status).await?;
+        self.record_unfinished(status).await?;
         let progress = self.stored_progress().await?;
         (self.on_event)(FollowEvent::Progress(&progress));
         let Self {
@@ -861,7 +855,7 @@ impl<F: FnMut(FollowEvent<'_>)> Follower<F> {
             ..
         } = self;
         let events = run.monitor.close().await;
-        mark_finished_in_monitor(&run.backends.monitor, &run.run_id, status, unfinished).await;
+        mark_finished_in_monitor(&run.backends.monitor, &run.run_id, status).await;
         remove_leftovers(&run.backends.store, &run.run_id).await?;
         tracing::info!(run = %run.run_id, ?status, "run ended");
         Ok(RunReport {
@@ -893,70 +887,63 @@ impl<F: FnMut(FollowEvent<'_>)> Follower<F> {
         }
     }
 
-    /// Records a result for each job that never reported one, as the run's end left it, and
-    /// returns them in the form the monitor takes.
-    async fn record_unfinished(&mut self, status: RunStatus) -> Result<Vec<FinishedJob>> {
-        let (job_status, job_state, error) = match status {
+    /// Records a result for each job that never reported one, as the run's end left it. The
+    /// monitor needs no list of them: it gives every job that did not end the state the
+    /// run's end implies.
+    async fn record_unfinished(&mut self, status: RunStatus) -> Result<()> {
+        let (job_status, error) = match status {
             RunStatus::Canceled => (
                 JobStatus::Canceled,
-                JobState::Canceled,
                 "the run was canceled before this job finished".to_owned(),
             ),
             _ => (
                 JobStatus::Abandoned,
-                JobState::Abandoned,
                 format!(
                     "no agent was left to run this job ({})",
                     self.agent_problems.join("; ")
                 ),
             ),
         };
-        let unfinished: Vec<u64> = (0..self.run.jobs())
-            .filter(|&index| !self.tally.reported[index as usize])
-            .collect();
-        for &index in &unfinished {
-            let result = JobResult {
-                v: WIRE_VERSION,
-                index,
-                id: self.run.job_ids[index as usize],
-                status: job_status,
-                attempts: 0,
-                agent: None,
-                duration_ms: 0.0,
-                output: None,
-                error: Some(error.clone()),
-                evidence: None,
+        // In chunks, so that a canceled run of many jobs never lists them all at once.
+        let mut from = 0;
+        loop {
+            let chunk = self.tally.unreported(from, UNFINISHED_CHUNK);
+            let Some(&last) = chunk.last() else {
+                return Ok(());
             };
-            self.run
-                .backends
-                .store
-                .record_result(&self.run.run_id, result.clone())
-                .await?;
-            self.tally.report(&result, &mut self.on_event);
+            from = last + 1;
+            for index in chunk {
+                let result = JobResult {
+                    v: WIRE_VERSION,
+                    index,
+                    id: JobId::of(&self.run.run_id, index),
+                    status: job_status,
+                    attempts: 0,
+                    agent: None,
+                    duration_ms: 0.0,
+                    output: None,
+                    error: Some(error.clone()),
+                    evidence: None,
+                };
+                self.run
+                    .backends
+                    .store
+                    .record_result(&self.run.run_id, result.clone())
+                    .await?;
+                self.tally.report(&result, &mut self.on_event);
+            }
         }
-        Ok(unfinished
-            .into_iter()
-            .map(|index| FinishedJob {
-                index,
-                status: job_state,
-            })
-            .collect())
     }
 }
 
-async fn mark_finished_in_monitor(
-    monitor: &MonitorLink,
-    run_id: &RunId,
-    status: RunStatus,
-    unfinished: Vec<FinishedJob>,
-) {
+async fn mark_finished_in_monitor(monitor: &MonitorLink, run_id: &RunId, status: RunStatus) {
     let finish = Finish {
         status: match status {
             RunStatus::Completed => RunState::Completed,
             RunStatus::Canceled => RunState::Canceled,
             _ => RunState::Stopped,
         },
-        jobs: unfinished,
+        jobs: Vec::new(),
     };
     if let Err(error) = monitor.finish_run(run_id.as_str(), &finish).await {
         // The run itself is over and its results are written; only the dashboard lags.
@@ -1111,18 +1098,28 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// Which jobs were reported, so each is reported once.
 struct Tally {
-    reported: Vec<bool>,
+    /// A bit per job: a run of a hundred million jobs costs 12.5 MB here.
+    reported: FixedBitSet,
     terminal: u64,
 }
 
 impl Tally {
     fn report(&mut self, result: &JobResult, on_event: &mut impl FnMut(FollowEvent<'_>)) {
         let index = usize::try_from(result.index).unwrap_or(usize::MAX);
-        if let Some(seen @ false) = self.reported.get_mut(index) {
-            *seen = true;
+        if index < self.reported.len() && !self.reported.put(index) {
             self.terminal += 1;
             on_event(FollowEvent::Result(result));
         }
+    }
+
+    /// Up to `limit` jobs from index `from` on that reported no result, in index order.
+    fn unreported(&self, from: u64, limit: usize) -> Vec<u64> {
+        let from = usize::try_from(from).unwrap_or(usize::MAX);
+        (from..self.reported.len())
+            .filter(|&index| !self.reported.contains(index))
+            .take(limit)
+            .map(|index| index as u64)
+            .collect()
     }
 }
 

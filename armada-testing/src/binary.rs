@@ -233,6 +233,66 @@ impl Drop for Launch {
     }
 }
 
+/// A memory figure of process `pid` from `/proc/PID/status`, in kB: `VmRSS` now, `VmHWM` its
+/// peak.
+pub fn memory_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|error| panic!("cannot read process {pid}'s status: {error}"));
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {status}"))
+}
+
+/// What [`http_get`] read.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    /// The status line, `HTTP/1.1 200 OK`.
+    pub status_line: String,
+    /// The body, as text.
+    pub body: String,
+    /// From connecting to the end of the answer.
+    pub elapsed: Duration,
+}
+
+impl HttpAnswer {
+    /// The body read as JSON; panics, with the answer, when it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|error| panic!("{error} in the answer {self:?}"))
+    }
+}
+
+/// `GET path` on a server at `address` (`127.0.0.1:PORT`), as plain HTTP/1.1 with no client
+/// library: a test that measures how long a busy process takes to answer wants nothing in
+/// between. Gives up reading after 10 s.
+pub fn http_get(address: &str, path: &str) -> HttpAnswer {
+    use std::io::Write;
+
+    let started = Instant::now();
+    let mut stream = std::net::TcpStream::connect(address)
+        .unwrap_or_else(|error| panic!("cannot connect to {address}: {error}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a read timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("the request is sent");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .unwrap_or_else(|error| panic!("no answer to GET {path}: {error}"));
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    HttpAnswer {
+        status_line: head.lines().next().unwrap_or_default().to_owned(),
+        body: body.to_owned(),
+        elapsed: started.elapsed(),
+    }
+}
+
 /// Echoes a child's stderr as it comes, and keeps it.
 fn echo(stderr: impl Read + Send + 'static) -> JoinHandle<String> {
     std::thread::spawn(move || {

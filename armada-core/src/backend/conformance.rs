@@ -418,7 +418,7 @@ pub mod job_queue {
         let run = RunId::new();
         let published = jobs(&run, 5);
         queue
-            .publish(&run, published.clone())
+            .publish(&run, published.clone().into())
             .await
             .expect("publish");
         let mut consumer = queue.consume(&run, 10).await.expect("consume");
@@ -439,7 +439,10 @@ pub mod job_queue {
     /// No more than `prefetch` deliveries are unsettled at once.
     pub async fn prefetch_bounds_unsettled_deliveries<Q: JobQueueBackend>(queue: &Q) {
         let run = RunId::new();
-        queue.publish(&run, jobs(&run, 3)).await.expect("publish");
+        queue
+            .publish(&run, jobs(&run, 3).into())
+            .await
+            .expect("publish");
         let mut consumer = queue.consume(&run, 1).await.expect("consume");
         let first = next(&mut consumer).await;
         nothing_comes(&mut consumer, "prefetch 1 and one delivery unsettled").await;
@@ -455,7 +458,10 @@ pub mod job_queue {
         queue: &Q,
     ) {
         let run = RunId::new();
-        queue.publish(&run, jobs(&run, 2)).await.expect("publish");
+        queue
+            .publish(&run, jobs(&run, 2).into())
+            .await
+            .expect("publish");
         let mut stopped = queue.consume(&run, 1).await.expect("consume");
         let held = next(&mut stopped).await;
         stopped.stop_taking().await;
@@ -482,7 +488,7 @@ pub mod job_queue {
         let run = RunId::new();
         let published = jobs(&run, 1);
         queue
-            .publish(&run, published.clone())
+            .publish(&run, published.clone().into())
             .await
             .expect("publish");
         let mut consumer = queue.consume(&run, 1).await.expect("consume");
@@ -509,7 +515,10 @@ pub mod job_queue {
     /// back at once as the same attempt, its identity retry counted.
     pub async fn retries_come_back_as_told<Q: JobQueueBackend>(queue: &Q) {
         let run = RunId::new();
-        queue.publish(&run, jobs(&run, 1)).await.expect("publish");
+        queue
+            .publish(&run, jobs(&run, 1).into())
+            .await
+            .expect("publish");
         let mut consumer = queue.consume(&run, 1).await.expect("consume");
         let first = next(&mut consumer).await;
         let delay = Duration::from_millis(800);
@@ -541,7 +550,7 @@ pub mod job_queue {
         let run = RunId::new();
         let published = jobs(&run, 2);
         queue
-            .publish(&run, published.clone())
+            .publish(&run, published.clone().into())
             .await
             .expect("publish");
         let mut consumer = queue.consume(&run, 2).await.expect("consume");
@@ -573,9 +582,12 @@ pub mod job_queue {
     /// queues are untouched.
     pub async fn deleting_a_run_ends_its_consumers_only<Q: JobQueueBackend>(queue: &Q) {
         let (run, other) = (RunId::new(), RunId::new());
-        queue.publish(&run, jobs(&run, 2)).await.expect("publish");
         queue
-            .publish(&other, jobs(&other, 1))
+            .publish(&run, jobs(&run, 2).into())
+            .await
+            .expect("publish");
+        queue
+            .publish(&other, jobs(&other, 1).into())
             .await
             .expect("publish");
         let mut consumer = queue.consume(&run, 1).await.expect("consume");

@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use super::{DeadLetter, FinishedRun, Recorded, RunProgress, RunRecord, RunStatus};
+use super::{DeadLetter, FinishedRun, PlannedJobs, Recorded, RunProgress, RunRecord, RunStatus};
 use crate::wire::{AgentConfigRecord, JobMessage, JobResult};
 use crate::{AgentIndex, JobIndex, Result, RunId};
 
@@ -125,12 +125,9 @@ pub trait JobQueueBackend: std::fmt::Debug + Send + Sync + 'static {
     type Consumer: QueueConsumer;
 
     /// Publishes jobs to the run's queue, declaring it if needed; returns once all are held
-    /// (a broker confirmed them).
-    fn publish(
-        &self,
-        run: &RunId,
-        messages: impl IntoIterator<Item = JobMessage, IntoIter: Send> + Send,
-    ) -> impl Future<Output = Result<()>> + Send;
+    /// (a broker confirmed them, or the in-process queue keeps `jobs` to build each one when
+    /// it is taken). Never-tried jobs are delivered in the order given.
+    fn publish(&self, run: &RunId, jobs: PlannedJobs) -> impl Future<Output = Result<()>> + Send;
 
     /// Starts consuming the run's queue with at most `prefetch` unsettled deliveries.
     fn consume(

@@ -8,11 +8,12 @@ use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use fixedbitset::FixedBitSet;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::contract::{ConfigStoreBackend, JobQueueBackend, QueueConsumer, QueueDelivery};
-use super::{DeadLetter, FinishedRun, Recorded, RunProgress, RunRecord, RunStatus};
+use super::{DeadLetter, FinishedRun, PlannedJobs, Recorded, RunProgress, RunRecord, RunStatus};
 use crate::wire::{AgentConfigRecord, Event, EventBatch, JobMessage, JobResult, JobStatus};
 use crate::{AgentIndex, Error, JobIndex, Result, RunId};
 
@@ -56,11 +57,14 @@ struct RunQueue {
 
 #[derive(Debug, Default)]
 struct QueueState {
-    /// Jobs never tried, and jobs whose consumer left them unsettled (at the front).
-    ready: VecDeque<Queued>,
-    /// Retries whose delay ended, taken before `ready`: a retry is not sent to the back of a
-    /// long queue, where it would start long after its delay.
+    /// Retries whose delay ended, taken first: a retry is not sent to the back of a long
+    /// queue, where it would start long after its delay.
     due: VecDeque<Queued>,
+    /// Jobs whose consumer left them unsettled, taken next: they had their turn already.
+    returned: VecDeque<Queued>,
+    /// Jobs never tried, in publish order: each batch is a count and a builder until its jobs
+    /// are taken, so a queued job costs nothing until then.
+    fresh: VecDeque<FreshJobs>,
     /// Retries waiting for their delay, by (due time, sequence).
     delayed: BTreeMap<(Instant, u64), Queued>,
     sequence: u64,
@@ -74,6 +78,32 @@ struct Queued {
     redeliveries: u32,
 }
 
+/// A published batch of jobs and how many of it were taken.
+#[derive(Debug)]
+struct FreshJobs {
+    jobs: PlannedJobs,
+    taken: u64,
+}
+
+/// What a consumer took: a job held by the queue, or the next fresh job, which it builds
+/// after letting go of the queue's lock.
+enum Taken {
+    Held(Queued),
+    Fresh(PlannedJobs, u64),
+}
+
+impl Taken {
+    fn into_queued(self) -> Queued {
+        match self {
+            Self::Held(queued) => queued,
+            Self::Fresh(jobs, n) => Queued {
+                message: jobs.build(n),
+                redeliveries: 0,
+            },
+        }
+    }
+}
+
 impl QueueState {
     fn promote_due(&mut self, now: Instant) {
         while let Some(entry) = self.delayed.first_entry() {
@@ -84,8 +114,25 @@ impl QueueState {
         }
     }
 
-    fn take(&mut self) -> Option<Queued> {
-        self.due.pop_front().or_else(|| self.ready.pop_front())
+    fn take(&mut self) -> Option<Taken> {
+        if let Some(queued) = self.due.pop_front().or_else(|| self.returned.pop_front()) {
+            return Some(Taken::Held(queued));
+        }
+        loop {
+            let batch = self.fresh.front_mut()?;
+            if batch.taken < batch.jobs.len() {
+                batch.taken += 1;
+                return Some(Taken::Fresh(batch.jobs.clone(), batch.taken - 1));
+            }
+            self.fresh.pop_front();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.due.clear();
+        self.returned.clear();
+        self.fresh.clear();
+        self.delayed.clear();
     }
 }
 
@@ -98,18 +145,11 @@ impl MemoryQueue {
 impl JobQueueBackend for MemoryQueue {
     type Consumer = MemoryConsumer;
 
-    async fn publish(
-        &self,
-        run: &RunId,
-        messages: impl IntoIterator<Item = JobMessage, IntoIter: Send> + Send,
-    ) -> Result<()> {
+    async fn publish(&self, run: &RunId, jobs: PlannedJobs) -> Result<()> {
         let queue = self.run(run);
         lock(&queue.state)
-            .ready
-            .extend(messages.into_iter().map(|message| Queued {
-                message,
-                redeliveries: 0,
-            }));
+            .fresh
+            .push_back(FreshJobs { jobs, taken: 0 });
         queue.changed.notify_waiters();
         Ok(())
     }
@@ -125,9 +165,7 @@ impl JobQueueBackend for MemoryQueue {
         if let Some(queue) = lock(&self.runs).remove(run) {
             let mut state = lock(&queue.state);
             state.deleted = true;
-            state.ready.clear();
-            state.due.clear();
-            state.delayed.clear();
+            state.clear();
             drop(state);
             queue.changed.notify_waiters();
         }
@@ -169,14 +207,18 @@ impl QueueConsumer for MemoryConsumer {
                     return Ok(None);
                 }
                 state.promote_due(Instant::now());
-                if let Some(queued) = state.take() {
-                    return Ok(Some(MemoryDelivery {
-                        queue: Arc::clone(&self.queue),
-                        queued: Some(queued),
-                        _permit: permit,
-                    }));
+                match state.take() {
+                    Some(taken) => {
+                        // A fresh job is built here, outside the lock other agents wait on.
+                        drop(state);
+                        return Ok(Some(MemoryDelivery {
+                            queue: Arc::clone(&self.queue),
+                            queued: Some(taken.into_queued()),
+                            _permit: permit,
+                        }));
+                    }
+                    None => state.delayed.first_key_value().map(|((due, _), _)| *due),
                 }
-                state.delayed.first_key_value().map(|((due, _), _)| *due)
             };
             wait_for(notified, deadline).await;
         }
@@ -278,7 +320,7 @@ impl Drop for MemoryDelivery {
             queued.redeliveries += 1;
             let mut state = lock(&self.queue.state);
             if !state.deleted {
-                state.ready.push_front(queued);
+                state.returned.push_front(queued);
                 drop(state);
                 self.queue.changed.notify_waiters();
             }
@@ -307,7 +349,8 @@ struct RunState {
     finished: Option<FinishedRun>,
     configs: Vec<Option<AgentConfigRecord>>,
     results: Vec<JobResult>,
-    recorded: HashSet<JobIndex>,
+    /// A bit per job, grown as results come: a run's size costs nothing up front.
+    recorded: FixedBitSet,
     redeliveries: HashMap<JobIndex, u32>,
     progress: RunProgress,
 }
@@ -347,7 +390,7 @@ impl ConfigStoreBackend for MemoryStore {
             finished: None,
             configs: vec![None; record.agents as usize],
             results: Vec::new(),
-            recorded: HashSet::new(),
+            recorded: FixedBitSet::new(),
             redeliveries: HashMap::new(),
             progress: RunProgress {
                 jobs: record.jobs,
@@ -397,7 +440,14 @@ impl ConfigStoreBackend for MemoryStore {
     async fn record_result(&self, run: &RunId, result: JobResult) -> Result<Recorded> {
         let slot = self.slot(run)?;
         let mut state = lock(&slot.state);
-        if !state.recorded.insert(result.index) {
+        let index = usize::try_from(result.index).unwrap_or(usize::MAX);
+        if result.index >= state.record.jobs {
+            // Not a job of this run: only a broken agent sends one, and no bit may be grown
+            // for it. Nothing is recorded, as for a job recorded before.
+            return Ok(Recorded::Before);
+        }
+        state.recorded.grow(index + 1);
+        if state.recorded.put(index) {
             return Ok(Recorded::Before);
         }
         let progress = &mut state.progress;
@@ -422,7 +472,8 @@ impl ConfigStoreBackend for MemoryStore {
     }
 
     async fn is_recorded(&self, run: &RunId, index: JobIndex) -> Result<bool> {
-        self.with_state(run, |state| state.recorded.contains(&index))
+        let index = usize::try_from(index).unwrap_or(usize::MAX);
+        self.with_state(run, |state| state.recorded.contains(index))
     }
 
     async fn record_retry(&self, run: &RunId) -> Result<()> {

@@ -11,6 +11,7 @@
 pub mod conformance;
 mod contract;
 pub mod memory;
+mod planned;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
 #[cfg(feature = "redis")]
@@ -24,6 +25,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub use contract::{ConfigStoreBackend, JobQueueBackend, QueueConsumer, QueueDelivery};
+pub use planned::PlannedJobs;
 
 use crate::wire::{AgentConfigRecord, EventBatch, JobMessage, JobResult};
 use crate::{AgentIndex, Error, JobIndex, Result, RunId};
@@ -451,12 +453,9 @@ impl JobQueue {
     }
 
     /// Publishes jobs to the run's queue, declaring it if needed; returns when all are held.
-    pub async fn publish(
-        &self,
-        run: &RunId,
-        messages: impl IntoIterator<Item = JobMessage, IntoIter: Send> + Send,
-    ) -> Result<()> {
-        dispatch_queue!(self, Self, queue => queue.publish(run, messages).await)
+    pub async fn publish(&self, run: &RunId, jobs: impl Into<PlannedJobs>) -> Result<()> {
+        let jobs = jobs.into();
+        dispatch_queue!(self, Self, queue => queue.publish(run, jobs).await)
     }
 
     /// Starts consuming the run's queue with at most `prefetch` unsettled deliveries.

@@ -30,7 +30,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 
 use super::contract::{JobQueueBackend, QueueConsumer, QueueDelivery};
-use super::{DeadLetter, redact_url};
+use super::{DeadLetter, PlannedJobs, redact_url};
 use crate::error::OutageOutlasted;
 use crate::wire::JobMessage;
 use crate::{BoxError, Error, Result, RunId};
@@ -417,15 +417,11 @@ impl RabbitQueue {
 impl JobQueueBackend for RabbitQueue {
     type Consumer = RabbitConsumer;
 
-    async fn publish(
-        &self,
-        run: &RunId,
-        messages: impl IntoIterator<Item = JobMessage, IntoIter: Send> + Send,
-    ) -> Result<()> {
+    async fn publish(&self, run: &RunId, jobs: PlannedJobs) -> Result<()> {
         let channel = self.publisher().await?;
         self.declare_run(&channel, run).await?;
         let mut encoded = Vec::new();
-        for message in messages {
+        for message in jobs.iter() {
             let body = serde_json::to_vec(&message).map_err(|source| Error::Encode {
                 what: "a job message",
                 source,

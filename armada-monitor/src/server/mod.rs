@@ -30,7 +30,7 @@ pub use launch::{LaunchBody, form_parts, launch_form};
 
 /// Largest event batch accepted, in bytes (attachments travel in batches).
 pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
-/// Largest other JSON body accepted, in bytes (a run registration lists its jobs).
+/// Largest other JSON body accepted, in bytes (a run's end may list its unfinished jobs).
 pub const MAX_JSON_BYTES: usize = 64 * 1024 * 1024;
 /// Largest launch form accepted, in bytes (it carries the CSV files).
 pub const MAX_LAUNCH_BYTES: usize = 256 * 1024 * 1024;

@@ -7,6 +7,8 @@
 
 use std::future::Future;
 
+use armada_core::RunId;
+
 use super::ingest::{Decoded, Seen};
 use super::query::AgentJobs;
 use crate::Result;
@@ -18,7 +20,8 @@ use crate::model::{
 /// A database the monitor's store runs on: SQLite and PostgreSQL through sqlx, SQL Server
 /// through tiberius.
 pub(super) trait StoreBackend: Send + Sync {
-    /// Creates the run with its queued jobs and redacted settings; a second run under its id is a conflict.
+    /// Creates the run's row (its jobs have none until an event about them) with its redacted
+    /// settings; a second run under its id is a conflict.
     fn register_run(
         &self,
         run: &NewRun,
@@ -26,10 +29,11 @@ pub(super) trait StoreBackend: Send + Sync {
         created_ms: u64,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// Records the run's end and moves its jobs that are not terminal to `leftover`.
+    /// Records the run's end, gives each job of `finish.jobs` its state (writing its row when
+    /// it has none), then moves the other rows that are not terminal to `leftover`.
     fn finish_run(
         &self,
-        run_id: &str,
+        run: &RunId,
         finish: &Finish,
         leftover: JobState,
         now_ms: u64,
@@ -42,9 +46,11 @@ pub(super) trait StoreBackend: Send + Sync {
     fn counts(&self, run_id: &str) -> impl Future<Output = Result<Vec<(String, u64)>>> + Send;
 
     /// Stores a checked batch in one transaction; `None` when its batch id was stored before.
+    /// A job's row is written by the first event about it, in the state the job had without
+    /// one ([`super::Rowless`]) before the event's change applies.
     fn ingest(
         &self,
-        run_id: &str,
+        run: &RunId,
         batch_id: &str,
         decoded: &mut [Decoded],
         seen: &Seen,
@@ -60,16 +66,25 @@ pub(super) trait StoreBackend: Send + Sync {
     /// Whether a run of this id is stored.
     fn run_exists(&self, run_id: &str) -> impl Future<Output = Result<bool>> + Send;
 
-    /// The run's jobs matching `filter`, by index after `after`.
+    /// The run's job rows matching `filter`, by index after `after` and before `before`.
     fn jobs(
         &self,
         run_id: &str,
         filter: &JobFilter,
         after: Option<u64>,
+        before: Option<u64>,
         rows: i64,
     ) -> impl Future<Output = Result<Vec<Job>>> + Send;
 
-    /// One job.
+    /// The first `rows` indexes from `from` on that have a job row, in order.
+    fn job_indexes(
+        &self,
+        run_id: &str,
+        from: u64,
+        rows: i64,
+    ) -> impl Future<Output = Result<Vec<u64>>> + Send;
+
+    /// One job's row.
     fn job(&self, run_id: &str, index: u64) -> impl Future<Output = Result<Option<Job>>> + Send;
 
     /// A job's attachments, without their bytes.

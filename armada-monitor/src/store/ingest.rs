@@ -4,7 +4,7 @@
 use super::backend::StoreBackend;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{Backend, Store};
+use super::{Backend, Rowless, Store};
 use crate::model::{Event, Job, JobState};
 use crate::{Error, Result};
 use armada_core::wire::{Attachment, EventBatch, EventKind, WIRE_VERSION};
@@ -35,6 +35,8 @@ pub struct Ingested {
 /// earlier attempt nor a stray one of the attempt that ended the job takes the job back.
 #[derive(Debug, Default)]
 pub(super) struct JobPatch {
+    /// The job's id, for the row the patch may create.
+    pub(super) id: String,
     pub(super) status: Option<JobState>,
     pub(super) agent: u32,
     pub(super) attempt: u32,
@@ -108,7 +110,8 @@ impl Store {
         }
         seen.agents = self.due_for_seen(run_id, seen.agents, seen.at_ms);
         let batch_id = batch.batch_id.to_string();
-        let Some(jobs) = dispatch!(self, ingest(run_id, &batch_id, &mut decoded, &seen))? else {
+        let Some(jobs) = dispatch!(self, ingest(&batch.run_id, &batch_id, &mut decoded, &seen))?
+        else {
             return Ok(Ingested::default());
         };
         Ok(Ingested {
@@ -178,14 +181,21 @@ pub(super) fn outputs(decoded: &[Decoded]) -> Vec<(&Event, &Value)> {
         .collect()
 }
 
-/// The net change a batch makes to each job it is about, by job index.
-pub(super) fn job_patches(decoded: &[Decoded]) -> BTreeMap<u64, JobPatch> {
+/// The net change a batch makes to each job it is about, by job index. An event about a job
+/// the run does not have (`rowless.jobs` or past) is stored but changes no job.
+pub(super) fn job_patches(decoded: &[Decoded], rowless: &Rowless) -> BTreeMap<u64, JobPatch> {
     let mut patches: BTreeMap<u64, JobPatch> = BTreeMap::new();
     for Decoded { event, .. } in decoded {
         let (Some(index), Some(attempt)) = (event.job, event.attempt) else {
             continue;
         };
-        let patch = patches.entry(index).or_default();
+        if index >= rowless.jobs {
+            continue;
+        }
+        let patch = patches.entry(index).or_insert_with(|| JobPatch {
+            id: rowless.id(index),
+            ..JobPatch::default()
+        });
         if attempt < patch.attempt {
             continue; // a late event of an earlier attempt
         }

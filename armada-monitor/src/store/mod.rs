@@ -34,12 +34,13 @@ mod sql;
 use std::time::Duration;
 
 use armada_core::backend::redact_url;
+use armada_core::{JobId, RunId};
 use serde_json::Value;
 
 pub use ingest::{Ingested, MAX_EVENTS_PER_BATCH};
 pub use query::MAX_PAGE;
 
-use crate::model::{Counts, Finish, JobState, NewRun, Run, RunState};
+use crate::model::{Counts, Finish, Job, JobFilter, JobState, NewRun, Run, RunState};
 use crate::{Error, Result};
 use backend::StoreBackend;
 
@@ -130,10 +131,18 @@ impl Store {
         &self.url
     }
 
-    /// Registers a run with every job queued. A run id that exists is refused, in the same
-    /// statement that inserts it: two runs never merge under one id.
+    /// Registers a run with every job queued: one row whatever its job count, since a job's
+    /// row is written by the first event about it ([`Rowless`]). A run id that exists is
+    /// refused, in the same statement that inserts it: two runs never merge under one id.
     pub async fn register_run(&self, run: &NewRun, created_ms: u64) -> Result<()> {
         validate_run_id(&run.id)?;
+        if i64::try_from(run.jobs).is_err() {
+            return Err(Error::Invalid(format!(
+                "a run has at most {} jobs (what the store's integers hold), not {}",
+                i64::MAX,
+                run.jobs
+            )));
+        }
         let settings = redact(run.settings.clone()).to_string();
         dispatch!(self, register_run(run, &settings, created_ms))
     }
@@ -152,12 +161,25 @@ impl Store {
                 job.status.as_str()
             )));
         }
-        // Any job the orchestrator did not list but that never ended ends with the run.
-        let leftover = match finish.status {
-            RunState::Canceled => JobState::Canceled,
-            _ => JobState::Abandoned,
+        let stored =
+            dispatch!(self, run(run_id))?.ok_or_else(|| Error::UnknownRun(run_id.to_owned()))?;
+        let (run, jobs) = (stored_id(&stored)?, stored.jobs);
+        // Any job the orchestrator did not list but that never ended ends with the run. A job
+        // listed in that state needs nothing more (a row not ended gets it, a job without a
+        // row is derived in it), so only jobs listed in another state are written: a list of
+        // every unfinished job of a large run costs nothing. A job the run does not have is
+        // ignored, as an event about one is.
+        let leftover = leftover(finish.status);
+        let listed = Finish {
+            status: finish.status,
+            jobs: finish
+                .jobs
+                .iter()
+                .filter(|job| job.status != leftover && job.index < jobs)
+                .copied()
+                .collect(),
         };
-        dispatch!(self, finish_run(run_id, finish, leftover, now_ms))?;
+        dispatch!(self, finish_run(&run, &listed, leftover, now_ms))?;
         self.run(run_id, now_ms).await
     }
 
@@ -177,15 +199,115 @@ impl Store {
         }
     }
 
-    /// Counts of a run's jobs per state.
-    async fn counts(&self, run_id: &str) -> Result<Counts> {
+    /// Counts of a run's jobs per state, those without a row included; `run` as stored (its
+    /// status not derived from liveness).
+    async fn counts(&self, run: &Run) -> Result<Counts> {
         let mut counts = Counts::default();
-        for (status, count) in dispatch!(self, counts(run_id))? {
+        let mut rows = 0;
+        for (status, count) in dispatch!(self, counts(&run.id))? {
+            rows += count;
             if let Some(state) = JobState::parse(&status) {
                 counts.add(state, count);
             }
         }
+        let rowless = Rowless::of(run)?;
+        counts.add(rowless.state, run.jobs.saturating_sub(rows));
         Ok(counts)
+    }
+}
+
+/// The id of job `index` of `run`, the same the orchestrator gives it.
+pub(super) fn job_id(run: &RunId, index: u64) -> String {
+    JobId::of(run, index).to_string()
+}
+
+/// The id of a stored run, checked when it was registered.
+fn stored_id(run: &Run) -> Result<RunId> {
+    RunId::parse(&run.id).map_err(|error| Error::Invalid(error.to_string()))
+}
+
+/// The state a run's unfinished jobs end in when it ends as `status`.
+fn leftover(status: RunState) -> JobState {
+    match status {
+        RunState::Canceled => JobState::Canceled,
+        _ => JobState::Abandoned,
+    }
+}
+
+/// What a run's jobs without a row are. A job's row is written by the first event about it,
+/// so a job without one was never heard of: it is queued while its run is running, and once
+/// the run ended it is in the run's leftover state since the run's end, just as
+/// [`Store::finish_run`] leaves a row that never ended.
+#[derive(Debug)]
+pub(super) struct Rowless {
+    run: RunId,
+    /// The run's job count: an index at or past it is a job the run does not have.
+    pub(super) jobs: u64,
+    /// The state of each of them.
+    pub(super) state: JobState,
+    /// When each of them ended: the run's end, once it ended.
+    pub(super) finished_ms: Option<u64>,
+}
+
+impl Rowless {
+    /// The jobs without a row of run `run`, whose stored status is `status` (`running` until
+    /// it ends; never the `stalled` derived when read).
+    pub(super) fn new(run: RunId, jobs: u64, status: RunState, finished_ms: Option<u64>) -> Self {
+        let running = status == RunState::Running;
+        Self {
+            run,
+            jobs,
+            state: if running {
+                JobState::Queued
+            } else {
+                leftover(status)
+            },
+            finished_ms: finished_ms.filter(|_| !running),
+        }
+    }
+
+    /// Those of a run as stored.
+    pub(super) fn of(run: &Run) -> Result<Self> {
+        Ok(Self::new(
+            stored_id(run)?,
+            run.jobs,
+            run.status,
+            run.finished_ms,
+        ))
+    }
+
+    /// Whether the run ended, so that a job without a row is in a terminal state.
+    pub(super) fn ended(&self) -> bool {
+        self.state.is_terminal()
+    }
+
+    /// The id of job `index`.
+    pub(super) fn id(&self, index: u64) -> String {
+        job_id(&self.run, index)
+    }
+
+    /// Job `index`, which has no row.
+    pub(super) fn job(&self, index: u64) -> Job {
+        Job {
+            index,
+            id: self.id(index),
+            status: self.state,
+            agent: None,
+            attempts: 0,
+            started_ms: None,
+            finished_ms: self.finished_ms,
+            duration_ms: None,
+            last_event: None,
+            error: None,
+        }
+    }
+
+    /// Whether `filter` lists jobs without a row: those have no agent, error or attempt.
+    pub(super) fn listed_by(&self, filter: &JobFilter) -> bool {
+        (filter.states.is_empty() || filter.states.contains(&self.state))
+            && filter.agent.is_none()
+            && filter.error.is_none()
+            && filter.attempts.is_none_or(|attempts| attempts == 0)
     }
 }
 

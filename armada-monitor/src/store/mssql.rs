@@ -13,6 +13,7 @@
 use std::borrow::Cow;
 use std::sync::{Mutex, PoisonError};
 
+use armada_core::RunId;
 use tiberius::{AuthMethod, ColumnData, Config, EncryptionLevel, Query};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -23,9 +24,9 @@ use super::ingest::{self, Decoded, Seen};
 use super::query::{
     self, AGENT_COLUMNS, AgentJobs, EVENT_COLUMNS, JOB_COLUMNS, OUTPUT_COLUMNS, RUN_COLUMNS,
     agent_from_row, agent_jobs_from_row, attachment_from_row, event_from_row, failure_from_row,
-    job_from_row, output_from_row, run_from_row,
+    job_from_row, output_from_row, rowless_from_row, run_from_row,
 };
-use super::{Columns, Param, Sql, schema, values_sql};
+use super::{Columns, Param, Rowless, Sql, schema, values_sql};
 use crate::model::{
     Agent, AttachmentInfo, Event, EventFilter, FailureGroup, Finish, Job, JobFilter, JobState,
     NewRun, Output, Run, RunState,
@@ -567,41 +568,23 @@ impl MssqlStore {
         insert.bind(RunState::Running.as_str());
         insert.bind(created_ms as i64);
         insert.bind(i64::from(run.agents));
-        insert.bind(run.jobs.len() as i64);
+        insert.bind(run.jobs as i64);
         insert.bind(run.tune.as_deref());
         insert.bind(run.relaunch_of.as_deref());
         insert.bind(settings);
-        if execute(client, insert).await? == 0 {
-            return Ok(false);
-        }
-        for chunk in run.jobs.chunks(ROWS_PER_INSERT) {
-            let sql = values_sql(
-                "INSERT INTO armada_jobs (run_id, idx, id, status) VALUES ",
-                chunk.len(),
-                3,
-                |number| format!("{MARK}{number}"),
-            );
-            let mut insert = Query::new(sql);
-            insert.bind(run.id.as_str());
-            for job in chunk {
-                insert.bind(job.index as i64);
-                insert.bind(job.id.as_str());
-                insert.bind(JobState::Queued.as_str());
-            }
-            execute(client, insert).await?;
-        }
-        Ok(true)
+        Ok(execute(client, insert).await? > 0)
     }
 
     /// `false` when there is no such run.
     async fn finish_run_in(
         &self,
         conn: &mut Conn<'_>,
-        run_id: &str,
+        run: &RunId,
         finish: &Finish,
         leftover: JobState,
         now_ms: u64,
     ) -> SqlResult<bool> {
+        let run_id = run.as_str();
         let client = conn.client()?;
         let mut update = Query::new(
             "UPDATE armada_runs SET status = @P1, finished_ms = COALESCE(finished_ms, @P2) \
@@ -614,16 +597,25 @@ impl MssqlStore {
             return Ok(false);
         }
         for job in &finish.jobs {
-            let mut update = Query::new(
-                "UPDATE armada_jobs SET status = @P1, finished_ms = @P2 \
-                 WHERE run_id = @P3 AND idx = @P4 \
-                 AND status IN (N'queued', N'running', N'retrying')",
+            // A listed job without a row gets one; HOLDLOCK: MERGE alone is not atomic against
+            // a concurrent insert of the same key.
+            let mut merge = Query::new(
+                "MERGE armada_jobs WITH (HOLDLOCK) AS target \
+                 USING (SELECT @P1 AS run_id, @P2 AS idx, @P3 AS id, @P4 AS status, \
+                 @P5 AS finished_ms) AS source \
+                 ON target.run_id = source.run_id AND target.idx = source.idx \
+                 WHEN MATCHED AND target.status IN (N'queued', N'running', N'retrying') \
+                 THEN UPDATE SET status = source.status, finished_ms = source.finished_ms \
+                 WHEN NOT MATCHED THEN INSERT (run_id, idx, id, status, finished_ms) \
+                 VALUES (source.run_id, source.idx, source.id, source.status, \
+                 source.finished_ms);",
             );
-            update.bind(job.status.as_str());
-            update.bind(now_ms as i64);
-            update.bind(run_id);
-            update.bind(job.index as i64);
-            execute(client, update).await?;
+            merge.bind(run_id);
+            merge.bind(job.index as i64);
+            merge.bind(super::job_id(run, job.index));
+            merge.bind(job.status.as_str());
+            merge.bind(now_ms as i64);
+            execute(client, merge).await?;
         }
         let mut update = Query::new(
             "UPDATE armada_jobs SET status = @P1, finished_ms = @P2 \
@@ -639,11 +631,12 @@ impl MssqlStore {
     async fn ingest_in(
         &self,
         conn: &mut Conn<'_>,
-        run_id: &str,
+        run: &RunId,
         batch_id: &str,
         decoded: &mut [Decoded],
         seen: &Seen,
     ) -> Result<Option<Vec<Job>>> {
+        let run_id = run.as_str();
         let failed = |doing| self.failed(doing);
         let doing = "storing events";
         let client = conn.client().map_err(failed(doing))?;
@@ -661,6 +654,7 @@ impl MssqlStore {
             return Ok(None);
         }
         ingest::number(decoded, counted.u64("events").map_err(failed(doing))?);
+        let rowless = rowless_from_row(&counted, run).map_err(failed(doing))?;
         Self::insert_events(client, run_id, decoded)
             .await
             .map_err(failed(doing))?;
@@ -670,7 +664,7 @@ impl MssqlStore {
         Self::insert_attachments(client, run_id, decoded)
             .await
             .map_err(failed(doing))?;
-        let jobs = Self::update_jobs(client, run_id, decoded)
+        let jobs = Self::update_jobs(client, run_id, decoded, &rowless)
             .await
             .map_err(failed("updating jobs"))?;
         Self::update_agents(client, run_id, decoded, seen)
@@ -696,7 +690,8 @@ impl MssqlStore {
     }
 
     /// Adds `added` to the run's count of events and records when it was seen: the run's row
-    /// with the new count in `events`, `None` when there is no such run.
+    /// with the new count in `events` (and its `jobs`, `status` and `finished_ms`), `None`
+    /// when there is no such run.
     async fn add_to_event_count(
         client: &mut Client,
         run_id: &str,
@@ -707,7 +702,8 @@ impl MssqlStore {
         // without gaps or repeats.
         let mut update = Query::new(
             "UPDATE armada_runs SET events = events + @P1, seen_ms = @P3 \
-             OUTPUT inserted.events WHERE id = @P2",
+             OUTPUT inserted.events, inserted.jobs, inserted.status, inserted.finished_ms \
+             WHERE id = @P2",
         );
         update.bind(added);
         update.bind(run_id);
@@ -796,41 +792,67 @@ impl MssqlStore {
         Ok(())
     }
 
-    /// Applies the batch's job patches; the jobs they changed, as they are now.
+    /// Applies the batch's job patches, writing the row of a job first heard of; the jobs
+    /// they changed, as they are now.
     async fn update_jobs(
         client: &mut Client,
         run_id: &str,
         decoded: &[Decoded],
+        rowless: &Rowless,
     ) -> SqlResult<Vec<Job>> {
         let output: Vec<String> = JOB_COLUMNS
             .split(", ")
             .map(|column| format!("inserted.{column}"))
             .collect();
+        // A job without a row is what `rowless` says (queued, or the run's leftover state
+        // since its end, with 0 attempts): the insert is the update applied to that job, under
+        // the same guard. HOLDLOCK: MERGE alone is not atomic against a concurrent insert of
+        // the same key.
         let sql = format!(
-            "UPDATE armada_jobs SET status = COALESCE(@P3, status), agent = @P4, \
-             attempts = @P5, started_ms = COALESCE(@P6, started_ms), \
-             finished_ms = COALESCE(@P7, finished_ms), \
-             duration_ms = COALESCE(@P8, duration_ms), last_event = @P9, \
-             error = CASE WHEN @P3 = N'succeeded' THEN NULL ELSE COALESCE(@P10, error) END \
-             OUTPUT {} \
-             WHERE run_id = @P1 AND idx = @P2 AND (attempts < @P5 OR (attempts = @P5 \
-             AND status NOT IN (N'succeeded', N'failed', N'canceled', N'abandoned')))",
+            "MERGE armada_jobs WITH (HOLDLOCK) AS target \
+             USING (SELECT @P1 AS run_id, @P2 AS idx, @P3 AS status, @P4 AS agent, \
+             @P5 AS attempts, @P6 AS started_ms, @P7 AS finished_ms, @P8 AS duration_ms, \
+             @P9 AS last_event, @P10 AS error, @P11 AS id) AS source \
+             ON target.run_id = source.run_id AND target.idx = source.idx \
+             WHEN MATCHED AND (target.attempts < source.attempts \
+             OR (target.attempts = source.attempts \
+             AND target.status NOT IN (N'succeeded', N'failed', N'canceled', N'abandoned'))) \
+             THEN UPDATE SET status = COALESCE(source.status, target.status), \
+             agent = source.agent, attempts = source.attempts, \
+             started_ms = COALESCE(source.started_ms, target.started_ms), \
+             finished_ms = COALESCE(source.finished_ms, target.finished_ms), \
+             duration_ms = COALESCE(source.duration_ms, target.duration_ms), \
+             last_event = source.last_event, \
+             error = CASE WHEN source.status = N'succeeded' THEN NULL \
+             ELSE COALESCE(source.error, target.error) END \
+             WHEN NOT MATCHED AND (source.attempts > 0 OR @P12 = 0) \
+             THEN INSERT (run_id, idx, id, status, agent, attempts, started_ms, finished_ms, \
+             duration_ms, last_event, error) \
+             VALUES (source.run_id, source.idx, source.id, COALESCE(source.status, @P13), \
+             source.agent, source.attempts, source.started_ms, \
+             COALESCE(source.finished_ms, @P14), source.duration_ms, source.last_event, \
+             CASE WHEN source.status = N'succeeded' THEN NULL ELSE source.error END) \
+             OUTPUT {};",
             output.join(", ")
         );
         let mut jobs = Vec::new();
-        for (index, patch) in ingest::job_patches(decoded) {
-            let mut update = Query::new(sql.as_str());
-            update.bind(run_id);
-            update.bind(index as i64);
-            update.bind(patch.status.map(JobState::as_str));
-            update.bind(i64::from(patch.agent));
-            update.bind(i64::from(patch.attempt));
-            update.bind(patch.started_ms.map(|at| at as i64));
-            update.bind(patch.finished_ms.map(|at| at as i64));
-            update.bind(patch.duration_ms);
-            update.bind(patch.last_event);
-            update.bind(patch.error);
-            for row in rows(client, update).await? {
+        for (index, patch) in ingest::job_patches(decoded, rowless) {
+            let mut merge = Query::new(sql.as_str());
+            merge.bind(run_id);
+            merge.bind(index as i64);
+            merge.bind(patch.status.map(JobState::as_str));
+            merge.bind(i64::from(patch.agent));
+            merge.bind(i64::from(patch.attempt));
+            merge.bind(patch.started_ms.map(|at| at as i64));
+            merge.bind(patch.finished_ms.map(|at| at as i64));
+            merge.bind(patch.duration_ms);
+            merge.bind(patch.last_event);
+            merge.bind(patch.error);
+            merge.bind(patch.id);
+            merge.bind(i64::from(rowless.ended()));
+            merge.bind(rowless.state.as_str());
+            merge.bind(rowless.finished_ms.map(|at| at as i64));
+            for row in rows(client, merge).await? {
                 jobs.push(job_from_row(&row)?);
             }
         }
@@ -890,7 +912,7 @@ impl StoreBackend for MssqlStore {
 
     async fn finish_run(
         &self,
-        run_id: &str,
+        run: &RunId,
         finish: &Finish,
         leftover: JobState,
         now_ms: u64,
@@ -898,11 +920,11 @@ impl StoreBackend for MssqlStore {
         let doing = "finishing a run";
         let mut conn = self.begin(doing).await?;
         let result = self
-            .finish_run_in(&mut conn, run_id, finish, leftover, now_ms)
+            .finish_run_in(&mut conn, run, finish, leftover, now_ms)
             .await;
         let result = match result {
             Ok(true) => Ok(()),
-            Ok(false) => Err(Error::UnknownRun(run_id.to_owned())),
+            Ok(false) => Err(Error::UnknownRun(run.to_string())),
             Err(source) => Err(self.failed(doing)(source)),
         };
         self.end(conn, result, doing).await
@@ -929,7 +951,7 @@ impl StoreBackend for MssqlStore {
 
     async fn ingest(
         &self,
-        run_id: &str,
+        run: &RunId,
         batch_id: &str,
         decoded: &mut [Decoded],
         seen: &Seen,
@@ -937,7 +959,7 @@ impl StoreBackend for MssqlStore {
         let doing = "storing events";
         let mut conn = self.begin(doing).await?;
         let result = self
-            .ingest_in(&mut conn, run_id, batch_id, decoded, seen)
+            .ingest_in(&mut conn, run, batch_id, decoded, seen)
             .await;
         self.end(conn, result, doing).await
     }
@@ -985,12 +1007,24 @@ impl StoreBackend for MssqlStore {
         run_id: &str,
         filter: &JobFilter,
         after: Option<u64>,
+        before: Option<u64>,
         rows: i64,
     ) -> Result<Vec<Job>> {
         let sql = Sql::new(&format!("SELECT {JOB_COLUMNS} FROM armada_jobs"), MARK);
-        let mut sql = query::jobs_sql(sql, run_id, filter, after);
+        let mut sql = query::jobs_sql(sql, run_id, filter, after, before);
         limit(&mut sql, rows);
         self.fetch(sql, "listing jobs", job_from_row).await
+    }
+
+    async fn job_indexes(&self, run_id: &str, from: u64, rows: i64) -> Result<Vec<u64>> {
+        let mut sql = Sql::new(
+            "SELECT idx FROM armada_jobs WHERE run_id = @P1 AND idx >= @P2 ORDER BY idx",
+            MARK,
+        );
+        sql.bind(Param::Text(Some(run_id)));
+        sql.bind(Param::Int(Some(from as i64)));
+        limit(&mut sql, rows);
+        self.fetch(sql, "listing jobs", |row| row.u64("idx")).await
     }
 
     async fn job(&self, run_id: &str, index: u64) -> Result<Option<Job>> {

@@ -8,10 +8,11 @@
 use super::backend::StoreBackend;
 use std::collections::BTreeMap;
 
+use armada_core::RunId;
 use armada_core::wire::EventKind;
 use serde_json::Value;
 
-use super::{Backend, Columns, Param, Sql, Store};
+use super::{Backend, Columns, Param, Rowless, Sql, Store};
 use crate::model::{
     Agent, AttachmentInfo, Event, EventFilter, FailureGroup, Job, JobFilter, JobState, Output,
     Page, Percentiles, Run, RunState, RunStats, coverage,
@@ -20,6 +21,10 @@ use crate::{Error, Result};
 
 /// Largest page any list serves.
 pub const MAX_PAGE: u32 = 500;
+
+/// Most row indexes one step of a jobs page reads while it looks for jobs without a row past
+/// rows its filter leaves out.
+const MAX_INDEX_CHUNK: usize = 4_096;
 
 /// Jobs of one agent in one state, as the agents' summary counts them.
 #[derive(Debug)]
@@ -40,7 +45,7 @@ impl Store {
     }
 
     async fn complete_run(&self, mut run: Run, now_ms: u64) -> Result<Run> {
-        run.counts = self.counts(&run.id).await?;
+        run.counts = self.counts(&run).await?;
         run.derive_liveness(now_ms, self.stall_limit);
         run.derive_pace(now_ms);
         Ok(run)
@@ -66,6 +71,11 @@ impl Store {
         Ok((runs, next))
     }
 
+    /// The run as stored: its status not derived from liveness, its counts not filled in.
+    async fn stored_run(&self, run_id: &str) -> Result<Run> {
+        dispatch!(self, run(run_id))?.ok_or_else(|| Error::UnknownRun(run_id.to_owned()))
+    }
+
     async fn require_run(&self, run_id: &str) -> Result<()> {
         if dispatch!(self, run_exists(run_id))? {
             Ok(())
@@ -74,7 +84,8 @@ impl Store {
         }
     }
 
-    /// A run's jobs in index order, after the job index `after`.
+    /// A run's jobs in index order, after the job index `after`: rows and jobs without one
+    /// alike.
     pub async fn jobs(
         &self,
         run_id: &str,
@@ -82,19 +93,81 @@ impl Store {
         after: Option<u64>,
         limit: u32,
     ) -> Result<Page<Job>> {
-        self.require_run(run_id).await?;
+        let rowless = Rowless::of(&self.stored_run(run_id).await?)?;
         let limit = limit.clamp(1, MAX_PAGE);
-        let items = dispatch!(self, jobs(run_id, filter, after, i64::from(limit) + 1))?;
+        let rows = limit as usize + 1;
+        let items = if rowless.listed_by(filter) {
+            self.jobs_with_rowless(run_id, &rowless, filter, after, rows)
+                .await?
+        } else {
+            dispatch!(self, jobs(run_id, filter, after, None, rows as i64))?
+        };
         Ok(page(items, limit, |job| job.index))
+    }
+
+    /// The first `wanted` jobs after `after` that `filter` lists, where `filter` lists jobs
+    /// without a row too. Each step reads the next chunk of indexes that have a row: every
+    /// other index below the chunk's end is a job without one, and the rows `filter` lists
+    /// below that end come from one more read of at most the jobs still wanted; the two are
+    /// merged in index order. When `filter` lists every row, the first step finds every job
+    /// it needs, reading O(`wanted`); when it leaves rows out (`queued`, past thousands of
+    /// ended jobs), chunks double up to [`MAX_INDEX_CHUNK`] indexes a step until enough jobs
+    /// are found or the run's jobs end.
+    async fn jobs_with_rowless(
+        &self,
+        run_id: &str,
+        rowless: &Rowless,
+        filter: &JobFilter,
+        after: Option<u64>,
+        wanted: usize,
+    ) -> Result<Vec<Job>> {
+        let mut items = Vec::with_capacity(wanted);
+        let mut from = after.map_or(0, |after| after.saturating_add(1));
+        let mut chunk = wanted;
+        while items.len() < wanted && from < rowless.jobs {
+            let with_rows = dispatch!(self, job_indexes(run_id, from, chunk as i64))?;
+            // Every row below `until` is in `with_rows`.
+            let until = match with_rows.last() {
+                Some(&last) if with_rows.len() == chunk => last.saturating_add(1).min(rowless.jobs),
+                _ => rowless.jobs,
+            };
+            let missing = wanted - items.len();
+            let listed = dispatch!(
+                self,
+                jobs(
+                    run_id,
+                    filter,
+                    from.checked_sub(1),
+                    Some(until),
+                    missing as i64
+                )
+            )?;
+            merge(
+                &mut items,
+                listed,
+                gaps(from, until, &with_rows),
+                rowless,
+                wanted,
+            );
+            from = until;
+            chunk = (chunk * 2).min(MAX_INDEX_CHUNK.max(wanted));
+        }
+        Ok(items)
     }
 
     /// One job and the files it sent.
     pub async fn job(&self, run_id: &str, index: u64) -> Result<(Job, Vec<AttachmentInfo>)> {
-        self.require_run(run_id).await?;
-        let job = dispatch!(self, job(run_id, index))?.ok_or_else(|| Error::UnknownJob {
-            run: run_id.to_owned(),
-            index,
-        })?;
+        let rowless = Rowless::of(&self.stored_run(run_id).await?)?;
+        let job = match dispatch!(self, job(run_id, index))? {
+            Some(job) => job,
+            None if index < rowless.jobs => rowless.job(index),
+            None => {
+                return Err(Error::UnknownJob {
+                    run: run_id.to_owned(),
+                    index,
+                });
+            }
+        };
         let attachments = dispatch!(self, attachments(run_id, index))?;
         Ok((job, attachments))
     }
@@ -265,6 +338,48 @@ fn page<T>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> u64) -> Page<T> {
     Page { items, next }
 }
 
+/// Appends `rows` and the jobs without a row at `gaps`, in index order, until `items`
+/// holds `wanted` jobs. `rows` are the first rows a filter lists from where `gaps` starts,
+/// at most as many as `items` lacks: every job of the merged order that `items` can still
+/// take is then among them or `gaps`.
+fn merge(
+    items: &mut Vec<Job>,
+    rows: Vec<Job>,
+    gaps: impl Iterator<Item = u64>,
+    rowless: &Rowless,
+    wanted: usize,
+) {
+    let mut rows = rows.into_iter().peekable();
+    let mut gaps = gaps.peekable();
+    while items.len() < wanted {
+        let gap_first = match (rows.peek(), gaps.peek()) {
+            (Some(row), Some(&gap)) => gap < row.index,
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (None, None) => break,
+        };
+        let job = if gap_first {
+            gaps.next().map(|index| rowless.job(index))
+        } else {
+            rows.next()
+        };
+        items.extend(job);
+    }
+}
+
+/// The indexes in `from..until` that are not in `rows` (sorted, within that range).
+fn gaps(from: u64, until: u64, rows: &[u64]) -> impl Iterator<Item = u64> + '_ {
+    let mut next = from;
+    rows.iter()
+        .copied()
+        .chain(std::iter::once(until))
+        .flat_map(move |row| {
+            let gap = next..row.min(until).max(next);
+            next = next.max(row.saturating_add(1));
+            gap
+        })
+}
+
 /// `WHERE` conditions of a run's jobs list after `run_id = <first parameter>`, and the
 /// `ORDER BY`; the caller adds its dialect's row limit.
 pub(super) fn jobs_sql<'a>(
@@ -272,6 +387,7 @@ pub(super) fn jobs_sql<'a>(
     run_id: &'a str,
     filter: &'a JobFilter,
     after: Option<u64>,
+    before: Option<u64>,
 ) -> Sql<'a> {
     let run = sql.bind(Param::Text(Some(run_id)));
     sql.push(&format!(" WHERE run_id = {run}"));
@@ -279,6 +395,9 @@ pub(super) fn jobs_sql<'a>(
         "idx > ?",
         Param::Int(Some(after.map_or(-1, |after| after as i64))),
     );
+    if let Some(before) = before {
+        sql.and("idx < ?", Param::Int(Some(before as i64)));
+    }
     if !filter.states.is_empty() {
         let marks: Vec<String> = filter
             .states
@@ -351,6 +470,19 @@ pub(super) fn run_from_row<R: Columns>(row: &R) -> Result<Run, R::Error> {
         seen_ms: row.opt_u64("seen_ms")?,
         stalled_reason: None,
     })
+}
+
+/// The jobs without a row of `run`, from its row's `jobs`, `status` and `finished_ms`.
+pub(super) fn rowless_from_row<R: Columns>(row: &R, run: &RunId) -> Result<Rowless, R::Error> {
+    let status = row.required_text("status")?;
+    let status = RunState::parse(&status)
+        .ok_or_else(|| R::corrupt(format!("unknown run status `{status}` in the store")))?;
+    Ok(Rowless::new(
+        run.clone(),
+        row.u64("jobs")?,
+        status,
+        row.opt_u64("finished_ms")?,
+    ))
 }
 
 pub(super) fn job_from_row<R: Columns>(row: &R) -> Result<Job, R::Error> {
@@ -459,3 +591,19 @@ pub(super) const AGENT_COLUMNS: &str = "idx, status, seen_ms, started_ms, stoppe
 pub(super) const EVENT_COLUMNS: &str = "seq, kind, at_ms, agent, job_idx, attempt, message, data";
 /// The columns `output_from_row` reads.
 pub(super) const OUTPUT_COLUMNS: &str = "seq, job_idx, attempt, at_ms, data";
+
+#[cfg(test)]
+mod tests {
+    use super::gaps;
+
+    #[test]
+    fn gaps_are_the_indexes_without_rows() {
+        let gaps = |from, until, rows: &[u64]| gaps(from, until, rows).collect::<Vec<_>>();
+        assert_eq!(gaps(0, 6, &[]), [0, 1, 2, 3, 4, 5]);
+        assert_eq!(gaps(2, 9, &[2, 3, 5, 8]), [4, 6, 7]);
+        assert_eq!(gaps(0, 3, &[0, 1, 2]), [] as [u64; 0]);
+        assert_eq!(gaps(5, 5, &[]), [] as [u64; 0]);
+        // A row at or past `until` (a store older than its run's count) ends the gaps there.
+        assert_eq!(gaps(0, 4, &[1, 6, 7]), [0, 2, 3]);
+    }
+}

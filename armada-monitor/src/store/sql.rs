@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use armada_core::RunId;
 use serde_json::Value;
 use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::query::Query;
@@ -13,9 +14,9 @@ use super::ingest::{self, Decoded, Seen};
 use super::query::{
     self, AGENT_COLUMNS, AgentJobs, EVENT_COLUMNS, JOB_COLUMNS, OUTPUT_COLUMNS, RUN_COLUMNS,
     agent_from_row, agent_jobs_from_row, attachment_from_row, event_from_row, failure_from_row,
-    job_from_row, output_from_row, run_from_row,
+    job_from_row, output_from_row, rowless_from_row, run_from_row,
 };
-use super::{Columns, Param, Sql, schema, values_sql};
+use super::{Columns, Param, Rowless, Sql, schema, values_sql};
 use crate::model::{
     Agent, AttachmentInfo, Event, EventFilter, FailureGroup, Finish, Job, JobFilter, JobState,
     NewRun, Output, Run, RunState,
@@ -23,7 +24,7 @@ use crate::model::{
 use crate::{Error, Result};
 
 /// Rows one multi-row statement writes: few statements per batch, far below PostgreSQL's
-/// limit of 65,535 bound parameters and SQLite's of 32,766 (10 per row at most).
+/// limit of 65,535 bound parameters and SQLite's of 32,766 (11 per row at most).
 const ROWS_PER_STATEMENT: usize = 500;
 /// How long a write may wait for SQLite's one writing connection.
 const WRITER_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
@@ -279,72 +280,46 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Applies the batch's job patches, writing the row of a job first heard of; the jobs
+    /// they changed, as they are now.
     async fn update_jobs(
         &self,
         tx: &mut sqlx::Transaction<'_, Any>,
-        run_id: &str,
+        run: &RunId,
         decoded: &[Decoded],
+        rowless: &Rowless,
     ) -> Result<Vec<Job>> {
-        let patches: Vec<_> = ingest::job_patches(decoded).into_iter().collect();
+        let patches: Vec<_> = ingest::job_patches(decoded, rowless).into_iter().collect();
         let mut jobs = Vec::with_capacity(patches.len());
         // One statement per chunk of jobs, not one per job: statements are what ingest pays
-        // for, in round trips on PostgreSQL and in calls into SQLite. VALUES columns are named
-        // column1… in both databases; the casts type the parameters of every row alike. The
-        // run id is a VALUES column (parameter 1 in every row), not a constant on armada_jobs: with a
-        // constant, SQLite (3.51, no statistics) walks every job of the run through an index
-        // and probes VALUES, costing the run's size per statement; joined on both key
-        // columns, both databases look each job up by its primary key.
+        // for, in round trips on PostgreSQL and in calls into SQLite.
         for chunk in patches.chunks(ROWS_PER_STATEMENT) {
-            let mut rows = Vec::with_capacity(chunk.len());
-            for row in 0..chunk.len() {
-                let mark = |column: usize| self.mark(2 + row * 9 + column);
-                rows.push(format!(
-                    "(CAST({} AS TEXT), CAST({} AS BIGINT), CAST({} AS TEXT), \
-                     CAST({} AS BIGINT), CAST({} AS BIGINT), CAST({} AS BIGINT), \
-                     CAST({} AS BIGINT), CAST({} AS DOUBLE PRECISION), CAST({} AS TEXT), \
-                     CAST({} AS TEXT))",
-                    self.mark(1),
-                    mark(0),
-                    mark(1),
-                    mark(2),
-                    mark(3),
-                    mark(4),
-                    mark(5),
-                    mark(6),
-                    mark(7),
-                    mark(8)
-                ));
+            // Once the run ended, a job without a row is in its leftover state since its end
+            // (`Rowless`): that row is written first, so that the upsert updates it as it
+            // updated every job's row when registering wrote them.
+            if rowless.ended() {
+                let ended: Vec<_> = chunk
+                    .iter()
+                    .map(|(index, _)| (*index, rowless.state))
+                    .collect();
+                let conflict = "ON CONFLICT (run_id, idx) DO NOTHING";
+                self.write_job_rows(tx, run, &ended, rowless.finished_ms, conflict)
+                    .await?;
             }
-            let sql = format!(
-                "UPDATE armada_jobs SET \
-                 status = COALESCE(v.column3, armada_jobs.status), agent = v.column4, \
-                 attempts = v.column5, \
-                 started_ms = COALESCE(v.column6, armada_jobs.started_ms), \
-                 finished_ms = COALESCE(v.column7, armada_jobs.finished_ms), \
-                 duration_ms = COALESCE(v.column8, armada_jobs.duration_ms), \
-                 last_event = v.column9, \
-                 error = CASE WHEN v.column3 = 'succeeded' THEN NULL \
-                 ELSE COALESCE(v.column10, armada_jobs.error) END \
-                 FROM (VALUES {}) AS v \
-                 WHERE armada_jobs.run_id = v.column1 AND armada_jobs.idx = v.column2 \
-                 AND (armada_jobs.attempts < v.column5 OR (armada_jobs.attempts = v.column5 \
-                 AND armada_jobs.status NOT IN ('succeeded', 'failed', 'canceled', 'abandoned'))) \
-                 RETURNING {JOB_COLUMNS}",
-                rows.join(", ")
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
+            let mut query = sqlx::query(AssertSqlSafe(self.upsert_jobs_sql(chunk.len())));
             for (row, (index, patch)) in chunk.iter().enumerate() {
                 query = self
-                    .bind_run(query, row, run_id)
+                    .bind_run(query, row, run.as_str())
                     .bind(*index as i64)
+                    .bind(patch.id.as_str())
                     .bind(patch.status.map(JobState::as_str))
                     .bind(i64::from(patch.agent))
                     .bind(i64::from(patch.attempt))
                     .bind(patch.started_ms.map(|at| at as i64))
                     .bind(patch.finished_ms.map(|at| at as i64))
                     .bind(patch.duration_ms)
-                    .bind(patch.last_event.clone())
-                    .bind(patch.error.clone());
+                    .bind(patch.last_event.as_str())
+                    .bind(patch.error.as_deref());
             }
             let rows = query
                 .fetch_all(&mut **tx)
@@ -356,6 +331,112 @@ impl SqlStore {
         }
         jobs.sort_by_key(|job| job.index);
         Ok(jobs)
+    }
+
+    /// The upsert of `rows` job patches: the run id, then per row index, id, status, agent,
+    /// attempts, started, finished, duration, last event and error.
+    ///
+    /// VALUES columns are named column1… in both databases; the casts type the parameters of
+    /// every row alike. The run id is a VALUES column (parameter 1 in every row), not a
+    /// constant: when this was an `UPDATE … FROM (VALUES …)` with a constant, SQLite (3.51, no
+    /// statistics) walked every job of the run through an index and probed VALUES, costing
+    /// the run's size per statement; joined on both key columns, both databases looked each
+    /// job up by its primary key, as the conflict on it does now. `WHERE true` keeps SQLite
+    /// from reading `ON CONFLICT` as a join's `ON`.
+    ///
+    /// A new row is the job as it was without one (queued: the run is running) with the patch
+    /// applied under the same guard, which a queued job always passes. A patch never sets
+    /// `queued` (its states are those an attempt reaches), so `queued` in `excluded` is a
+    /// patch without a state, which keeps the row's.
+    fn upsert_jobs_sql(&self, rows: usize) -> String {
+        const TYPES: [&str; 11] = [
+            "TEXT",
+            "BIGINT",
+            "TEXT",
+            "TEXT",
+            "BIGINT",
+            "BIGINT",
+            "BIGINT",
+            "BIGINT",
+            "DOUBLE PRECISION",
+            "TEXT",
+            "TEXT",
+        ];
+        let rows: Vec<String> = (0..rows)
+            .map(|row| {
+                let columns: Vec<String> = TYPES
+                    .iter()
+                    .enumerate()
+                    .map(|(column, kind)| {
+                        let number = if column == 0 {
+                            1
+                        } else {
+                            1 + row * 10 + column
+                        };
+                        format!("CAST({} AS {kind})", self.mark(number))
+                    })
+                    .collect();
+                format!("({})", columns.join(", "))
+            })
+            .collect();
+        format!(
+            "INSERT INTO armada_jobs (run_id, idx, id, status, agent, attempts, started_ms, \
+             finished_ms, duration_ms, last_event, error) \
+             SELECT v.column1, v.column2, v.column3, COALESCE(v.column4, 'queued'), v.column5, \
+             v.column6, v.column7, v.column8, v.column9, v.column10, \
+             CASE WHEN v.column4 = 'succeeded' THEN NULL ELSE v.column11 END \
+             FROM (VALUES {}) AS v WHERE true \
+             ON CONFLICT (run_id, idx) DO UPDATE SET \
+             status = COALESCE(NULLIF(excluded.status, 'queued'), armada_jobs.status), \
+             agent = excluded.agent, attempts = excluded.attempts, \
+             started_ms = COALESCE(excluded.started_ms, armada_jobs.started_ms), \
+             finished_ms = COALESCE(excluded.finished_ms, armada_jobs.finished_ms), \
+             duration_ms = COALESCE(excluded.duration_ms, armada_jobs.duration_ms), \
+             last_event = excluded.last_event, \
+             error = CASE WHEN excluded.status = 'succeeded' THEN NULL \
+             ELSE COALESCE(excluded.error, armada_jobs.error) END \
+             WHERE armada_jobs.attempts < excluded.attempts \
+             OR (armada_jobs.attempts = excluded.attempts \
+             AND armada_jobs.status NOT IN ('succeeded', 'failed', 'canceled', 'abandoned')) \
+             RETURNING {JOB_COLUMNS}",
+            rows.join(", ")
+        )
+    }
+
+    /// Inserts a row per job of `jobs` (index and state) ended at `finished_ms`, `on_conflict`
+    /// saying what becomes of a row that exists.
+    async fn write_job_rows(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Any>,
+        run: &RunId,
+        jobs: &[(u64, JobState)],
+        finished_ms: Option<u64>,
+        on_conflict: &str,
+    ) -> Result<()> {
+        for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
+            let mut sql = values_sql(
+                "INSERT INTO armada_jobs (run_id, idx, id, status, finished_ms) VALUES ",
+                chunk.len(),
+                4,
+                |number| self.mark(number),
+            );
+            sql.push(' ');
+            sql.push_str(on_conflict);
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (row, (index, state)) in chunk.iter().enumerate() {
+                query = self
+                    .bind_run(query, row, run.as_str())
+                    .bind(*index as i64)
+                    .bind(super::job_id(run, *index))
+                    .bind(state.as_str())
+                    .bind(finished_ms.map(|at| at as i64));
+            }
+            query
+                .execute(&mut **tx)
+                .await
+                .map_err(self.failed("writing jobs"))?;
+        }
+        Ok(())
     }
 
     async fn update_agents(
@@ -407,8 +488,6 @@ impl SqlStore {
 
 impl StoreBackend for SqlStore {
     async fn register_run(&self, run: &NewRun, settings: &str, created_ms: u64) -> Result<()> {
-        let doing = "registering a run";
-        let mut tx = self.writes().begin().await.map_err(self.failed(doing))?;
         let inserted = sqlx::query(
             "INSERT INTO armada_runs (id, project, status, created_ms, agents, jobs, tune, \
              relaunch_of, settings) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
@@ -419,44 +498,28 @@ impl StoreBackend for SqlStore {
         .bind(RunState::Running.as_str())
         .bind(created_ms as i64)
         .bind(i64::from(run.agents))
-        .bind(run.jobs.len() as i64)
+        .bind(run.jobs as i64)
         .bind(&run.tune)
         .bind(&run.relaunch_of)
         .bind(settings)
-        .execute(&mut *tx)
+        .execute(self.writes())
         .await
-        .map_err(self.failed(doing))?
+        .map_err(self.failed("registering a run"))?
         .rows_affected();
         if inserted == 0 {
             return Err(super::run_exists(&run.id));
         }
-        for chunk in run.jobs.chunks(ROWS_PER_STATEMENT) {
-            let sql = values_sql(
-                "INSERT INTO armada_jobs (run_id, idx, id, status) VALUES ",
-                chunk.len(),
-                3,
-                |number| self.mark(number),
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for (row, job) in chunk.iter().enumerate() {
-                query = self
-                    .bind_run(query, row, &run.id)
-                    .bind(job.index as i64)
-                    .bind(&job.id)
-                    .bind(JobState::Queued.as_str());
-            }
-            query.execute(&mut *tx).await.map_err(self.failed(doing))?;
-        }
-        tx.commit().await.map_err(self.failed(doing))
+        Ok(())
     }
 
     async fn finish_run(
         &self,
-        run_id: &str,
+        run: &RunId,
         finish: &Finish,
         leftover: JobState,
         now_ms: u64,
     ) -> Result<()> {
+        let run_id = run.as_str();
         let doing = "finishing a run";
         let mut tx = self.writes().begin().await.map_err(self.failed(doing))?;
         let updated = sqlx::query(
@@ -473,19 +536,16 @@ impl StoreBackend for SqlStore {
         if updated == 0 {
             return Err(Error::UnknownRun(run_id.to_owned()));
         }
-        for job in &finish.jobs {
-            sqlx::query(
-                "UPDATE armada_jobs SET status = $1, finished_ms = $2 \
-                 WHERE run_id = $3 AND idx = $4 AND status IN ('queued', 'running', 'retrying')",
-            )
-            .bind(job.status.as_str())
-            .bind(now_ms as i64)
-            .bind(run_id)
-            .bind(job.index as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.failed(doing))?;
-        }
+        let listed: Vec<_> = finish
+            .jobs
+            .iter()
+            .map(|job| (job.index, job.status))
+            .collect();
+        let conflict = "ON CONFLICT (run_id, idx) DO UPDATE SET status = excluded.status, \
+                        finished_ms = excluded.finished_ms \
+                        WHERE armada_jobs.status IN ('queued', 'running', 'retrying')";
+        self.write_job_rows(&mut tx, run, &listed, Some(now_ms), conflict)
+            .await?;
         sqlx::query(
             "UPDATE armada_jobs SET status = $1, finished_ms = $2 \
              WHERE run_id = $3 AND status IN ('queued', 'running', 'retrying')",
@@ -526,11 +586,12 @@ impl StoreBackend for SqlStore {
 
     async fn ingest(
         &self,
-        run_id: &str,
+        run: &RunId,
         batch_id: &str,
         decoded: &mut [Decoded],
         seen: &Seen,
     ) -> Result<Option<Vec<Job>>> {
+        let run_id = run.as_str();
         let doing = "storing events";
         let mut tx = self.writes().begin().await.map_err(self.failed(doing))?;
         let new_batch = sqlx::query(
@@ -545,9 +606,9 @@ impl StoreBackend for SqlStore {
         .rows_affected()
             == 1;
         let count = decoded.len() as i64;
-        let last_seq = sqlx::query(
+        let counted = sqlx::query(
             "UPDATE armada_runs SET events = events + $1, seen_ms = $3 WHERE id = $2 \
-             RETURNING events",
+             RETURNING events, jobs, status, finished_ms",
         )
         .bind(if new_batch { count } else { 0 })
         .bind(run_id)
@@ -555,13 +616,14 @@ impl StoreBackend for SqlStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(self.failed(doing))?;
-        let Some(last_seq) = last_seq else {
+        let Some(counted) = counted else {
             return Err(Error::UnknownRun(run_id.to_owned()));
         };
         if !new_batch {
             return Ok(None);
         }
-        ingest::number(decoded, last_seq.u64("events").map_err(self.failed(doing))?);
+        ingest::number(decoded, counted.u64("events").map_err(self.failed(doing))?);
+        let rowless = rowless_from_row(&counted, run).map_err(self.failed(doing))?;
 
         self.insert_events(&mut tx, run_id, decoded).await?;
         self.insert_outputs(&mut tx, run_id, decoded).await?;
@@ -584,7 +646,7 @@ impl StoreBackend for SqlStore {
                 .map_err(self.failed(doing))?;
             }
         }
-        let jobs = self.update_jobs(&mut tx, run_id, decoded).await?;
+        let jobs = self.update_jobs(&mut tx, run, decoded, &rowless).await?;
         self.update_agents(&mut tx, run_id, decoded, seen).await?;
         tx.commit().await.map_err(self.failed(doing))?;
         Ok(Some(jobs))
@@ -636,13 +698,25 @@ impl StoreBackend for SqlStore {
         run_id: &str,
         filter: &JobFilter,
         after: Option<u64>,
+        before: Option<u64>,
         rows: i64,
     ) -> Result<Vec<Job>> {
         let sql = Sql::new(&format!("SELECT {JOB_COLUMNS} FROM armada_jobs"), "$");
-        let mut sql = query::jobs_sql(sql, run_id, filter, after);
+        let mut sql = query::jobs_sql(sql, run_id, filter, after, before);
         let limit = sql.bind(Param::Int(Some(rows)));
         sql.push(&format!(" LIMIT {limit}"));
         self.fetch(sql, "listing jobs", job_from_row).await
+    }
+
+    async fn job_indexes(&self, run_id: &str, from: u64, rows: i64) -> Result<Vec<u64>> {
+        let mut sql = Sql::new(
+            "SELECT idx FROM armada_jobs WHERE run_id = $1 AND idx >= $2 ORDER BY idx LIMIT $3",
+            "$",
+        );
+        sql.bind(Param::Text(Some(run_id)));
+        sql.bind(Param::Int(Some(from as i64)));
+        sql.bind(Param::Int(Some(rows)));
+        self.fetch(sql, "listing jobs", |row| row.u64("idx")).await
     }
 
     async fn job(&self, run_id: &str, index: u64) -> Result<Option<Job>> {

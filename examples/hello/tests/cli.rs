@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use armada::testing::binary::{self, ProjectCopy};
+use armada::testing::binary::{self, Launch, ProjectCopy};
 use serde_json::Value;
 
 /// The project's binary with `args`, in `cwd`, with no shared backends from the environment.
@@ -264,6 +264,53 @@ fn the_dashboard_of_a_launch_cancels_its_run() {
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();
     assert_eq!(status.code(), Some(130), "{rest}");
+}
+
+#[test]
+fn a_hundred_million_jobs_start_at_once_and_memory_does_not_grow_with_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("r.jsonl");
+    let mut command = command(
+        &[
+            "launch",
+            "--agents",
+            "2",
+            "--jobs",
+            "100000000",
+            "--monitor",
+        ],
+        project(),
+    );
+    command
+        .arg(format!("sqlite:{}", dir.path().join("m.sqlite").display()))
+        .arg("--output")
+        .arg(&results)
+        // The agents' scratch folders go with the test's folder: the run is killed, not ended.
+        .env("TMPDIR", dir.path());
+    let launch = Launch::start(command, &results);
+    let dashboard = launch.dashboard().unwrap().to_owned();
+    // Bounded, so that a launch that never starts fails here rather than hanging.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let run = loop {
+        let run = binary::http_get(&dashboard, &format!("/api/v1/runs/{}", launch.run_id())).json();
+        if run["counts"]["succeeded"].as_u64().unwrap() >= 200 {
+            break run;
+        }
+        assert!(std::time::Instant::now() < deadline, "no job ran: {run}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let peak_kb = binary::memory_kb(launch.pid(), "VmHWM");
+    drop(launch);
+    assert_eq!(run["jobs"].as_u64(), Some(100_000_000), "{run}");
+    let queued = run["counts"]["queued"].as_u64().unwrap();
+    assert!(
+        queued > 99_999_000,
+        "the jobs not started count as queued: {run}"
+    );
+    assert!(
+        peak_kb < 200 * 1024,
+        "a run of 10^8 jobs peaked at {peak_kb} kB of RSS"
+    );
 }
 
 #[test]

@@ -5,7 +5,6 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -47,20 +46,8 @@ fn launch(copy: &ProjectCopy, dir: &Path, flags: &[&str]) -> Launch {
 
 /// `GET path` on `address`; the status line and how long the whole answer took.
 fn get(address: &str, path: &str) -> (String, Duration) {
-    let started = Instant::now();
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.lines().next().unwrap_or_default().to_owned();
-    (status, started.elapsed())
+    let answer = binary::http_get(address, path);
+    (answer.status_line, answer.elapsed)
 }
 
 fn by_index(results: &[Value], index: u64) -> &Value {

@@ -135,16 +135,6 @@ impl Drop for Service {
 }
 
 /// A multipart/form-data body with these text parts (CSV parts carry a file name).
-/// A memory figure of the process from `/proc/PID/status` (`VmRSS` now, `VmHWM` its peak), kB.
-fn memory_kb(process: &Child, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", process.id())).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in {status}"))
-}
-
 fn multipart(parts: &[(&str, &str)]) -> (String, Vec<u8>) {
     let boundary = "armada-test-boundary-7MA4YWxkTrZu0gW";
     let mut body = String::new();
@@ -296,13 +286,13 @@ async fn a_bad_csv_gets_422_with_the_row_and_publishes_nothing() {
     );
     // A 40-byte request for a hundred million jobs is refused by the service's limit, at once
     // and without the memory such a run would take.
-    let idle_kb = memory_kb(&service.child, "VmRSS");
+    let idle_kb = binary::memory_kb(service.child.id(), "VmRSS");
     let asked = Instant::now();
     let (status, answer) = service
         .post_json("/runs", json!({ "jobs": 100_000_000 }))
         .await;
     let took = asked.elapsed();
-    let peak_kb = memory_kb(&service.child, "VmHWM");
+    let peak_kb = binary::memory_kb(service.child.id(), "VmHWM");
     assert_eq!(status, 422, "{answer}");
     assert!(took < Duration::from_secs(2), "answered in {took:?}");
     assert!(
