@@ -722,7 +722,7 @@ impl<'a> JobAttempt<'a> {
             attempt: state.attempt,
         };
         let report = Reporter::new(spec.events.clone(), spec.index, job);
-        report.event(EventKind::JobStarted, None, None);
+        report.job_started(Arc::clone(&message.payload));
         Self {
             spec,
             limits,

@@ -9,6 +9,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{Error, Result};
 
+/// Where `serve` listens unless told otherwise: where `launch` says its runs can be seen later.
+pub(crate) const DEFAULT_SERVE_ADDR: &str = "127.0.0.1:8400";
+
 #[derive(Debug, Parser)]
 #[command(
     version,
@@ -270,7 +273,7 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     pub(crate) project: ProjectArgs,
     /// The address to serve on; anything but loopback needs --monitor-token.
-    #[arg(long, default_value = "127.0.0.1:8400", value_name = "ADDR")]
+    #[arg(long, default_value = DEFAULT_SERVE_ADDR, value_name = "ADDR")]
     pub(crate) listen: std::net::SocketAddr,
     /// Where runs are stored, and the token the API and dashboard require.
     #[command(flatten)]
@@ -309,6 +312,9 @@ pub(crate) struct LaunchArgs {
     /// Do not serve the dashboard while the run goes on.
     #[arg(long)]
     pub(crate) no_dashboard: bool,
+    /// Once the run has ended, keep serving the dashboard while a tab is open on it.
+    #[arg(long, conflicts_with = "no_dashboard")]
+    pub(crate) keep_dashboard: bool,
     /// Where the dashboard listens while the run goes on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     pub(crate) dashboard: std::net::SocketAddr,

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use armada_core::backend::redact_url;
 use armada_core::{AgentRunner, Plan, RunId, Script, Tune};
 use armada_monitor::server::Served;
-use armada_monitor::{Monitor, MonitorLink, Store};
+use armada_monitor::{Later, Monitor, MonitorLink, Store};
 use armada_orchestrator::{
     Backends, Claimed, LaunchControl, Launcher, Orchestrator, ResultsFile, RunHandle, run_dir,
 };
@@ -18,6 +19,9 @@ use crate::args::{AgentsAs, BackendArgs, LaunchArgs, Target};
 use crate::commands::print_skipped_rows;
 use crate::follow::{cancel_on_ctrl_c, exit_code, follow_on_terminal};
 use crate::{Error, Result, load_plan};
+
+/// How often a kept dashboard checks whether a tab is still open on it.
+const WATCHERS_POLL: Duration = Duration::from_millis(500);
 
 pub(crate) async fn launch<S: Script>(
     mut args: LaunchArgs,
@@ -73,8 +77,23 @@ pub(crate) async fn launch<S: Script>(
     };
     let results = claimed.map(Claimed::begin).transpose()?;
     session.announce(&handle, &plan, &args);
+    let later = session.later(&args, &project, handle.run_id());
+    if let Some(later) = &later {
+        session.run_control.kept_at(later.clone());
+    }
     match results {
-        Some(results) => session.follow(handle, results, &plan, &output).await,
+        Some(results) => {
+            let code = session
+                .follow(handle, results, &plan, &output, args.keep_dashboard)
+                .await?;
+            if let Some(later) = later {
+                println!(
+                    "see this run later: `{}`, then {}",
+                    later.command, later.url
+                );
+            }
+            Ok(code)
+        }
         None => session.detach(handle).await,
     }
 }
@@ -222,6 +241,32 @@ impl Session {
         print_skipped_rows(plan);
     }
 
+    /// Where the run can be seen once this launch has ended: in the store that keeps it, served
+    /// by `serve` at its default address, or in the monitor service it was reported to.
+    fn later(&self, args: &LaunchArgs, project: &Path, run_id: &RunId) -> Option<Later> {
+        match &self.monitor {
+            MonitorLink::Local(_) => {
+                let program = std::env::current_exe()
+                    .ok()
+                    .and_then(|path| Some(path.file_name()?.to_string_lossy().into_owned()))
+                    .unwrap_or_else(|| "orchestrate".to_owned());
+                let mut command = format!("{program} serve --project {}", project.display());
+                if args.monitor.url.is_some() {
+                    command.push_str(&format!(" --monitor {}", redact_url(&self.monitor_url)));
+                }
+                Some(Later {
+                    command,
+                    url: format!("http://{}/#/runs/{run_id}", crate::args::DEFAULT_SERVE_ADDR),
+                })
+            }
+            MonitorLink::Remote(_) => Some(Later {
+                command: "nothing: the monitor service keeps it".to_owned(),
+                url: format!("{}/#/runs/{run_id}", self.monitor_url.trim_end_matches('/')),
+            }),
+            _ => None,
+        }
+    }
+
     /// The backends, where their URLs came from, and where agents run and why.
     fn describe_backends(&self, args: &LaunchArgs) -> String {
         let agents = match (args.target, args.agents_as) {
@@ -271,6 +316,7 @@ impl Session {
         mut results: ResultsFile,
         plan: &Plan,
         output: &Path,
+        keep_dashboard: bool,
     ) -> Result<ExitCode> {
         let control = handle.control();
         self.run_control
@@ -283,6 +329,9 @@ impl Session {
             follow_on_terminal(handle, &mut results, plan.jobs(), Some(control)).await;
         signals.cancel();
         let _ = signal_task.await;
+        if keep_dashboard && report.is_ok() {
+            self.keep_dashboard_while_watched().await;
+        }
         self.close().await?;
         let report = report?;
         #[cfg(feature = "kubernetes")]
@@ -295,6 +344,30 @@ impl Session {
         }
         print!("{}", summary.render(&report, Some(output)));
         Ok(exit_code(&report, &summary))
+    }
+
+    /// Serves the dashboard after the run until no tab is open on it, or Ctrl-C.
+    async fn keep_dashboard_while_watched(&self) {
+        let (Some(served), MonitorLink::Local(monitor)) = (&self.dashboard, &self.monitor) else {
+            return;
+        };
+        if monitor.watchers() == 0 {
+            return;
+        }
+        eprintln!(
+            "the run has ended; its dashboard at {} stays up while a tab is open on it \
+             (Ctrl-C to stop it now)",
+            served.url()
+        );
+        let closed = async {
+            while monitor.watchers() > 0 {
+                tokio::time::sleep(WATCHERS_POLL).await;
+            }
+        };
+        tokio::select! {
+            () = closed => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
     }
 
     async fn close(self) -> Result<()> {

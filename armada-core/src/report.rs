@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use crate::AgentIndex;
@@ -41,6 +42,13 @@ impl EventSender {
         if let Some(data) = &mut event.data {
             crate::redact_secrets_in(data);
         }
+        if let Some(input) = &mut event.input
+            && let std::borrow::Cow::Owned(hidden) = crate::redact_secrets(input.get())
+        {
+            // A secret is hidden inside a JSON string, which stays one; were the text no
+            // longer JSON, no input is sent rather than the secret.
+            event.input = RawValue::from_string(hidden).ok().map(Arc::from);
+        }
         if self.tx.try_send(event).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -60,6 +68,7 @@ impl EventSender {
             job: None,
             message: None,
             data: Some(serde_json::json!({ "follower": true })),
+            input: None,
         });
     }
 
@@ -72,6 +81,7 @@ impl EventSender {
             job: None,
             message,
             data: None,
+            input: None,
         });
     }
 }
@@ -99,6 +109,21 @@ impl Reporter {
             job: Some(self.job),
             message,
             data,
+            input: None,
+        });
+    }
+
+    /// Reports that the attempt started, with the job's input as its message carries it; for
+    /// agents, which start attempts.
+    pub fn job_started(&self, input: Arc<RawValue>) {
+        self.sender.send(Event {
+            kind: EventKind::JobStarted,
+            at_ms: now_ms(),
+            agent: self.agent,
+            job: Some(self.job),
+            message: None,
+            data: None,
+            input: Some(input),
         });
     }
 

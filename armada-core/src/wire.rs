@@ -33,8 +33,9 @@ pub struct JobMessage {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub identity_retries: u32,
     /// The merged job message as compact JSON, deserialized into the script's payload type by
-    /// the agent. Held as text, not as a `Value`: a plan of a million jobs holds a million of
-    /// them, and a parsed object costs several times its text.
+    /// the agent. Held as text, not as a `Value`: a queue may hold a million of them, a parsed
+    /// object costs several times its text, and the agent passes it on to the monitor as is
+    /// ([`Event::input`]).
     pub payload: Arc<RawValue>,
 }
 
@@ -235,7 +236,7 @@ impl EventKind {
 }
 
 /// One event of a run, reported by an agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     /// What happened; it says what `job`, `message` and `data` hold.
     pub kind: EventKind,
@@ -253,6 +254,24 @@ pub struct Event {
     /// [`Attachment`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
+    /// The job's input, on `job_started` events: its payload as the queue gave it, secrets
+    /// hidden. Text, not a `Value`: the agent sends the message's own JSON without parsing
+    /// it, and the monitor reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Arc<RawValue>>,
+}
+
+/// Events are equal when their fields are, the input compared as its JSON text.
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && self.at_ms == other.at_ms
+            && self.agent == other.agent
+            && self.job == other.job
+            && self.message == other.message
+            && self.data == other.data
+            && self.input.as_deref().map(RawValue::get) == other.input.as_deref().map(RawValue::get)
+    }
 }
 
 /// The job an event is about.

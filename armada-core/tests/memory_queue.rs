@@ -882,6 +882,7 @@ async fn event_batches_are_stored_once() {
             job: None,
             message: Some("hello".to_owned()),
             data: None,
+            input: None,
         }],
     };
     assert!(sink.write(batch.clone()).await.unwrap());

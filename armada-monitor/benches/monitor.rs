@@ -68,6 +68,7 @@ fn lifecycle_events(run: &NewRun, jobs: u64) -> Vec<Event> {
             job: Some(job),
             message: message.map(str::to_owned),
             data,
+            input: None,
         };
         events.push(event(EventKind::JobStarted, None, None));
         events.push(event(EventKind::Success, Some("page loaded"), None));

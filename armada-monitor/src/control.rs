@@ -54,8 +54,50 @@ pub struct LaunchRequest {
     pub run_id: Option<String>,
 }
 
+/// Who serves the dashboard, so that it can say what outlives what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct About {
+    /// What kind of server this is.
+    pub serves: Serves,
+    /// The run a launch serves.
+    pub run_id: Option<String>,
+    /// Where a launch's run can be seen once the launch has ended.
+    pub later: Option<Later>,
+}
+
+/// What kind of server a dashboard is served by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Serves {
+    /// One run's `launch`: it stops when the run ends.
+    Launch,
+    /// An orchestrator service (`orchestrate serve`), which launches runs and stays.
+    Service,
+    /// A monitor with no orchestrator: it shows runs and cannot start or stop them.
+    Monitor,
+}
+
+/// How to see a run once the process that launched it has ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Later {
+    /// The command that serves the store the run is kept in.
+    pub command: String,
+    /// The run's page once that command runs.
+    pub url: String,
+}
+
 /// The project's orchestrator as the dashboard drives it.
 pub trait Control: Send + Sync + 'static {
+    /// Who serves the dashboard: a long-lived service, unless said otherwise.
+    fn about(&self) -> About {
+        About {
+            serves: Serves::Service,
+            run_id: None,
+            later: None,
+        }
+    }
+
     /// What the Launch page offers.
     fn launch_info(&self) -> BoxFuture<'_, Result<LaunchInfo>>;
 

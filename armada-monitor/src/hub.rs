@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::control::Control;
+use crate::control::{About, Control, Serves};
 use crate::model::{Event, Finish, Job, NewRun, Run, RunState};
 use crate::store::Store;
 use crate::{Error, Result};
@@ -133,6 +133,23 @@ impl Monitor {
     /// Subscribes to the live feed.
     pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
         self.inner.feed.subscribe()
+    }
+
+    /// How many subscribers the live feed has: the dashboard tabs open on it.
+    pub fn watchers(&self) -> usize {
+        self.inner.feed.receiver_count()
+    }
+
+    /// Who serves this monitor's dashboard.
+    pub fn about(&self) -> About {
+        self.inner.control.as_ref().map_or(
+            About {
+                serves: Serves::Monitor,
+                run_id: None,
+                later: None,
+            },
+            |control| control.about(),
+        )
     }
 
     /// Registers a run (idempotent) and tells subscribers.

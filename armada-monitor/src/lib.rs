@@ -32,7 +32,7 @@ pub mod server;
 mod store;
 
 pub use client::{ClientOptions, ClientStats, MonitorClient};
-pub use control::{Control, LaunchDefaults, LaunchInfo, LaunchRequest};
+pub use control::{About, Control, Later, LaunchDefaults, LaunchInfo, LaunchRequest, Serves};
 pub use error::{Error, Result};
 pub use hub::{Monitor, Notice, RUN_REFRESH};
 pub use link::MonitorLink;

@@ -396,6 +396,62 @@ pub struct FinishedJob {
     pub status: JobState,
 }
 
+/// A run's jobs over time, for its charts: how many started and how many ended in each state
+/// per bucket of `bucket_ms` from `start_ms`, and how long succeeded jobs took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Timeline {
+    /// The first bucket's start: when the run was registered.
+    pub start_ms: u64,
+    /// When the run ended, or now while it runs.
+    pub end_ms: u64,
+    /// Each bucket's width: a round figure that makes at most [`Timeline::MAX_BUCKETS`].
+    pub bucket_ms: u64,
+    /// Every bucket from `start_ms` to `end_ms`, empty ones included.
+    pub buckets: Vec<TimelineBucket>,
+    /// The spread of succeeded jobs' durations; `None` before one succeeded.
+    pub durations: Option<DurationHistogram>,
+}
+
+impl Timeline {
+    /// Most buckets a timeline has.
+    pub const MAX_BUCKETS: u64 = 120;
+    /// Bars of the duration histogram.
+    pub const DURATION_BARS: usize = 30;
+}
+
+/// What happened to a run's jobs in one time bucket. A job is counted where its latest
+/// attempt started and where it ended; jobs that never started and ended with their run
+/// (canceled, abandoned) are counted in the last bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimelineBucket {
+    /// The bucket's start.
+    pub at_ms: u64,
+    /// Jobs whose latest attempt started in it.
+    pub started: u64,
+    /// Jobs that succeeded in it.
+    pub succeeded: u64,
+    /// Jobs that failed for good in it.
+    pub failed: u64,
+    /// Jobs canceled in it.
+    pub canceled: u64,
+    /// Jobs abandoned in it (no agent was left).
+    pub abandoned: u64,
+}
+
+/// Succeeded jobs counted per equal slice of their durations, from the shortest to the
+/// longest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DurationHistogram {
+    /// The shortest duration.
+    pub min_ms: f64,
+    /// The longest duration.
+    pub max_ms: f64,
+    /// Each bar's width; bar `i` counts durations from `min_ms + i * bucket_ms`.
+    pub bucket_ms: f64,
+    /// Jobs per bar.
+    pub counts: Vec<u64>,
+}
+
 /// Filters of a run's jobs list.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobFilter {

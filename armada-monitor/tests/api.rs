@@ -123,6 +123,7 @@ fn job_event(run: &NewRun, kind: EventKind, agent: u32, job: u64) -> Event {
             EventKind::JobFailed => Some(json!({ "duration_ms": 3.0 })),
             _ => None,
         },
+        input: None,
     }
 }
 
@@ -319,6 +320,26 @@ async fn rest_serves_runs_jobs_events_outputs_and_files() {
 
     let (_, listed) = service.get("/runs?limit=10").await;
     assert_eq!(listed["runs"][0]["id"], run.id.as_str());
+    let (status, timeline) = service.get(&format!("/runs/{}/timeline", run.id)).await;
+    assert_eq!(status, 200, "{timeline}");
+    let buckets = timeline["buckets"].as_array().unwrap();
+    let sum = |field: &str| {
+        buckets
+            .iter()
+            .map(|b| b[field].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!((sum("started"), sum("succeeded"), sum("failed")), (4, 3, 1));
+    assert_eq!(
+        timeline["durations"]["counts"].as_array().unwrap().len(),
+        30
+    );
+    // A monitor without an orchestrator says so: its dashboard offers no launch or cancel.
+    let (_, about) = service.get("/about").await;
+    assert_eq!(
+        about,
+        json!({ "serves": "monitor", "run_id": null, "later": null })
+    );
     let (_, page) = service
         .get(&format!("/runs/{}/jobs?status=succeeded&limit=2", run.id))
         .await;

@@ -92,6 +92,7 @@ fn events() -> impl Strategy<Value = Event> {
             }),
             message,
             data,
+            input: None,
         })
 }
 

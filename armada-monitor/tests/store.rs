@@ -54,6 +54,7 @@ fn event(run: &NewRun, kind: EventKind, agent: u32, job: u64, attempt: u32) -> E
         }),
         message: None,
         data: None,
+        input: None,
     }
 }
 
@@ -447,6 +448,7 @@ async fn agents_are_summarized(store: Store) {
         job: None,
         message: message.map(str::to_owned),
         data: None,
+        input: None,
     };
     let mut events = vec![
         agent_event(EventKind::AgentStarted, 0, None),
@@ -707,6 +709,7 @@ fn agent_event(kind: EventKind, agent: u32, data: Option<serde_json::Value>) -> 
         job: None,
         message: None,
         data,
+        input: None,
     }
 }
 
@@ -859,6 +862,8 @@ conformance!(
     jobs_with_and_without_rows_are_paged_together,
     jobs_without_rows_end_with_their_run,
     events_past_the_job_count_make_no_job,
+    the_timeline_counts_jobs_per_bucket_and_durations,
+    a_started_event_keeps_the_job_input_with_secrets_hidden,
 );
 
 /// A job's state as a page shows it: (index, status, attempts).
@@ -1307,4 +1312,100 @@ async fn only_events_write_job_rows() {
     ];
     assert!(store.ingest(&batch(&run, events)).await.unwrap().stored);
     assert_eq!(rows().await, 1);
+}
+
+/// Job `job` of `run` started at `started_ms` on agent 0 and, when `end` is given, ended as
+/// it after `duration_ms`.
+fn timed(run: &NewRun, job: u64, started_ms: u64, end: Option<(EventKind, f64)>) -> Vec<Event> {
+    let mut events = vec![Event {
+        at_ms: started_ms,
+        ..event(run, EventKind::JobStarted, 0, job, 1)
+    }];
+    if let Some((kind, duration_ms)) = end {
+        events.push(Event {
+            at_ms: started_ms + duration_ms as u64,
+            data: Some(json!({ "duration_ms": duration_ms })),
+            message: Some("ended".into()),
+            ..event(run, kind, 0, job, 1)
+        });
+    }
+    events
+}
+
+async fn the_timeline_counts_jobs_per_bucket_and_durations(store: Store) {
+    // Registered at 1 000 ms; job `j` starts in second `j` of the run.
+    let run = new_run(&store, 6).await;
+    let mut events = Vec::new();
+    for (job, end) in [
+        (0, Some((EventKind::JobSucceeded, 100.0))),
+        (1, Some((EventKind::JobSucceeded, 200.0))),
+        (2, Some((EventKind::JobSucceeded, 400.0))),
+        (3, Some((EventKind::JobFailed, 50.0))),
+        (4, None),
+    ] {
+        events.extend(timed(&run, job, 1_100 + job * 1_000, end));
+    }
+    store.ingest(&batch(&run, events)).await.unwrap();
+    let timeline = store.timeline(&run.id, 10_000).await.unwrap();
+    assert_eq!(
+        (timeline.start_ms, timeline.end_ms, timeline.bucket_ms),
+        (1_000, 10_000, 1_000)
+    );
+    assert_eq!(timeline.buckets.len(), 10);
+    let column = |read: fn(&armada_monitor::model::TimelineBucket) -> u64| {
+        timeline.buckets.iter().map(read).collect::<Vec<_>>()
+    };
+    assert_eq!(column(|b| b.started), [1, 1, 1, 1, 1, 0, 0, 0, 0, 0]);
+    assert_eq!(column(|b| b.succeeded), [1, 1, 1, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(column(|b| b.failed), [0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(timeline.buckets[3].at_ms, 4_000);
+    let durations = timeline.durations.expect("three jobs succeeded");
+    assert_eq!((durations.min_ms, durations.max_ms), (100.0, 400.0));
+    assert_eq!(durations.counts.iter().sum::<u64>(), 3);
+    assert_eq!(durations.counts[0], 1, "{durations:?}");
+    assert_eq!(durations.counts.last(), Some(&1), "{durations:?}");
+    // Canceled at 12 000 ms: the running job and the one never heard of end in the last
+    // bucket, and the timeline stops at the run's end.
+    let canceled = Finish {
+        status: RunState::Canceled,
+        jobs: Vec::new(),
+    };
+    store.finish_run(&run.id, &canceled, 12_000).await.unwrap();
+    let timeline = store.timeline(&run.id, 60_000).await.unwrap();
+    assert_eq!((timeline.end_ms, timeline.buckets.len()), (12_000, 12));
+    let last = timeline.buckets.last().unwrap();
+    assert_eq!((last.canceled, last.started), (2, 0));
+    let before = store
+        .timeline(&new_run(&store, 3).await.id, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(before.buckets.len(), 1);
+    assert!(before.durations.is_none());
+}
+
+async fn a_started_event_keeps_the_job_input_with_secrets_hidden(store: Store) {
+    let run = new_run(&store, 2).await;
+    let input = r#"{"name":"Ada","api_token":"s3cret","pages":[1,2]}"#;
+    let started = Event {
+        input: Some(
+            serde_json::value::RawValue::from_string(input.into())
+                .unwrap()
+                .into(),
+        ),
+        ..event(&run, EventKind::JobStarted, 0, 1, 1)
+    };
+    store.ingest(&batch(&run, vec![started])).await.unwrap();
+    let of_job = EventFilter {
+        job: Some(1),
+        ..EventFilter::default()
+    };
+    let events = store.events(&run.id, &of_job, None, 10).await.unwrap();
+    let data = events.items[0]
+        .data
+        .as_ref()
+        .expect("the input is in the data");
+    assert_eq!(
+        data["input"],
+        json!({ "name": "Ada", "api_token": "***", "pages": [1, 2] })
+    );
 }

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use armada_core::project::NamedFile;
 use armada_core::{Plan, ProjectFiles, RunId, RunOverrides, Tune};
 use armada_monitor::model::{Finish, RunState};
-use armada_monitor::{Control, LaunchDefaults, LaunchInfo, LaunchRequest, MonitorLink};
+use armada_monitor::{
+    About, Control, Later, LaunchDefaults, LaunchInfo, LaunchRequest, MonitorLink, Serves,
+};
 use futures::future::BoxFuture;
 use tokio::task::JoinSet;
 
@@ -604,6 +606,7 @@ impl Control for ProjectControl {
 #[derive(Debug, Default)]
 pub struct LaunchControl {
     run: OnceLock<(String, RunControl)>,
+    later: OnceLock<Later>,
 }
 
 impl LaunchControl {
@@ -611,9 +614,22 @@ impl LaunchControl {
     pub fn attach(&self, run_id: &str, control: RunControl) {
         let _ = self.run.set((run_id.to_owned(), control));
     }
+
+    /// Where the run can be seen once this launch has ended, for its dashboard to say.
+    pub fn kept_at(&self, later: Later) {
+        let _ = self.later.set(later);
+    }
 }
 
 impl Control for LaunchControl {
+    fn about(&self) -> About {
+        About {
+            serves: Serves::Launch,
+            run_id: self.run.get().map(|(run_id, _)| run_id.clone()),
+            later: self.later.get().cloned(),
+        }
+    }
+
     fn launch_info(&self) -> BoxFuture<'_, armada_monitor::Result<LaunchInfo>> {
         Box::pin(async { Err(armada_monitor::Error::NoOrchestrator("launching a run")) })
     }

@@ -116,11 +116,13 @@ pub fn app_with_hosts(
         .route("/runs/{id}/events", get(run_events))
         .route("/runs/{id}/agents", get(agents))
         .route("/runs/{id}/failures", get(failures))
+        .route("/runs/{id}/timeline", get(timeline))
         .route("/runs/{id}/outputs", get(outputs))
         .route("/runs/{id}/attachments/{seq}", get(attachment))
         .route("/runs/{id}/cancel", post(cancel))
         .route("/runs/{id}/retry", post(retry))
         .route("/compare", get(compare))
+        .route("/about", get(about))
         .route(
             "/launch",
             get(launch_info)
@@ -638,6 +640,22 @@ async fn agents(
 ) -> ApiResult<Json<serde_json::Value>> {
     let agents = state.monitor.store().agents(&id).await?;
     Ok(Json(json!({ "agents": agents })))
+}
+
+async fn about(State(state): State<AppState>) -> Json<crate::control::About> {
+    Json(state.monitor.about())
+}
+
+async fn timeline(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<crate::model::Timeline>> {
+    let timeline = state
+        .monitor
+        .store()
+        .timeline(&id, armada_core::wire::now_ms())
+        .await?;
+    Ok(Json(timeline))
 }
 
 async fn failures(

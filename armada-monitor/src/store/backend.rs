@@ -10,7 +10,7 @@ use std::future::Future;
 use armada_core::RunId;
 
 use super::ingest::{Decoded, Seen};
-use super::query::AgentJobs;
+use super::query::{AgentJobs, Measure};
 use crate::Result;
 use crate::model::{
     Agent, AttachmentInfo, Event, EventFilter, FailureGroup, Finish, Job, JobFilter, JobState,
@@ -131,6 +131,16 @@ pub(super) trait StoreBackend: Send + Sync {
         after: u64,
         rows: i64,
     ) -> impl Future<Output = Result<Vec<Output>>> + Send;
+
+    /// The run's jobs counted per state and per `width`-wide bucket of `measure` from
+    /// `origin`: `(bucket, status, jobs)`, as [`super::query::per_bucket_sql`] selects them.
+    fn per_bucket(
+        &self,
+        run_id: &str,
+        measure: Measure,
+        origin: i64,
+        width: i64,
+    ) -> impl Future<Output = Result<Vec<(i64, String, u64)>>> + Send;
 
     /// The duration of the succeeded job at `rank` (from 0) in duration order.
     fn duration_at(

@@ -318,6 +318,14 @@ fn decode(position: usize, event: &armada_core::wire::Event) -> Result<Decoded> 
         }));
         attachment = Some((file, bytes));
     }
+    if let Some(input) = job_input(event) {
+        match &mut data {
+            Some(Value::Object(fields)) => {
+                fields.insert("input".to_owned(), input);
+            }
+            _ => data = Some(serde_json::json!({ "input": input })),
+        }
+    }
     // Agents hide their secrets before sending; this hides those the monitor's own process
     // read (a run launched from it) from an agent that did not.
     if let Some(data) = &mut data {
@@ -336,6 +344,14 @@ fn decode(position: usize, event: &armada_core::wire::Event) -> Result<Decoded> 
         },
         attachment,
     })
+}
+
+/// The job's input an event carries, as the dashboard shows it: under `input` in the event's
+/// data, with values under secret-looking keys hidden too (an agent in another process hides
+/// only the secrets it typed).
+fn job_input(event: &armada_core::wire::Event) -> Option<Value> {
+    let input = serde_json::from_str(event.input.as_deref()?.get()).ok()?;
+    Some(super::redact(input))
 }
 
 /// `text` as every store holds it: PostgreSQL's text type refuses NUL, which becomes `␀`

@@ -22,9 +22,9 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 use super::backend::StoreBackend;
 use super::ingest::{self, Decoded, Seen};
 use super::query::{
-    self, AGENT_COLUMNS, AgentJobs, EVENT_COLUMNS, JOB_COLUMNS, OUTPUT_COLUMNS, RUN_COLUMNS,
-    agent_from_row, agent_jobs_from_row, attachment_from_row, event_from_row, failure_from_row,
-    job_from_row, output_from_row, rowless_from_row, run_from_row,
+    self, AGENT_COLUMNS, AgentJobs, EVENT_COLUMNS, JOB_COLUMNS, Measure, OUTPUT_COLUMNS,
+    RUN_COLUMNS, agent_from_row, agent_jobs_from_row, attachment_from_row, event_from_row,
+    failure_from_row, job_from_row, output_from_row, rowless_from_row, run_from_row,
 };
 use super::{Columns, Param, Rowless, Sql, schema, values_sql};
 use crate::model::{
@@ -1129,6 +1129,18 @@ impl StoreBackend for MssqlStore {
         sql.bind(Param::Int(Some(after as i64)));
         limit(&mut sql, rows);
         self.fetch(sql, "listing outputs", output_from_row).await
+    }
+
+    async fn per_bucket(
+        &self,
+        run_id: &str,
+        measure: Measure,
+        origin: i64,
+        width: i64,
+    ) -> Result<Vec<(i64, String, u64)>> {
+        let sql = query::per_bucket_sql(MARK, "COUNT_BIG(*)", run_id, measure, origin, width);
+        self.fetch(sql, "charting jobs", query::bucket_from_row)
+            .await
     }
 
     async fn duration_at(&self, run_id: &str, rank: u64) -> Result<Option<f64>> {

@@ -14,8 +14,9 @@ use serde_json::Value;
 
 use super::{Backend, Columns, Param, Rowless, Sql, Store};
 use crate::model::{
-    Agent, AttachmentInfo, Event, EventFilter, FailureGroup, Job, JobFilter, JobState, Output,
-    Page, Percentiles, Run, RunState, RunStats, coverage,
+    Agent, AttachmentInfo, Counts, DurationHistogram, Event, EventFilter, FailureGroup, Job,
+    JobFilter, JobState, Output, Page, Percentiles, Run, RunState, RunStats, Timeline,
+    TimelineBucket, coverage,
 };
 use crate::{Error, Result};
 
@@ -309,6 +310,73 @@ impl Store {
         })
     }
 
+    /// A run's jobs over time and its succeeded jobs' durations, for its charts.
+    pub async fn timeline(&self, run_id: &str, now_ms: u64) -> Result<Timeline> {
+        let run = self.run(run_id, now_ms).await?;
+        let start_ms = run.created_ms;
+        let end_ms = run.finished_ms.unwrap_or(now_ms).max(start_ms);
+        let bucket_ms = round_bucket(end_ms - start_ms);
+        let mut buckets: Vec<TimelineBucket> = (0..=(end_ms - start_ms) / bucket_ms)
+            .map(|bucket| TimelineBucket {
+                at_ms: start_ms + bucket * bucket_ms,
+                ..TimelineBucket::default()
+            })
+            .collect();
+        let (origin, width) = (start_ms as i64, bucket_ms as i64);
+        for (measure, started) in [(Measure::Started, true), (Measure::Finished, false)] {
+            for (bucket, status, jobs) in
+                dispatch!(self, per_bucket(run_id, measure, origin, width))?
+            {
+                let last = buckets.len();
+                let slot = &mut buckets[clamped(bucket, last)];
+                match JobState::parse(&status) {
+                    _ if started => slot.started += jobs,
+                    Some(state) => add_ended(slot, state, jobs),
+                    None => {}
+                }
+            }
+        }
+        add_ended_without_row(&mut buckets, &run.counts);
+        Ok(Timeline {
+            start_ms,
+            end_ms,
+            bucket_ms,
+            buckets,
+            durations: self.durations(run_id, run.counts.succeeded).await?,
+        })
+    }
+
+    /// Succeeded jobs counted in [`Timeline::DURATION_BARS`] equal slices from the shortest
+    /// duration to the longest.
+    async fn durations(&self, run_id: &str, succeeded: u64) -> Result<Option<DurationHistogram>> {
+        if succeeded == 0 {
+            return Ok(None);
+        }
+        let shortest = dispatch!(self, duration_at(run_id, 0))?;
+        let longest = dispatch!(self, duration_at(run_id, succeeded - 1))?;
+        let (Some(min_ms), Some(max_ms)) = (shortest, longest) else {
+            return Ok(None);
+        };
+        let bars = Timeline::DURATION_BARS;
+        let origin_us = (min_ms * 1000.0).floor() as i64;
+        let width_us = (((max_ms * 1000.0).ceil() as i64 - origin_us) / bars as i64 + 1).max(1);
+        let mut counts = vec![0; bars];
+        for (bar, status, jobs) in dispatch!(
+            self,
+            per_bucket(run_id, Measure::DurationMicros, origin_us, width_us)
+        )? {
+            if status == JobState::Succeeded.as_str() {
+                counts[clamped(bar, bars)] += jobs;
+            }
+        }
+        Ok(Some(DurationHistogram {
+            min_ms,
+            max_ms,
+            bucket_ms: width_us as f64 / 1000.0,
+            counts,
+        }))
+    }
+
     /// Duration percentiles of `succeeded` jobs, each read at its rank through the index.
     async fn percentiles(&self, run_id: &str, succeeded: u64) -> Result<Option<Percentiles>> {
         if succeeded == 0 {
@@ -336,6 +404,56 @@ fn page<T>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> u64) -> Page<T> {
     items.truncate(limit as usize);
     let next = if more { items.last().map(&key) } else { None };
     Page { items, next }
+}
+
+/// The smallest round bucket width (1 s, 2 s, 5 s, 10 s, 15 s, 30 s, then minutes and hours
+/// alike) that splits `span_ms` into at most [`Timeline::MAX_BUCKETS`] buckets.
+fn round_bucket(span_ms: u64) -> u64 {
+    const ROUND: [u64; 15] = [
+        1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1_800, 3_600, 7_200, 21_600,
+    ];
+    let fits = |width_ms: u64| span_ms / width_ms < Timeline::MAX_BUCKETS;
+    ROUND
+        .iter()
+        .map(|seconds| seconds * 1_000)
+        .find(|&width_ms| fits(width_ms))
+        .unwrap_or_else(|| span_ms / (Timeline::MAX_BUCKETS - 1) + 1)
+}
+
+/// `bucket` as an index of `len` buckets: a job stamped before the run's registration or
+/// after its end (clocks of other hosts) is counted in the first or last.
+fn clamped(bucket: i64, len: usize) -> usize {
+    usize::try_from(bucket)
+        .unwrap_or(0)
+        .min(len.saturating_sub(1))
+}
+
+fn add_ended(bucket: &mut TimelineBucket, state: JobState, jobs: u64) {
+    match state {
+        JobState::Succeeded => bucket.succeeded += jobs,
+        JobState::Failed => bucket.failed += jobs,
+        JobState::Canceled => bucket.canceled += jobs,
+        JobState::Abandoned => bucket.abandoned += jobs,
+        JobState::Queued | JobState::Running | JobState::Retrying => {}
+    }
+}
+
+/// Counts in the last bucket the ended jobs that no row times: those that ended with their
+/// run without ever starting, which `counts` includes and the buckets do not yet.
+fn add_ended_without_row(buckets: &mut [TimelineBucket], counts: &Counts) {
+    let timed = buckets
+        .iter()
+        .fold(TimelineBucket::default(), |sum, bucket| TimelineBucket {
+            succeeded: sum.succeeded + bucket.succeeded,
+            failed: sum.failed + bucket.failed,
+            canceled: sum.canceled + bucket.canceled,
+            abandoned: sum.abandoned + bucket.abandoned,
+            ..sum
+        });
+    if let Some(last) = buckets.last_mut() {
+        last.canceled += counts.canceled.saturating_sub(timed.canceled);
+        last.abandoned += counts.abandoned.saturating_sub(timed.abandoned);
+    }
 }
 
 /// Appends `rows` and the jobs without a row at `gaps`, in index order, until `items`
@@ -417,6 +535,62 @@ pub(super) fn jobs_sql<'a>(
     }
     sql.push(" ORDER BY idx");
     sql
+}
+
+/// What a run's jobs are counted by in [`per_bucket_sql`].
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Measure {
+    /// When the latest attempt started, in ms.
+    Started,
+    /// When the job ended, in ms.
+    Finished,
+    /// How long the latest attempt took, in µs: integers divide alike in every dialect, where
+    /// casting a fraction rounds in some and truncates in others.
+    DurationMicros,
+}
+
+impl Measure {
+    fn expression(self) -> &'static str {
+        match self {
+            Self::Started => "started_ms",
+            Self::Finished => "finished_ms",
+            Self::DurationMicros => "CAST(duration_ms * 1000 AS BIGINT)",
+        }
+    }
+}
+
+/// Counts a run's jobs per state and per `width`-wide bucket of `measure` from `origin`,
+/// as rows `(bucket, status, jobs)`; `count` is the dialect's `COUNT(*)`. The bucket is
+/// computed in a derived table, so that no dialect has to match a parameterised expression
+/// between `SELECT` and `GROUP BY`.
+pub(super) fn per_bucket_sql<'a>(
+    mark: &'static str,
+    count: &str,
+    run_id: &'a str,
+    measure: Measure,
+    origin: i64,
+    width: i64,
+) -> Sql<'a> {
+    let mut sql = Sql::new("", mark);
+    let run = sql.bind(Param::Text(Some(run_id)));
+    let origin = sql.bind(Param::Int(Some(origin)));
+    let width = sql.bind(Param::Int(Some(width.max(1))));
+    let value = measure.expression();
+    sql.push(&format!(
+        "SELECT bucket, status, {count} AS jobs FROM (SELECT ({value} - CAST({origin} AS BIGINT)) \
+         / CAST({width} AS BIGINT) AS bucket, status FROM armada_jobs WHERE run_id = {run} \
+         AND {value} IS NOT NULL) AS measured GROUP BY bucket, status"
+    ));
+    sql
+}
+
+/// Reads a row of [`per_bucket_sql`].
+pub(super) fn bucket_from_row<R: Columns>(row: &R) -> Result<(i64, String, u64), R::Error> {
+    Ok((
+        row.int("bucket")?.unwrap_or_default(),
+        row.required_text("status")?,
+        row.u64("jobs")?,
+    ))
 }
 
 /// `WHERE` conditions of a run's events list and the `ORDER BY`; the caller adds its

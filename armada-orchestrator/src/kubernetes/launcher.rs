@@ -515,6 +515,7 @@ impl Tracker {
                     "disrupted": pod.disrupted,
                 }
             })),
+            input: None,
         });
         let slot = index as usize;
         if self.ends[slot].is_some() {

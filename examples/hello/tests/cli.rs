@@ -313,6 +313,95 @@ fn a_hundred_million_jobs_start_at_once_and_memory_does_not_grow_with_them() {
     );
 }
 
+/// Opens the dashboard's live feed on `address` with a bare WebSocket handshake; the feed
+/// stays subscribed while the returned stream is open.
+fn open_live_feed(address: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET /api/v1/ws HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = text(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    stream
+}
+
+#[test]
+fn a_launch_says_where_its_run_lives_and_keeps_its_dashboard_while_a_tab_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("r.jsonl");
+    let mut command = command(
+        &[
+            "launch",
+            "--agents",
+            "2",
+            "--jobs",
+            "20",
+            "--keep-dashboard",
+        ],
+        project(),
+    );
+    command
+        .arg("--monitor")
+        .arg(format!("sqlite:{}", dir.path().join("m.sqlite").display()))
+        .arg("--output")
+        .arg(&results);
+    let mut launch = Launch::start(command, &results);
+    let dashboard = launch.dashboard().unwrap().to_owned();
+    let run_id = launch.run_id().to_owned();
+    let tab = open_live_feed(&dashboard);
+    let about = binary::http_get(&dashboard, "/api/v1/about").json();
+    assert_eq!(about["serves"], "launch", "{about}");
+    assert_eq!(about["run_id"], run_id.as_str(), "{about}");
+    let command = about["later"]["command"].as_str().unwrap();
+    assert!(command.contains(" serve --project "), "{about}");
+    assert!(command.contains(" --monitor sqlite:"), "{about}");
+    assert_eq!(
+        about["later"]["url"],
+        format!("http://127.0.0.1:8400/#/runs/{run_id}").as_str()
+    );
+    // Bounded, so that a run that never ends fails here rather than hanging.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let run = binary::http_get(&dashboard, &format!("/api/v1/runs/{run_id}")).json();
+        if run["status"] == "completed" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not end: {run}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(
+        launch.child().try_wait().unwrap().is_none(),
+        "the launch ended with a tab open on its dashboard"
+    );
+    drop(tab);
+    let finished = launch.finish(std::time::Duration::from_secs(30));
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert_eq!(finished.results.len(), 20);
+    assert!(
+        finished.stdout.contains(&format!(
+            "see this run later: `{command}`, then http://127.0.0.1:8400/#/runs/{run_id}"
+        )),
+        "{}",
+        finished.stdout
+    );
+}
+
 #[test]
 fn logs_to_a_file_or_pipe_carry_no_colour_codes() {
     let dir = tempfile::tempdir().unwrap();
