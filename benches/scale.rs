@@ -167,10 +167,11 @@ fn main() {
     let folder = tempfile::tempdir().unwrap();
     println!(
         "Plan (read config/, typed checks, one payload per CSV row) and publish (`launch`: run \
-         record, agent configs, the run and every job registered with the monitor, one message \
-         per job) with the embedded queue and store, each size in a process of its own; peak \
-         memory is that process's `VmHWM`. Plain: `csv` + `serde_json` reading the same rows \
-         into JSON objects and writing one message per job.\n"
+         record, agent configs, the run registered with the monitor as one row, the jobs handed \
+         to the queue as a count and a builder: each message is built when an agent takes it) \
+         with the embedded queue and store, each size in a process of its own; peak memory is \
+         that process's `VmHWM`. Plain: `csv` + `serde_json` reading the same rows into JSON \
+         objects and writing one message per job.\n"
     );
     println!(
         "| jobs | monitor | plan ms | publish ms | total ms | ms per 1,000 jobs | peak MB | plain ms | plain peak MB | armada / plain time |"

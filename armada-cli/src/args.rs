@@ -312,6 +312,12 @@ pub(crate) struct LaunchArgs {
     /// Do not serve the dashboard while the run goes on.
     #[arg(long)]
     pub(crate) no_dashboard: bool,
+    /// What to call the run in the dashboard and the runs list.
+    #[arg(long, value_name = "NAME", value_parser = run_name)]
+    pub(crate) name: Option<String>,
+    /// A word to group and find the run by (repeatable).
+    #[arg(long = "tag", value_name = "TAG", value_parser = run_tag)]
+    pub(crate) tags: Vec<String>,
     /// Once the run has ended, keep serving the dashboard while a tab is open on it.
     #[arg(long, conflicts_with = "no_dashboard")]
     pub(crate) keep_dashboard: bool,
@@ -445,6 +451,17 @@ pub(crate) fn seconds(text: &str) -> std::result::Result<f64, String> {
 }
 
 /// A number of seconds above zero.
+fn run_name(text: &str) -> std::result::Result<String, String> {
+    let label = armada_monitor::model::RunLabel::new(Some(text), &[])?;
+    label
+        .name
+        .ok_or_else(|| "a run's name is not blank".to_owned())
+}
+
+fn run_tag(text: &str) -> std::result::Result<String, String> {
+    armada_monitor::model::RunLabel::new(None, &[text.to_owned()]).map(|_| text.trim().to_owned())
+}
+
 pub(crate) fn positive_seconds(text: &str) -> std::result::Result<f64, String> {
     match seconds(text) {
         Ok(secs) if secs > 0.0 => Ok(secs),

@@ -46,6 +46,9 @@ pub enum Error {
          and --config-store redis://…) with agents as processes, or --target kubernetes"
     )]
     DetachNeedsSharedBackends,
+    /// `--name` and `--tag` that are each fine but not together (too many tags).
+    #[error("--name/--tag: {0}")]
+    Label(String),
     /// `--dry-run` shows the Kubernetes Job a launch would create.
     #[error("--dry-run prints the Kubernetes Job a launch would create: add --target kubernetes")]
     DryRunNeedsKubernetes,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use armada_core::backend::redact_url;
 use armada_core::{AgentRunner, Plan, RunId, Script, Tune};
+use armada_monitor::model::RunLabel;
 use armada_monitor::server::Served;
 use armada_monitor::{Later, Monitor, MonitorLink, Store};
 use armada_orchestrator::{
@@ -36,6 +37,7 @@ pub(crate) async fn launch<S: Script>(
         return Err(Error::DryRunNeedsKubernetes);
     }
     let (project, plan) = load_plan::<S>(&args.project, default_project)?;
+    let label = RunLabel::new(args.name.as_deref(), &args.tags).map_err(Error::Label)?;
     if args.dry_run {
         return dry_run(&project, &plan);
     }
@@ -62,7 +64,7 @@ pub(crate) async fn launch<S: Script>(
         .then(|| ResultsFile::claim(&output))
         .transpose()?;
     let handle = match session
-        .orchestrator(&args, &project, &run_id, launcher)
+        .orchestrator(&args, &project, &run_id, launcher, label)
         .launch_as(&plan, run_id)
         .await
     {
@@ -76,11 +78,15 @@ pub(crate) async fn launch<S: Script>(
         }
     };
     let results = claimed.map(Claimed::begin).transpose()?;
-    session.announce(&handle, &plan, &args);
+    // The dashboard knows its run, and where the run lives on, before anyone is told of it.
+    session
+        .run_control
+        .attach(handle.run_id().as_str(), handle.control());
     let later = session.later(&args, &project, handle.run_id());
     if let Some(later) = &later {
         session.run_control.kept_at(later.clone());
     }
+    session.announce(&handle, &plan, &args);
     match results {
         Some(results) => {
             let code = session
@@ -200,6 +206,7 @@ impl Session {
         project: &Path,
         run_id: &RunId,
         launcher: Launcher,
+        label: RunLabel,
     ) -> Orchestrator {
         let grace = Duration::try_from_secs_f64(args.grace_secs).unwrap_or(Duration::from_secs(10));
         let tune = args.project.tune.as_ref().map_or("local".into(), tune_name);
@@ -207,6 +214,7 @@ impl Session {
             unreachable!("a launch publishes one run, so its backends are taken once")
         });
         Orchestrator::new(backends, launcher)
+            .with_label(label)
             .with_grace(grace)
             .with_evidence_dir(run_dir(project, run_id).join("evidence"))
             .with_project(armada_orchestrator::project_name(project), Some(tune))
@@ -319,8 +327,6 @@ impl Session {
         keep_dashboard: bool,
     ) -> Result<ExitCode> {
         let control = handle.control();
-        self.run_control
-            .attach(handle.run_id().as_str(), control.clone());
         let signals = CancellationToken::new();
         let signal_task = tokio::spawn(cancel_on_ctrl_c(control.clone(), signals.clone()));
         #[cfg(feature = "kubernetes")]

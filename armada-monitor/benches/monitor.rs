@@ -47,6 +47,8 @@ fn new_run(jobs: u64) -> NewRun {
         tune: None,
         relaunch_of: None,
         settings: json!({}),
+        name: None,
+        tags: Vec::new(),
     }
 }
 

@@ -6,6 +6,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
+use crate::model::RunLabel;
 
 /// What the Launch page offers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +53,8 @@ pub struct LaunchRequest {
     pub template_overrides: Option<serde_json::Value>,
     /// The run's id, when the caller chose it.
     pub run_id: Option<String>,
+    /// The name and tags the run is shown with.
+    pub label: RunLabel,
 }
 
 /// Who serves the dashboard, so that it can say what outlives what.

@@ -158,6 +158,12 @@ pub struct Run {
     /// When the monitor last heard from one of its agents or a process following it.
     #[serde(default)]
     pub seen_ms: Option<u64>,
+    /// What a person called it.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Words it is grouped and found by.
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// Why it is `stalled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stalled_reason: Option<String>,
@@ -374,6 +380,74 @@ pub struct NewRun {
     /// The run settings; secrets are redacted before they are stored.
     #[serde(default)]
     pub settings: Value,
+    /// What a person calls the run, to find it again ([`RunLabel`] checks it).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Words to group and find runs by ([`RunLabel`] checks them).
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// A run's optional name and tags, checked: what people give a run to find it again in a
+/// store that keeps many.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunLabel {
+    /// At most [`RunLabel::MAX_NAME`] characters, not blank.
+    pub name: Option<String>,
+    /// At most [`RunLabel::MAX_TAGS`], each a word of at most [`RunLabel::MAX_TAG`]
+    /// characters, without repeats.
+    pub tags: Vec<String>,
+}
+
+impl RunLabel {
+    /// Longest name, in characters.
+    pub const MAX_NAME: usize = 200;
+    /// Most tags.
+    pub const MAX_TAGS: usize = 20;
+    /// Longest tag, in characters.
+    pub const MAX_TAG: usize = 50;
+
+    /// Checks a name and tags, trimmed; the error says which one is wrong and why.
+    pub fn new(name: Option<&str>, tags: &[String]) -> Result<Self, String> {
+        let name = name.map(str::trim).filter(|name| !name.is_empty());
+        if let Some(name) = name {
+            let length = name.chars().count();
+            if length > Self::MAX_NAME || name.chars().any(char::is_control) {
+                return Err(format!(
+                    "the run's name must be at most {} characters without control characters \
+                     ({length} given)",
+                    Self::MAX_NAME
+                ));
+            }
+        }
+        let mut checked: Vec<String> = Vec::new();
+        for tag in tags.iter().map(|tag| tag.trim()) {
+            let word = tag
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/'));
+            if tag.is_empty() || !word || tag.chars().count() > Self::MAX_TAG {
+                return Err(format!(
+                    "tag `{tag}` is not a tag: a tag is a word of at most {} letters, digits \
+                     and - _ . : /",
+                    Self::MAX_TAG
+                ));
+            }
+            if !checked.iter().any(|seen| seen == tag) {
+                checked.push(tag.to_owned());
+            }
+        }
+        if checked.len() > Self::MAX_TAGS {
+            return Err(format!(
+                "a run has at most {} tags ({} given)",
+                Self::MAX_TAGS,
+                checked.len()
+            ));
+        }
+        Ok(Self {
+            name: name.map(str::to_owned),
+            tags: checked,
+        })
+    }
 }
 
 /// How a run ended, with the final state of jobs that never ended.

@@ -78,6 +78,8 @@ impl Service {
             tune: Some("local".into()),
             relaunch_of: None,
             settings: json!({ "agents": 4, "redis_password": "pw" }),
+            name: None,
+            tags: Vec::new(),
         };
         let (status, body) = self.post("/runs", &run).await;
         assert_eq!(status, 201, "{body}");

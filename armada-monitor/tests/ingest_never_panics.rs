@@ -116,6 +116,8 @@ async fn store_with(id: String, jobs: u64) -> (Store, NewRun, tempfile::TempDir)
         tune: None,
         relaunch_of: None,
         settings: json!({}),
+        name: None,
+        tags: Vec::new(),
     };
     store.register_run(&run, 1_000).await.unwrap();
     (store, run, folder)

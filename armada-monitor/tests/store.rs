@@ -28,6 +28,8 @@ async fn new_run(store: &Store, jobs: u64) -> NewRun {
             "proxy": { "url": "http://user:hunter2@proxy:8080", "password": "hunter2" },
             "api_token": "abc"
         }),
+        name: Some(" nightly prices ".into()),
+        tags: vec!["prices".into(), "nightly".into(), "prices".into()],
     };
     store.register_run(&run, 1_000).await.unwrap();
     run
@@ -108,6 +110,17 @@ async fn register_refuses_a_second_run_and_redacts(store: Store) {
     assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
     let shown = store.run(&run.id, 61_000).await.unwrap();
     assert_eq!(shown.jobs, 5);
+    // The name is trimmed and a tag given twice is kept once.
+    assert_eq!(shown.name.as_deref(), Some("nightly prices"));
+    assert_eq!(shown.tags, ["prices", "nightly"]);
+    let mut badly_tagged = run.clone();
+    badly_tagged.id = RunId::new().to_string();
+    badly_tagged.tags = vec!["two words".into()];
+    let refused = store.register_run(&badly_tagged, 9_999).await;
+    assert!(
+        matches!(&refused, Err(Error::Invalid(why)) if why.contains("tag `two words`")),
+        "{refused:?}"
+    );
     assert_eq!(shown.counts.queued, 5);
     assert_eq!(
         shown.created_ms, 1_000,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use armada_core::project::NamedFile;
 use armada_core::{Plan, ProjectFiles, RunId, RunOverrides, Tune};
-use armada_monitor::model::{Finish, RunState};
+use armada_monitor::model::{Finish, RunLabel, RunState};
 use armada_monitor::{
     About, Control, Later, LaunchDefaults, LaunchInfo, LaunchRequest, MonitorLink, Serves,
 };
@@ -232,6 +232,10 @@ impl ProjectControl {
             tune: run.tune,
             agents: Some(run.agents),
             jobs: Some(run.jobs),
+            label: RunLabel {
+                name: run.name,
+                tags: run.tags,
+            },
             ..LaunchRequest::default()
         })
     }
@@ -243,6 +247,9 @@ impl ProjectControl {
             request.tune = request.tune.take().or(earlier.tune);
             request.agents = request.agents.or(earlier.agents);
             request.jobs = request.jobs.or(earlier.jobs);
+            if request.label == RunLabel::default() {
+                request.label = earlier.label;
+            }
             request.data_agent_csv = request.data_agent_csv.take().or(earlier.data_agent_csv);
             request.data_job_csv = request.data_job_csv.take().or(earlier.data_job_csv);
         }
@@ -300,7 +307,8 @@ impl ProjectControl {
             .orchestrator()?
             .clone()
             .with_project(self.project.clone(), request.tune.clone())
-            .with_relaunch_of(relaunch_of);
+            .with_relaunch_of(relaunch_of)
+            .with_label(request.label.clone());
         let run_id = match &request.run_id {
             Some(id) => RunId::parse(id).map_err(problems)?,
             None => RunId::new(),

@@ -15,7 +15,7 @@ use armada_core::{
     AgentExit, AgentIndex, AgentRunner, AgentSpec, ConfigStore, EventSender, JobId, JobQueue, Plan,
     RunId, WhenBlocked,
 };
-use armada_monitor::model::{Finish, NewRun, RunState};
+use armada_monitor::model::{Finish, NewRun, RunLabel, RunState};
 use armada_monitor::{ClientOptions, ClientStats, MonitorClient, MonitorLink};
 use fixedbitset::FixedBitSet;
 use futures::Stream;
@@ -242,6 +242,7 @@ pub struct Orchestrator {
     project: String,
     tune: Option<String>,
     relaunch_of: Option<String>,
+    label: RunLabel,
 }
 
 impl Orchestrator {
@@ -255,7 +256,14 @@ impl Orchestrator {
             project: "armada".to_owned(),
             tune: None,
             relaunch_of: None,
+            label: RunLabel::default(),
         }
+    }
+
+    /// The name and tags the monitor shows the next runs with.
+    pub fn with_label(mut self, label: RunLabel) -> Self {
+        self.label = label;
+        self
     }
 
     /// How runs are named in the monitor: the project and the tune they were planned with.
@@ -433,6 +441,8 @@ impl Orchestrator {
             tune: self.tune.clone(),
             relaunch_of: self.relaunch_of.clone(),
             settings: serde_json::to_value(plan.settings()).unwrap_or_default(),
+            name: self.label.name.clone(),
+            tags: self.label.tags.clone(),
         };
         Ok(self.backends.monitor.register_run(&run).await?)
     }

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::{field_text, form_error};
 use crate::control::LaunchRequest;
+use crate::model::RunLabel;
 use crate::{Error, Result};
 
 /// A launch as a client writes it: the JSON body of `POST /runs`, or the same fields as the
@@ -32,11 +33,15 @@ pub struct LaunchBody {
     pub target: Option<String>,
     /// A run to repeat: its tune, counts and CSV files are reused unless given.
     pub relaunch_of: Option<String>,
+    /// What to call the run.
+    pub name: Option<String>,
+    /// Words to group and find the run by; in a form, separated by commas or spaces.
+    pub tags: Option<Vec<String>>,
 }
 
 /// The form parts a launch takes, for the message that refuses any other.
-const FORM_PARTS: &str =
-    "overrides, tune, agents, jobs, data_agent.csv, data_job.csv, target and relaunch_of";
+const FORM_PARTS: &str = "overrides, tune, agents, jobs, data_agent.csv, data_job.csv, target, relaunch_of, name \
+     and tags";
 
 impl LaunchBody {
     /// The launch this body asks for.
@@ -57,7 +62,10 @@ impl LaunchBody {
                 ));
             }
         };
+        let label = RunLabel::new(self.name.as_deref(), &self.tags.unwrap_or_default())
+            .map_err(Error::Invalid)?;
         Ok(LaunchRequest {
+            label,
             tune,
             tune_values,
             agents: self.agents,
@@ -94,6 +102,11 @@ impl LaunchBody {
                 "data_job.csv" | "data_job" => body.data_job_csv = Some(text),
                 "target" => body.target = Some(text.trim().to_owned()),
                 "relaunch_of" => body.relaunch_of = Some(text.trim().to_owned()),
+                "name" => body.name = Some(text),
+                "tags" => {
+                    let words = text.split([',', ' ', '\n']).filter(|word| !word.is_empty());
+                    body.tags = Some(words.map(str::to_owned).collect());
+                }
                 other => {
                     return Err(Error::Invalid(format!(
                         "{what} has an unknown part `{other}`; it takes {FORM_PARTS}"

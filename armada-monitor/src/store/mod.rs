@@ -40,7 +40,7 @@ use serde_json::Value;
 pub use ingest::{Ingested, MAX_EVENTS_PER_BATCH};
 pub use query::MAX_PAGE;
 
-use crate::model::{Counts, Finish, Job, JobFilter, JobState, NewRun, Run, RunState};
+use crate::model::{Counts, Finish, Job, JobFilter, JobState, NewRun, Run, RunLabel, RunState};
 use crate::{Error, Result};
 use backend::StoreBackend;
 
@@ -143,8 +143,14 @@ impl Store {
                 run.jobs
             )));
         }
+        let label = RunLabel::new(run.name.as_deref(), &run.tags).map_err(Error::Invalid)?;
+        let run = NewRun {
+            name: label.name,
+            tags: label.tags,
+            ..run.clone()
+        };
         let settings = redact(run.settings.clone()).to_string();
-        dispatch!(self, register_run(run, &settings, created_ms))
+        dispatch!(self, register_run(&run, &settings, created_ms))
     }
 
     /// Marks a run ended and gives jobs that never ended their final state. Returns the run.
@@ -309,6 +315,11 @@ impl Rowless {
             && filter.error.is_none()
             && filter.attempts.is_none_or(|attempts| attempts == 0)
     }
+}
+
+/// A run's tags as stored: a JSON array, or NULL when it has none.
+pub(super) fn tags_text(tags: &[String]) -> Option<String> {
+    (!tags.is_empty()).then(|| Value::from(tags.to_vec()).to_string())
 }
 
 /// The refusal of a second run under one id.

@@ -558,8 +558,8 @@ impl MssqlStore {
         // the row, instead of failing on the primary key.
         let mut insert = Query::new(
             "INSERT INTO armada_runs (id, project, status, created_ms, agents, jobs, tune, \
-             relaunch_of, settings) \
-             SELECT @P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8, @P9 \
+             relaunch_of, settings, name, tags) \
+             SELECT @P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8, @P9, @P10, @P11 \
              WHERE NOT EXISTS (SELECT 1 FROM armada_runs WITH (UPDLOCK, HOLDLOCK) \
              WHERE id = @P1)",
         );
@@ -572,6 +572,8 @@ impl MssqlStore {
         insert.bind(run.tune.as_deref());
         insert.bind(run.relaunch_of.as_deref());
         insert.bind(settings);
+        insert.bind(run.name.as_deref());
+        insert.bind(super::tags_text(&run.tags));
         Ok(execute(client, insert).await? > 0)
     }
 

@@ -643,6 +643,11 @@ pub(super) fn run_from_row<R: Columns>(row: &R) -> Result<Run, R::Error> {
         settings: serde_json::from_str(&settings).unwrap_or(Value::Null),
         seen_ms: row.opt_u64("seen_ms")?,
         stalled_reason: None,
+        name: row.text("name")?,
+        tags: row
+            .text("tags")?
+            .and_then(|tags| serde_json::from_str(&tags).ok())
+            .unwrap_or_default(),
     })
 }
 
@@ -758,7 +763,8 @@ pub(super) const JOB_COLUMNS: &str = "idx, id, status, agent, attempts, started_
                                       finished_ms, duration_ms, last_event, error";
 /// The columns `run_from_row` reads.
 pub(super) const RUN_COLUMNS: &str = "id, project, status, created_ms, finished_ms, agents, \
-                                      jobs, events, tune, relaunch_of, settings, seen_ms";
+                                      jobs, events, tune, relaunch_of, settings, seen_ms, name, \
+                                      tags";
 /// The columns `agent_from_row` reads.
 pub(super) const AGENT_COLUMNS: &str = "idx, status, seen_ms, started_ms, stopped_ms, error";
 /// The columns `event_from_row` reads.

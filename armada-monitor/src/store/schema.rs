@@ -122,6 +122,11 @@ pub(super) const MIGRATIONS: &[&[&str]] = &[
         "ALTER TABLE armada_runs ADD COLUMN seen_ms BIGINT",
         "ALTER TABLE armada_agents ADD COLUMN seen_ms BIGINT",
     ],
+    &[
+        // Version 4: what a person calls a run, and its tags (a JSON array).
+        "ALTER TABLE armada_runs ADD COLUMN name TEXT",
+        "ALTER TABLE armada_runs ADD COLUMN tags TEXT",
+    ],
 ];
 
 /// The same schema versions for SQL Server, in T-SQL: `NVARCHAR(MAX)` for text, `FLOAT` for
@@ -234,6 +239,10 @@ pub(super) const MSSQL: &[&[&str]] = &[
     &[
         "ALTER TABLE armada_runs ADD seen_ms BIGINT",
         "ALTER TABLE armada_agents ADD seen_ms BIGINT",
+    ],
+    &[
+        "ALTER TABLE armada_runs ADD name NVARCHAR(MAX)",
+        "ALTER TABLE armada_runs ADD tags NVARCHAR(MAX)",
     ],
 ];
 

@@ -490,8 +490,8 @@ impl StoreBackend for SqlStore {
     async fn register_run(&self, run: &NewRun, settings: &str, created_ms: u64) -> Result<()> {
         let inserted = sqlx::query(
             "INSERT INTO armada_runs (id, project, status, created_ms, agents, jobs, tune, \
-             relaunch_of, settings) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (id) DO NOTHING",
+             relaunch_of, settings, name, tags) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+             $10, $11) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&run.id)
         .bind(&run.project)
@@ -502,6 +502,8 @@ impl StoreBackend for SqlStore {
         .bind(&run.tune)
         .bind(&run.relaunch_of)
         .bind(settings)
+        .bind(&run.name)
+        .bind(super::tags_text(&run.tags))
         .execute(self.writes())
         .await
         .map_err(self.failed("registering a run"))?

@@ -349,6 +349,12 @@ fn a_launch_says_where_its_run_lives_and_keeps_its_dashboard_while_a_tab_is_open
             "--jobs",
             "20",
             "--keep-dashboard",
+            "--name",
+            "smoke run",
+            "--tag",
+            "ci",
+            "--tag",
+            "smoke",
         ],
         project(),
     );
@@ -384,6 +390,14 @@ fn a_launch_says_where_its_run_lives_and_keeps_its_dashboard_while_a_tab_is_open
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    let run = binary::http_get(&dashboard, &format!("/api/v1/runs/{run_id}")).json();
+    assert_eq!(
+        (&run["name"], &run["tags"]),
+        (
+            &serde_json::json!("smoke run"),
+            &serde_json::json!(["ci", "smoke"])
+        )
+    );
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert!(
         launch.child().try_wait().unwrap().is_none(),
@@ -471,6 +485,8 @@ fn flags_out_of_range_are_blamed_on_the_flag() {
         ("--job-timeout-secs", "nan"),
         ("--grace-secs", "nan"),
         ("--grace-secs", "-1"),
+        ("--tag", "two words"),
+        ("--name", " "),
     ] {
         let flag_and_value = format!("{flag}={value}");
         let output = orchestrate(

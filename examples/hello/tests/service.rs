@@ -284,6 +284,17 @@ async fn a_bad_csv_gets_422_with_the_row_and_publishes_nothing() {
         answer["error"].as_str().unwrap().contains("agentz"),
         "{answer}"
     );
+    let (status, answer) = service
+        .post_json("/runs", json!({ "tags": ["two words"] }))
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("tag `two words`"),
+        "{answer}"
+    );
     // A 40-byte request for a hundred million jobs is refused by the service's limit, at once
     // and without the memory such a run would take.
     let idle_kb = binary::memory_kb(service.child.id(), "VmRSS");
@@ -474,13 +485,19 @@ async fn scripts_spinning_every_core_leave_the_service_answering_and_cancel_whol
     let (status, launched) = service
         .post_json(
             "/runs",
-            json!({ "jobs": 12, "agents": 2,
+            json!({ "jobs": 12, "agents": 2, "name": "spinning", "tags": ["load", "cpu"],
                     "overrides": { "run_message": { "job_timeout_secs": 60 } },
                     "data_job_csv": "targetted_job,spin_ms\n0,30000\n1,30000\n" }),
         )
         .await;
     assert_eq!(status, 201, "{launched}");
     let run_id = launched["run_id"].as_str().unwrap();
+    let (_, shown) = service.get(&format!("/api/v1/runs/{run_id}")).await;
+    assert_eq!(
+        (&shown["name"], &shown["tags"]),
+        (&json!("spinning"), &json!(["load", "cpu"])),
+        "{shown}"
+    );
     let asked = Instant::now();
     let mut slowest = Duration::ZERO;
     while asked.elapsed() < Duration::from_secs(5) {
