@@ -624,6 +624,24 @@ async fn store_with_run(run: &RunId) -> ConfigStore {
 }
 
 #[tokio::test]
+async fn released_results_are_let_go_and_later_reads_start_at_what_is_kept() {
+    let run = RunId::new();
+    let store = store_with_run(&run).await;
+    for index in 0..3 {
+        store
+            .record_result(&run, result(index, JobStatus::Succeeded))
+            .await
+            .unwrap();
+    }
+    store.release_results(&run, 2).await.unwrap();
+    // The in-process store has one reader, which took the first two: they are gone.
+    let kept = store.results_after(&run, 0, Duration::ZERO).await.unwrap();
+    assert_eq!(kept.iter().map(|r| r.index).collect::<Vec<_>>(), [2]);
+    assert_eq!(store.progress(&run).await.unwrap().terminal, 3);
+    assert!(store.is_recorded(&run, 0).await.unwrap(), "still recorded");
+}
+
+#[tokio::test]
 async fn record_result_is_idempotent_per_job_index() {
     let run = RunId::new();
     let store = store_with_run(&run).await;

@@ -39,6 +39,11 @@ function badge(status) {
   return h('span', { class: `badge st-${status}` }, status);
 }
 
+/** An agent's badge: its own palette, since a normally stopped agent is no warning. */
+function agentBadge(status) {
+  return h('span', { class: `badge ag-${status}` }, status);
+}
+
 function table(caption, headers, body, id) {
   return h('div', { class: 'table-wrap' },
     h('table', { id },
@@ -79,6 +84,8 @@ function fmtDur(ms) {
 }
 
 const fmtNum = (n) => (n == null ? '—' : Number(n).toLocaleString());
+const compact = new Intl.NumberFormat(undefined, { notation: 'compact', maximumFractionDigits: 1 });
+const fmtCompact = (n) => compact.format(n);
 const fmtPct = (x) => (x == null || Number.isNaN(x) ? '—' : `${(x * 100).toFixed(1)} %`);
 const done = (c) => TERMINAL.reduce((sum, s) => sum + (c[s] ?? 0), 0);
 const runDuration = (r) => (r.finished_ms ?? Date.now()) - r.created_ms;
@@ -94,12 +101,30 @@ function countsLine(counts) {
   return parts.length ? h('span', { class: 'counts' }, parts) : '—';
 }
 
+/**
+ * A bar split by how jobs ended: a canceled run's canceled share is grey, not green.
+ * Decorative: the caller gives the numbers in text or through a <progress>.
+ */
+function stackBar(counts, jobs) {
+  const total = Math.max(jobs, done(counts), 1);
+  const parts = [['succeeded', counts.succeeded], ['failed', (counts.failed ?? 0) + (counts.abandoned ?? 0)], ['canceled', counts.canceled]];
+  const bar = h('span', { class: 'stack-bar', 'aria-hidden': 'true' });
+  for (const [cls, n] of parts) {
+    if (!n) continue;
+    const seg = h('span', { class: `seg seg-${cls}` });
+    seg.style.width = `${(n / total) * 100}%`;
+    bar.append(seg);
+  }
+  return bar;
+}
+
 function progressCell(run) {
   const d = done(run.counts);
   const pct = run.jobs ? Math.round((d / run.jobs) * 100) : 0;
-  return h('span', { class: 'progress-cell' },
-    h('progress', { value: d, max: run.jobs || 1, 'aria-label': `${d} of ${run.jobs} jobs done` }),
-    ` ${fmtNum(d)}/${fmtNum(run.jobs)} (${pct} %)`);
+  const c = run.counts;
+  const title = `${fmtNum(c.succeeded ?? 0)} succeeded, ${fmtNum((c.failed ?? 0) + (c.abandoned ?? 0))} failed or abandoned, ${fmtNum(c.canceled ?? 0)} canceled`;
+  return h('span', { class: 'progress-cell', title },
+    stackBar(c, run.jobs), ` ${fmtNum(d)}/${fmtNum(run.jobs)} (${pct}\u00a0%)`);
 }
 
 // ---------- notices, token, API ----------
@@ -168,10 +193,11 @@ async function blobUrl(ctx, path) {
 }
 
 /** A download link; with a token the browser cannot send the header, so fetch it into a Blob. */
-function downloadLink(ctx, path, filename, label) {
+function downloadLink(ctx, path, filename, label, cls = 'button') {
   return h('a', {
-    href: API + path, download: filename, class: 'button',
+    href: API + path, download: filename, class: cls,
     onclick: async (e) => {
+      if (e.currentTarget.getAttribute('aria-disabled') === 'true') { e.preventDefault(); return; }
       if (!token()) return;
       e.preventDefault();
       try {
@@ -189,6 +215,124 @@ function report(ctx, err) {
   notify(err.status ? `Error ${err.status}: ${err.message}` : err.message);
 }
 
+// ---------- a launch's own dashboard ----------
+
+/**
+ * What GET /about says this server is. `orchestrate launch` serves the dashboard only while its
+ * run goes on: once the run ended (`ended`) and the process is gone (`closed`), controls that
+ * need the server are disabled and a banner says how to see the run later.
+ * An older server answers 404 and nothing here changes.
+ */
+const about = { serves: null, runId: null, later: null, ended: false, closed: false };
+const lives = new Set();
+const CLOSED_TEXT = 'The launch\'s dashboard has closed.';
+
+async function loadAbout() {
+  let answer;
+  try { answer = await api('/about'); } catch { return; }
+  Object.assign(about, { serves: answer?.serves ?? null, runId: answer?.run_id ?? null, later: answer?.later ?? null });
+  if (about.serves !== 'launch') return;
+  checkLaunch();
+  setInterval(checkLaunch, 5000);
+}
+
+/** Follows the launch's run (for pages without its live feed) and notices the server going. */
+async function checkLaunch() {
+  if (about.closed) return;
+  try {
+    if (about.ended || !about.runId) await api('/about');
+    else noteRun(await api(`/runs/${enc(about.runId)}`));
+  } catch (e) {
+    if (e.status === 0) launchClosed();
+  }
+}
+
+/** Every Run the dashboard receives passes here: the launch's run ending ends its dashboard. */
+function noteRun(r) {
+  if (about.serves === 'launch' && !about.ended && r?.id === about.runId && !isOpen(r.status)) launchEnded();
+}
+
+function launchEnded() {
+  about.ended = true;
+  renderLaunchBanner();
+  syncLaunchControls();
+}
+
+function launchClosed() {
+  if (about.closed) return;
+  about.closed = true;
+  launchEnded();
+  for (const live of lives) { live.close(); live.status?.(CLOSED_TEXT); }
+}
+
+/** Whether a server that says it is a launch stopped answering: then no reconnect will help. */
+async function launchGone() {
+  if (about.serves !== 'launch') return false;
+  if (!about.closed) {
+    try { await fetch(`${API}/about`, { cache: 'no-store' }); } catch { launchClosed(); }
+  }
+  return about.closed;
+}
+
+function renderLaunchBanner() {
+  const later = about.later;
+  // The URL comes from our own server, but only an http(s) link is ever made clickable.
+  const url = typeof later?.url === 'string' && /^https?:\/\//i.test(later.url) ? later.url : null;
+  const command = later?.command ? h('code', { class: 'later-command' }, later.command) : null;
+  const how = command
+    ? [' To see the run later, run ', command, ' ', copyButton(command), url ? [' and open ', h('a', { href: url }, url)] : '', '.']
+    : '';
+  $('#launch-banner').replaceChildren(
+    h('p', null, h('strong', null, about.closed ? CLOSED_TEXT : 'This run ended.'), ' ',
+      about.closed ? 'It closed with ' : 'This dashboard closes with ', h('code', null, 'orchestrate launch'), '.', how));
+  $('#launch-banner').hidden = false;
+}
+
+function copyButton(codeEl) {
+  const btn = h('button', { type: 'button', class: 'small', 'aria-label': 'Copy the command' }, 'Copy');
+  btn.onclick = async () => {
+    let copied = false;
+    try {
+      await navigator.clipboard.writeText(codeEl.textContent);
+      copied = true;
+    } catch {
+      // No clipboard API outside a secure context: select the text and ask the old way.
+      getSelection().selectAllChildren(codeEl);
+      copied = document.execCommand?.('copy') ?? false;
+    }
+    btn.textContent = copied ? 'Copied' : 'Selected: press Ctrl+C';
+    setTimeout(() => { btn.textContent = 'Copy'; }, 2500);
+  };
+  return btn;
+}
+
+/** Marks a control that needs the server; `what` completes "to ... ," in its title once disabled. */
+function needsServer(el, what) {
+  el.dataset.needsServer = what;
+  return el;
+}
+
+/** Enables or disables a control, never enabling one whose launch dashboard has ended. */
+function setEnabled(el, ok) {
+  el.disabled = !ok;
+  if (about.ended && el.dataset.needsServer) disableControl(el);
+}
+
+function disableControl(el) {
+  const why = `The run ended and this dashboard closes with orchestrate launch: to ${el.dataset.needsServer}, use orchestrate serve (see the banner above).`;
+  if (el.tagName === 'A') {
+    el.removeAttribute('href');
+    el.setAttribute('aria-disabled', 'true');
+    el.setAttribute('role', 'link');
+  } else el.disabled = true;
+  el.title = why;
+}
+
+function syncLaunchControls() {
+  if (!about.ended) return;
+  document.querySelectorAll('[data-needs-server]').forEach(disableControl);
+}
+
 // ---------- live updates ----------
 
 /**
@@ -199,8 +343,10 @@ function report(ctx, err) {
 class Live {
   constructor(ctx, runId, { onBatch, onReload, status }) {
     Object.assign(this, { ctx, runId, onBatch, onReload, status, queue: [], held: true, tries: 0, opened: false });
+    lives.add(this);
     ctx.on(() => this.close());
-    this.connect();
+    if (about.closed) this.status?.(CLOSED_TEXT);
+    else this.connect();
   }
 
   async connect() {
@@ -237,8 +383,11 @@ class Live {
     this.ws.onclose = () => this.reconnectLater();
   }
 
-  reconnectLater() {
+  async reconnectLater() {
     if (!this.ctx.alive || this.closed) return;
+    // A launch's server goes with its run: say so rather than reconnect forever.
+    if (await launchGone()) return;
+    if (this.closed) return;
     const delay = Math.min(30000, 1000 * 2 ** this.tries++) * (0.75 + Math.random() / 2);
     this.status?.(`Connection lost; reconnecting in ${Math.round(delay / 1000)} s.`);
     this.timer = setTimeout(() => this.connect(), delay);
@@ -262,6 +411,7 @@ class Live {
 
   close() {
     this.closed = true;
+    lives.delete(this);
     clearTimeout(this.timer);
     if (this.ws) { this.ws.onclose = null; this.ws.close(); }
   }
@@ -315,6 +465,7 @@ function route() {
     else a.removeAttribute('aria-current');
   }
   $('#page').replaceChildren(page);
+  syncLaunchControls();
 }
 
 // ---------- runs page ----------
@@ -342,14 +493,14 @@ function runsPage(ctx) {
       type: 'checkbox', 'aria-label': `Select run ${r.id} to compare`, checked: selected.has(r.id),
       onchange: (e) => { e.target.checked ? selected.add(r.id) : selected.delete(r.id); syncCompare(); },
     })),
-    h('th', { scope: 'row' }, h('a', { href: runHref(r.id) }, r.id), h('div', { class: 'sub' }, r.project, r.tune ? ` · ${r.tune}` : '')),
+    h('th', { scope: 'row' }, h('a', { href: runHref(r.id), class: 'run-id', title: r.id }, r.id), h('div', { class: 'sub' }, r.project, r.tune ? ` · ${r.tune}` : '')),
     h('td', null, badge(r.status)),
     h('td', null, progressCell(r)),
     h('td', null, countsLine(r.counts)),
     h('td', null, timeEl(r.created_ms)),
     h('td', null, fmtDur(runDuration(r))),
     h('td', { class: 'num' }, `${(r.throughput_per_min ?? 0).toFixed(1)}/min`),
-    h('td', null, h('button', {
+    h('td', { class: 'row-actions' }, h('button', {
       type: 'button', class: 'danger small', 'aria-label': `Delete run ${r.id}`,
       onclick: async () => {
         if (!confirm(`Delete run ${r.id} with all its jobs, events, outputs and attachments?`)) return;
@@ -366,6 +517,7 @@ function runsPage(ctx) {
 
   // Upserts keep newest-first order; a run older than the loaded pages belongs to a later page.
   const upsert = (r) => {
+    noteRun(r);
     const old = findRow(r.id);
     if (old) { old.replaceWith(row(r)); return; }
     const rows = [...tbody.rows];
@@ -381,6 +533,7 @@ function runsPage(ctx) {
     if (!ctx.alive) return;
     if (reset) tbody.replaceChildren();
     for (const r of res.runs) {
+      noteRun(r);
       const old = findRow(r.id); // a live message may have shown it already
       if (old) old.replaceWith(row(r));
       else tbody.append(row(r));
@@ -418,6 +571,260 @@ function runsPage(ctx) {
     more);
 }
 
+// ---------- charts (hand-written SVG: the page may load no library) ----------
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+const CHART = { w: 420, h: 190, left: 40, right: 14, top: 10, bottom: 22 };
+const CHART_WIDE = { ...CHART, w: 640, h: 200 }; // for a chart alone across a half page
+const TIME_STEPS = [100, 200, 500, 1e3, 2e3, 5e3, 1e4, 15e3, 3e4, 6e4, 12e4, 3e5, 6e5, 9e5, 18e5, 36e5, 72e5, 144e5, 432e5, 864e5];
+
+/** Like h() for SVG elements. */
+function svg(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs ?? {})) if (v != null) el.setAttribute(k, String(v));
+  el.append(...children.flat(Infinity).filter((c) => c != null && c !== false));
+  return el;
+}
+
+/** A round step (1, 2 or 5 times a power of ten) giving about `count` ticks over `span`. */
+function niceStep(span, count) {
+  const raw = Math.max(span, 1e-9) / count;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 5, 10].map((k) => k * mag).find((st) => st >= raw);
+}
+
+const timeStep = (span, count) => TIME_STEPS.find((st) => st >= span / count) ?? niceStep(span, count);
+
+/** Time since the run started, as mm:ss (h:mm:ss past an hour; tenths when the ticks need them). */
+function fmtClock(ms, step = 1000) {
+  const tenths = step < 1000;
+  const total = tenths ? Math.round(ms / 100) / 10 : Math.round(ms / 1000);
+  const hh = Math.floor(total / 3600);
+  const mm = Math.floor((total % 3600) / 60);
+  const ss = total % 60;
+  const sec = tenths ? ss.toFixed(1).padStart(4, '0') : pad(ss);
+  return hh ? `${hh}:${pad(mm)}:${sec}` : `${pad(mm)}:${sec}`;
+}
+
+/** The colour key, drawn with the same classes as the chart's shapes. */
+function legend(series) {
+  return h('ul', { class: 'legend' }, series.map((se) => h('li', null,
+    svg('svg', { viewBox: '0 0 10 10', width: 10, height: 10, 'aria-hidden': 'true' }, svg('rect', { width: 10, height: 10, class: `c-${se.cls}` })),
+    ` ${se.name}`)));
+}
+
+/**
+ * One stacked chart over n bins of width bw starting at x0, shared by every chart here.
+ * kind 'bars': series values are per bin (n of them); kind 'area': per bin edge (n + 1).
+ * Tooltips are SVG <title>s on a transparent strip per bin or edge.
+ */
+function stackChart({ id, label, kind, x0, bw, n, series, xStep, xFmt, tip, yMax, empty, frame = CHART }) {
+  const { w, h: ht, left, right, top, bottom } = frame;
+  const pw = w - left - right;
+  const ph = ht - top - bottom;
+  const points = kind === 'area' ? n + 1 : n;
+  let peak = yMax ?? 0;
+  for (let i = 0; i < points; i += 1) peak = Math.max(peak, series.reduce((sum, se) => sum + (se.values[i] ?? 0), 0));
+  const yStep = Math.max(1, niceStep(Math.max(peak, 1), 4));
+  const yTop = Math.max(yStep, Math.ceil(peak / yStep) * yStep);
+  const span = n * bw;
+  const X = (x) => left + ((x - x0) / span) * pw;
+  const Y = (v) => top + ph - (v / yTop) * ph;
+
+  const grid = [];
+  for (let v = 0; v <= yTop; v += yStep) {
+    grid.push(svg('line', { x1: left, x2: left + pw, y1: Y(v), y2: Y(v), class: v ? 'grid' : 'axis' }),
+      svg('text', { x: left - 5, y: Y(v) + 4, 'text-anchor': 'end' }, fmtCompact(v)));
+  }
+  const xs = xStep(span, 5);
+  for (let t = Math.ceil(x0 / xs) * xs, k = 0; t <= x0 + span + 1e-9 && k < 30; t += xs, k += 1) {
+    grid.push(svg('line', { x1: X(t), x2: X(t), y1: top + ph, y2: top + ph + 4, class: 'axis' }),
+      svg('text', { x: X(t), y: ht - 6, 'text-anchor': 'middle' }, xFmt(t, xs)));
+  }
+
+  const shapes = [];
+  const base = new Array(points).fill(0);
+  for (const se of series) {
+    if (kind === 'bars') {
+      const bar = Math.max(pw / n - (n > 40 ? 0.5 : 2), 0.5);
+      for (let i = 0; i < n; i += 1) {
+        const v = se.values[i] ?? 0;
+        if (v > 0) shapes.push(svg('rect', { x: X(x0 + i * bw) + (pw / n - bar) / 2, width: bar, y: Y(base[i] + v), height: Y(base[i]) - Y(base[i] + v), class: `c-${se.cls}` }));
+        base[i] += v;
+      }
+    } else {
+      const upper = [];
+      const lower = [];
+      for (let i = 0; i < points; i += 1) {
+        const x = X(x0 + i * bw).toFixed(1);
+        lower.push(`${x},${Y(base[i]).toFixed(1)}`);
+        base[i] += se.values[i] ?? 0;
+        upper.push(`${x},${Y(base[i]).toFixed(1)}`);
+      }
+      shapes.push(svg('polygon', { points: [...upper, ...lower.reverse()].join(' '), class: `c-${se.cls}` }));
+    }
+  }
+
+  const strip = pw / n;
+  const hovers = Array.from({ length: points }, (_, i) => {
+    const x = kind === 'bars' ? X(x0 + i * bw) : Math.max(left, X(x0 + i * bw) - strip / 2);
+    const width = kind === 'bars' ? strip : Math.min(strip, left + pw - x);
+    return svg('rect', { x, y: top, width: Math.max(width, 0.5), height: ph, class: 'hover' }, svg('title', null, tip(i)));
+  });
+
+  return h('figure', { class: 'chart', id },
+    h('figcaption', null, label),
+    svg('svg', { viewBox: `0 0 ${w} ${ht}`, role: 'img', 'aria-label': label, preserveAspectRatio: 'xMidYMid meet' },
+      svg('g', { class: 'ticks' }, grid), svg('g', null, shapes), svg('g', null, hovers)),
+    empty ? h('p', { class: 'sub' }, empty) : legend(series));
+}
+
+/** The timeline's buckets as dense arrays over start_ms..end_ms: omitted buckets are zeros. */
+function timelineBins(tl) {
+  const bw = Math.max(1, tl.bucket_ms);
+  const n = Math.min(2000, Math.max(1, Math.ceil((tl.end_ms - tl.start_ms) / bw)));
+  const bins = { n, bw };
+  for (const k of ['started', ...TERMINAL]) bins[k] = new Array(n).fill(0);
+  for (const b of tl.buckets ?? []) {
+    const i = Math.min(n - 1, Math.max(0, Math.floor((b.at_ms - tl.start_ms) / bw)));
+    for (const k of ['started', ...TERMINAL]) bins[k][i] += b[k] ?? 0;
+  }
+  return bins;
+}
+
+const clockRange = (bw, i, j) => `${fmtClock(i * bw, bw)}–${fmtClock(j * bw, bw)}`;
+
+function chartThroughput(tl, id = 'chart-throughput', frame = CHART) {
+  const b = timelineBins(tl);
+  const finished = b.succeeded.reduce((x, y) => x + y, 0) + b.failed.reduce((x, y) => x + y, 0);
+  return stackChart({
+    id, frame, kind: 'bars', x0: 0, bw: b.bw, n: b.n,
+    label: `Throughput: jobs finished per ${fmtDur(b.bw)} (time since start, mm:ss)`,
+    series: [{ name: 'succeeded', cls: 'succeeded', values: b.succeeded }, { name: 'failed', cls: 'failed', values: b.failed }],
+    xStep: timeStep, xFmt: fmtClock,
+    tip: (i) => `${clockRange(b.bw, i, i + 1)}: ${fmtNum(b.succeeded[i])} succeeded, ${fmtNum(b.failed[i])} failed`,
+    empty: finished ? null : 'No job has finished yet.',
+  });
+}
+
+/**
+ * Jobs by state at each bucket edge, from cumulative sums: queued = jobs − started,
+ * running = started − ended (any terminal state). Clamped: a job canceled before it started
+ * ends without starting.
+ */
+function chartStates(tl, jobs, id = 'chart-states') {
+  const b = timelineBins(tl);
+  const st = { queued: [jobs], running: [0], succeeded: [0], failed: [0], other: [0] };
+  const sum = { started: 0, succeeded: 0, failed: 0, other: 0 };
+  for (let i = 0; i < b.n; i += 1) {
+    sum.started += b.started[i];
+    sum.succeeded += b.succeeded[i];
+    sum.failed += b.failed[i];
+    sum.other += b.canceled[i] + b.abandoned[i];
+    const ended = sum.succeeded + sum.failed + sum.other;
+    const running = Math.max(0, sum.started - ended);
+    st.running.push(running);
+    st.queued.push(Math.max(0, jobs - running - ended));
+    for (const k of ['succeeded', 'failed', 'other']) st[k].push(sum[k]);
+  }
+  const series = [
+    { name: 'succeeded', cls: 'succeeded', values: st.succeeded },
+    { name: 'failed', cls: 'failed', values: st.failed },
+    sum.other ? { name: 'canceled or abandoned', cls: 'canceled', values: st.other } : null,
+    { name: 'running', cls: 'running', values: st.running },
+    { name: 'queued', cls: 'queued', values: st.queued },
+  ].filter(Boolean);
+  return stackChart({
+    id, kind: 'area', x0: 0, bw: b.bw, n: b.n, yMax: jobs, series,
+    label: 'Jobs by state over time (mm:ss since start)',
+    xStep: timeStep, xFmt: fmtClock,
+    tip: (i) => `${fmtClock(i * b.bw, b.bw)}: ${series.map((se) => `${fmtNum(se.values[i])} ${se.name}`).join(', ')}`,
+  });
+}
+
+/** A duration with as many decimals as `step` needs (ticks 0.1 ms apart must not all read "21 ms"). */
+function fmtDurStep(ms, step) {
+  if (ms >= 1000 || step >= 1) return fmtDur(ms);
+  return `${ms.toFixed(Math.min(3, Math.ceil(-Math.log10(step))))} ms`;
+}
+
+function chartDurations(d, id = 'chart-durations') {
+  const bw = d.bucket_ms > 0 ? d.bucket_ms : Math.max(1, d.max_ms - d.min_ms);
+  const counts = d.counts ?? [];
+  return stackChart({
+    id, kind: 'bars', x0: d.min_ms, bw, n: Math.max(1, counts.length),
+    label: `Duration of succeeded jobs (${fmtDurStep(d.min_ms, bw)} to ${fmtDurStep(d.max_ms, bw)})`,
+    series: [{ name: 'jobs', cls: 'duration', values: counts }],
+    xStep: niceStep, xFmt: fmtDurStep,
+    tip: (i) => `${fmtDurStep(d.min_ms + i * bw, bw)}–${fmtDurStep(d.min_ms + (i + 1) * bw, bw)}: ${fmtNum(counts[i] ?? 0)} jobs`,
+  });
+}
+
+/** GET /timeline, or null when this server has no such route (an older one answers 404). */
+async function fetchTimeline(runId) {
+  try {
+    return await api(`/runs/${enc(runId)}/timeline`);
+  } catch (e) {
+    if (e.status === 404) return null;
+    throw e;
+  }
+}
+
+/** The run page's charts: refetched at most every 2 s however fast the run changes. */
+function chartsSection(ctx, runId) {
+  const body = h('div', { class: 'charts' });
+  const el = h('section', { class: 'panel', id: 'run-charts', 'aria-labelledby': 'charts-title', hidden: true },
+    h('h2', { id: 'charts-title' }, 'Over time'), body);
+  const MIN_GAP = 2000;
+  let jobs = 0;
+  let last = 0;
+  let timer = null;
+  let busy = false;
+  let again = false;
+  let absent = false;
+  ctx.on(() => clearTimeout(timer));
+
+  const draw = (tl) => {
+    body.replaceChildren(chartThroughput(tl), chartStates(tl, jobs),
+      tl.durations ? chartDurations(tl.durations)
+        : h('figure', { class: 'chart', id: 'chart-durations' }, h('figcaption', null, 'Duration of succeeded jobs'), h('p', { class: 'sub' }, 'No job has succeeded yet.')));
+    el.hidden = false;
+  };
+
+  const fetchNow = async () => {
+    timer = null;
+    if (busy) { again = true; return; }
+    busy = true;
+    last = Date.now();
+    try {
+      const tl = await fetchTimeline(runId);
+      if (!ctx.alive) return;
+      if (tl) draw(tl);
+      else { absent = true; el.hidden = true; }
+    } catch {
+      // Charts are secondary: keep the last drawing; the next change tries again.
+    } finally {
+      busy = false;
+      if (again) { again = false; refresh(); }
+    }
+  };
+
+  function refresh() {
+    if (absent || timer || !ctx.alive) return;
+    timer = setTimeout(fetchNow, Math.max(0, last + MIN_GAP - Date.now()));
+  }
+
+  // A run that just ended gets its final drawing at once: a launch's server may be gone in 2 s.
+  const refreshNow = () => {
+    clearTimeout(timer);
+    timer = null;
+    last = 0;
+    refresh();
+  };
+
+  return { el, refresh, refreshNow, setJobs: (n) => { jobs = n; } };
+}
+
 // ---------- run page ----------
 
 function runPage(ctx, runId) {
@@ -428,21 +835,28 @@ function runPage(ctx, runId) {
   // Header: built once and updated in place so buttons keep focus across live updates.
   const title = h('h1', null, 'Run ', h('span', { class: 'mono' }, runId));
   const statusSlot = h('span');
-  const progress = h('progress', { id: 'run-progress', value: 0, max: 1, 'aria-label': 'Jobs done' });
+  // The <progress> is what assistive technology reads; the split bar beside it is what is seen.
+  const progress = h('progress', { id: 'run-progress', class: 'visually-hidden', value: 0, max: 1, 'aria-label': 'Jobs done' });
+  let progressBar = h('span', { class: 'stack-bar' });
   const progressText = h('span', { class: 'progress-text' });
   const summary = h('div', { class: 'summary' });
   const stalledNote = h('p', { class: 'stalled-note', role: 'status', hidden: true });
-  const cancelBtn = h('button', { type: 'button', class: 'danger' }, 'Cancel run');
-  const retryBtn = h('button', { type: 'button' }, 'Retry failed jobs');
+  const cancelBtn = needsServer(h('button', { type: 'button', class: 'danger' }, 'Cancel run'), 'cancel a run');
+  const retryBtn = needsServer(h('button', { type: 'button' }, 'Retry failed jobs'), 'retry its failed jobs');
 
   const renderHeader = (r) => {
     run = r;
+    noteRun(r);
+    charts.setJobs(r.jobs);
     statusSlot.replaceChildren(badge(r.status));
     stalledNote.hidden = !r.stalled_reason;
     stalledNote.textContent = r.stalled_reason ? `Stalled: ${r.stalled_reason}.` : '';
     const d = done(r.counts);
     progress.max = r.jobs || 1;
     progress.value = d;
+    const bar = stackBar(r.counts, r.jobs);
+    progressBar.replaceWith(bar);
+    progressBar = bar;
     progressText.textContent = `${fmtNum(d)} of ${fmtNum(r.jobs)} jobs done (${r.jobs ? Math.round((d / r.jobs) * 100) : 0} %)`;
     summary.replaceChildren(facts([
       ['Project', r.project],
@@ -456,8 +870,8 @@ function runPage(ctx, runId) {
       r.relaunch_of && ['Relaunch of', h('a', { href: runHref(r.relaunch_of) }, r.relaunch_of)],
     ]), h('ul', { class: 'status-counts', 'aria-label': 'Jobs per status' },
       JOB_STATUSES.map((s) => h('li', null, badge(s), ' ', fmtNum(r.counts[s] ?? 0)))));
-    cancelBtn.disabled = !isOpen(r.status);
-    retryBtn.disabled = !(r.counts.failed || r.counts.abandoned);
+    setEnabled(cancelBtn, isOpen(r.status));
+    setEnabled(retryBtn, r.counts.failed || r.counts.abandoned);
   };
 
   cancelBtn.onclick = async () => {
@@ -477,7 +891,7 @@ function runPage(ctx, runId) {
       const res = await api(`${path}/retry`, { method: 'POST', json: { failed: true } });
       location.hash = runHref(res.run_id);
     } catch (e) {
-      retryBtn.disabled = false;
+      setEnabled(retryBtn, true);
       if (e.status === 501) notify(`Retry is not available from this monitor (${e.message}): retrying needs the project's orchestrator.`);
       else report(ctx, e);
     }
@@ -487,12 +901,14 @@ function runPage(ctx, runId) {
   const events = eventsSection(ctx, runId);
   const agents = agentsSection(ctx, runId);
   const failures = failuresSection(ctx, runId, (error) => jobs.filterError(error));
+  const charts = chartsSection(ctx, runId);
 
   // Agents and failures are secondary: their errors are shown but do not hold the page back.
   const reload = async () => {
     const side = [agents.load(), failures.load()].map((p) => p.catch((e) => report(ctx, e)));
     const [r] = await Promise.all([api(path), jobs.load(true), events.load(), ...side]);
     if (ctx.alive) renderHeader(r);
+    charts.refresh();
   };
   const sock = new Live(ctx, runId, {
     status: events.setStatus,
@@ -511,10 +927,11 @@ function runPage(ctx, runId) {
       if (latest) {
         const finished = isOpen(run?.status) && !isOpen(latest.status);
         renderHeader(latest);
-        if (finished) { agents.load().catch(() => {}); failures.load().catch(() => {}); }
+        if (finished) { agents.load().catch(() => {}); failures.load().catch(() => {}); charts.refreshNow(); }
       }
       jobs.update(changed);
       events.append(evs);
+      if (latest || changed.size) charts.refresh();
     },
   });
   // Agents, failures and silence (a run turning stalled, an agent gone) have no push
@@ -531,14 +948,23 @@ function runPage(ctx, runId) {
   return h('div', { id: 'run-page', dataset: { runId } },
     h('div', { class: 'page-head' }, title, statusSlot,
       h('div', { class: 'actions' }, cancelBtn, retryBtn,
-        h('a', { class: 'button', href: `#/launch?relaunch=${enc(runId)}` }, 'Relaunch'),
-        downloadLink(ctx, `${path}/outputs?format=jsonl`, `${runId}-outputs.jsonl`, 'Outputs JSONL'),
-        downloadLink(ctx, `${path}/outputs?format=csv`, `${runId}-outputs.csv`, 'Outputs CSV'))),
+        needsServer(h('a', { class: 'button', href: `#/launch?relaunch=${enc(runId)}` }, 'Relaunch'), 'relaunch it'),
+        needsServer(downloadLink(ctx, `${path}/outputs?format=jsonl`, `${runId}-outputs.jsonl`, 'Outputs JSONL'), 'export its outputs'),
+        needsServer(downloadLink(ctx, `${path}/outputs?format=csv`, `${runId}-outputs.csv`, 'Outputs CSV'), 'export its outputs'))),
     stalledNote,
-    h('div', { class: 'progress-row' }, progress, progressText),
+    h('div', { class: 'progress-row' }, progress, progressBar, progressText),
     summary,
+    charts.el,
     jobs.el,
-    h('div', { class: 'columns' }, events.el, h('div', null, failures.el, agents.el)));
+    h('div', { class: 'columns even' }, events.el, h('div', null, failures.el, agents.el)));
+}
+
+/** A job's last event: the API gives a message, or a kind name that reads better as words. */
+function lastEventText(j) {
+  const ev = j.last_event;
+  if (ev == null) return '—';
+  if (!/^[a-z]+(_[a-z]+)*$/.test(ev)) return ev;
+  return eventSentence({ kind: ev, agent: j.agent ?? '?', attempt: j.attempts, data: null, message: null }).text;
 }
 
 function jobsSection(ctx, runId) {
@@ -559,7 +985,7 @@ function jobsSection(ctx, runId) {
     h('td', { class: 'num' }, j.agent ?? '—'),
     h('td', { class: 'num' }, j.attempts),
     h('td', { class: 'num' }, fmtDur(j.duration_ms)),
-    h('td', { class: 'clip', title: j.last_event ?? '' }, j.last_event ?? '—'),
+    h('td', { class: 'clip', title: j.last_event ?? '' }, lastEventText(j)),
     h('td', { class: 'clip error-text', title: j.error ?? '' }, j.error ?? ''));
 
   const query = () => {
@@ -622,14 +1048,64 @@ function jobsSection(ctx, runId) {
   };
 }
 
+const isTimeout = (error) => /^timed out\b/i.test(error ?? '');
+const withMessage = (text, message) => (message ? `${text}: ${message}` : text);
+
+/**
+ * An event in words, with a tone for its colour. Covers every EventKind of armada-core's wire.rs;
+ * a kind this dashboard does not know yet still reads as its name and message.
+ */
+function eventSentence(e) {
+  const d = e.data && typeof e.data === 'object' ? e.data : {};
+  const m = e.message;
+  switch (e.kind) {
+    case 'agent_starting': return { text: `Agent ${e.agent} is starting`, tone: 'quiet' };
+    case 'agent_started': return { text: `Agent ${e.agent} started`, tone: 'quiet' };
+    case 'agent_start_failed': return { text: withMessage(`Agent ${e.agent} could not start`, m), tone: 'bad' };
+    case 'agent_stopped': return { text: withMessage(`Agent ${e.agent} stopped`, m), tone: m ? 'warn' : 'quiet' };
+    case 'job_started': return { text: `Attempt ${e.attempt ?? '?'} started on agent ${e.agent}`, tone: 'quiet' };
+    case 'success': return { text: withMessage('Step succeeded', m), tone: 'ok' };
+    case 'failure': return { text: withMessage('Step failed', m), tone: 'bad' };
+    case 'info': return { text: withMessage('Info', m), tone: 'plain' };
+    case 'progress': return { text: withMessage(d.total != null ? `Progress: ${fmtNum(d.done)} of ${fmtNum(d.total)}` : 'Progress', m), tone: 'plain' };
+    case 'output': return { text: `Output: ${brief(e.data, 120)}`, tone: 'plain' };
+    case 'attachment': return { text: `Attached ${d.name ?? 'a file'}${d.size != null ? ` (${fmtNum(d.size)} bytes)` : ''}`, tone: 'plain' };
+    case 'retrying': return { text: retrySentence(d, m), tone: 'warn' };
+    case 'job_succeeded': return { text: d.duration_ms != null ? `Succeeded in ${fmtDur(d.duration_ms)}` : 'Succeeded', tone: 'ok' };
+    case 'job_failed': return { text: withMessage('Failed', m), tone: 'bad' };
+    case 'run_completed': return { text: 'The run completed', tone: 'ok' };
+    case 'heartbeat': return { text: `Agent ${e.agent} is alive`, tone: 'quiet' };
+    default: return { text: withMessage(e.kind, m ?? brief(e.data, 120)), tone: 'plain' };
+  }
+}
+
+function retrySentence(d, message) {
+  const failed = withMessage('Failed', message);
+  if (d.identity_retry != null) return `${failed}. Will retry with another identity`;
+  return `${failed}. ${d.delay_ms ? `Will retry in ${fmtDur(d.delay_ms)}` : 'Will retry at once'}`;
+}
+
+/** The event as stored, behind a toggle; its text is built only when first opened. */
+function rawToggle(e) {
+  const raw = h('details', { class: 'raw' }, h('summary', { 'aria-label': `Raw event ${e.seq}` }, 'raw'));
+  raw.addEventListener('toggle', () => {
+    if (raw.open && !raw.querySelector('pre')) raw.append(h('pre', null, JSON.stringify(e, null, 2)));
+  });
+  return raw;
+}
+
 function eventItem(e, runId, withJob = true) {
-  return h('li', { dataset: { seq: e.seq }, class: `ev k-${e.kind}` },
+  const { text, tone } = eventSentence(e);
+  const who = [
+    withJob && e.job != null ? h('a', { href: jobHref(runId, e.job) }, `job ${e.job}`) : null,
+    e.kind !== 'job_started' && e.attempt != null ? `attempt ${e.attempt}` : null,
+    !e.kind.startsWith('agent_') && e.kind !== 'job_started' ? `agent ${e.agent}` : null,
+  ].filter(Boolean);
+  return h('li', { dataset: { seq: e.seq, kind: e.kind }, class: `ev tone-${tone}` },
     timeEl(e.at_ms, true), ' ',
-    h('span', { class: 'kind' }, e.kind), ' ',
-    h('span', { class: 'who' }, `agent ${e.agent}`,
-      withJob && e.job != null ? [' · ', h('a', { href: jobHref(runId, e.job) }, `job ${e.job}`)] : '',
-      e.attempt != null ? ` · try ${e.attempt}` : ''), ' ',
-    h('span', { class: 'msg' }, e.message ?? brief(e.data)));
+    h('span', { class: 'msg' }, text), ' ',
+    who.length ? h('span', { class: 'who' }, who.flatMap((w, i) => (i ? [' · ', w] : [w]))) : '', ' ',
+    rawToggle(e));
 }
 
 function eventsSection(ctx, runId) {
@@ -686,14 +1162,14 @@ function agentsSection(ctx, runId) {
   const tbody = h('tbody');
   const row = (a) => h('tr', { dataset: { agent: a.index } },
     h('th', { scope: 'row', class: 'num' }, a.index),
-    h('td', null, badge(a.status)),
+    h('td', null, agentBadge(a.status)),
     h('td', { class: 'num' }, fmtNum(a.succeeded)),
     h('td', { class: 'num' }, fmtNum(a.failed)),
     h('td', { class: 'num' }, fmtNum(a.retrying)),
     h('td', null, a.running_job == null ? '—' : h('a', { href: jobHref(runId, a.running_job) }, `job ${a.running_job}`)),
     h('td', null, timeEl(a.started_ms)),
     h('td', null, timeEl(a.seen_ms)),
-    h('td', { class: 'clip error-text', title: a.error ?? '' }, a.error ?? ''));
+    h('td', { class: 'wrap error-text' }, a.error ?? ''));
   return {
     async load() {
       const res = await api(`/runs/${enc(runId)}/agents`);
@@ -727,20 +1203,140 @@ function failuresSection(ctx, runId, onPick) {
 
 // ---------- job page ----------
 
+/** Whether a value reads well as a key/value table: an object of plain values. */
+function isFlatObject(v) {
+  return v != null && typeof v === 'object' && !Array.isArray(v) && Object.keys(v).length > 0
+    && Object.values(v).every((x) => x === null || typeof x !== 'object');
+}
+
+/** A JSON value for people: a flat object as a table, anything else pretty-printed. */
+function valueView(value, caption) {
+  if (!isFlatObject(value)) return h('pre', { class: 'json' }, JSON.stringify(value, null, 2));
+  return table(caption, ['Field', 'Value'], h('tbody', null, Object.entries(value).map(([k, v]) => h('tr', null,
+    h('th', { scope: 'row', class: 'mono' }, k),
+    h('td', { class: v === null ? 'sub' : 'wrap' }, v === null ? 'null' : String(v))))));
+}
+
+/**
+ * The job's attempts from its events, oldest first. An identity retry starts the same attempt
+ * number again, so a start seen twice opens a new row.
+ */
+function attemptsOf(events) {
+  const rows = [];
+  const open = new Map();
+  for (const e of events) {
+    if (e.attempt == null) continue;
+    let row = open.get(e.attempt);
+    if (!row || (e.kind === 'job_started' && row.start)) {
+      row = { attempt: e.attempt, agent: e.agent, start: null, end: null, input: undefined };
+      rows.push(row);
+      open.set(e.attempt, row);
+    }
+    if (e.kind === 'job_started') {
+      row.start = e;
+      row.agent = e.agent;
+      row.input = e.data?.input;
+    } else if (['job_succeeded', 'job_failed', 'retrying'].includes(e.kind)) row.end = e;
+  }
+  return rows;
+}
+
+/** How one attempt ended; an attempt without an end event takes the job's state if it was its last. */
+function attemptOutcome(row, job, isLast) {
+  const end = row.end;
+  const error = end?.message ?? null;
+  if (end?.kind === 'job_succeeded') return { label: 'succeeded', tone: 'ok' };
+  if (end?.kind === 'job_failed') return { label: isTimeout(error) ? 'timed out' : 'failed', tone: 'bad', error };
+  if (end?.kind === 'retrying') {
+    const d = end.data ?? {};
+    const then = d.identity_retry != null ? 'retrying with another identity' : `retrying in ${fmtDur(d.delay_ms ?? 0)}`;
+    return { label: `${isTimeout(error) ? 'timed out' : 'failed'}, ${then}`, tone: 'warn', error };
+  }
+  if (!isLast || !job) return { label: 'no outcome recorded', tone: 'quiet' };
+  if (job.status === 'running' || job.status === 'retrying') return { label: 'running', tone: 'run' };
+  if (job.status === 'canceled') return { label: 'canceled', tone: 'quiet' };
+  if (job.status === 'abandoned') return { label: 'abandoned', tone: 'bad', error: job.error };
+  if (job.status === 'failed') return { label: 'failed', tone: 'bad', error: job.error };
+  return { label: job.status, tone: 'quiet' };
+}
+
+function attemptDuration(row, isRunning) {
+  if (row.end?.data?.duration_ms != null) return fmtDur(row.end.data.duration_ms);
+  if (row.start && row.end) return fmtDur(row.end.at_ms - row.start.at_ms);
+  if (row.start && isRunning) return `${fmtDur(Date.now() - row.start.at_ms)} so far`;
+  return '—';
+}
+
+function renderAttempts(ctx, runId, rows, job, files) {
+  if (!rows.length) return h('p', { class: 'sub' }, job?.status === 'queued' ? 'Not started yet.' : 'No attempt recorded.');
+  const body = h('tbody', null, rows.map((row, i) => {
+    const isLast = i === rows.length - 1;
+    const out = attemptOutcome(row, job, isLast);
+    const evidence = files.filter((f) => f.attempt === row.attempt).map((f) => downloadLink(ctx,
+      `/runs/${enc(runId)}/attachments/${f.seq}`, f.name, f.name, 'evidence'));
+    return h('tr', { dataset: { attempt: row.attempt } },
+      h('th', { scope: 'row', class: 'num' }, row.attempt),
+      h('td', { class: 'num' }, row.agent ?? '—'),
+      h('td', null, timeEl(row.start?.at_ms, true)),
+      h('td', { class: 'num' }, attemptDuration(row, isLast && out.label === 'running')),
+      h('td', { class: 'wrap' }, h('span', { class: `outcome tone-${out.tone}` }, out.label),
+        out.error ? h('div', { class: 'error-text' }, out.error) : ''),
+      h('td', { class: 'wrap' }, evidence.length ? evidence.flatMap((a, k) => (k ? [' ', a] : [a])) : '—'));
+  }));
+  return table('One row per attempt, oldest first', ['Attempt', 'Agent', 'Started', 'Duration', 'Outcome', 'Evidence'], body, 'attempts-table');
+}
+
+/** The payload of the latest attempt that recorded one (secrets already shown as ***). */
+function renderJobInput(rows, job) {
+  const row = [...rows].reverse().find((r) => r.input !== undefined);
+  if (!row) {
+    return h('p', { class: 'sub' }, job?.status === 'queued' || !rows.length
+      ? 'The input is recorded when the job starts.'
+      : 'This monitor did not record the input of this job.');
+  }
+  const text = JSON.stringify(row.input, null, 2);
+  const lines = text.split('\n').length;
+  return h('details', { class: 'json-block', open: lines < 20 },
+    h('summary', null, `Input of attempt ${row.attempt} (${lines} line${lines === 1 ? '' : 's'})`),
+    h('pre', { class: 'json' }, text));
+}
+
+/** What the script returned: the job_succeeded event's data.output. */
+function renderReturnValue(events, job) {
+  const ok = events.findLast((e) => e.kind === 'job_succeeded');
+  if (!ok) {
+    const why = { queued: 'The job has not run yet.', running: 'The job is running.', retrying: 'The job will be tried again.' }[job?.status];
+    return h('p', { class: 'sub' }, why ?? 'No return value: the job did not succeed.');
+  }
+  const d = ok.data ?? {};
+  return h('div', null,
+    h('p', { class: 'sub' }, `Attempt ${ok.attempt ?? '—'} on agent ${ok.agent}`, d.duration_ms != null ? `, in ${fmtDur(d.duration_ms)}` : '', '.'),
+    d.output === undefined ? h('p', { class: 'sub' }, 'The event carries no output.') : valueView(d.output, 'Fields of the return value'));
+}
+
 function jobPage(ctx, runId, index) {
   document.title = `Job ${index} of ${runId} · Armada`;
   const base = `/runs/${enc(runId)}/jobs/${index}`;
   const summary = h('div', { class: 'summary' });
   const statusSlot = h('span');
+  const inputSlot = h('div', { id: 'job-input' });
+  const returnSlot = h('div', { id: 'job-return' });
+  const attemptsSlot = h('div', { id: 'job-attempts' });
   const timeline = h('ol', { id: 'job-events', class: 'stream timeline' });
   const more = h('button', { type: 'button', hidden: true }, 'Load more events');
-  const outputs = h('div', { id: 'job-outputs' }, h('p', { class: 'sub' }, 'No outputs yet.'));
+  const outputs = h('div', { id: 'job-outputs' }, h('p', { class: 'sub' }, 'No outputs reported.'));
   const attachments = h('div', { id: 'job-attachments' }, h('p', { class: 'sub' }, 'No attachments.'));
   const shownAttachments = new Set();
+  const events = [];
+  let job = null;
+  let files = [];
   let next = null;
   let lastSeq = -1;
+  let inputKey = null;
+  let returnKey = null;
 
   const renderJob = (j) => {
+    job = j;
     statusSlot.replaceChildren(badge(j.status));
     summary.replaceChildren(facts([
       ['Job id', h('span', { class: 'mono' }, j.id)],
@@ -749,39 +1345,50 @@ function jobPage(ctx, runId, index) {
       ['Started', timeEl(j.started_ms)],
       ['Finished', timeEl(j.finished_ms)],
       ['Duration', fmtDur(j.duration_ms)],
-      ['Last event', j.last_event ?? '—'],
+      ['Last event', lastEventText(j)],
       j.error && ['Error', h('span', { class: 'error-text' }, j.error)],
     ]));
+  };
+
+  // Input and return value are rebuilt only when they change, so an opened block stays open.
+  const renderDerived = () => {
+    const rows = attemptsOf(events);
+    attemptsSlot.replaceChildren(renderAttempts(ctx, runId, rows, job, files));
+    const withInput = rows.findLast((r) => r.input !== undefined);
+    const iKey = `${withInput?.start?.seq}/${rows.length}/${job?.status}`;
+    if (iKey !== inputKey) { inputKey = iKey; inputSlot.replaceChildren(renderJobInput(rows, job)); }
+    const rKey = `${events.findLast((e) => e.kind === 'job_succeeded')?.seq}/${job?.status}`;
+    if (rKey !== returnKey) { returnKey = rKey; returnSlot.replaceChildren(renderReturnValue(events, job)); }
   };
 
   const addEvents = (evs) => {
     const fresh = evs.filter((e) => e.seq > lastSeq).sort((x, y) => x.seq - y.seq);
     if (!fresh.length) return;
     lastSeq = fresh[fresh.length - 1].seq;
-    timeline.append(...fresh.map((e) => {
-      const li = eventItem(e, runId, false);
-      if (e.data != null && e.kind !== 'output') {
-        li.append(h('details', null, h('summary', null, 'data'), h('pre', null, JSON.stringify(e.data, null, 2))));
-      }
-      return li;
-    }));
+    events.push(...fresh);
+    timeline.append(...fresh.map((e) => eventItem(e, runId, false)));
     const outs = fresh.filter((e) => e.kind === 'output');
-    if (outs.length && !outputs.querySelector('pre')) outputs.replaceChildren();
+    if (outs.length && !outputs.querySelector('figure')) outputs.replaceChildren();
     outputs.append(...outs.map((e) => h('figure', { class: 'output', dataset: { seq: e.seq } },
       h('figcaption', null, `Attempt ${e.attempt ?? '—'} · `, timeEl(e.at_ms, true)),
       h('pre', null, JSON.stringify(e.data, null, 2)))));
   };
 
-  const loadEvents = async () => {
-    const q = new URLSearchParams({ limit: 200 });
-    if (next) q.set('after', next);
-    const res = await api(`${base}/events?${q}`);
-    if (!ctx.alive) return;
-    addEvents(res.events);
-    next = res.next;
+  // Attempts and input need the whole story: read pages until the end (a job has few events).
+  const loadEvents = async (pages = 10) => {
+    for (let page = 0; page < pages; page += 1) {
+      const q = new URLSearchParams({ limit: 200 });
+      if (next) q.set('after', next);
+      const res = await api(`${base}/events?${q}`);
+      if (!ctx.alive) return;
+      addEvents(res.events);
+      next = res.next;
+      if (next == null) break;
+    }
     more.hidden = next == null;
+    renderDerived();
   };
-  more.onclick = () => loadEvents().catch((e) => report(ctx, e));
+  more.onclick = () => loadEvents(1).catch((e) => report(ctx, e));
 
   // Images and HTML are fetched with the token header, then shown from Blob URLs or srcdoc.
   const showAttachment = async (a) => {
@@ -809,6 +1416,8 @@ function jobPage(ctx, runId, index) {
     const res = await api(base);
     if (!ctx.alive) return;
     renderJob(res.job);
+    files = res.attachments;
+    renderDerived();
     await Promise.all(res.attachments.map(showAttachment));
   };
 
@@ -816,14 +1425,20 @@ function jobPage(ctx, runId, index) {
     onReload: () => { loadJob().catch((e) => report(ctx, e)); if (next == null) loadEvents().catch((e) => report(ctx, e)); },
     onBatch: (msgs) => {
       let mine = [];
+      let jobChanged = false;
       for (const m of msgs) {
+        if (m.type === 'run' && m.run?.id === runId) noteRun(m.run);
         if (m.run_id !== runId) continue;
-        if (m.type === 'jobs') m.jobs.filter((j) => j.index === index).forEach(renderJob);
-        else if (m.type === 'events') mine.push(...m.events.filter((e) => e.job === index));
+        if (m.type === 'jobs') {
+          const ours = m.jobs.filter((j) => j.index === index);
+          ours.forEach(renderJob);
+          jobChanged ||= ours.length > 0;
+        } else if (m.type === 'events') mine.push(...m.events.filter((e) => e.job === index));
       }
       // While older pages are unloaded, new events wait for "Load more" to keep the order.
       if (next != null) mine = [];
       addEvents(mine);
+      if (mine.length || jobChanged) renderDerived();
       if (mine.some((e) => e.kind === 'attachment')) loadJob().catch((e) => report(ctx, e));
     },
   });
@@ -831,16 +1446,21 @@ function jobPage(ctx, runId, index) {
   Promise.all([loadJob(), loadEvents()])
     .then(() => { sock.release(); ctx.ready('job'); }, (e) => report(ctx, e));
 
+  const panel = (id, title, ...body) => h('section', { class: 'panel', 'aria-labelledby': `${id}-title` }, h('h2', { id: `${id}-title` }, title), ...body);
   return h('div', { id: 'job-page', dataset: { runId, jobIndex: index } },
     h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' },
-      h('a', { href: '#/' }, 'Runs'), ' / ', h('a', { href: runHref(runId) }, runId), ' / ', `job ${index}`),
+      h('a', { href: '#/' }, 'Runs'), ' / ', h('a', { href: runHref(runId), class: 'run-id', title: runId }, runId), ' / ', `job ${index}`),
     h('div', { class: 'page-head' }, h('h1', null, `Job ${index}`), statusSlot),
     summary,
+    h('div', { class: 'columns even' },
+      panel('input', 'Input', inputSlot),
+      panel('return', 'Return value', returnSlot)),
+    panel('attempts', 'Attempts', attemptsSlot),
     h('div', { class: 'columns' },
-      h('section', { class: 'panel', 'aria-labelledby': 'timeline-title' }, h('h2', { id: 'timeline-title' }, 'Event timeline'), timeline, more),
+      panel('timeline', 'Events', timeline, more),
       h('div', null,
-        h('section', { class: 'panel', 'aria-labelledby': 'outputs-title' }, h('h2', { id: 'outputs-title' }, 'Outputs'), outputs),
-        h('section', { class: 'panel', 'aria-labelledby': 'attachments-title' }, h('h2', { id: 'attachments-title' }, 'Attachments'), attachments))));
+        panel('outputs', 'Outputs reported', outputs),
+        panel('attachments', 'Attachments', attachments))));
 }
 
 // ---------- launch page ----------
@@ -853,7 +1473,7 @@ function launchPage(ctx, relaunchOf) {
   const jobs = h('input', { id: 'launch-jobs', name: 'jobs', type: 'number', min: 1, inputmode: 'numeric' });
   const dataAgent = h('input', { id: 'launch-data-agent', name: 'data_agent.csv', type: 'file', accept: '.csv,text/csv' });
   const dataJob = h('input', { id: 'launch-data-job', name: 'data_job.csv', type: 'file', accept: '.csv,text/csv' });
-  const submit = h('button', { id: 'launch-submit', type: 'submit' }, relaunchOf ? 'Relaunch' : 'Launch');
+  const submit = needsServer(h('button', { id: 'launch-submit', type: 'submit' }, relaunchOf ? 'Relaunch' : 'Launch'), 'launch a run');
   const fieldset = h('fieldset', { disabled: true },
     h('legend', null, 'Run settings'),
     h('div', { class: 'field' }, h('label', { for: 'launch-tune' }, 'Tune'), tune),
@@ -876,6 +1496,7 @@ function launchPage(ctx, relaunchOf) {
     id: 'launch-form',
     onsubmit: async (e) => {
       e.preventDefault();
+      if (submit.disabled) return;
       errors.replaceChildren();
       // Empty optional fields are left out so the server applies defaults or the relaunched run's values.
       const body = new FormData();
@@ -894,7 +1515,7 @@ function launchPage(ctx, relaunchOf) {
         if (!ctx.alive) return;
         showErrors(err);
       } finally {
-        submit.disabled = false;
+        setEnabled(submit, true);
         submit.textContent = relaunchOf ? 'Relaunch' : 'Launch';
       }
     },
@@ -948,7 +1569,7 @@ function comparePage(ctx, a, b) {
   h('button', { type: 'submit' }, 'Compare'));
   const body = h('div');
 
-  const side = (key, s) => h('section', { id: `compare-${key}`, class: 'panel', 'aria-labelledby': `compare-${key}-title` },
+  const side = (key, s, tl) => h('section', { id: `compare-${key}`, class: 'panel', 'aria-labelledby': `compare-${key}-title` },
     h('h2', { id: `compare-${key}-title` }, `${key.toUpperCase()}: `, h('a', { href: runHref(s.run.id) }, s.run.id), ' ', badge(s.run.status)),
     h('p', { class: 'big' }, 'Success rate ', h('strong', { class: 'success-rate' }, fmtPct(s.success_rate))),
     facts([
@@ -963,11 +1584,12 @@ function comparePage(ctx, a, b) {
       ['Outputs', fmtNum(s.outputs)],
     ]),
     table('Job duration percentiles', ['p50', 'p90', 'p99', 'max'], h('tbody', null, h('tr', null,
-      ['p50', 'p90', 'p99', 'max'].map((p) => h('td', { class: 'num' }, fmtDur(s.duration_ms?.[p])))))));
+      ['p50', 'p90', 'p99', 'max'].map((p) => h('td', { class: 'num' }, fmtDur(s.duration_ms?.[p])))))),
+    tl ? chartThroughput(tl, `chart-throughput-${key}`, CHART_WIDE) : '');
 
   const delta = (x, y) => { const d = y - x; return d > 0 ? `+${fmtNum(d)}` : d < 0 ? `−${fmtNum(-d)}` : '0'; };
 
-  const render = ({ a: A, b: B }) => {
+  const render = ({ a: A, b: B }, [tlA, tlB]) => {
     const errs = new Map();
     A.errors.forEach((e) => errs.set(e.error, [e.jobs, 0]));
     B.errors.forEach((e) => errs.set(e.error, [errs.get(e.error)?.[0] ?? 0, e.jobs]));
@@ -976,7 +1598,7 @@ function comparePage(ctx, a, b) {
     B.output_fields.forEach((f) => fields.set(f.field, [fields.get(f.field)?.[0] ?? 0, f.filled]));
     const cover = (n, total) => (total ? `${fmtNum(n)} (${((n / total) * 100).toFixed(1)} %)` : '—');
     body.replaceChildren(
-      h('div', { class: 'columns even' }, side('a', A), side('b', B)),
+      h('div', { class: 'columns even' }, side('a', A, tlA), side('b', B, tlB)),
       h('section', { class: 'panel', 'aria-labelledby': 'cmp-errors' }, h('h2', { id: 'cmp-errors' }, 'Errors'),
         table('Failed jobs per error message in A and B; delta is B minus A', ['Error', 'Jobs in A', 'Jobs in B', 'Delta'],
           h('tbody', null, errs.size ? [...errs].sort((x, y) => (y[1][0] + y[1][1]) - (x[1][0] + x[1][1])).map(([err, [x, y]]) => h('tr', null,
@@ -992,9 +1614,13 @@ function comparePage(ctx, a, b) {
 
   (async () => {
     try {
-      const [runs, cmp] = await Promise.all([
+      // A missing timeline (an older server, say) only leaves its chart out.
+      const timeline = (id) => (id ? fetchTimeline(id).catch(() => null) : null);
+      const [runs, cmp, ...tls] = await Promise.all([
         api(`/runs?limit=100`),
         a && b ? api(`/compare?a=${enc(a)}&b=${enc(b)}`) : null,
+        a && b ? timeline(a) : null,
+        a && b ? timeline(b) : null,
       ]);
       if (!ctx.alive) return;
       const ids = runs.runs.map((r) => r.id);
@@ -1002,7 +1628,7 @@ function comparePage(ctx, a, b) {
         const opts = want && !ids.includes(want) ? [want, ...ids] : ids;
         sel.replaceChildren(...opts.map((id) => h('option', { value: id, selected: id === want }, id)));
       }
-      if (cmp) render(cmp);
+      if (cmp) render(cmp, tls);
       else body.replaceChildren(h('p', null, 'Pick two runs to compare them side by side.'));
       ctx.ready('compare');
     } catch (err) { report(ctx, err); }
@@ -1018,9 +1644,11 @@ $('#token-form').addEventListener('submit', (e) => {
   sessionStorage.setItem(TOKEN_KEY, $('#token-input').value.trim());
   $('#token-input').value = '';
   $('#token-box').hidden = true;
+  if (about.serves == null) loadAbout();
   route();
 });
 // The skip link must not change the hash, which is the router's.
 $('#skip-link').addEventListener('click', (e) => { e.preventDefault(); $('#main').focus(); });
 window.addEventListener('hashchange', route);
 route();
+loadAbout();

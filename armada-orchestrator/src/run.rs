@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use armada_core::backend::{DeadLetter, PlannedJobs, RunProgress, RunRecord, RunStatus};
+use armada_core::backend::{DeadLetter, PlannedJobs, Recorded, RunProgress, RunRecord, RunStatus};
 use armada_core::wire::{
     AgentConfigRecord, HEARTBEAT_INTERVAL, JobLimits, JobMessage, JobResult, JobStatus,
     WIRE_VERSION, now_ms,
@@ -576,7 +576,9 @@ impl RunHandle {
     /// Follows a run held in these backends that another process launched (or is gone): its
     /// results are read from the store from the first one, and whoever sees its end first ends
     /// it (see [`RunHandle::follow`]). Its agents are not this handle's: canceling it cancels
-    /// the run in the store, where they see it.
+    /// the run in the store, where they see it. In an in-process store, the handle that
+    /// launched a run is its results' only reader and lets go of those it took: another
+    /// handle attached there reads the results not taken yet.
     pub async fn attach(backends: Backends, run_id: RunId) -> Result<Self> {
         let record = backends.store.run_record(&run_id).await?;
         let monitor = MonitorClient::start(
@@ -664,6 +666,8 @@ struct Follower<F> {
     tally: Tally,
     /// Results read from the store so far: the next read starts after them.
     cursor: u64,
+    /// Results an in-process store was told it may let go ([`Follower::release_taken`]).
+    released: u64,
     agent_problems: Vec<String>,
     /// Set once the run is canceled: when its agents' grace period ends.
     grace_deadline: Option<tokio::time::Instant>,
@@ -684,6 +688,7 @@ impl<F: FnMut(FollowEvent<'_>)> Follower<F> {
                 terminal: 0,
             },
             cursor: 0,
+            released: 0,
             agent_problems: Vec::new(),
             grace_deadline: None,
             next_progress: Instant::now() + PROGRESS_INTERVAL,
@@ -703,6 +708,7 @@ impl<F: FnMut(FollowEvent<'_>)> Follower<F> {
             if let Some(end) = self.wait_for_news().await? {
                 return Ok(end);
             }
+            self.release_taken().await?;
             self.send_heartbeat();
             if let Some(end) = self.read_progress().await? {
                 return Ok(end);
@@ -803,6 +809,17 @@ impl<F: FnMut(FollowEvent<'_>)> Follower<F> {
         for result in results {
             self.tally.report(result, &mut self.on_event);
         }
+    }
+
+    /// Lets an in-process store drop the results reported so far: this follower is their
+    /// only reader, and a run of many jobs must not keep them all in memory.
+    async fn release_taken(&mut self) -> Result<()> {
+        let store = &self.run.backends.store;
+        if self.released < self.cursor && store.is_in_process() {
+            store.release_results(&self.run.run_id, self.cursor).await?;
+            self.released = self.cursor;
+        }
+        Ok(())
     }
 
     fn send_heartbeat(&mut self) {
@@ -935,12 +952,16 @@ impl<F: FnMut(FollowEvent<'_>)> Follower<F> {
                     error: Some(error.clone()),
                     evidence: None,
                 };
-                self.run
+                let recorded = self
+                    .run
                     .backends
                     .store
                     .record_result(&self.run.run_id, result.clone())
                     .await?;
-                self.tally.report(&result, &mut self.on_event);
+                // A job recorded meanwhile keeps its own result, read with the rest.
+                if recorded != Recorded::Before {
+                    self.tally.report(&result, &mut self.on_event);
+                }
             }
         }
     }

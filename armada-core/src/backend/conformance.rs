@@ -181,6 +181,42 @@ pub mod config_store {
         assert_eq!(rest[0].index, 1);
     }
 
+    /// Releasing the results a reader took never loses one it has not: reads from that cursor
+    /// on give every later result, whether the store let the others go or kept them.
+    pub async fn released_results_leave_the_rest<B: ConfigStoreBackend>(store: &B) {
+        let run = new_run(store, 4).await;
+        for index in 0..3 {
+            store
+                .record_result(&run, result(index, JobStatus::Succeeded))
+                .await
+                .expect("record_result");
+        }
+        store
+            .release_results(&run, 2)
+            .await
+            .expect("release_results");
+        store
+            .record_result(&run, result(3, JobStatus::Failed))
+            .await
+            .expect("record_result");
+        let indexes = |results: Vec<JobResult>| {
+            results
+                .iter()
+                .map(|result| result.index)
+                .collect::<Vec<_>>()
+        };
+        let after_two = store.results_after(&run, 2, Duration::ZERO).await;
+        assert_eq!(indexes(after_two.expect("results_after")), [2, 3]);
+        let after_three = store.results_after(&run, 3, Duration::ZERO).await;
+        assert_eq!(indexes(after_three.expect("results_after")), [3]);
+        store
+            .release_results(&run, 9)
+            .await
+            .expect("release_results");
+        let progress = store.progress(&run).await.expect("progress");
+        assert_eq!(progress.terminal, 4, "releasing results changes no counter");
+    }
+
     /// A store connected again shares the first one's runs: what either records, both see.
     pub async fn a_store_connected_again_shares_its_runs<B: ConfigStoreBackend>(store: &B) {
         let run = new_run(store, 2).await;
@@ -360,6 +396,7 @@ macro_rules! config_store_conformance {
                 runs_are_created_once,
                 agent_configs_are_kept_per_index,
                 results_are_recorded_once,
+                released_results_leave_the_rest,
                 a_store_connected_again_shares_its_runs,
                 the_last_result_completes_the_run_once,
                 a_wait_for_results_ends_when_one_arrives,

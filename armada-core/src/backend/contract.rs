@@ -93,6 +93,15 @@ pub trait ConfigStoreBackend: std::fmt::Debug + Send + Sync + 'static {
         wait: Duration,
     ) -> impl Future<Output = Result<Vec<JobResult>>> + Send;
 
+    /// Says that the run's only reader has taken the first `cursor` results, so that a store
+    /// nothing else can read may let them go: a run of many jobs then costs no memory per
+    /// result taken. A shared store keeps them (the default), for `attach` and `results`.
+    /// Later reads from a cursor below it get what is kept.
+    fn release_results(&self, run: &RunId, cursor: u64) -> impl Future<Output = Result<()>> + Send {
+        let _ = (run, cursor);
+        async { Ok(()) }
+    }
+
     /// Moves a running run to `status`; a run that is no longer running keeps its status.
     fn set_status(&self, run: &RunId, status: RunStatus)
     -> impl Future<Output = Result<()>> + Send;

@@ -348,7 +348,10 @@ struct RunState {
     record: RunRecord,
     finished: Option<FinishedRun>,
     configs: Vec<Option<AgentConfigRecord>>,
-    results: Vec<JobResult>,
+    /// Results not yet released by the run's reader; the first is result number
+    /// `released`.
+    results: VecDeque<JobResult>,
+    released: u64,
     /// A bit per job, grown as results come: a run's size costs nothing up front.
     recorded: FixedBitSet,
     redeliveries: HashMap<JobIndex, u32>,
@@ -389,7 +392,8 @@ impl ConfigStoreBackend for MemoryStore {
             record: record.clone(),
             finished: None,
             configs: vec![None; record.agents as usize],
-            results: Vec::new(),
+            results: VecDeque::new(),
+            released: 0,
             recorded: FixedBitSet::new(),
             redeliveries: HashMap::new(),
             progress: RunProgress {
@@ -461,7 +465,7 @@ impl ConfigStoreBackend for MemoryStore {
         if last {
             progress.status = RunStatus::Completed;
         }
-        state.results.push(result);
+        state.results.push_back(result);
         drop(state);
         slot.changed.notify_waiters();
         Ok(if last {
@@ -505,13 +509,25 @@ impl ConfigStoreBackend for MemoryStore {
             notified.as_mut().enable();
             {
                 let state = lock(&slot.state);
-                let start = usize::try_from(cursor).unwrap_or(usize::MAX);
+                let start =
+                    usize::try_from(cursor.saturating_sub(state.released)).unwrap_or(usize::MAX);
                 if start < state.results.len() || Instant::now() >= deadline {
-                    return Ok(state.results.get(start..).unwrap_or_default().to_vec());
+                    return Ok(state.results.iter().skip(start).cloned().collect());
                 }
             }
             wait_for(notified, Some(deadline)).await;
         }
+    }
+
+    /// Nothing else can read this store: results its reader took need not stay in memory.
+    async fn release_results(&self, run: &RunId, cursor: u64) -> Result<()> {
+        self.with_state(run, |state| {
+            let taken = cursor.saturating_sub(state.released);
+            let taken = usize::try_from(taken)
+                .map_or(state.results.len(), |taken| taken.min(state.results.len()));
+            state.results.drain(..taken);
+            state.released += taken as u64;
+        })
     }
 
     async fn set_status(&self, run: &RunId, status: RunStatus) -> Result<()> {

@@ -387,6 +387,12 @@ impl ConfigStore {
         dispatch!(self, Self, store => store.finished(run).await)
     }
 
+    /// Lets the store drop the first `cursor` results, taken by the run's only reader; only an
+    /// in-process store does (see [`ConfigStoreBackend::release_results`]).
+    pub async fn release_results(&self, run: &RunId, cursor: u64) -> Result<()> {
+        dispatch!(self, Self, store => store.release_results(run, cursor).await)
+    }
+
     /// Removes everything of the run, its finished record and results too.
     pub async fn remove_run(&self, run: &RunId) -> Result<()> {
         dispatch!(self, Self, store => store.remove_run(run).await)
