@@ -258,7 +258,15 @@ impl Session {
                     .ok()
                     .and_then(|path| Some(path.file_name()?.to_string_lossy().into_owned()))
                     .unwrap_or_else(|| "orchestrate".to_owned());
-                let mut command = format!("{program} serve --project {}", project.display());
+                // Absolute, so that the command works from any folder.
+                let project = std::fs::canonicalize(project).unwrap_or_else(|_| project.into());
+                let project = project.display().to_string();
+                let project = if project.contains(char::is_whitespace) {
+                    format!("'{project}'")
+                } else {
+                    project
+                };
+                let mut command = format!("{program} serve --project {project}");
                 if args.monitor.url.is_some() {
                     command.push_str(&format!(" --monitor {}", redact_url(&self.monitor_url)));
                 }

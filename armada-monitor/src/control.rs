@@ -30,6 +30,19 @@ pub struct LaunchDefaults {
     pub tune: String,
 }
 
+/// The run a launch would start, as planned without starting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchCheck {
+    /// Agents it would start.
+    pub agents: u32,
+    /// Jobs it would run.
+    pub jobs: u64,
+    /// Rows of `data_agent.csv` beyond its agents, left out.
+    pub skipped_agent_rows: u64,
+    /// Rows of `data_job.csv` beyond its jobs, left out.
+    pub skipped_job_rows: u64,
+}
+
 /// A launch asked for from the dashboard.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LaunchRequest {
@@ -107,6 +120,13 @@ pub trait Control: Send + Sync + 'static {
     /// Plans and starts a run; returns its id once it is registered with the monitor. A
     /// project with problems is [`Error::Project`](crate::Error::Project) and nothing starts.
     fn launch(&self, request: LaunchRequest) -> BoxFuture<'_, Result<String>>;
+
+    /// Plans a launch without starting it, for a form to check as it is filled in: the run it
+    /// would be, or the project's problems as [`launch`](Control::launch) would give them.
+    fn check(&self, request: LaunchRequest) -> BoxFuture<'_, Result<LaunchCheck>> {
+        let _ = request;
+        Box::pin(async { Err(crate::Error::NoOrchestrator("checking a launch")) })
+    }
 
     /// Cancels a running run.
     fn cancel<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<()>>;

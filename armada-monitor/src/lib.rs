@@ -32,7 +32,9 @@ pub mod server;
 mod store;
 
 pub use client::{ClientOptions, ClientStats, MonitorClient};
-pub use control::{About, Control, Later, LaunchDefaults, LaunchInfo, LaunchRequest, Serves};
+pub use control::{
+    About, Control, Later, LaunchCheck, LaunchDefaults, LaunchInfo, LaunchRequest, Serves,
+};
 pub use error::{Error, Result};
 pub use hub::{Monitor, Notice, RUN_REFRESH};
 pub use link::MonitorLink;

@@ -478,7 +478,8 @@ pub struct Timeline {
     pub start_ms: u64,
     /// When the run ended, or now while it runs.
     pub end_ms: u64,
-    /// Each bucket's width: a round figure that makes at most [`Timeline::MAX_BUCKETS`].
+    /// Each bucket's width: a round figure (from 100 ms) that makes at most
+    /// [`Timeline::MAX_BUCKETS`].
     pub bucket_ms: u64,
     /// Every bucket from `start_ms` to `end_ms`, empty ones included.
     pub buckets: Vec<TimelineBucket>,

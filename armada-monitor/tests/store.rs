@@ -1359,7 +1359,14 @@ async fn the_timeline_counts_jobs_per_bucket_and_durations(store: Store) {
         events.extend(timed(&run, job, 1_100 + job * 1_000, end));
     }
     store.ingest(&batch(&run, events)).await.unwrap();
-    let timeline = store.timeline(&run.id, 10_000).await.unwrap();
+    // Unasked, 9 s are charted in 100 ms buckets; asked for seconds, in 1 s ones.
+    let fine = store.timeline(&run.id, 10_000, None).await.unwrap();
+    assert_eq!((fine.bucket_ms, fine.buckets.len()), (100, 91));
+    assert_eq!(
+        (fine.buckets[11].started, fine.buckets[13].succeeded),
+        (1, 1)
+    );
+    let timeline = store.timeline(&run.id, 10_000, Some(1_000)).await.unwrap();
     assert_eq!(
         (timeline.start_ms, timeline.end_ms, timeline.bucket_ms),
         (1_000, 10_000, 1_000)
@@ -1384,12 +1391,12 @@ async fn the_timeline_counts_jobs_per_bucket_and_durations(store: Store) {
         jobs: Vec::new(),
     };
     store.finish_run(&run.id, &canceled, 12_000).await.unwrap();
-    let timeline = store.timeline(&run.id, 60_000).await.unwrap();
+    let timeline = store.timeline(&run.id, 60_000, Some(1_000)).await.unwrap();
     assert_eq!((timeline.end_ms, timeline.buckets.len()), (12_000, 12));
     let last = timeline.buckets.last().unwrap();
     assert_eq!((last.canceled, last.started), (2, 0));
     let before = store
-        .timeline(&new_run(&store, 3).await.id, 1_000)
+        .timeline(&new_run(&store, 3).await.id, 1_000, None)
         .await
         .unwrap();
     assert_eq!(before.buckets.len(), 1);

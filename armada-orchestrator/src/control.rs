@@ -10,7 +10,8 @@ use armada_core::project::NamedFile;
 use armada_core::{Plan, ProjectFiles, RunId, RunOverrides, Tune};
 use armada_monitor::model::{Finish, RunLabel, RunState};
 use armada_monitor::{
-    About, Control, Later, LaunchDefaults, LaunchInfo, LaunchRequest, MonitorLink, Serves,
+    About, Control, Later, LaunchCheck, LaunchDefaults, LaunchInfo, LaunchRequest, MonitorLink,
+    Serves,
 };
 use futures::future::BoxFuture;
 use tokio::task::JoinSet;
@@ -531,6 +532,21 @@ impl Control for ProjectControl {
             let plan = self.plan(&mut request).await?;
             let relaunch_of = request.relaunch_of.clone();
             self.start(&plan, request, relaunch_of).await
+        })
+    }
+
+    fn check(
+        &self,
+        mut request: LaunchRequest,
+    ) -> BoxFuture<'_, armada_monitor::Result<LaunchCheck>> {
+        Box::pin(async move {
+            let plan = self.plan(&mut request).await?;
+            Ok(LaunchCheck {
+                agents: plan.agents(),
+                jobs: plan.jobs(),
+                skipped_agent_rows: plan.skipped_agent_rows(),
+                skipped_job_rows: plan.skipped_job_rows(),
+            })
         })
     }
 

@@ -129,6 +129,10 @@ pub fn app_with_hosts(
                 .post(launch)
                 .layer(DefaultBodyLimit::max(MAX_LAUNCH_BYTES)),
         )
+        .route(
+            "/launch/check",
+            post(check_launch).layer(DefaultBodyLimit::max(MAX_LAUNCH_BYTES)),
+        )
         .route("/ws", get(ws::subscribe))
         .route("/ws/ticket", post(ws_ticket))
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
@@ -646,14 +650,23 @@ async fn about(State(state): State<AppState>) -> Json<crate::control::About> {
     Json(state.monitor.about())
 }
 
+/// `GET /runs/{id}/timeline`'s query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimelineQuery {
+    /// The narrowest bucket wanted, to chart two runs alike.
+    bucket_ms: Option<u64>,
+}
+
 async fn timeline(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Params(query): Params<TimelineQuery>,
 ) -> ApiResult<Json<crate::model::Timeline>> {
     let timeline = state
         .monitor
         .store()
-        .timeline(&id, armada_core::wire::now_ms())
+        .timeline(&id, armada_core::wire::now_ms(), query.bucket_ms)
         .await?;
     Ok(Json(timeline))
 }
@@ -844,6 +857,15 @@ async fn launch(
     let request = launch_form(form, "the launch form").await?;
     let run_id = control.launch(request).await?;
     Ok((StatusCode::CREATED, Json(json!({ "run_id": run_id }))))
+}
+
+async fn check_launch(
+    State(state): State<AppState>,
+    form: Multipart,
+) -> ApiResult<Json<crate::control::LaunchCheck>> {
+    let control = control(&state, "checking a launch")?;
+    let request = launch_form(form, "the launch form").await?;
+    Ok(Json(control.check(request).await?))
 }
 
 /// A monitor served in the background; owns its server task.

@@ -310,12 +310,19 @@ impl Store {
         })
     }
 
-    /// A run's jobs over time and its succeeded jobs' durations, for its charts.
-    pub async fn timeline(&self, run_id: &str, now_ms: u64) -> Result<Timeline> {
+    /// A run's jobs over time and its succeeded jobs' durations, for its charts; buckets are
+    /// at least `bucket_ms` wide when given (to chart two runs alike), and wider when that
+    /// would make more than [`Timeline::MAX_BUCKETS`].
+    pub async fn timeline(
+        &self,
+        run_id: &str,
+        now_ms: u64,
+        bucket_ms: Option<u64>,
+    ) -> Result<Timeline> {
         let run = self.run(run_id, now_ms).await?;
         let start_ms = run.created_ms;
         let end_ms = run.finished_ms.unwrap_or(now_ms).max(start_ms);
-        let bucket_ms = round_bucket(end_ms - start_ms);
+        let bucket_ms = round_bucket(end_ms - start_ms, bucket_ms.unwrap_or(0));
         let mut buckets: Vec<TimelineBucket> = (0..=(end_ms - start_ms) / bucket_ms)
             .map(|bucket| TimelineBucket {
                 at_ms: start_ms + bucket * bucket_ms,
@@ -406,18 +413,19 @@ fn page<T>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> u64) -> Page<T> {
     Page { items, next }
 }
 
-/// The smallest round bucket width (1 s, 2 s, 5 s, 10 s, 15 s, 30 s, then minutes and hours
-/// alike) that splits `span_ms` into at most [`Timeline::MAX_BUCKETS`] buckets.
-fn round_bucket(span_ms: u64) -> u64 {
-    const ROUND: [u64; 15] = [
-        1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1_800, 3_600, 7_200, 21_600,
+/// The smallest round bucket width, at least `wanted_ms` (100 ms, 200 ms, 500 ms, 1 s, 2 s,
+/// 5 s, 10 s, 15 s, 30 s, then minutes and hours alike), that splits `span_ms` into at most
+/// [`Timeline::MAX_BUCKETS`] buckets.
+fn round_bucket(span_ms: u64, wanted_ms: u64) -> u64 {
+    const ROUND_MS: [u64; 18] = [
+        100, 200, 500, 1_000, 2_000, 5_000, 10_000, 15_000, 30_000, 60_000, 120_000, 300_000,
+        600_000, 900_000, 1_800_000, 3_600_000, 7_200_000, 21_600_000,
     ];
-    let fits = |width_ms: u64| span_ms / width_ms < Timeline::MAX_BUCKETS;
-    ROUND
-        .iter()
-        .map(|seconds| seconds * 1_000)
+    let fits = |width_ms: u64| width_ms >= wanted_ms && span_ms / width_ms < Timeline::MAX_BUCKETS;
+    ROUND_MS
+        .into_iter()
         .find(|&width_ms| fits(width_ms))
-        .unwrap_or_else(|| span_ms / (Timeline::MAX_BUCKETS - 1) + 1)
+        .unwrap_or_else(|| (span_ms / (Timeline::MAX_BUCKETS - 1) + 1).max(wanted_ms))
 }
 
 /// `bucket` as an index of `len` buckets: a job stamped before the run's registration or

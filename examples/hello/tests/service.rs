@@ -240,6 +240,32 @@ async fn a_bad_csv_gets_422_with_the_row_and_publishes_nothing() {
             .contains("data_job.csv"),
         "{answer}"
     );
+    // The Launch form checks itself as it is filled in: the same 422, or the run it would be,
+    // and neither starts anything.
+    let (status, answer) = service
+        .post_form(
+            "/api/v1/launch/check",
+            &[("data_job.csv", "targetted_job,name\n0,Ada\nzero,Bob\n")],
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["diagnostics"][0]["line"], 3, "{answer}");
+    let (status, answer) = service
+        .post_form(
+            "/api/v1/launch/check",
+            &[
+                ("jobs", "4"),
+                ("agents", "2"),
+                ("data_job.csv", JOB_CSV),
+                ("name", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer,
+        json!({ "agents": 2, "jobs": 4, "skipped_agent_rows": 1, "skipped_job_rows": 1 })
+    );
     // JSON bodies are checked the same way, and so is what the script's types accept.
     let (status, answer) = service
         .post_json(
