@@ -1262,16 +1262,16 @@ async fn a_store_of_the_previous_version_is_upgraded_and_used_at_once() {
     let folder = tempfile::tempdir().unwrap();
     let url = format!("sqlite:{}", folder.path().join("monitor.sqlite").display());
     drop(Store::open(&url).await.unwrap());
-    // Back to version 2: what version 3 added removed again.
+    // Back to version 3: what version 4 added removed again.
     let path = folder.path().join("monitor.sqlite");
     let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
     let mut connection = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
         .await
         .unwrap();
     for statement in [
-        "ALTER TABLE armada_runs DROP COLUMN seen_ms",
-        "ALTER TABLE armada_agents DROP COLUMN seen_ms",
-        "DELETE FROM armada_schema WHERE version = 3",
+        "ALTER TABLE armada_runs DROP COLUMN name",
+        "ALTER TABLE armada_runs DROP COLUMN tags",
+        "DELETE FROM armada_schema WHERE version = 4",
     ] {
         sqlx::query(statement)
             .execute(&mut connection)
@@ -1287,7 +1287,8 @@ async fn a_store_of_the_previous_version_is_upgraded_and_used_at_once() {
         event(&run, EventKind::JobStarted, 0, 0, 1),
     ];
     assert!(store.ingest(&batch(&run, events)).await.unwrap().stored);
-    assert_eq!(store.run(&run.id, 4_000).await.unwrap().events, 2);
+    let shown = store.run(&run.id, 4_000).await.unwrap();
+    assert_eq!((shown.events, shown.name.as_deref()), (2, Some("nightly prices")));
     assert_eq!(store.agents(&run.id).await.unwrap()[0].status, "busy");
     end(&store, &run.id).await;
     assert_eq!(
