@@ -92,11 +92,13 @@ pub(crate) async fn launch<S: Script>(
             let code = session
                 .follow(handle, results, &plan, &output, args.keep_dashboard)
                 .await?;
-            if let Some(later) = later {
-                println!(
-                    "see this run later: `{}`, then {}",
-                    later.command, later.url
-                );
+            match later {
+                Some(Later {
+                    command: Some(command),
+                    url,
+                }) => println!("see this run later: `{command}`, then {url}"),
+                Some(Later { command: None, url }) => println!("see this run later at {url}"),
+                None => {}
             }
             Ok(code)
         }
@@ -271,12 +273,12 @@ impl Session {
                     command.push_str(&format!(" --monitor {}", redact_url(&self.monitor_url)));
                 }
                 Some(Later {
-                    command,
+                    command: Some(command),
                     url: format!("http://{}/#/runs/{run_id}", crate::args::DEFAULT_SERVE_ADDR),
                 })
             }
             MonitorLink::Remote(_) => Some(Later {
-                command: "nothing: the monitor service keeps it".to_owned(),
+                command: None,
                 url: format!("{}/#/runs/{run_id}", self.monitor_url.trim_end_matches('/')),
             }),
             _ => None,

@@ -57,6 +57,26 @@ function facts(pairs) {
   return h('dl', { class: 'facts' }, pairs.filter(Boolean).map(([k, v]) => h('div', null, h('dt', null, k), h('dd', null, v ?? '—'))));
 }
 
+/** What a person calls a run: its name when it was given one, else its id. */
+const runLabel = (r) => r.name || r.id;
+
+/**
+ * A run's tags as small chips, each a link to the runs list searching that tag (plain chips
+ * where following one would leave unsaved input, as a preview in the Launch form).
+ */
+function tagChips(tags, links = true) {
+  if (!tags?.length) return null;
+  return h('ul', { class: 'tags', 'aria-label': 'Tags' }, tags.map((t) => h('li', null, links
+    ? h('a', { class: 'tag', href: `#/?q=${enc(`tag:${t}`)}`, title: `Runs tagged ${t}` }, t)
+    : h('span', { class: 'tag' }, t))));
+}
+
+/** A link to a run under its name with the id beneath in small type; just the id when unnamed. */
+function runLink(r) {
+  const link = h('a', { href: runHref(r.id), class: r.name ? 'run-name' : 'run-id', title: r.id }, runLabel(r));
+  return r.name ? h('span', { class: 'run-label' }, link, h('span', { class: 'run-id id-sub mono' }, r.id)) : link;
+}
+
 // ---------- formatting ----------
 
 const pad = (n, w = 2) => String(n).padStart(w, '0');
@@ -84,6 +104,7 @@ function fmtDur(ms) {
 }
 
 const fmtNum = (n) => (n == null ? '—' : Number(n).toLocaleString());
+const plural = (n, word) => `${fmtNum(n)} ${word}${n === 1 ? '' : 's'}`;
 const compact = new Intl.NumberFormat(undefined, { notation: 'compact', maximumFractionDigits: 1 });
 const fmtCompact = (n) => compact.format(n);
 const fmtPct = (x) => (x == null || Number.isNaN(x) ? '—' : `${(x * 100).toFixed(1)} %`);
@@ -156,7 +177,7 @@ function askToken() {
   $('#token-input').focus();
 }
 
-async function api(path, { method = 'GET', json, form, raw = false } = {}) {
+async function api(path, { method = 'GET', json, form, raw = false, signal } = {}) {
   const headers = {};
   if (token()) headers.Authorization = `Bearer ${token()}`;
   let body = form;
@@ -166,8 +187,9 @@ async function api(path, { method = 'GET', json, form, raw = false } = {}) {
   }
   let res;
   try {
-    res = await fetch(API + path, { method, headers, body });
+    res = await fetch(API + path, { method, headers, body, signal });
   } catch (e) {
+    if (e.name === 'AbortError') throw e; // the caller gave up on it: no message to show
     throw new ApiError(0, { error: `Cannot reach the monitor (${e.message}). Is it still running?` });
   }
   if (res.status === 401) {
@@ -227,7 +249,15 @@ const about = { serves: null, runId: null, later: null, ended: false, closed: fa
 const lives = new Set();
 const CLOSED_TEXT = 'The launch\'s dashboard has closed.';
 
-async function loadAbout() {
+/** The latest GET /about, which pages that depend on who serves them wait for. */
+let aboutLoaded = Promise.resolve();
+
+function loadAbout() {
+  aboutLoaded = readAbout();
+  return aboutLoaded;
+}
+
+async function readAbout() {
   let answer;
   try { answer = await api('/about'); } catch { return; }
   Object.assign(about, { serves: answer?.serves ?? null, runId: answer?.run_id ?? null, later: answer?.later ?? null });
@@ -279,9 +309,10 @@ function renderLaunchBanner() {
   // The URL comes from our own server, but only an http(s) link is ever made clickable.
   const url = typeof later?.url === 'string' && /^https?:\/\//i.test(later.url) ? later.url : null;
   const command = later?.command ? h('code', { class: 'later-command' }, later.command) : null;
+  // Without a command, the run lives on in a monitor service that is already up.
   const how = command
     ? [' To see the run later, run ', command, ' ', copyButton(command), url ? [' and open ', h('a', { href: url }, url)] : '', '.']
-    : '';
+    : url ? [' The run stays in its monitor: ', h('a', { href: url }, url), '.'] : '';
   $('#launch-banner').replaceChildren(
     h('p', null, h('strong', null, about.closed ? CLOSED_TEXT : 'This run ended.'), ' ',
       about.closed ? 'It closed with ' : 'This dashboard closes with ', h('code', null, 'orchestrate launch'), '.', how));
@@ -458,7 +489,7 @@ function route() {
     name = 'compare';
     page = comparePage(ctx, params.get('a'), params.get('b'));
   } else {
-    page = runsPage(ctx);
+    page = runsPage(ctx, params.get('q'));
   }
   for (const a of document.querySelectorAll('[data-nav]')) {
     if (a.dataset.nav === (name === 'run' || name === 'job' ? 'runs' : name)) a.setAttribute('aria-current', 'page');
@@ -470,13 +501,35 @@ function route() {
 
 // ---------- runs page ----------
 
-function runsPage(ctx) {
+/**
+ * A search as terms a run must all match: `tag:x` is one of its tags exactly, any other word
+ * a part of its name, a tag, its id or its project. Case is ignored throughout.
+ */
+function parseSearch(text) {
+  return text.toLowerCase().split(/\s+/).filter(Boolean)
+    .map((w) => (w.startsWith('tag:') && w.length > 4 ? { tag: w.slice(4) } : { part: w }));
+}
+
+function runMatches(r, terms) {
+  const tags = (r.tags ?? []).map((t) => t.toLowerCase());
+  const text = [r.name ?? '', r.id, r.project ?? '', ...tags].map((x) => x.toLowerCase());
+  return terms.every((t) => (t.tag != null ? tags.includes(t.tag) : text.some((x) => x.includes(t.part))));
+}
+
+function runsPage(ctx, query) {
   document.title = 'Runs · Armada';
   const selected = new Set();
+  const runs = new Map(); // the loaded runs by id, which the search filters
   const tbody = h('tbody');
   const more = h('button', { type: 'button', hidden: true }, 'Load more runs');
   const compareBtn = h('button', { type: 'button', disabled: true }, 'Compare selected');
   const live = h('p', { class: 'live-status', role: 'status', 'aria-live': 'polite' }, 'Connecting…');
+  const search = h('input', {
+    id: 'runs-search', type: 'search', value: query ?? '', autocomplete: 'off', spellcheck: 'false',
+    placeholder: 'name, tag:x, id or project', 'aria-describedby': 'runs-search-note',
+  });
+  const searchNote = h('span', { id: 'runs-search-note', class: 'sub', 'aria-live': 'polite' });
+  let terms = parseSearch(search.value);
   let next = null;
 
   const syncCompare = () => {
@@ -488,42 +541,76 @@ function runsPage(ctx) {
     location.hash = `#/compare?a=${enc(a)}&b=${enc(b)}`;
   };
 
-  const row = (r) => h('tr', { dataset: { runId: r.id, created: r.created_ms } },
+  const deleteButton = (r) => {
+    const btn = needsServer(h('button', {
+      type: 'button', class: 'danger small', 'aria-label': `Delete run ${runLabel(r)}`,
+      title: isOpen(r.status) ? 'A run can be deleted once it has ended: cancel it first.' : null,
+      onclick: async () => {
+        if (!confirm(`Delete run ${runLabel(r)} with all its jobs, events, outputs and attachments?`)) return;
+        try {
+          await api(`/runs/${enc(r.id)}`, { method: 'DELETE' });
+          removeRow(r.id);
+          notify(`Run ${runLabel(r)} deleted.`, 'info');
+        } catch (err) { report(ctx, err); }
+      },
+    }, 'Delete'), 'delete a run');
+    // Rows come and go with live updates: each new button learns whether the server is gone.
+    setEnabled(btn, !isOpen(r.status));
+    return btn;
+  };
+
+  const row = (r) => h('tr', { dataset: { runId: r.id, created: r.created_ms }, hidden: !runMatches(r, terms) },
     h('td', null, h('input', {
-      type: 'checkbox', 'aria-label': `Select run ${r.id} to compare`, checked: selected.has(r.id),
+      type: 'checkbox', 'aria-label': `Select run ${runLabel(r)} to compare`, checked: selected.has(r.id),
       onchange: (e) => { e.target.checked ? selected.add(r.id) : selected.delete(r.id); syncCompare(); },
     })),
-    h('th', { scope: 'row' }, h('a', { href: runHref(r.id), class: 'run-id', title: r.id }, r.id), h('div', { class: 'sub' }, r.project, r.tune ? ` · ${r.tune}` : '')),
+    h('th', { scope: 'row' }, runLink(r), h('div', { class: 'sub' }, r.project, r.tune ? ` · ${r.tune}` : ''), tagChips(r.tags)),
     h('td', null, badge(r.status)),
     h('td', null, progressCell(r)),
     h('td', null, countsLine(r.counts)),
     h('td', null, timeEl(r.created_ms)),
     h('td', null, fmtDur(runDuration(r))),
     h('td', { class: 'num' }, `${(r.throughput_per_min ?? 0).toFixed(1)}/min`),
-    h('td', { class: 'row-actions' }, h('button', {
-      type: 'button', class: 'danger small', 'aria-label': `Delete run ${r.id}`,
-      onclick: async () => {
-        if (!confirm(`Delete run ${r.id} with all its jobs, events, outputs and attachments?`)) return;
-        try {
-          await api(`/runs/${enc(r.id)}`, { method: 'DELETE' });
-          removeRow(r.id);
-          notify(`Run ${r.id} deleted.`, 'info');
-        } catch (err) { report(ctx, err); }
-      },
-    }, 'Delete')));
+    h('td', { class: 'row-actions' }, deleteButton(r)));
 
   const findRow = (id) => [...tbody.rows].find((tr) => tr.dataset.runId === id);
-  const removeRow = (id) => { findRow(id)?.remove(); selected.delete(id); syncCompare(); };
+  const removeRow = (id) => { findRow(id)?.remove(); runs.delete(id); selected.delete(id); syncCompare(); noteSearch(); };
+
+  // Says how much of the list a search shows; only loaded runs are searched.
+  const noteSearch = () => {
+    if (!terms.length) { searchNote.textContent = ''; return; }
+    const shown = [...runs.values()].filter((r) => runMatches(r, terms)).length;
+    const found = shown ? `${fmtNum(shown)} of ${plural(runs.size, 'loaded run')} match${shown === 1 ? 'es' : ''}` : 'No loaded run matches';
+    searchNote.textContent = found + (next == null ? '.' : '; load more runs to search older ones.');
+  };
+
+  const applySearch = () => {
+    terms = parseSearch(search.value);
+    for (const tr of tbody.rows) {
+      const r = runs.get(tr.dataset.runId);
+      if (r) tr.hidden = !runMatches(r, terms);
+    }
+    noteSearch();
+    // The query lives in the address (for Back and for tag links) without a new route.
+    history.replaceState(null, '', search.value.trim() ? `#/?q=${enc(search.value.trim())}` : '#/');
+  };
+  search.oninput = applySearch;
+
+  const show = (r) => {
+    noteRun(r);
+    runs.set(r.id, r);
+    const old = findRow(r.id); // a live message may have shown it already
+    if (old) { old.replaceWith(row(r)); return true; }
+    return false;
+  };
 
   // Upserts keep newest-first order; a run older than the loaded pages belongs to a later page.
   const upsert = (r) => {
-    noteRun(r);
-    const old = findRow(r.id);
-    if (old) { old.replaceWith(row(r)); return; }
-    const rows = [...tbody.rows];
-    const after = rows.find((tr) => Number(tr.dataset.created) < r.created_ms);
+    if (show(r)) return;
+    const after = [...tbody.rows].find((tr) => Number(tr.dataset.created) < r.created_ms);
     if (after) tbody.insertBefore(row(r), after);
     else if (next == null) tbody.append(row(r));
+    else runs.delete(r.id);
   };
 
   const load = async (reset) => {
@@ -531,18 +618,14 @@ function runsPage(ctx) {
     if (!reset && next) q.set('after', next);
     const res = await api(`/runs?${q}`);
     if (!ctx.alive) return;
-    if (reset) tbody.replaceChildren();
-    for (const r of res.runs) {
-      noteRun(r);
-      const old = findRow(r.id); // a live message may have shown it already
-      if (old) old.replaceWith(row(r));
-      else tbody.append(row(r));
-    }
+    if (reset) { tbody.replaceChildren(); runs.clear(); }
+    for (const r of res.runs) if (!show(r)) tbody.append(row(r));
     next = res.next;
     more.hidden = next == null;
     if (!tbody.rows.length) {
       tbody.append(h('tr', null, h('td', { colspan: 9 }, 'No runs yet. Launch one from the Launch page or with `orchestrate launch`.')));
     }
+    noteSearch();
   };
   more.onclick = () => load(false).catch((e) => report(ctx, e));
 
@@ -550,13 +633,14 @@ function runsPage(ctx) {
     status: (t) => { live.textContent = t; },
     onReload: () => load(true).catch((e) => report(ctx, e)),
     onBatch: (msgs) => {
-      const runs = new Map();
+      const changed = new Map();
       for (const m of msgs) {
-        if (m.type === 'run') runs.set(m.run.id, m.run);
-        else if (m.type === 'deleted') { runs.delete(m.run_id); removeRow(m.run_id); }
+        if (m.type === 'run') changed.set(m.run.id, m.run);
+        else if (m.type === 'deleted') { changed.delete(m.run_id); removeRow(m.run_id); }
       }
-      if (runs.size) tbody.querySelector('tr:not([data-run-id])')?.remove();
-      runs.forEach(upsert);
+      if (changed.size) tbody.querySelector('tr:not([data-run-id])')?.remove();
+      changed.forEach(upsert);
+      if (changed.size) noteSearch();
     },
   });
 
@@ -565,6 +649,8 @@ function runsPage(ctx) {
   return h('div', { id: 'runs-page' },
     h('div', { class: 'page-head' }, h('h1', null, 'Runs'),
       h('div', { class: 'actions' }, compareBtn, h('a', { class: 'button', href: '#/launch' }, 'Launch a run'))),
+    h('form', { class: 'filters', role: 'search', onsubmit: (e) => e.preventDefault() },
+      h('label', { for: 'runs-search' }, 'Search'), search, searchNote),
     live,
     table('Runs, newest first. Select two to compare them.',
       ['Compare', 'Run', 'Status', 'Progress', 'Jobs by status', 'Started', 'Duration', 'Throughput', 'Actions'], tbody, 'runs-table'),
@@ -679,10 +765,13 @@ function stackChart({ id, label, kind, x0, bw, n, series, xStep, xFmt, tip, yMax
     empty ? h('p', { class: 'sub' }, empty) : legend(series));
 }
 
-/** The timeline's buckets as dense arrays over start_ms..end_ms: omitted buckets are zeros. */
-function timelineBins(tl) {
+/**
+ * The timeline's buckets as dense arrays over start_ms..end_ms: omitted buckets are zeros.
+ * `minN` stretches the range with empty bins (two runs drawn over one time axis).
+ */
+function timelineBins(tl, minN = 1) {
   const bw = Math.max(1, tl.bucket_ms);
-  const n = Math.min(2000, Math.max(1, Math.ceil((tl.end_ms - tl.start_ms) / bw)));
+  const n = Math.min(2000, Math.max(minN, Math.ceil((tl.end_ms - tl.start_ms) / bw)));
   const bins = { n, bw };
   for (const k of ['started', ...TERMINAL]) bins[k] = new Array(n).fill(0);
   for (const b of tl.buckets ?? []) {
@@ -694,11 +783,15 @@ function timelineBins(tl) {
 
 const clockRange = (bw, i, j) => `${fmtClock(i * bw, bw)}–${fmtClock(j * bw, bw)}`;
 
-function chartThroughput(tl, id = 'chart-throughput', frame = CHART) {
-  const b = timelineBins(tl);
+/** The most jobs one bin saw finish, for a y axis shared by two charts. */
+const throughputPeak = (b) => b.succeeded.reduce((peak, s, i) => Math.max(peak, s + b.failed[i]), 0);
+
+/** Jobs finished per bucket; `n` and `yMax` give two runs' charts the same axes. */
+function chartThroughput(tl, { id = 'chart-throughput', frame = CHART, n, yMax } = {}) {
+  const b = timelineBins(tl, n);
   const finished = b.succeeded.reduce((x, y) => x + y, 0) + b.failed.reduce((x, y) => x + y, 0);
   return stackChart({
-    id, frame, kind: 'bars', x0: 0, bw: b.bw, n: b.n,
+    id, frame, yMax, kind: 'bars', x0: 0, bw: b.bw, n: b.n,
     label: `Throughput: jobs finished per ${fmtDur(b.bw)} (time since start, mm:ss)`,
     series: [{ name: 'succeeded', cls: 'succeeded', values: b.succeeded }, { name: 'failed', cls: 'failed', values: b.failed }],
     xStep: timeStep, xFmt: fmtClock,
@@ -742,10 +835,24 @@ function chartStates(tl, jobs, id = 'chart-states') {
   });
 }
 
-/** A duration with as many decimals as `step` needs (ticks 0.1 ms apart must not all read "21 ms"). */
+/**
+ * A duration precise enough that values `step` apart read apart: ticks 0.2 ms apart are
+ * "21.2 ms", "21.4 ms" (not "21 ms" twice), 10 ms apart past a second "1.02 s", below a
+ * millisecond µs, past a minute "1m 05.5s".
+ */
 function fmtDurStep(ms, step) {
-  if (ms >= 1000 || step >= 1) return fmtDur(ms);
-  return `${ms.toFixed(Math.min(3, Math.ceil(-Math.log10(step))))} ms`;
+  // Decimals of `unit` that show a difference of `step` (up to 3).
+  const digits = (unit) => Math.min(3, Math.max(0, Math.ceil(-Math.log10(step / unit) - 1e-9)));
+  if (ms < 1 && step < 1) return `${(ms * 1000).toFixed(digits(1e-3))} µs`;
+  if (ms < 1000) return `${ms.toFixed(digits(1))} ms`;
+  if (ms < 60000) return `${(ms / 1000).toFixed(digits(1000))} s`;
+  if (step >= 60000) return fmtDur(ms);
+  // As fmtDur writes minutes ("1m 05s"), with the seconds' decimals the step needs.
+  const d = digits(1000);
+  const total = Math.round((ms / 1000) * 10 ** d) / 10 ** d;
+  const m = Math.floor(total / 60);
+  const sec = (total - m * 60).toFixed(d).padStart(d ? d + 3 : 2, '0');
+  return m < 60 ? `${m}m ${sec}s` : `${Math.floor(m / 60)}h ${pad(m % 60)}m ${sec}s`;
 }
 
 function chartDurations(d, id = 'chart-durations') {
@@ -760,10 +867,13 @@ function chartDurations(d, id = 'chart-durations') {
   });
 }
 
-/** GET /timeline, or null when this server has no such route (an older one answers 404). */
-async function fetchTimeline(runId) {
+/**
+ * GET /timeline, or null when this server has no such route (an older one answers 404).
+ * `bucketMs` asks for that bucket width (the server may widen it to keep 120 buckets at most).
+ */
+async function fetchTimeline(runId, bucketMs) {
   try {
-    return await api(`/runs/${enc(runId)}/timeline`);
+    return await api(`/runs/${enc(runId)}/timeline${bucketMs ? `?bucket_ms=${bucketMs}` : ''}`);
   } catch (e) {
     if (e.status === 404) return null;
     throw e;
@@ -834,6 +944,8 @@ function runPage(ctx, runId) {
 
   // Header: built once and updated in place so buttons keep focus across live updates.
   const title = h('h1', null, 'Run ', h('span', { class: 'mono' }, runId));
+  const tagsSlot = h('span');
+  let label = null;
   const statusSlot = h('span');
   // The <progress> is what assistive technology reads; the split bar beside it is what is seen.
   const progress = h('progress', { id: 'run-progress', class: 'visually-hidden', value: 0, max: 1, 'aria-label': 'Jobs done' });
@@ -844,9 +956,20 @@ function runPage(ctx, runId) {
   const cancelBtn = needsServer(h('button', { type: 'button', class: 'danger' }, 'Cancel run'), 'cancel a run');
   const retryBtn = needsServer(h('button', { type: 'button' }, 'Retry failed jobs'), 'retry its failed jobs');
 
+  // A named run is titled by its name, the id beside it in small type.
+  const renderLabel = (r) => {
+    const key = JSON.stringify([r.name, r.tags]);
+    if (key === label) return;
+    label = key;
+    if (r.name) title.replaceChildren(h('span', { class: 'run-name' }, r.name), ' ', h('span', { class: 'id-sub mono', title: 'Run id' }, r.id));
+    tagsSlot.replaceChildren(tagChips(r.tags) ?? '');
+    document.title = `${r.name ? `${r.name} (run ${r.id})` : `Run ${r.id}`} · Armada`;
+  };
+
   const renderHeader = (r) => {
     run = r;
     noteRun(r);
+    renderLabel(r);
     charts.setJobs(r.jobs);
     statusSlot.replaceChildren(badge(r.status));
     stalledNote.hidden = !r.stalled_reason;
@@ -946,7 +1069,7 @@ function runPage(ctx, runId) {
   reload().then(() => { sock.release(); ctx.ready('run'); }, (e) => report(ctx, e));
 
   return h('div', { id: 'run-page', dataset: { runId } },
-    h('div', { class: 'page-head' }, title, statusSlot,
+    h('div', { class: 'page-head' }, title, statusSlot, tagsSlot,
       h('div', { class: 'actions' }, cancelBtn, retryBtn,
         needsServer(h('a', { class: 'button', href: `#/launch?relaunch=${enc(runId)}` }, 'Relaunch'), 'relaunch it'),
         needsServer(downloadLink(ctx, `${path}/outputs?format=jsonl`, `${runId}-outputs.jsonl`, 'Outputs JSONL'), 'export its outputs'),
@@ -1465,47 +1588,211 @@ function jobPage(ctx, runId, index) {
 
 // ---------- launch page ----------
 
+const isPlainObject = (v) => v != null && typeof v === 'object' && !Array.isArray(v);
+
+/** `b` over `a`, objects merged key by key; `b` is ours (no `__proto__` keys). */
+function deepMerge(a, b) {
+  if (!isPlainObject(a) || !isPlainObject(b)) return b;
+  const out = { ...a };
+  for (const [k, v] of Object.entries(b)) out[k] = k in out ? deepMerge(out[k], v) : v;
+  return out;
+}
+
+/**
+ * The `overrides` part: the editor's JSON with the filled `run_message` fields merged over it
+ * (an empty field leaves the editor's value). Null when there is nothing to override. Throws
+ * the sentence to show when the editor's text is not a JSON object.
+ */
+function launchOverrides(text, runMessage) {
+  let base = {};
+  if (text.trim()) {
+    try { base = JSON.parse(text); } catch (e) { throw new Error(`Overrides: not JSON: ${e.message}`); }
+    if (!isPlainObject(base)) throw new Error('Overrides: write a JSON object of the template\'s sections, such as {"run_message": {"max_attempts": 2}}');
+  }
+  const filled = Object.entries(runMessage).filter(([, v]) => v !== '').map(([k, v]) => [k, Number(v)]);
+  const merged = filled.length ? deepMerge(base, { run_message: Object.fromEntries(filled) }) : base;
+  return Object.keys(merged).length ? merged : null;
+}
+
+/** Tags as the server splits them: at commas, spaces and line ends. */
+const splitTags = (text) => text.split(/[, \n]+/).filter(Boolean);
+
+/** A project diagnostic in words: "config_template.json, line 3, `run_message.agents`: …". */
+function diagnosticItem(d) {
+  if (!isPlainObject(d)) return h('li', null, String(d));
+  const where = [d.file, d.line != null && `line ${d.line}`, d.column != null && `column ${d.column}`].filter(Boolean);
+  const place = [where.join(', '), d.field && [where.length ? ', ' : '', h('code', null, d.field)]].filter(Boolean);
+  return h('li', null, place, place.length ? ': ' : '', d.message ?? '');
+}
+
+/**
+ * A refused launch or check, each problem once: the diagnostics when the answer has them (its
+ * `error` only runs them together), else the error itself. `lead` introduces the list.
+ */
+function problemsView(err, lead) {
+  const diags = err.body?.diagnostics;
+  if (Array.isArray(diags) && diags.length) {
+    return [h('p', { class: 'verdict bad' }, lead(diags.length)), h('ul', { class: 'diagnostics' }, diags.map(diagnosticItem))];
+  }
+  return [h('p', { class: 'verdict bad' }, err.status >= 500 ? `Error ${err.status}: ${err.message}` : err.message)];
+}
+
+/** What the check found: the run the settings give, and the CSV rows it leaves unused. */
+function readyView(res) {
+  const skipped = [
+    [res.skipped_job_rows, 'data_job.csv', 'job', res.jobs],
+    [res.skipped_agent_rows, 'data_agent.csv', 'agent', res.agents],
+  ].filter(([n]) => n > 0).map(([n, file, what, count]) => h('span', { class: 'skipped' },
+    ` ${plural(n, 'row')} of ${file} beyond ${what} ${fmtNum(count)} ${n === 1 ? 'is' : 'are'} skipped.`));
+  return [h('p', { class: 'verdict ok' }, `Ready: ${plural(res.agents, 'agent')}, ${plural(res.jobs, 'job')}.`, skipped)];
+}
+
+/** A form row: label, control and an optional hint the control is described by. */
+function field(control, label, hint) {
+  const hintEl = hint ? h('div', { class: 'hint', id: `${control.id}-hint` }, hint) : null;
+  if (hintEl) control.setAttribute('aria-describedby', hintEl.id);
+  return h('div', { class: 'field' }, h('label', { for: control.id }, label), h('div', null, control, hintEl));
+}
+
+/** A sentence (with the command to copy) where this server cannot launch; no form. */
+function cannotLaunch(lead, command, where = '') {
+  const code = h('code', { class: 'later-command' }, command);
+  return h('p', { id: 'launch-elsewhere', class: 'panel' }, lead, ' start ', code, where, '. ', copyButton(code));
+}
+
+/** A launch's own dashboard serves its one run: it has no orchestrator to start another. */
+function launchOnlyServesItsRun() {
+  const command = about.later?.command;
+  return cannotLaunch(['This dashboard belongs to one run\'s ', h('code', null, 'launch'), '; to launch runs from here,'],
+    command ?? 'orchestrate serve', command ? '' : ' in the project');
+}
+
+/** The standalone monitor shows runs; starting them takes the project's orchestrator. */
+const monitorCannotLaunch = () => cannotLaunch('This monitor shows runs but cannot start them; to launch runs from here,', 'orchestrate serve', ' in the project');
+
 function launchPage(ctx, relaunchOf) {
   document.title = 'Launch · Armada';
-  const errors = h('div', { id: 'launch-errors', role: 'alert' });
+  const body = h('div', null, h('p', null, 'Loading…'));
+  (async () => {
+    await aboutLoaded;
+    if (!ctx.alive) return;
+    const cannot = { launch: launchOnlyServesItsRun, monitor: monitorCannotLaunch }[about.serves];
+    if (cannot) {
+      body.replaceChildren(cannot());
+      ctx.ready('launch');
+    } else body.replaceChildren(launchForm(ctx, relaunchOf));
+  })();
+  return h('div', { id: 'launch-page' },
+    h('h1', null, relaunchOf ? `Relaunch run ${relaunchOf}` : 'Launch a run'), body);
+}
+
+/** The Launch form, checked by the server as it is edited (POST /launch/check). */
+function launchForm(ctx, relaunchOf) {
+  const input = (id, name, props) => h('input', { id, name, autocomplete: 'off', ...props });
+  const whole = (id, name, props) => input(id, name, { type: 'number', min: 1, step: 1, inputmode: 'numeric', ...props });
+  const name = input('launch-name', 'name', { type: 'text', maxlength: 200 });
+  const tags = input('launch-tags', 'tags', { type: 'text', spellcheck: 'false' });
+  const tagsPreview = h('span', { class: 'tags-preview', 'aria-hidden': 'true' });
   const tune = h('select', { id: 'launch-tune', name: 'tune' });
-  const agents = h('input', { id: 'launch-agents', name: 'agents', type: 'number', min: 1, inputmode: 'numeric' });
-  const jobs = h('input', { id: 'launch-jobs', name: 'jobs', type: 'number', min: 1, inputmode: 'numeric' });
-  const dataAgent = h('input', { id: 'launch-data-agent', name: 'data_agent.csv', type: 'file', accept: '.csv,text/csv' });
-  const dataJob = h('input', { id: 'launch-data-job', name: 'data_job.csv', type: 'file', accept: '.csv,text/csv' });
+  const agents = whole('launch-agents', 'agents');
+  const jobs = whole('launch-jobs', 'jobs');
+  const maxAttempts = whole('launch-max-attempts', 'max_attempts', { placeholder: 'as in the template' });
+  const timeout = input('launch-timeout', 'job_timeout_secs', { type: 'number', min: 0, step: 'any', inputmode: 'decimal', placeholder: 'as in the template' });
+  const overrides = h('textarea', {
+    id: 'launch-overrides', name: 'overrides', rows: 5, spellcheck: 'false', class: 'mono',
+    placeholder: '{"default_job_message": {"work_ms": 50}}',
+  });
+  const dataAgent = input('launch-data-agent', 'data_agent.csv', { type: 'file', accept: '.csv,text/csv' });
+  const dataJob = input('launch-data-job', 'data_job.csv', { type: 'file', accept: '.csv,text/csv' });
+  const numbers = [[agents, 'Agents'], [jobs, 'Jobs'], [maxAttempts, 'Max attempts'], [timeout, 'Time limit per job']];
   const submit = needsServer(h('button', { id: 'launch-submit', type: 'submit' }, relaunchOf ? 'Relaunch' : 'Launch'), 'launch a run');
+  // The check's verdict and a refused launch's problems take turns: each problem shows once.
+  const check = h('div', { id: 'launch-check', role: 'status', 'aria-live': 'polite' });
+  const errors = h('div', { id: 'launch-errors', role: 'alert' });
+  const project = h('p', { class: 'sub' });
+  const reuse = h('p', { hidden: !relaunchOf }, 'Empty fields reuse that run\'s tune, counts, CSV files, name and tags.');
+  const showCheck = (...nodes) => { errors.replaceChildren(); check.replaceChildren(...nodes); };
+  const showErrors = (...nodes) => { check.replaceChildren(); errors.replaceChildren(...nodes); };
+
   const fieldset = h('fieldset', { disabled: true },
     h('legend', null, 'Run settings'),
-    h('div', { class: 'field' }, h('label', { for: 'launch-tune' }, 'Tune'), tune),
-    h('div', { class: 'field' }, h('label', { for: 'launch-agents' }, 'Agents'), agents),
-    h('div', { class: 'field' }, h('label', { for: 'launch-jobs' }, 'Jobs'), jobs),
-    h('div', { class: 'field' }, h('label', { for: 'launch-data-agent' }, 'data_agent.csv (optional)'), dataAgent),
-    h('div', { class: 'field' }, h('label', { for: 'launch-data-job' }, 'data_job.csv (optional)'), dataJob),
-    submit);
-  const project = h('p', { class: 'sub' });
+    field(name, 'Name (optional)'),
+    field(tags, 'Tags (optional)', ['Separated by commas or spaces. ', tagsPreview]),
+    field(tune, 'Tune'),
+    field(agents, 'Agents'),
+    field(jobs, 'Jobs'),
+    field(maxAttempts, 'Max attempts per job'),
+    field(timeout, 'Time limit per job (s)', 'A job still running after this many seconds fails as timed out.'),
+    field(overrides, 'Template overrides (JSON)', 'Merged into the template\'s sections. Max attempts and time limit, when filled, win over its run_message.'),
+    field(dataAgent, 'data_agent.csv (optional)'),
+    field(dataJob, 'data_job.csv (optional)'),
+    check, errors, submit);
 
-  const showErrors = (err) => {
-    const diags = err.body?.diagnostics ?? [];
-    errors.replaceChildren(h('p', { class: 'notice error' }, err.status ? `Error ${err.status}: ${err.message}` : err.message),
-      diags.length ? h('ul', { class: 'diagnostics' }, diags.map((d) => h('li', null,
-        typeof d === 'object' && d ? Object.entries(d).map(([k, v]) => h('span', { class: 'diag-part' }, `${k}: ${typeof v === 'object' ? JSON.stringify(v) : v}`))
-          : String(d)))) : '');
+  /**
+   * The form's parts as the server takes them, or the problem that keeps them from being sent.
+   * Empty fields are left out so the server applies the project's defaults or the relaunched
+   * run's values.
+   */
+  const formBody = () => {
+    const bad = numbers.find(([el]) => el.validity.badInput);
+    if (bad) return { problem: `${bad[1]}: not a number.` };
+    let extra;
+    try {
+      extra = launchOverrides(overrides.value, { max_attempts: maxAttempts.value.trim(), job_timeout_secs: timeout.value.trim() });
+    } catch (e) { return { problem: e.message }; }
+    const body = new FormData();
+    const text = (part, value) => { if (value.trim()) body.append(part, value.trim()); };
+    text('tune', tune.value);
+    text('agents', agents.value);
+    text('jobs', jobs.value);
+    if (extra) body.append('overrides', JSON.stringify(extra));
+    text('name', name.value);
+    text('tags', tags.value);
+    for (const file of [dataAgent, dataJob]) if (file.files[0]) body.append(file.name, file.files[0]);
+    if (relaunchOf) body.append('relaunch_of', relaunchOf);
+    return { body };
   };
+
+  // Live check: one request at a time for the latest edit; a server without the route (an
+  // older one: 404, 405) or without an orchestrator (501) is simply not asked again.
+  let checkTimer = null;
+  let checking = null;
+  let canCheck = true;
+  const stopCheck = () => { clearTimeout(checkTimer); checking?.abort(); checking = null; };
+  ctx.on(stopCheck);
+  const runCheck = async () => {
+    stopCheck();
+    const { body, problem } = formBody();
+    if (problem) { showCheck(h('p', { class: 'verdict bad' }, problem)); return; }
+    if (!canCheck) { showCheck(); return; }
+    const mine = new AbortController();
+    checking = mine;
+    check.setAttribute('aria-busy', 'true');
+    try {
+      const res = await api('/launch/check', { method: 'POST', form: body, signal: mine.signal });
+      if (ctx.alive && checking === mine) showCheck(...readyView(res));
+    } catch (err) {
+      if (!ctx.alive || checking !== mine || err.name === 'AbortError' || err.status === 401) return;
+      if ([404, 405, 501].includes(err.status)) { canCheck = false; showCheck(); return; }
+      showCheck(...problemsView(err, (n) => `Not ready: ${plural(n, 'problem')} to fix.`));
+    } finally {
+      if (checking === mine) { checking = null; check.removeAttribute('aria-busy'); }
+    }
+  };
+  const checkSoon = () => { clearTimeout(checkTimer); checkTimer = setTimeout(runCheck, 400); };
+  tags.addEventListener('input', () => tagsPreview.replaceChildren(tagChips(splitTags(tags.value), false) ?? ''));
 
   const form = h('form', {
     id: 'launch-form',
+    oninput: checkSoon,
+    onchange: checkSoon,
     onsubmit: async (e) => {
       e.preventDefault();
       if (submit.disabled) return;
+      stopCheck(); // a check answering after the launch would hide the launch's verdict
+      const { body, problem } = formBody();
+      if (problem) { showErrors(h('p', { class: 'verdict bad' }, problem)); return; }
       errors.replaceChildren();
-      // Empty optional fields are left out so the server applies defaults or the relaunched run's values.
-      const body = new FormData();
-      body.append('tune', tune.value);
-      if (agents.value !== '') body.append('agents', agents.value);
-      if (jobs.value !== '') body.append('jobs', jobs.value);
-      if (dataAgent.files[0]) body.append('data_agent.csv', dataAgent.files[0]);
-      if (dataJob.files[0]) body.append('data_job.csv', dataJob.files[0]);
-      if (relaunchOf) body.append('relaunch_of', relaunchOf);
       submit.disabled = true;
       submit.textContent = 'Launching…';
       try {
@@ -1513,7 +1800,7 @@ function launchPage(ctx, relaunchOf) {
         location.hash = runHref(res.run_id);
       } catch (err) {
         if (!ctx.alive) return;
-        showErrors(err);
+        showErrors(...problemsView(err, (n) => `Nothing was launched: ${plural(n, 'problem')} to fix.`));
       } finally {
         setEnabled(submit, true);
         submit.textContent = relaunchOf ? 'Relaunch' : 'Launch';
@@ -1521,6 +1808,7 @@ function launchPage(ctx, relaunchOf) {
     },
   }, fieldset);
 
+  const page = h('div', { id: 'launch-body' }, project, reuse, form);
   (async () => {
     try {
       const info = await api('/launch');
@@ -1532,31 +1820,55 @@ function launchPage(ctx, relaunchOf) {
       const chosen = prior?.tune ?? info.defaults?.tune;
       tune.replaceChildren(...tunes.map((t) => h('option', { value: t, selected: t === chosen }, t || '(default)')));
       if (prior) {
-        agents.placeholder = `${prior.agents} (as run ${prior.id})`;
-        jobs.placeholder = `${prior.jobs} (as run ${prior.id})`;
+        // Placeholders show what an empty field keeps (the sentence above says so).
+        agents.placeholder = prior.agents;
+        jobs.placeholder = prior.jobs;
+        name.placeholder = prior.name ?? '';
+        tags.placeholder = (prior.tags ?? []).join(' ');
       } else {
         agents.value = info.defaults?.agents ?? '';
         jobs.value = info.defaults?.jobs ?? '';
       }
       fieldset.disabled = false;
+      runCheck();
     } catch (err) {
-      if (err.status === 501) {
-        errors.replaceChildren(h('p', { class: 'notice error' },
-          'Launching from the dashboard needs the project\'s own orchestrator: run ',
-          h('code', null, 'cargo run --bin orchestrate -- serve'), ' in the project.'));
-      } else if (ctx.alive && err.status !== 401) showErrors(err);
+      if (!ctx.alive) return;
+      // A server that cannot say who it is (no GET /about) tells it here.
+      if (err.status === 501) page.replaceChildren(about.serves === 'launch' ? launchOnlyServesItsRun() : monitorCannotLaunch());
+      else if (err.status !== 401) showErrors(...problemsView(err, (n) => `The project has ${plural(n, 'problem')}:`));
     }
     ctx.ready('launch');
   })();
-
-  return h('div', { id: 'launch-page' },
-    h('h1', null, relaunchOf ? `Relaunch run ${relaunchOf}` : 'Launch a run'),
-    project,
-    relaunchOf ? h('p', null, 'Empty fields reuse that run\'s tune, counts and CSV files.') : '',
-    errors, form);
+  return page;
 }
 
 // ---------- compare page ----------
+
+/**
+ * Both runs' timelines at one bucket width, so their throughput reads in the same unit:
+ * each comes at its own width first, then the narrower is asked again at the wider one.
+ * A server that ignores `bucket_ms` answers the same width again, and that is kept.
+ */
+async function alignedTimelines(ids) {
+  // A missing timeline (an older server, say) only leaves its chart out.
+  const tls = await Promise.all(ids.map((id) => fetchTimeline(id).catch(() => null)));
+  for (let round = 0; round < 2 && tls[0] && tls[1] && tls[0].bucket_ms !== tls[1].bucket_ms; round += 1) {
+    const narrow = tls[0].bucket_ms < tls[1].bucket_ms ? 0 : 1;
+    const again = await fetchTimeline(ids[narrow], tls[1 - narrow].bucket_ms).catch(() => null);
+    if (!again || again.bucket_ms === tls[narrow].bucket_ms) break;
+    tls[narrow] = again;
+  }
+  return tls;
+}
+
+/** One x and y axis for both throughput charts when their buckets match; else each its own. */
+function sharedThroughputAxes(tls) {
+  if (!tls[0] || !tls[1] || tls[0].bucket_ms !== tls[1].bucket_ms) return {};
+  const bins = tls.map((tl) => timelineBins(tl));
+  return { n: Math.max(...bins.map((b) => b.n)), yMax: Math.max(...bins.map(throughputPeak)) };
+}
+
+const runOptionLabel = (r) => (r.name ? `${r.name} · ${r.id}` : r.id);
 
 function comparePage(ctx, a, b) {
   document.title = 'Compare runs · Armada';
@@ -1569,8 +1881,9 @@ function comparePage(ctx, a, b) {
   h('button', { type: 'submit' }, 'Compare'));
   const body = h('div');
 
-  const side = (key, s, tl) => h('section', { id: `compare-${key}`, class: 'panel', 'aria-labelledby': `compare-${key}-title` },
-    h('h2', { id: `compare-${key}-title` }, `${key.toUpperCase()}: `, h('a', { href: runHref(s.run.id) }, s.run.id), ' ', badge(s.run.status)),
+  const side = (key, s, tl, axes) => h('section', { id: `compare-${key}`, class: 'panel', 'aria-labelledby': `compare-${key}-title` },
+    h('h2', { id: `compare-${key}-title` }, `${key.toUpperCase()}: `, runLink(s.run), ' ', badge(s.run.status)),
+    tagChips(s.run.tags),
     h('p', { class: 'big' }, 'Success rate ', h('strong', { class: 'success-rate' }, fmtPct(s.success_rate))),
     facts([
       ['Project', s.run.project],
@@ -1585,11 +1898,12 @@ function comparePage(ctx, a, b) {
     ]),
     table('Job duration percentiles', ['p50', 'p90', 'p99', 'max'], h('tbody', null, h('tr', null,
       ['p50', 'p90', 'p99', 'max'].map((p) => h('td', { class: 'num' }, fmtDur(s.duration_ms?.[p])))))),
-    tl ? chartThroughput(tl, `chart-throughput-${key}`, CHART_WIDE) : '');
+    tl ? chartThroughput(tl, { id: `chart-throughput-${key}`, frame: CHART_WIDE, ...axes }) : '');
 
   const delta = (x, y) => { const d = y - x; return d > 0 ? `+${fmtNum(d)}` : d < 0 ? `−${fmtNum(-d)}` : '0'; };
 
   const render = ({ a: A, b: B }, [tlA, tlB]) => {
+    const axes = sharedThroughputAxes([tlA, tlB]);
     const errs = new Map();
     A.errors.forEach((e) => errs.set(e.error, [e.jobs, 0]));
     B.errors.forEach((e) => errs.set(e.error, [errs.get(e.error)?.[0] ?? 0, e.jobs]));
@@ -1598,7 +1912,7 @@ function comparePage(ctx, a, b) {
     B.output_fields.forEach((f) => fields.set(f.field, [fields.get(f.field)?.[0] ?? 0, f.filled]));
     const cover = (n, total) => (total ? `${fmtNum(n)} (${((n / total) * 100).toFixed(1)} %)` : '—');
     body.replaceChildren(
-      h('div', { class: 'columns even' }, side('a', A, tlA), side('b', B, tlB)),
+      h('div', { class: 'columns even' }, side('a', A, tlA, axes), side('b', B, tlB, axes)),
       h('section', { class: 'panel', 'aria-labelledby': 'cmp-errors' }, h('h2', { id: 'cmp-errors' }, 'Errors'),
         table('Failed jobs per error message in A and B; delta is B minus A', ['Error', 'Jobs in A', 'Jobs in B', 'Delta'],
           h('tbody', null, errs.size ? [...errs].sort((x, y) => (y[1][0] + y[1][1]) - (x[1][0] + x[1][1])).map(([err, [x, y]]) => h('tr', null,
@@ -1614,19 +1928,16 @@ function comparePage(ctx, a, b) {
 
   (async () => {
     try {
-      // A missing timeline (an older server, say) only leaves its chart out.
-      const timeline = (id) => (id ? fetchTimeline(id).catch(() => null) : null);
-      const [runs, cmp, ...tls] = await Promise.all([
+      const [runs, cmp, tls] = await Promise.all([
         api(`/runs?limit=100`),
         a && b ? api(`/compare?a=${enc(a)}&b=${enc(b)}`) : null,
-        a && b ? timeline(a) : null,
-        a && b ? timeline(b) : null,
+        a && b ? alignedTimelines([a, b]) : [null, null],
       ]);
       if (!ctx.alive) return;
       const ids = runs.runs.map((r) => r.id);
       for (const [sel, want] of [[pickA, a ?? ids[1]], [pickB, b ?? ids[0]]]) {
-        const opts = want && !ids.includes(want) ? [want, ...ids] : ids;
-        sel.replaceChildren(...opts.map((id) => h('option', { value: id, selected: id === want }, id)));
+        const opts = want && !ids.includes(want) ? [{ id: want }, ...runs.runs] : runs.runs;
+        sel.replaceChildren(...opts.map((r) => h('option', { value: r.id, selected: r.id === want }, runOptionLabel(r))));
       }
       if (cmp) render(cmp, tls);
       else body.replaceChildren(h('p', null, 'Pick two runs to compare them side by side.'));
@@ -1650,5 +1961,6 @@ $('#token-form').addEventListener('submit', (e) => {
 // The skip link must not change the hash, which is the router's.
 $('#skip-link').addEventListener('click', (e) => { e.preventDefault(); $('#main').focus(); });
 window.addEventListener('hashchange', route);
-route();
+// Asked first: the Launch page waits for it.
 loadAbout();
+route();

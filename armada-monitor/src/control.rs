@@ -97,8 +97,9 @@ pub enum Serves {
 /// How to see a run once the process that launched it has ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Later {
-    /// The command that serves the store the run is kept in.
-    pub command: String,
+    /// The command that serves the store the run is kept in; `None` when a monitor service
+    /// that is already up keeps it.
+    pub command: Option<String>,
     /// The run's page once that command runs.
     pub url: String,
 }

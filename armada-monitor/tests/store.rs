@@ -1288,7 +1288,10 @@ async fn a_store_of_the_previous_version_is_upgraded_and_used_at_once() {
     ];
     assert!(store.ingest(&batch(&run, events)).await.unwrap().stored);
     let shown = store.run(&run.id, 4_000).await.unwrap();
-    assert_eq!((shown.events, shown.name.as_deref()), (2, Some("nightly prices")));
+    assert_eq!(
+        (shown.events, shown.name.as_deref()),
+        (2, Some("nightly prices"))
+    );
     assert_eq!(store.agents(&run.id).await.unwrap()[0].status, "busy");
     end(&store, &run.id).await;
     assert_eq!(

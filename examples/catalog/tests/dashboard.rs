@@ -10,6 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use armada::testing::binary::{self, ProjectCopy};
+use chromiumoxide::cdp::browser_protocol::emulation::{
+    ClearDeviceMetricsOverrideParams, SetDeviceMetricsOverrideParams,
+};
 use chromiumoxide::page::ScreenshotParams;
 use chromiumoxide::{Browser, BrowserConfig, Page};
 use futures::StreamExt;
@@ -136,13 +139,29 @@ async fn screenshot(page: &Page, name: &str) {
     println!("screenshot: {}", path.display());
 }
 
-/// Fills the Launch form with `agents` and submits it; returns the new run's id once its
-/// page is showing.
-async fn launch_from_form(page: &Page, agents: u32) -> String {
+/// Fills the Launch form with `agents` and the `fields` given by element id, as a person
+/// types them, and submits it once the form has checked itself; returns the new run's id
+/// once its page is showing.
+async fn launch_from_form(page: &Page, agents: u32, fields: &[(&str, &str)]) -> String {
     route(page, "#/launch", "launch").await;
-    eval(
+    let agents = agents.to_string();
+    for (id, value) in [("launch-agents", agents.as_str())].iter().chain(fields) {
+        let value = serde_json::to_string(value).unwrap();
+        eval(
+            page,
+            &format!(
+                "(() => {{ const field = document.getElementById('{id}'); field.value = {value}; \
+                 field.dispatchEvent(new Event('input', {{ bubbles: true }})); return true; }})()"
+            ),
+        )
+        .await;
+    }
+    wait_for(
         page,
-        &format!("document.getElementById('launch-agents').value = '{agents}'; true"),
+        &format!(
+            "(document.getElementById('launch-check') || {{}}).textContent?.includes('Ready: {agents} agent')"
+        ),
+        "the form's own check",
     )
     .await;
     screenshot(page, &format!("launch-{agents}-agents")).await;
@@ -158,6 +177,45 @@ async fn launch_from_form(page: &Page, agents: u32) -> String {
     )
     .await;
     run_id.as_str().unwrap().to_owned()
+}
+
+/// Screenshots the page at 1,400 and 800 px wide, checking at each that no table is cut off:
+/// a table wider than the window must sit in a box that scrolls sideways.
+async fn at_both_widths(page: &Page, name: &str) {
+    for width in [1400, 800] {
+        page.execute(SetDeviceMetricsOverrideParams::new(width, 900, 1.0, false))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let clipped = eval(
+            page,
+            "[...document.querySelectorAll('table')].filter(table => { \
+               if (table.getBoundingClientRect().right <= window.innerWidth + 1) return false; \
+               for (let box = table.parentElement; box; box = box.parentElement) { \
+                 const x = getComputedStyle(box).overflowX; \
+                 if ((x === 'auto' || x === 'scroll') && box.getBoundingClientRect().right <= window.innerWidth + 1) return false; \
+               } \
+               return true; }).map(table => table.id || table.className || 'a table')",
+        )
+        .await;
+        assert_eq!(clipped, serde_json::json!([]), "{name} at {width} px");
+        screenshot(page, &format!("{name}-{width}")).await;
+    }
+    page.execute(ClearDeviceMetricsOverrideParams::default())
+        .await
+        .unwrap();
+}
+
+/// No event's raw JSON is open: it shows only when asked for.
+async fn assert_no_raw_json_shown(page: &Page) {
+    let open = eval(
+        page,
+        "document.querySelectorAll('details.raw[open]').length",
+    )
+    .await;
+    assert_eq!(open, 0, "raw JSON shown by default");
+    let raw = eval(page, "document.querySelectorAll('details.raw').length").await;
+    assert!(raw.as_u64().unwrap() > 0, "events have a raw toggle");
 }
 
 fn statuses_js() -> &'static str {
@@ -222,9 +280,44 @@ async fn the_dashboard_follows_launches_and_compares_runs_live() {
     )
     .await;
 
-    // A run launched from the Launch page; its page opens while jobs still run.
-    let first = launch_from_form(&page, 1).await;
+    // A run launched from the Launch page, named and tagged, with an override of the
+    // template; its page opens while jobs still run.
+    let first = launch_from_form(
+        &page,
+        1,
+        &[
+            ("launch-name", "catalog smoke"),
+            ("launch-tags", "ci, smoke"),
+            (
+                "launch-overrides",
+                r#"{"run_message": {"retry_backoff_secs": 0.1}}"#,
+            ),
+        ],
+    )
+    .await;
     eval(&page, "window.noReloadSince = Date.now(); true").await;
+    let label = wait_for(
+        &page,
+        "(() => { const name = document.querySelector('#run-page .run-name'); \
+         const tags = [...document.querySelectorAll('#run-page ul.tags .tag')].map(t => t.textContent); \
+         return name && tags.length ? [name.textContent, tags] : null; })()",
+        "the run's name and tags",
+    )
+    .await;
+    assert_eq!(label, serde_json::json!(["catalog smoke", ["ci", "smoke"]]));
+    let settings = eval(
+        &page,
+        &format!("fetch('/api/v1/runs/{first}').then(r => r.json()).then(run => run.settings)"),
+    )
+    .await;
+    assert_eq!(settings["retry_backoff_secs"], 0.1, "{settings}");
+    let charts_before = wait_for(
+        &page,
+        "(() => { const c = document.getElementById('run-charts'); \
+         return c && !c.hidden && c.querySelectorAll('svg').length >= 2 && c.innerHTML; })()",
+        "the run's charts",
+    )
+    .await;
     let before: Vec<String> = serde_json::from_value(eval(&page, statuses_js()).await).unwrap();
     assert_eq!(before.len(), 7, "{before:?}");
     let events_before = eval(
@@ -282,9 +375,43 @@ async fn the_dashboard_follows_launches_and_compares_runs_live() {
             .as_bool()
             .unwrap()
     );
-    screenshot(&page, "run-done").await;
+    // The charts followed the run without a reload.
+    wait_for(
+        &page,
+        &format!("document.getElementById('run-charts').innerHTML !== {charts_before}"),
+        "the charts to change",
+    )
+    .await;
+    assert!(
+        eval(&page, "typeof window.noReloadSince === 'number'")
+            .await
+            .as_bool()
+            .unwrap()
+    );
+    at_both_widths(&page, "run-done").await;
+
+    // A succeeded job's page: its input and return value, no raw JSON until asked.
+    let succeeded = wait_for(
+        &page,
+        "(() => { const row = Array.from(document.querySelectorAll('#jobs-table tr[data-job-index]')).find(r => r.querySelector('td.job-status').textContent.trim() === 'succeeded'); return row && row.dataset.jobIndex; })()",
+        "a succeeded job's row",
+    )
+    .await;
+    let succeeded = succeeded.as_str().unwrap();
+    route(&page, &format!("#/runs/{first}/jobs/{succeeded}"), "job").await;
+    wait_for(
+        &page,
+        "document.querySelector('#job-input pre')?.textContent.includes('\"kind\"') \
+         && document.querySelectorAll('#job-return table tr, #job-return pre').length > 0 \
+         && document.querySelectorAll('#job-attempts tbody tr').length >= 1",
+        "the job's input, return value and attempts",
+    )
+    .await;
+    assert_no_raw_json_shown(&page).await;
+    at_both_widths(&page, "succeeded-job").await;
 
     // The failed job's page shows its screenshot.
+    route(&page, &format!("#/runs/{first}"), "run").await;
     let failed = wait_for(
         &page,
         "(() => { const row = Array.from(document.querySelectorAll('#jobs-table tr[data-job-index]')).find(r => r.querySelector('td.job-status').textContent.trim() === 'failed'); return row && row.dataset.jobIndex; })()",
@@ -305,10 +432,38 @@ async fn the_dashboard_follows_launches_and_compares_runs_live() {
     )
     .await;
     assert!(timeline.as_u64().unwrap() >= 3, "{timeline}");
-    screenshot(&page, "failed-job").await;
+    // Each attempt in a row of its own, the failing one with its error and evidence.
+    let attempts = eval(
+        &page,
+        "[...document.querySelectorAll('#job-attempts tbody tr')].map(r => r.textContent)",
+    )
+    .await;
+    let attempts: Vec<String> = serde_json::from_value(attempts).unwrap();
+    assert!(
+        attempts.iter().any(|attempt| attempt.contains("failed")),
+        "{attempts:?}"
+    );
+    assert!(
+        eval(
+            &page,
+            "document.querySelectorAll('#job-attempts a').length > 0"
+        )
+        .await
+        .as_bool()
+        .unwrap(),
+        "the failing attempt links its evidence"
+    );
+    wait_for(
+        &page,
+        "document.querySelector('#job-input pre')?.textContent.includes('\"kind\"')",
+        "the failed job's input",
+    )
+    .await;
+    assert_no_raw_json_shown(&page).await;
+    at_both_widths(&page, "failed-job").await;
 
     // A second run from the Launch page, then the two side by side.
-    let second = launch_from_form(&page, 2).await;
+    let second = launch_from_form(&page, 2, &[]).await;
     assert_ne!(first, second);
     wait_for(
         &page,
@@ -334,7 +489,7 @@ async fn the_dashboard_follows_launches_and_compares_runs_live() {
         listed.contains(&first) && listed.contains(&second),
         "{listed:?}"
     );
-    screenshot(&page, "runs").await;
+    at_both_widths(&page, "runs").await;
 
     // A page of another site posting the Launch form to the dashboard (a multipart form needs
     // no preflight): the browser sends it, the service refuses it, and no run starts.
