@@ -206,6 +206,12 @@ async fn at_both_widths(page: &Page, name: &str) {
         .unwrap();
 }
 
+/// The page was not reloaded since the test marked it (`window.noReloadSince`).
+async fn assert_not_reloaded(page: &Page) {
+    let marked = eval(page, "typeof window.noReloadSince === 'number'").await;
+    assert_eq!(marked, true, "the page was reloaded");
+}
+
 /// No event's raw JSON is open: it shows only when asked for.
 async fn assert_no_raw_json_shown(page: &Page) {
     let open = eval(
@@ -357,24 +363,14 @@ async fn the_dashboard_follows_launches_and_compares_runs_live() {
         events_after.as_u64() > events_before.as_u64(),
         "{events_before} -> {events_after}"
     );
-    assert!(
-        eval(&page, "typeof window.noReloadSince === 'number'")
-            .await
-            .as_bool()
-            .unwrap()
-    );
+    assert_not_reloaded(&page).await;
     wait_for(
         &page,
         "(() => { const p = document.getElementById('run-progress'); return p && p.max > 0 && p.value === p.max; })()",
         "the run to complete",
     )
     .await;
-    assert!(
-        eval(&page, "typeof window.noReloadSince === 'number'")
-            .await
-            .as_bool()
-            .unwrap()
-    );
+    assert_not_reloaded(&page).await;
     // The charts followed the run without a reload.
     wait_for(
         &page,
@@ -382,12 +378,7 @@ async fn the_dashboard_follows_launches_and_compares_runs_live() {
         "the charts to change",
     )
     .await;
-    assert!(
-        eval(&page, "typeof window.noReloadSince === 'number'")
-            .await
-            .as_bool()
-            .unwrap()
-    );
+    assert_not_reloaded(&page).await;
     at_both_widths(&page, "run-done").await;
 
     // A succeeded job's page: its input and return value, no raw JSON until asked.

@@ -266,28 +266,25 @@ fn the_dashboard_of_a_launch_cancels_its_run() {
     assert_eq!(status.code(), Some(130), "{rest}");
 }
 
+/// `launch` of the hello project with `args`, its monitor and results in `dir`; started and
+/// its first lines read.
+fn launch_in(dir: &Path, args: &[&str]) -> Launch {
+    let results = dir.join("r.jsonl");
+    let mut command = command(&[&["launch"], args].concat(), project());
+    command
+        .arg("--monitor")
+        .arg(format!("sqlite:{}", dir.join("m.sqlite").display()))
+        .arg("--output")
+        .arg(&results)
+        // The agents' scratch folders go with the test's folder, however the run ends.
+        .env("TMPDIR", dir);
+    Launch::start(command, &results)
+}
+
 #[test]
 fn a_hundred_million_jobs_start_at_once_and_memory_does_not_grow_with_them() {
     let dir = tempfile::tempdir().unwrap();
-    let results = dir.path().join("r.jsonl");
-    let mut command = command(
-        &[
-            "launch",
-            "--agents",
-            "2",
-            "--jobs",
-            "100000000",
-            "--monitor",
-        ],
-        project(),
-    );
-    command
-        .arg(format!("sqlite:{}", dir.path().join("m.sqlite").display()))
-        .arg("--output")
-        .arg(&results)
-        // The agents' scratch folders go with the test's folder: the run is killed, not ended.
-        .env("TMPDIR", dir.path());
-    let launch = Launch::start(command, &results);
+    let launch = launch_in(dir.path(), &["--agents", "2", "--jobs", "100000000"]);
     let dashboard = launch.dashboard().unwrap().to_owned();
     // Bounded, so that a launch that never starts fails here rather than hanging.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -340,10 +337,9 @@ fn open_live_feed(address: &str) -> std::net::TcpStream {
 #[test]
 fn a_launch_says_where_its_run_lives_and_keeps_its_dashboard_while_a_tab_is_open() {
     let dir = tempfile::tempdir().unwrap();
-    let results = dir.path().join("r.jsonl");
-    let mut command = command(
+    let mut launch = launch_in(
+        dir.path(),
         &[
-            "launch",
             "--agents",
             "2",
             "--jobs",
@@ -356,14 +352,7 @@ fn a_launch_says_where_its_run_lives_and_keeps_its_dashboard_while_a_tab_is_open
             "--tag",
             "smoke",
         ],
-        project(),
     );
-    command
-        .arg("--monitor")
-        .arg(format!("sqlite:{}", dir.path().join("m.sqlite").display()))
-        .arg("--output")
-        .arg(&results);
-    let mut launch = Launch::start(command, &results);
     let dashboard = launch.dashboard().unwrap().to_owned();
     let run_id = launch.run_id().to_owned();
     let tab = open_live_feed(&dashboard);
