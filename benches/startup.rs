@@ -249,8 +249,8 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "\nAgents as tasks may start their first job before `launch` returns. `launch` publishes the plan (run record, agent configs, one message per job, the \
-         run registered with the monitor) and spawns the agents; the rest is the agents' own \
+        "\nAgents as tasks may start their first job before `launch` returns. `launch` publishes the plan (run record, agent configs, the jobs (a message per job \
+         on RabbitMQ; a count and a builder in memory), the run registered with the monitor) and spawns the agents; the rest is the agents' own \
          start (for processes: exec, runtime, connecting to Redis and RabbitMQ, reading the \
          agent config) and their first take. The process baseline pays the exec and the broker \
          connection too, but no Redis and no config.\n"
