@@ -89,21 +89,23 @@ pub(crate) async fn launch<S: Script>(
     session.announce(&handle, &plan, &args);
     match results {
         Some(results) => {
-            let code = session
-                .follow(handle, results, &plan, &output, args.keep_dashboard)
-                .await?;
-            match later {
-                Some(Later {
-                    command: Some(command),
-                    url,
-                }) => println!("see this run later: `{command}`, then {url}"),
-                Some(Later { command: None, url }) => println!("see this run later at {url}"),
-                None => {}
-            }
-            Ok(code)
+            let end = RunEnd {
+                output: &output,
+                keep_dashboard: args.keep_dashboard,
+                later,
+            };
+            session.follow(handle, results, &plan, end).await
         }
         None => session.detach(handle).await,
     }
+}
+
+/// What a launch does once its run has ended: where the results went, whether the dashboard
+/// stays up while a tab is open on it, and where the run can be seen later.
+struct RunEnd<'a> {
+    output: &'a Path,
+    keep_dashboard: bool,
+    later: Option<Later>,
 }
 
 /// What a launch opened before its run is published, and closes once it is done with it.
@@ -333,8 +335,7 @@ impl Session {
         handle: RunHandle,
         mut results: ResultsFile,
         plan: &Plan,
-        output: &Path,
-        keep_dashboard: bool,
+        end: RunEnd<'_>,
     ) -> Result<ExitCode> {
         let control = handle.control();
         let signals = CancellationToken::new();
@@ -345,21 +346,34 @@ impl Session {
             follow_on_terminal(handle, &mut results, plan.jobs(), Some(control)).await;
         signals.cancel();
         let _ = signal_task.await;
-        if keep_dashboard && report.is_ok() {
+        let ended = async {
+            let report = report?;
+            #[cfg(feature = "kubernetes")]
+            if let Some(pods) = pods {
+                crate::kubernetes::after_run(&pods, &report.run_id, report.status).await;
+            }
+            results.finish()?;
+            if let Some(error) = write_error {
+                return Err(error.into());
+            }
+            print!("{}", summary.render(&report, Some(end.output)));
+            match &end.later {
+                Some(Later {
+                    command: Some(command),
+                    url,
+                }) => println!("see this run later: `{command}`, then {url}"),
+                Some(Later { command: None, url }) => println!("see this run later at {url}"),
+                None => {}
+            }
+            Ok(exit_code(&report, &summary))
+        }
+        .await;
+        // The summary is out before the dashboard is kept: the run is over either way.
+        if end.keep_dashboard && ended.is_ok() {
             self.keep_dashboard_while_watched().await;
         }
         self.close().await?;
-        let report = report?;
-        #[cfg(feature = "kubernetes")]
-        if let Some(pods) = pods {
-            crate::kubernetes::after_run(&pods, &report.run_id, report.status).await;
-        }
-        results.finish()?;
-        if let Some(error) = write_error {
-            return Err(error.into());
-        }
-        print!("{}", summary.render(&report, Some(output)));
-        Ok(exit_code(&report, &summary))
+        ended
     }
 
     /// Serves the dashboard after the run until no tab is open on it, or Ctrl-C.
