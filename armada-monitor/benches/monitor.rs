@@ -72,7 +72,16 @@ fn lifecycle_events(run: &NewRun, jobs: u64) -> Vec<Event> {
             data,
             input: None,
         };
-        events.push(event(EventKind::JobStarted, None, None));
+        // As agents send it: the job's input rides on its start event.
+        let input = format!(r#"{{"kind":"product","id":{index}}}"#);
+        events.push(Event {
+            input: Some(
+                serde_json::value::RawValue::from_string(input)
+                    .unwrap()
+                    .into(),
+            ),
+            ..event(EventKind::JobStarted, None, None)
+        });
         events.push(event(EventKind::Success, Some("page loaded"), None));
         if index % 10 == 9 {
             events.push(event(
@@ -177,7 +186,14 @@ async fn plain_ingest(pool: &sqlx::AnyPool, sqlite: bool, batches: &[EventBatch]
                     .bind(event.kind.as_str())
                     .bind(event.at_ms as i64)
                     .bind(event.message.clone())
-                    .bind(event.data.as_ref().map(|data| data.to_string()));
+                    // The input kept as the text it came as, the event's data when it has none.
+                    .bind(
+                        event
+                            .data
+                            .as_ref()
+                            .map(|data| data.to_string())
+                            .or_else(|| event.input.as_ref().map(|input| input.get().to_owned())),
+                    );
             }
             query.execute(&mut *tx).await.unwrap();
         }

@@ -54,6 +54,15 @@ fn project(edit: impl FnOnce(&mut Value), tune: Value, job_csv: &str) -> Project
     copy
 }
 
+/// The hello project whose jobs each take `work_ms`, with `job_csv` as its `data_job.csv`.
+fn hello_project(work_ms: u64, job_csv: &str) -> ProjectCopy {
+    project(
+        |template| set(template, "default_job_message", "work_ms", json!(work_ms)),
+        json!({ "DEFAULT_NUMBER": 27 }),
+        job_csv,
+    )
+}
+
 fn set(template: &mut Value, section: &str, key: &str, value: Value) {
     template[section][key] = value;
 }
@@ -165,18 +174,10 @@ fn orchestrate(args: &[&str]) -> (ExitStatus, String, String) {
     )
 }
 
-fn quick(template: &mut Value) {
-    set(template, "default_job_message", "work_ms", json!(5));
-}
-
 #[test]
 fn four_agent_processes_complete_200_jobs_and_leave_nothing_behind() {
     let _services = services();
-    let dir = project(
-        quick,
-        json!({ "DEFAULT_NUMBER": 27 }),
-        "targetted_job,name\n",
-    );
+    let dir = hello_project(5, "targetted_job,name\n");
     let run = launch(dir.path(), &["--agents", "4", "--jobs", "200"]);
     let run_id = run.run_id().to_owned();
     let (status, stdout, results) = finish(run);
@@ -217,11 +218,7 @@ fn four_agent_processes_complete_200_jobs_and_leave_nothing_behind() {
 #[test]
 fn a_queue_url_left_in_the_environment_is_named_at_launch() {
     let _services = services();
-    let dir = project(
-        quick,
-        json!({ "DEFAULT_NUMBER": 27 }),
-        "targetted_job,name\n",
-    );
+    let dir = hello_project(5, "targetted_job,name\n");
     let results = dir.path().join("results.jsonl");
     let mut command = binary::command(env!("CARGO_BIN_EXE_orchestrate"));
     command
@@ -256,11 +253,7 @@ fn a_queue_url_left_in_the_environment_is_named_at_launch() {
 #[test]
 fn a_job_that_kills_its_agent_fails_after_its_attempts_and_the_run_goes_on() {
     let _services = services();
-    let dir = project(
-        quick,
-        json!({ "DEFAULT_NUMBER": 27 }),
-        "targetted_job,abort_agent\n7,true\n",
-    );
+    let dir = hello_project(5, "targetted_job,abort_agent\n7,true\n");
     let run = launch(
         dir.path(),
         &["--agents", "4", "--jobs", "30", "--max-attempts", "3"],
@@ -290,11 +283,7 @@ fn a_job_that_kills_its_agent_fails_after_its_attempts_and_the_run_goes_on() {
 fn an_agent_process_whose_script_holds_its_thread_ends_and_is_started_again() {
     let _services = services();
     // Job 5 spins far past its 1 s limit on each of its 4 attempts, each ending the one agent.
-    let dir = project(
-        quick,
-        json!({ "DEFAULT_NUMBER": 27 }),
-        "targetted_job,spin_ms\n5,30000\n",
-    );
+    let dir = hello_project(5, "targetted_job,spin_ms\n5,30000\n");
     let run = launch(
         dir.path(),
         &[
@@ -342,11 +331,7 @@ fn an_agent_process_whose_script_holds_its_thread_ends_and_is_started_again() {
 #[test]
 fn a_run_whose_launcher_is_killed_ends_by_itself_and_attach_writes_every_result_once() {
     let _services = services();
-    let dir = project(
-        |template| set(template, "default_job_message", "work_ms", json!(20)),
-        json!({ "DEFAULT_NUMBER": 27 }),
-        "targetted_job,name\n",
-    );
+    let dir = hello_project(20, "targetted_job,name\n");
     let mut run = launch(dir.path(), &["--agents", "4", "--jobs", "500"]);
     let run_id = run.run_id().to_owned();
     run.wait_for_results(170, WAIT);
@@ -398,11 +383,7 @@ fn a_run_whose_launcher_is_killed_ends_by_itself_and_attach_writes_every_result_
 fn a_redis_restart_mid_run_is_ridden_out_and_every_job_recorded_once() {
     let _services = services();
     let redis = PrivateRedis::start();
-    let dir = project(
-        |template| set(template, "default_job_message", "work_ms", json!(50)),
-        json!({ "DEFAULT_NUMBER": 27 }),
-        "targetted_job,name\n",
-    );
+    let dir = hello_project(50, "targetted_job,name\n");
     let run = launch_on(
         dir.path(),
         &redis.url(),
@@ -491,11 +472,7 @@ impl Drop for PrivateRedis {
 #[test]
 fn a_killed_agent_s_job_is_redelivered_and_recorded_once() {
     let _services = services();
-    let dir = project(
-        |template| set(template, "default_job_message", "work_ms", json!(300)),
-        json!({ "DEFAULT_NUMBER": 27 }),
-        "targetted_job,name\n",
-    );
+    let dir = hello_project(300, "targetted_job,name\n");
     let run = launch(dir.path(), &["--agents", "4", "--jobs", "40"]);
     run.wait_for_results(4, WAIT);
     // The four agents ended their first jobs together, and the fourth result is seen while
@@ -539,11 +516,7 @@ fn a_killed_agent_s_job_is_redelivered_and_recorded_once() {
 #[test]
 fn a_broker_restart_mid_run_loses_and_duplicates_nothing() {
     let _services = services();
-    let dir = project(
-        |template| set(template, "default_job_message", "work_ms", json!(100)),
-        json!({ "DEFAULT_NUMBER": 27 }),
-        "targetted_job,name\n",
-    );
+    let dir = hello_project(100, "targetted_job,name\n");
     let run = launch(dir.path(), &["--agents", "3", "--jobs", "60"]);
     run.wait_for_results(6, WAIT);
     let rabbitmqctl = |action: &str| {
@@ -567,11 +540,7 @@ fn a_broker_restart_mid_run_loses_and_duplicates_nothing() {
 #[test]
 fn an_unreachable_service_at_launch_publishes_nothing() {
     let _services = services();
-    let dir = project(
-        quick,
-        json!({ "DEFAULT_NUMBER": 27 }),
-        "targetted_job,name\n",
-    );
+    let dir = hello_project(5, "targetted_job,name\n");
     let count_keys = || {
         let output = Command::new("redis-cli")
             .args(["--scan", "--pattern", "armada:run:*:record"])
@@ -641,11 +610,7 @@ fn a_poison_message_and_a_job_that_always_fails_are_dead_lettered_with_their_rea
     // Slow enough jobs that the run is still going, with jobs queued, when the first result
     // is in the results file (flushed about once a second) and the poison message lands: a
     // message that arrives as the run ends is deleted with its queue, not reported.
-    let dir = project(
-        |template| set(template, "default_job_message", "work_ms", json!(400)),
-        json!({ "DEFAULT_NUMBER": 27 }),
-        "targetted_job,name,always_fail\n2,Doomed,true\n",
-    );
+    let dir = hello_project(400, "targetted_job,name,always_fail\n2,Doomed,true\n");
     let run = launch(dir.path(), &["--agents", "2", "--jobs", "12"]);
     run.wait_for_results(1, WAIT);
     // Something that is not a job message lands on the run's queue.
@@ -780,11 +745,7 @@ fn concurrent_runs_stay_apart_and_cancel_stops_only_its_own() {
 #[test]
 fn a_detached_launch_returns_at_once_and_attach_follows_its_run_to_the_end() {
     let _services = services();
-    let dir = project(
-        |template| set(template, "default_job_message", "work_ms", json!(30)),
-        json!({ "DEFAULT_NUMBER": 27 }),
-        "targetted_job,name\n",
-    );
+    let dir = hello_project(30, "targetted_job,name\n");
     let project_dir = dir.path().display().to_string();
     let args = ["launch", "--project", &project_dir, "--agents", "3"];
     let (status, stdout, stderr) =
@@ -837,11 +798,7 @@ fn a_detached_launch_returns_at_once_and_attach_follows_its_run_to_the_end() {
 #[test]
 fn cancel_removes_the_queues_of_a_run_whose_state_redis_lost() {
     let _services = services();
-    let dir = project(
-        |template| set(template, "default_job_message", "work_ms", json!(300)),
-        json!({ "DEFAULT_NUMBER": 27 }),
-        "targetted_job,name\n",
-    );
+    let dir = hello_project(300, "targetted_job,name\n");
     let mut run = launch(dir.path(), &["--agents", "2", "--jobs", "40"]);
     run.wait_for_results(2, WAIT);
     let run_id = run.run_id().to_owned();

@@ -104,6 +104,12 @@ impl Service {
             .await
     }
 
+    /// Asks to cancel the run; returns the answer's status and body.
+    async fn cancel(&self, run_id: &str) -> (u16, Value) {
+        self.post_json(&format!("/runs/{run_id}/cancel"), json!({}))
+            .await
+    }
+
     /// Waits until the run is no longer running; returns it.
     async fn finished(&self, run_id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -543,9 +549,7 @@ async fn scripts_spinning_every_core_leave_the_service_answering_and_cancel_whol
         slowest < Duration::from_secs(1),
         "the API took {slowest:?} to answer while scripts spun"
     );
-    let (status, _) = service
-        .post_json(&format!("/runs/{run_id}/cancel"), json!({}))
-        .await;
+    let (status, _) = service.cancel(run_id).await;
     assert_eq!(status, 202);
     // The spinning jobs do not end their attempts; the run ends after its 10 s grace all the
     // same.
@@ -572,9 +576,7 @@ async fn cancel_over_http_stops_a_run() {
     assert_eq!(status, 201, "{launched}");
     let run_id = launched["run_id"].as_str().unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (status, _) = service
-        .post_json(&format!("/runs/{run_id}/cancel"), json!({}))
-        .await;
+    let (status, _) = service.cancel(run_id).await;
     assert_eq!(status, 202);
     let run = service.finished(run_id).await;
     assert_eq!(run["status"], "canceled", "{run}");
@@ -583,9 +585,7 @@ async fn cancel_over_http_stops_a_run() {
     let (status, _) = service.post_json("/runs/not-a-run/cancel", json!({})).await;
     assert_eq!(status, 404, "no such run");
     // A run that ended is refused with how it ended.
-    let (status, answer) = service
-        .post_json(&format!("/runs/{run_id}/cancel"), json!({}))
-        .await;
+    let (status, answer) = service.cancel(run_id).await;
     assert_eq!(status, 409, "{answer}");
 }
 
@@ -624,9 +624,7 @@ async fn launches_beyond_the_service_s_limits_are_refused_and_publish_nothing() 
     let (_, runs) = service.get("/api/v1/runs").await;
     assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs}");
     // Once the run ends, its place is free again.
-    let (status, _) = service
-        .post_json(&format!("/runs/{run_id}/cancel"), json!({}))
-        .await;
+    let (status, _) = service.cancel(run_id).await;
     assert_eq!(status, 202);
     service.finished(run_id).await;
     let deadline = Instant::now() + Duration::from_secs(20);
