@@ -607,10 +607,14 @@ fn an_unreachable_service_at_launch_publishes_nothing() {
 #[test]
 fn a_poison_message_and_a_job_that_always_fails_are_dead_lettered_with_their_reasons() {
     let _services = services();
-    // Slow enough jobs that the run is still going, with jobs queued, when the first result
-    // is in the results file (flushed about once a second) and the poison message lands: a
+    // The poison message lands behind every planned job, once the first result is in the
+    // results file (flushed about once a second). The last job is slow: while one agent works
+    // it, the other takes the poison message and sets it aside long before the run ends. A
     // message that arrives as the run ends is deleted with its queue, not reported.
-    let dir = hello_project(400, "targetted_job,name,always_fail\n2,Doomed,true\n");
+    let dir = hello_project(
+        400,
+        "targetted_job,name,always_fail,work_ms\n2,Doomed,true,400\n11,Last,false,4000\n",
+    );
     let run = launch(dir.path(), &["--agents", "2", "--jobs", "12"]);
     run.wait_for_results(1, WAIT);
     // Something that is not a job message lands on the run's queue.
