@@ -8,15 +8,21 @@
 //! `launch` to the end of `follow`). Latency is the job cycle on one agent
 //! ([`support::Starts::cycle_quantiles`]); on the plain loop, the time between two consecutive
 //! deliveries to one consumer, which holds acknowledging the first (prefetch 1).
+//!
+//! Then (key `retries`) how late retries start, in memory and over RabbitMQ: a run with a long
+//! queue of short jobs, some of which fail their first attempt with a retry delay. Lateness is
+//! the time from the end of the delay (counted from the failure) to the second attempt's start.
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod support;
 
-use armada::{Backends, Launcher, Orchestrator, ScriptAgent};
+use armada::prelude::*;
+use armada::{Backends, Launcher, Orchestrator, Plan, ProjectFiles, RunOverrides, ScriptAgent};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -148,6 +154,115 @@ async fn plain_lapin(consumers: u32, queue_type: QueueType) -> (Duration, Starts
     (elapsed, starts)
 }
 
+/// Jobs of the retries run, its agents, and the work of each attempt.
+const RETRY_JOBS: u64 = 2_000;
+const RETRY_AGENTS: u32 = 4;
+const RETRY_WORK: Duration = Duration::from_millis(5);
+/// Every `RETRY_EVERY`th job fails its first attempt and asks to be retried after `RETRY_DELAY`.
+const RETRY_EVERY: u64 = 10;
+const RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// Works [`RETRY_WORK`]; every [`RETRY_EVERY`]th job fails its first attempt, noting when. A
+/// second attempt returns how late it started after its delay, in nanoseconds.
+#[derive(Default)]
+struct FailOnce {
+    failed_at: Mutex<HashMap<u64, u64>>,
+}
+
+impl Script for FailOnce {
+    type Agent = PlainAgent;
+    type Job = Job<serde::de::IgnoredAny>;
+    type Output = Option<u64>;
+
+    async fn run(
+        &self,
+        _: &mut PlainAgent,
+        job: &mut Job<serde::de::IgnoredAny>,
+    ) -> Result<Option<u64>, ScriptError> {
+        let started = wall_ns();
+        let index = job.info.index;
+        if job.info.attempt > 1 {
+            let failed = self.failed_at.lock().unwrap().get(&index).copied();
+            let due = failed.map(|at| at + RETRY_DELAY.as_nanos() as u64);
+            return Ok(due.map(|due| started.saturating_sub(due)));
+        }
+        tokio::time::sleep(RETRY_WORK).await;
+        if index % RETRY_EVERY == 0 {
+            self.failed_at.lock().unwrap().insert(index, wall_ns());
+            return Err(ScriptError::retry_after("fails once", RETRY_DELAY));
+        }
+        Ok(None)
+    }
+}
+
+/// How late retries started, in milliseconds: (p50, p95, max), on these backends.
+async fn retry_lateness(store: &str, queue: &str) -> (f64, f64, f64) {
+    let template = serde_json::json!({
+        "run_message": { "agents": RETRY_AGENTS, "jobs": RETRY_JOBS, "max_attempts": 2 },
+        "default_job_message": {},
+    });
+    let files = ProjectFiles::from_template(template.to_string());
+    let plan = Plan::for_script::<FailOnce>(&files, &RunOverrides::default()).expect("a plan");
+    let backends = Backends::connect(store, queue, "memory://")
+        .await
+        .expect("the backends (cargo xtask bench starts Redis and RabbitMQ)");
+    let script = ScriptAgent::new(FailOnce::default());
+    let orchestrator = Orchestrator::new(backends, Launcher::InProcess(Arc::new(script)));
+    let handle = orchestrator.launch(&plan).await.expect("launch");
+    let mut late = Vec::new();
+    let report = handle
+        .follow(|event| {
+            if let armada::FollowEvent::Result(result) = event
+                && let Some(ns) = result.output.as_ref().and_then(serde_json::Value::as_u64)
+            {
+                late.push(ns as f64 / 1e6);
+            }
+        })
+        .await
+        .expect("the run ends");
+    assert_eq!(report.progress.succeeded, RETRY_JOBS);
+    assert_eq!(late.len() as u64, RETRY_JOBS / RETRY_EVERY);
+    late.sort_by(f64::total_cmp);
+    let at = |q: f64| late[((late.len() as f64 * q) as usize).min(late.len() - 1)];
+    (at(0.5), at(0.95), late[late.len() - 1])
+}
+
+/// The `retries` section: how late retries start behind a long queue of fresh jobs.
+fn retries_section(runtime: &tokio::runtime::Runtime) {
+    let fresh_secs = RETRY_JOBS as f64 * RETRY_WORK.as_secs_f64() / f64::from(RETRY_AGENTS);
+    println!(
+        "\n### Retries on time\n\n{RETRY_JOBS} jobs of {} ms on {RETRY_AGENTS} agents (about \
+         {fresh_secs:.1} s of queue); every {RETRY_EVERY}th job fails its first attempt and asks \
+         for a retry after {} ms. Lateness: from the end of that delay, counted from the failure, \
+         to the second attempt's start. A retry sent to the back of the queue would start up to \
+         {fresh_secs:.1} s late.\n",
+        RETRY_WORK.as_millis(),
+        RETRY_DELAY.as_millis(),
+    );
+    println!("| queue | late p50 ms | late p95 ms | late max ms |");
+    println!("|---|---:|---:|---:|");
+    let mut worst_p95: f64 = 0.0;
+    for (name, store, queue) in [
+        ("in memory", "memory://", "memory://"),
+        ("RabbitMQ (store Redis)", REDIS_URL, AMQP_URL),
+    ] {
+        let (p50, p95, max) = runtime.block_on(retry_lateness(store, queue));
+        println!("| {name} | {p50:.1} | {p95:.1} | {max:.1} |");
+        worst_p95 = worst_p95.max(p95);
+    }
+    println!(
+        "\nA due retry waits for the first agent to finish its current job ({} ms here); over \
+         RabbitMQ, agents look into the run's due queue at most every {} ms between jobs.\n",
+        RETRY_WORK.as_millis(),
+        armada_core::backend::rabbitmq::DUE_LOOK_EVERY.as_millis(),
+    );
+    target(
+        "retries start within 100 ms of their delay's end (p95, in memory and over RabbitMQ)",
+        worst_p95 <= 100.0,
+        &format!("worst p95 {worst_p95:.1} ms"),
+    );
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -209,5 +324,8 @@ fn main() {
             ratio >= 0.5,
             &format!("lowest ratio {ratio:.2}, with {agents} agents"),
         );
+    }
+    if wanted("retries") {
+        retries_section(&runtime);
     }
 }

@@ -41,10 +41,12 @@ impl<P, C> BrowserJob<P, C> {
     }
 
     /// The text of the first element matching `selector` (its `textContent`), once there is
-    /// one.
+    /// one and the document is parsed: while it loads, the parser may have inserted the
+    /// element and not yet its text.
     pub async fn text(&self, selector: &str) -> Result<String, ScriptError> {
         let condition = format!(
-            "(() => {{ const element = document.querySelector({}); \
+            "(() => {{ const element = document.readyState !== 'loading' \
+             && document.querySelector({}); \
              return element && {{ text: element.textContent }}; }})()",
             js_string(selector)
         );

@@ -582,6 +582,77 @@ pub mod job_queue {
         queue.delete(&run).await.expect("delete");
     }
 
+    /// A retry whose delay ended is taken before jobs never tried, and the jobs that waited
+    /// behind it come as never tried.
+    pub async fn due_retries_come_before_fresh_jobs<Q: JobQueueBackend>(queue: &Q) {
+        let run = RunId::new();
+        queue
+            .publish(&run, jobs(&run, 4).into())
+            .await
+            .expect("publish");
+        let mut consumer = queue.consume(&run, 1).await.expect("consume");
+        let first = next(&mut consumer).await;
+        assert_eq!(first.message().index, 0);
+        let delay = Duration::from_millis(300);
+        first.retry(2, delay).await.expect("retry");
+        let second = next(&mut consumer).await;
+        assert_eq!(second.message().index, 1, "the retry is not due yet");
+        tokio::time::sleep(delay * 2).await;
+        second.ack().await.expect("ack");
+        let retried = next(&mut consumer).await;
+        assert_eq!(
+            (retried.message().index, retried.message().attempt),
+            (0, 2),
+            "the due retry comes before jobs 2 and 3, never tried"
+        );
+        retried.ack().await.expect("ack");
+        for index in [2, 3] {
+            let fresh = next(&mut consumer).await;
+            assert_eq!(fresh.message().index, index);
+            assert_eq!(
+                fresh.redeliveries(),
+                0,
+                "job {index} waited; it was not tried"
+            );
+            fresh.ack().await.expect("ack");
+        }
+        nothing_comes(&mut consumer, "every job was acked").await;
+        consumer.close().await;
+        queue.delete(&run).await.expect("delete");
+    }
+
+    /// A wait for the next delivery that is dropped unfinished loses nothing (the agent races
+    /// `next` against its other checks): every job still comes, once.
+    pub async fn a_dropped_wait_loses_no_job<Q: JobQueueBackend>(queue: &Q) {
+        let run = RunId::new();
+        queue
+            .publish(&run, jobs(&run, 3).into())
+            .await
+            .expect("publish");
+        let mut consumer = queue.consume(&run, 1).await.expect("consume");
+        let first = next(&mut consumer).await;
+        first
+            .retry(2, Duration::from_millis(100))
+            .await
+            .expect("retry");
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + ARRIVES;
+        while seen.len() < 3 && std::time::Instant::now() < deadline {
+            // Most waits are dropped before the broker answers.
+            let wait = tokio::time::timeout(Duration::from_millis(1), consumer.next());
+            if let Ok(delivery) = wait.await {
+                let delivery = delivery.expect("next").expect("the queue is not deleted");
+                seen.push((delivery.message().index, delivery.message().attempt));
+                delivery.ack().await.expect("ack");
+            }
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, [(0, 2), (1, 1), (2, 1)]);
+        nothing_comes(&mut consumer, "every job was acked").await;
+        consumer.close().await;
+        queue.delete(&run).await.expect("delete");
+    }
+
     /// A dead-lettered job leaves the queue and is kept with its reason.
     pub async fn dead_letters_are_kept_with_their_reason<Q: JobQueueBackend>(queue: &Q) {
         let run = RunId::new();
@@ -668,6 +739,8 @@ macro_rules! job_queue_conformance {
                 unsettled_deliveries_come_back,
                 a_consumer_that_stopped_taking_settles_and_takes_nothing,
                 retries_come_back_as_told,
+                due_retries_come_before_fresh_jobs,
+                a_dropped_wait_loses_no_job,
                 dead_letters_are_kept_with_their_reason,
                 deleting_a_run_ends_its_consumers_only,
             );

@@ -5,8 +5,12 @@
 //!   replicated on a cluster and kept whole through a broker restart. It only says whether a
 //!   message was redelivered; the agent counts redeliveries in the config store, so attempts
 //!   lost with their agents are counted exactly.
+//! - `armada.{run}.due`: a quorum queue of jobs taken before any never-tried job: retries whose
+//!   delay ended, and jobs a consumer handed back unstarted. Consumers look into it between
+//!   jobs (`basic.get`, every [`DUE_LOOK_EVERY`] at most) and, while they hold a due job, stop
+//!   their subscription to the jobs queue, so that no never-tried job waits in their prefetch.
 //! - `armada.{run}.delay.{ms}`: one quorum queue per retry delay; messages expire after `ms`
-//!   and are dead-lettered back to the jobs queue at least once. A queue per delay avoids the
+//!   and are dead-lettered to the due queue at least once. A queue per delay avoids the
 //!   head-of-line blocking of per-message TTLs; each expires once unused.
 //! - `armada.{run}.dead`: jobs that failed for good and messages that could not be decoded,
 //!   with the reason in the `x-armada-reason` header.
@@ -16,9 +20,11 @@
 //! queue cancels its consumers: that is how agents learn that their run ended.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use lapin::Confirmation;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
@@ -28,6 +34,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 use super::contract::{JobQueueBackend, QueueConsumer, QueueDelivery};
 use super::{DeadLetter, PlannedJobs, redact_url};
@@ -40,9 +47,16 @@ const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Publishes in flight before waiting for their confirms.
 const CONFIRM_WINDOW: usize = 1_024;
 const REASON_HEADER: &str = "x-armada-reason";
+/// How often a consumer looks into the due queue at most: a retry starts this much after its
+/// delay at worst, once an agent is free; each look is one round trip to the broker.
+pub const DUE_LOOK_EVERY: Duration = Duration::from_millis(50);
 
 fn jobs_queue(run: &RunId) -> String {
     format!("armada.{run}.jobs")
+}
+
+fn due_queue(run: &RunId) -> String {
+    format!("armada.{run}.due")
 }
 
 fn dead_queue(run: &RunId) -> String {
@@ -189,11 +203,11 @@ impl RabbitQueue {
 
     async fn reconnect(&self) -> Result<Link> {
         let mut delay = Duration::from_millis(100);
-        let deadline = tokio::time::Instant::now() + self.outage_limit;
+        let deadline = Instant::now() + self.outage_limit;
         loop {
             match self.open_link(Confirms::On).await {
                 Ok(link) => return Ok(link),
-                Err(error) if tokio::time::Instant::now() + delay > deadline => {
+                Err(error) if Instant::now() + delay > deadline => {
                     return Err(self.outlasted(error));
                 }
                 Err(error) => {
@@ -229,7 +243,9 @@ impl RabbitQueue {
             "x-queue-type".into(),
             AMQPValue::LongString("quorum".into()),
         );
-        self.declare(channel, &jobs_queue(run), quorum).await?;
+        self.declare(channel, &jobs_queue(run), quorum.clone())
+            .await?;
+        self.declare(channel, &due_queue(run), quorum).await?;
         self.declare(channel, &dead_queue(run), FieldTable::default())
             .await
     }
@@ -287,7 +303,7 @@ impl RabbitQueue {
         })?;
         if delay.is_zero() {
             return self
-                .publish_one(&jobs_queue(run), None, body, FieldTable::default())
+                .publish_one(&due_queue(run), None, body, FieldTable::default())
                 .await;
         }
         let millis = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
@@ -318,7 +334,7 @@ impl RabbitQueue {
         );
         arguments.insert(
             "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(jobs_queue(run).as_str().into()),
+            AMQPValue::LongString(due_queue(run).as_str().into()),
         );
         self.publish_one(
             &delay_queue(run, delay),
@@ -348,7 +364,7 @@ impl RabbitQueue {
         headers: FieldTable,
     ) -> Result<()> {
         let mut delay = Duration::from_millis(100);
-        let deadline = tokio::time::Instant::now() + self.outage_limit;
+        let deadline = Instant::now() + self.outage_limit;
         loop {
             let channel = self.publisher().await?;
             let published = async {
@@ -365,7 +381,7 @@ impl RabbitQueue {
             .await;
             match published {
                 Ok(()) => return Ok(()),
-                Err(error) if tokio::time::Instant::now() + delay > deadline => {
+                Err(error) if Instant::now() + delay > deadline => {
                     return Err(self.outlasted(error));
                 }
                 Err(error) => {
@@ -438,11 +454,17 @@ impl JobQueueBackend for RabbitQueue {
 
     async fn consume(&self, run: &RunId, prefetch: u16) -> Result<RabbitConsumer> {
         let mut consumer = RabbitConsumer {
-            queue: self.clone(),
-            run: run.clone(),
+            taker: Taker {
+                queue: self.clone(),
+                run: run.clone(),
+                unsettled: Arc::new(AtomicUsize::new(0)),
+            },
             prefetch: prefetch.max(1),
-            stream: None,
+            link: None,
             gone: false,
+            look: None,
+            next_due_look: Instant::now(),
+            no_due_queue: false,
         };
         consumer.gone = matches!(consumer.subscribe().await?, Subscribed::QueueGone);
         Ok(consumer)
@@ -451,7 +473,8 @@ impl JobQueueBackend for RabbitQueue {
     /// Deletes the run's queues; consumers of its jobs are cancelled. Queues already gone
     /// (the run was canceled from elsewhere) are fine.
     async fn delete(&self, run: &RunId) -> Result<()> {
-        for name in [jobs_queue(run), dead_queue(run)] {
+        // The jobs queue first: its consumers learn from its deletion that the run ended.
+        for name in [jobs_queue(run), due_queue(run), dead_queue(run)] {
             // A NOT_FOUND closes the channel: take a fresh one for each queue.
             let channel = self.publisher().await?;
             match channel
@@ -476,10 +499,10 @@ impl JobQueueBackend for RabbitQueue {
     /// Rides out an outage of the broker up to the outage limit.
     async fn dead_letters(&self, run: &RunId) -> Result<Vec<DeadLetter>> {
         let mut delay = Duration::from_millis(100);
-        let deadline = tokio::time::Instant::now() + self.outage_limit;
+        let deadline = Instant::now() + self.outage_limit;
         loop {
             match self.read_dead_letters(run).await {
-                Err(error) if tokio::time::Instant::now() + delay <= deadline => {
+                Err(error) if Instant::now() + delay <= deadline => {
                     tracing::warn!(%error, run = %run, "cannot read dead letters; retrying in {delay:?}");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(RECONNECT_BACKOFF_MAX);
@@ -512,21 +535,47 @@ fn header_text(headers: Option<&FieldTable>, name: &str) -> Option<String> {
     }
 }
 
-/// Consumes one run's jobs; reconnects when the broker goes away.
+/// Consumes one run's jobs, due ones first; reconnects when the broker goes away.
+///
+/// `next` is cancel-safe, as the agent's loop needs (it races `next` against its checks): the
+/// subscription's stream loses nothing when a wait for it is dropped, and a look into the due
+/// queue, which a dropped wait would cut between the broker's answer and its delivery, is kept
+/// and finished by the next call.
 pub struct RabbitConsumer {
-    queue: RabbitQueue,
-    run: RunId,
+    taker: Taker,
     prefetch: u16,
-    stream: Option<(Link, lapin::Consumer)>,
+    link: Option<ConsumerLink>,
     /// The run's queue was found deleted: the run is over, and there is nothing to reconnect
     /// to (a reconnection cut short when the agent stops would outlive it).
     gone: bool,
+    /// A look into the due queue under way; it holds the subscription while it runs.
+    look: Option<BoxFuture<'static, Result<Looked>>>,
+    /// When the due queue may be looked into next.
+    next_due_look: Instant,
+    /// The run has no due queue (a version without one published it): only its jobs queue is
+    /// consumed.
+    no_due_queue: bool,
+}
+
+/// A consumer's connection and, unless it holds due jobs, its subscription to the jobs queue.
+struct ConsumerLink {
+    link: Link,
+    fresh: Option<lapin::Consumer>,
+}
+
+/// What turns broker deliveries into jobs, shared with the looks a consumer starts.
+#[derive(Clone)]
+struct Taker {
+    queue: RabbitQueue,
+    run: RunId,
+    /// Deliveries handed out and not settled yet.
+    unsettled: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for RabbitConsumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RabbitConsumer")
-            .field("run", &self.run)
+            .field("run", &self.taker.run)
             .finish()
     }
 }
@@ -537,27 +586,209 @@ enum Subscribed {
     QueueGone,
 }
 
+/// What a look into the due queue found.
+struct Looked {
+    /// The job taken from the due queue (`None`: nothing was due, or what was is not a job
+    /// and was set aside).
+    taken: Option<RabbitDelivery>,
+    /// Whether the due queue was found empty.
+    empty: bool,
+    /// The subscription to the jobs queue: cancelled when a job was taken, resumed when
+    /// asked and nothing was due.
+    fresh: Option<lapin::Consumer>,
+    /// Whether the channel still works; a failed one is closed and subscribed again.
+    link_ok: bool,
+    /// The run has no due queue.
+    no_due_queue: bool,
+}
+
+impl Looked {
+    fn link_lost(no_due_queue: bool) -> Self {
+        Self {
+            taken: None,
+            empty: true,
+            fresh: None,
+            link_ok: false,
+            no_due_queue,
+        }
+    }
+}
+
+/// Counts a delivery as unsettled for as long as it lives.
+struct Unsettled(Arc<AtomicUsize>);
+
+impl Unsettled {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Subscribes `channel` to the run's jobs queue.
+async fn consume_fresh(channel: &Channel, run: &RunId) -> lapin::Result<lapin::Consumer> {
+    channel
+        .basic_consume(
+            jobs_queue(run).as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}
+
+impl Taker {
+    /// Takes one job from the due queue if one is there. Taking it cancels the subscription
+    /// `fresh`; finding none resumes a cancelled one when `resume` says so.
+    async fn look(
+        self,
+        channel: Channel,
+        fresh: Option<lapin::Consumer>,
+        resume: bool,
+    ) -> Result<Looked> {
+        let got = channel
+            .basic_get(
+                due_queue(&self.run).as_str().into(),
+                BasicGetOptions { no_ack: false },
+            )
+            .await;
+        match got {
+            Ok(Some(message)) => {
+                if let Some(fresh) = fresh
+                    && !self.pause(&channel, fresh).await?
+                {
+                    // The taken job goes back to the due queue with its channel.
+                    return Ok(Looked::link_lost(false));
+                }
+                Ok(Looked {
+                    taken: self.accept(message.delivery).await?,
+                    empty: false,
+                    fresh: None,
+                    link_ok: true,
+                    no_due_queue: false,
+                })
+            }
+            Ok(None) => {
+                let fresh = match fresh {
+                    None if resume => match consume_fresh(&channel, &self.run).await {
+                        Ok(fresh) => Some(fresh),
+                        Err(error) => {
+                            // A deleted jobs queue closes the channel; subscribing again finds
+                            // the run over.
+                            tracing::debug!(%error, run = %self.run, "cannot subscribe to the jobs queue again");
+                            return Ok(Looked::link_lost(false));
+                        }
+                    },
+                    fresh => fresh,
+                };
+                Ok(Looked {
+                    taken: None,
+                    empty: true,
+                    fresh,
+                    link_ok: true,
+                    no_due_queue: false,
+                })
+            }
+            Err(error) => {
+                tracing::debug!(%error, run = %self.run, "cannot look into the due queue");
+                // Without a due queue, the jobs queue tells whether the run is over.
+                Ok(Looked::link_lost(queue_gone(&error)))
+            }
+        }
+    }
+
+    /// Cancels the subscription `fresh`, and hands back the never-tried jobs the broker sent
+    /// before the cancel: no job waits in a consumer busy with a due one. Returns whether the
+    /// channel still works.
+    async fn pause(&self, channel: &Channel, mut fresh: lapin::Consumer) -> Result<bool> {
+        let cancel = channel.basic_cancel(fresh.tag(), BasicCancelOptions::default());
+        if !matches!(
+            tokio::time::timeout(CONNECT_TIMEOUT, cancel).await,
+            Ok(Ok(()))
+        ) {
+            return Ok(false);
+        }
+        // After the cancel is confirmed, the stream yields what came before it, then ends.
+        loop {
+            match tokio::time::timeout(CONNECT_TIMEOUT, fresh.next()).await {
+                Ok(Some(Ok(delivery))) => self.hand_back(delivery).await?,
+                Ok(None) => return Ok(true),
+                Ok(Some(Err(_))) | Err(_) => return Ok(false),
+            }
+        }
+    }
+
+    /// Gives back a job that will not be started here. A never-tried one goes to the due queue
+    /// as a fresh copy, so it is not taken for an attempt lost with an agent; one that was
+    /// redelivered already goes back marked so.
+    async fn hand_back(&self, delivery: lapin::message::Delivery) -> Result<()> {
+        if delivery.redelivered {
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            };
+            let _ = delivery.acker.nack(requeue).await;
+            return Ok(());
+        }
+        self.queue
+            .publish_one(
+                &due_queue(&self.run),
+                None,
+                delivery.data.clone(),
+                FieldTable::default(),
+            )
+            .await?;
+        let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+        Ok(())
+    }
+
+    /// The delivery as a job, or `None` for a message that is not one, which is set aside in
+    /// the dead-letter queue with the reason.
+    async fn accept(&self, delivery: lapin::message::Delivery) -> Result<Option<RabbitDelivery>> {
+        match crate::wire::decode::<JobMessage>(&delivery.data, "a job message") {
+            Ok(message) => Ok(Some(RabbitDelivery {
+                queue: self.queue.clone(),
+                run: self.run.clone(),
+                message,
+                redeliveries: u32::from(delivery.redelivered),
+                delivery: Some(delivery),
+                _unsettled: Unsettled::new(&self.unsettled),
+            })),
+            Err(error) => {
+                let reason = format!("the message is not a job message: {error}");
+                tracing::warn!(run = %self.run, "{reason}; dead-lettering it");
+                self.queue
+                    .publish_dead(&self.run, delivery.data.clone(), &reason)
+                    .await?;
+                let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                Ok(None)
+            }
+        }
+    }
+}
+
 impl RabbitConsumer {
     async fn try_subscribe(&mut self) -> Result<Subscribed> {
-        let link = self.queue.open_link(Confirms::Off).await?;
+        let link = self.taker.queue.open_link(Confirms::Off).await?;
         let channel = &link.channel;
         let consumed = async {
             channel
                 .basic_qos(self.prefetch, BasicQosOptions::default())
                 .await?;
-            channel
-                .basic_consume(
-                    jobs_queue(&self.run).as_str().into(),
-                    "".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
+            consume_fresh(channel, &self.taker.run).await
         }
         .await;
         match consumed {
-            Ok(consumer) => {
-                self.stream = Some((link, consumer));
+            Ok(fresh) => {
+                self.link = Some(ConsumerLink {
+                    link,
+                    fresh: Some(fresh),
+                });
                 Ok(Subscribed::Ready)
             }
             Err(error) => {
@@ -568,7 +799,7 @@ impl RabbitConsumer {
                     // The run's queue was deleted: the run is over.
                     Ok(Subscribed::QueueGone)
                 } else {
-                    Err(self.queue.failed(error))
+                    Err(self.taker.queue.failed(error))
                 }
             }
         }
@@ -577,26 +808,120 @@ impl RabbitConsumer {
     async fn subscribe(&mut self) -> Result<Subscribed> {
         let mut delay = Duration::from_millis(100);
         let mut tries = 0;
-        let deadline = tokio::time::Instant::now() + self.queue.outage_limit;
+        let deadline = Instant::now() + self.taker.queue.outage_limit;
         loop {
             match self.try_subscribe().await {
                 Ok(found) => return Ok(found),
-                Err(error) if tokio::time::Instant::now() + delay > deadline => {
-                    return Err(self.queue.outlasted(error));
+                Err(error) if Instant::now() + delay > deadline => {
+                    return Err(self.taker.queue.outlasted(error));
                 }
                 Err(error) => {
                     // RabbitMQ 3.10 fails a consume that races the queue's deletion at the end
                     // of a run with INTERNAL_ERROR; the next try sees the queue gone. Only a
                     // failure that lasts is worth a warning.
+                    let run = &self.taker.run;
                     if tries == 0 {
-                        tracing::debug!(%error, run = %self.run, "cannot consume; retrying in {delay:?}");
+                        tracing::debug!(%error, %run, "cannot consume; retrying in {delay:?}");
                     } else {
-                        tracing::warn!(%error, run = %self.run, "cannot consume; retrying in {delay:?}");
+                        tracing::warn!(%error, %run, "cannot consume; retrying in {delay:?}");
                     }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(RECONNECT_BACKOFF_MAX);
                     tries += 1;
                 }
+            }
+        }
+    }
+
+    /// Closes a failed link; the next call subscribes again.
+    async fn lose_link(&mut self) {
+        if let Some(lost) = self.link.take() {
+            lost.link.close("link lost").await;
+        }
+    }
+
+    fn unsettled(&self) -> usize {
+        self.taker.unsettled.load(Ordering::Relaxed)
+    }
+
+    /// Whether to look into the due queue now: there is room for a delivery, and either the
+    /// last look is old enough or the consumer paused for due jobs has settled them all.
+    fn due_look_wanted(&self) -> bool {
+        let unsettled = self.unsettled();
+        let paused = self.link.as_ref().is_some_and(|link| link.fresh.is_none());
+        !self.no_due_queue
+            && unsettled < usize::from(self.prefetch)
+            && (Instant::now() >= self.next_due_look || (paused && unsettled == 0))
+    }
+
+    /// Starts a look into the due queue, which takes the subscription along.
+    fn start_look(&mut self) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let fresh = link.fresh.take();
+        let resume = fresh.is_none() && self.taker.unsettled.load(Ordering::Relaxed) == 0;
+        let look = self
+            .taker
+            .clone()
+            .look(link.link.channel.clone(), fresh, resume);
+        self.look = Some(Box::pin(look));
+    }
+
+    /// Finishes the look under way, if any: what it took, with the subscription put back.
+    async fn finish_look(&mut self) -> Result<Option<Looked>> {
+        let Some(look) = self.look.as_mut() else {
+            return Ok(None);
+        };
+        let looked = look.await;
+        self.look = None;
+        let mut looked = match looked {
+            Ok(looked) => looked,
+            Err(error) => {
+                self.lose_link().await;
+                return Err(error);
+            }
+        };
+        self.no_due_queue |= looked.no_due_queue;
+        if looked.empty {
+            self.next_due_look = Instant::now() + DUE_LOOK_EVERY;
+        }
+        match self.link.as_mut() {
+            Some(link) if looked.link_ok => link.fresh = looked.fresh.take(),
+            _ => self.lose_link().await,
+        }
+        Ok(Some(looked))
+    }
+
+    /// Waits for a never-tried job until the next look into the due queue is wanted. `Ok(None)`
+    /// means look again (or subscribe again, when the link is gone).
+    async fn next_fresh(&mut self) -> Result<Option<RabbitDelivery>> {
+        let look_due = !self.no_due_queue && self.unsettled() < usize::from(self.prefetch);
+        let next_look = self.next_due_look;
+        let Some(link) = self.link.as_mut() else {
+            return Ok(None);
+        };
+        let Some(fresh) = link.fresh.as_mut() else {
+            // Paused with due jobs in hand: nothing is taken until they settle.
+            tokio::time::sleep(DUE_LOOK_EVERY).await;
+            return Ok(None);
+        };
+        let item = tokio::select! {
+            item = fresh.next() => item,
+            () = tokio::time::sleep_until(next_look), if look_due => return Ok(None),
+        };
+        match item {
+            Some(Ok(delivery)) => self.taker.accept(delivery).await,
+            // The consumer was cancelled (queue deleted) or the connection died: the
+            // resubscription tells which.
+            Some(Err(error)) => {
+                tracing::warn!(%error, run = %self.taker.run, "consumer lost; resubscribing");
+                self.link = None;
+                Ok(None)
+            }
+            None => {
+                self.link = None;
+                Ok(None)
             }
         }
     }
@@ -607,67 +932,68 @@ impl QueueConsumer for RabbitConsumer {
 
     async fn next(&mut self) -> Result<Option<RabbitDelivery>> {
         loop {
+            if let Some(looked) = self.finish_look().await? {
+                match looked.taken {
+                    Some(delivery) => return Ok(Some(delivery)),
+                    None => continue,
+                }
+            }
             if self.gone {
                 return Ok(None);
             }
-            let Some((_, stream)) = self.stream.as_mut() else {
+            if self.link.is_none() {
                 self.gone = matches!(self.subscribe().await?, Subscribed::QueueGone);
                 continue;
-            };
-            match stream.next().await {
-                Some(Ok(delivery)) => {
-                    let redeliveries = u32::from(delivery.redelivered);
-                    match crate::wire::decode::<JobMessage>(&delivery.data, "a job message") {
-                        Ok(message) => {
-                            return Ok(Some(RabbitDelivery {
-                                queue: self.queue.clone(),
-                                run: self.run.clone(),
-                                message,
-                                redeliveries,
-                                delivery: Some(delivery),
-                            }));
-                        }
-                        Err(error) => {
-                            let reason = format!("the message is not a job message: {error}");
-                            tracing::warn!(run = %self.run, "{reason}; dead-lettering it");
-                            self.queue
-                                .publish_dead(&self.run, delivery.data.clone(), &reason)
-                                .await?;
-                            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
-                        }
-                    }
-                }
-                // The consumer was cancelled (queue deleted) or the connection died: the
-                // resubscription tells which.
-                Some(Err(error)) => {
-                    tracing::warn!(%error, run = %self.run, "consumer lost; resubscribing");
-                    self.stream = None;
-                }
-                None => self.stream = None,
+            }
+            if self.due_look_wanted() {
+                self.start_look();
+                continue;
+            }
+            if let Some(delivery) = self.next_fresh().await? {
+                return Ok(Some(delivery));
             }
         }
     }
 
     async fn stop_taking(&mut self) {
-        // The consumer is cancelled, its channel kept: deliveries in hand are settled on it.
+        // A look under way is finished, and what it took handed back: nothing is taken after
+        // this. The subscription is cancelled, its channel kept: deliveries in hand are
+        // settled on it.
         self.gone = true;
-        if let Some((link, stream)) = &self.stream {
+        if let Ok(Some(Looked {
+            taken: Some(mut taken),
+            ..
+        })) = self.finish_look().await
+            && let Some(delivery) = taken.delivery.take()
+            && let Err(error) = self.taker.hand_back(delivery).await
+        {
+            tracing::debug!(%error, run = %self.taker.run, "cannot hand back a due job");
+        }
+        if let Some(ConsumerLink {
+            link,
+            fresh: Some(fresh),
+        }) = &self.link
+        {
             let cancel = link
                 .channel
-                .basic_cancel(stream.tag(), BasicCancelOptions::default());
+                .basic_cancel(fresh.tag(), BasicCancelOptions::default());
             match tokio::time::timeout(CONNECT_TIMEOUT, cancel).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
-                    tracing::debug!(%error, run = %self.run, "cannot cancel the consumer");
+                    tracing::debug!(%error, run = %self.taker.run, "cannot cancel the consumer");
                 }
-                Err(_) => tracing::debug!(run = %self.run, "cancelling the consumer timed out"),
+                Err(_) => {
+                    tracing::debug!(run = %self.taker.run, "cancelling the consumer timed out");
+                }
             }
         }
     }
 
     async fn close(mut self) {
-        if let Some((link, _stream)) = self.stream.take() {
-            link.close("consumer closed").await;
+        // A look under way goes with the connection: what it holds returns to the queue.
+        self.look = None;
+        if let Some(link) = self.link.take() {
+            link.link.close("consumer closed").await;
         }
     }
 }
@@ -679,6 +1005,7 @@ pub struct RabbitDelivery {
     message: JobMessage,
     redeliveries: u32,
     delivery: Option<lapin::message::Delivery>,
+    _unsettled: Unsettled,
 }
 
 impl std::fmt::Debug for RabbitDelivery {
@@ -766,7 +1093,7 @@ impl Drop for RabbitDelivery {
 
 impl Drop for RabbitConsumer {
     fn drop(&mut self) {
-        let Some((link, _stream)) = self.stream.take() else {
+        let Some(ConsumerLink { link, .. }) = self.link.take() else {
             return;
         };
         // Close the consumer's own connection so the broker requeues what it still holds.

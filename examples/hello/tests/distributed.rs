@@ -141,11 +141,10 @@ fn run_leftovers(run_id: &str) -> (String, String) {
         .output()
         .unwrap();
     // Retry-delay queues expire by themselves a minute after their last use.
-    let jobs_queue = format!("armada.{run_id}.jobs");
-    let dead_queue = format!("armada.{run_id}.dead");
+    let run_queues = ["jobs", "due", "dead"].map(|suffix| format!("armada.{run_id}.{suffix}"));
     let queues: Vec<String> = String::from_utf8_lossy(&queues.stdout)
         .lines()
-        .filter(|name| *name == jobs_queue || *name == dead_queue)
+        .filter(|name| run_queues.iter().any(|queue| queue == name))
         .map(str::to_owned)
         .collect();
     (keys.join(","), queues.join(","))
