@@ -187,7 +187,7 @@ impl Script for FailOnce {
             return Ok(due.map(|due| started.saturating_sub(due)));
         }
         tokio::time::sleep(RETRY_WORK).await;
-        if index % RETRY_EVERY == 0 {
+        if index.is_multiple_of(RETRY_EVERY) {
             self.failed_at.lock().unwrap().insert(index, wall_ns());
             return Err(ScriptError::retry_after("fails once", RETRY_DELAY));
         }

@@ -44,12 +44,65 @@ function agentBadge(status) {
   return h('span', { class: `badge ag-${status}` }, status);
 }
 
+/** A table; a header is its text, or a <th> already built (a sortable one). */
 function table(caption, headers, body, id) {
   return h('div', { class: 'table-wrap' },
     h('table', { id },
       h('caption', null, caption),
-      h('thead', null, h('tr', null, headers.map((t) => h('th', { scope: 'col' }, t)))),
+      h('thead', null, h('tr', null, headers.map((t) => (t instanceof Node && t.tagName === 'TH' ? t : h('th', { scope: 'col' }, t))))),
       body));
+}
+
+/**
+ * Headers that sort a table: `columns` are [label, key] pairs (key null: not sortable). A
+ * click sorts by that column, a second click the other way; `aria-sort` and an arrow show
+ * the current one. `onSort(sort)` applies `sort` = { key, dir: 'asc' | 'desc' }.
+ */
+function sortableHeaders(columns, sort, onSort) {
+  const buttons = new Map();
+  const show = () => {
+    for (const [key, { th, arrow }] of buttons) {
+      const on = key === sort.key;
+      th.setAttribute('aria-sort', on ? (sort.dir === 'asc' ? 'ascending' : 'descending') : 'none');
+      arrow.textContent = on ? (sort.dir === 'asc' ? ' ▲' : ' ▼') : '';
+    }
+  };
+  const headers = columns.map(([label, key]) => {
+    if (key == null) return label;
+    const arrow = h('span', { class: 'sort-arrow', 'aria-hidden': 'true' });
+    const th = h('th', { scope: 'col', dataset: { sort: key } },
+      h('button', {
+        type: 'button', class: 'sort', title: `Sort by ${label.toLowerCase()}`,
+        onclick: () => {
+          sort = { key, dir: sort.key === key && sort.dir === 'asc' ? 'desc' : 'asc' };
+          show();
+          onSort(sort);
+        },
+      }, label, arrow));
+    buttons.set(key, { th, arrow });
+    return th;
+  });
+  show();
+  return {
+    headers,
+    get sort() { return sort; },
+    set(next) { sort = next; show(); },
+  };
+}
+
+/** Orders two sort keys: numbers by value, text by the reader's collation; missing ones last either way. */
+function compareKeys(a, b, dir) {
+  if (a == null || b == null) return (a == null) - (b == null);
+  const order = typeof a === 'number' && typeof b === 'number' ? a - b : String(a).localeCompare(String(b));
+  return dir === 'desc' ? -order : order;
+}
+
+/** Reorders `tbody`'s rows by `key(row)` (rows it gives undefined for stay last), stably. */
+function sortRows(tbody, key, dir) {
+  const rows = [...tbody.rows];
+  const keyed = rows.map((tr, at) => ({ tr, at, k: key(tr) }));
+  keyed.sort((x, y) => (x.k === undefined) - (y.k === undefined) || compareKeys(x.k, y.k, dir) || x.at - y.at);
+  if (keyed.some((x, at) => x.tr !== rows[at])) tbody.append(...keyed.map((x) => x.tr));
 }
 
 /** A definition list from [label, value] pairs; values may be nodes. */
@@ -481,7 +534,7 @@ function route() {
     page = jobPage(ctx, parts[1], Number(parts[3]));
   } else if (parts[0] === 'runs' && parts[1]) {
     name = 'run';
-    page = runPage(ctx, parts[1]);
+    page = runPage(ctx, parts[1], params);
   } else if (parts[0] === 'launch') {
     name = 'launch';
     page = launchPage(ctx, params.get('relaunch'));
@@ -531,6 +584,19 @@ function runsPage(ctx, query) {
   const searchNote = h('span', { id: 'runs-search-note', class: 'sub', 'aria-live': 'polite' });
   let terms = parseSearch(search.value);
   let next = null;
+
+  // Sorting is over the loaded runs, in the page: newest first is the server's order.
+  const RUN_KEYS = {
+    name: (r) => runLabel(r).toLowerCase(), status: (r) => r.status, started: (r) => r.created_ms,
+    jobs: (r) => r.jobs, duration: (r) => runDuration(r),
+  };
+  const applySort = () => {
+    const { key, dir } = sorter.sort;
+    sortRows(tbody, (tr) => { const r = runs.get(tr.dataset.runId); return r && RUN_KEYS[key](r); }, dir);
+  };
+  const sorter = sortableHeaders([['Compare', null], ['Run', 'name'], ['Status', 'status'], ['Progress', null],
+    ['Jobs by status', 'jobs'], ['Started', 'started'], ['Duration', 'duration'], ['Throughput', null], ['Actions', null]],
+  { key: 'started', dir: 'desc' }, applySort);
 
   const syncCompare = () => {
     compareBtn.disabled = selected.size !== 2;
@@ -625,6 +691,7 @@ function runsPage(ctx, query) {
     if (!tbody.rows.length) {
       tbody.append(h('tr', null, h('td', { colspan: 9 }, 'No runs yet. Launch one from the Launch page or with `orchestrate launch`.')));
     }
+    applySort();
     noteSearch();
   };
   more.onclick = () => load(false).catch((e) => report(ctx, e));
@@ -640,7 +707,7 @@ function runsPage(ctx, query) {
       }
       if (changed.size) tbody.querySelector('tr:not([data-run-id])')?.remove();
       changed.forEach(upsert);
-      if (changed.size) noteSearch();
+      if (changed.size) { applySort(); noteSearch(); }
     },
   });
 
@@ -652,8 +719,7 @@ function runsPage(ctx, query) {
     h('form', { class: 'filters', role: 'search', onsubmit: (e) => e.preventDefault() },
       h('label', { for: 'runs-search' }, 'Search'), search, searchNote),
     live,
-    table('Runs, newest first. Select two to compare them.',
-      ['Compare', 'Run', 'Status', 'Progress', 'Jobs by status', 'Started', 'Duration', 'Throughput', 'Actions'], tbody, 'runs-table'),
+    table('Runs, newest first unless sorted by a column. Select two to compare them.', sorter.headers, tbody, 'runs-table'),
     more);
 }
 
@@ -937,7 +1003,7 @@ function chartsSection(ctx, runId) {
 
 // ---------- run page ----------
 
-function runPage(ctx, runId) {
+function runPage(ctx, runId, params) {
   document.title = `Run ${runId} · Armada`;
   const path = `/runs/${enc(runId)}`;
   let run = null;
@@ -1020,7 +1086,7 @@ function runPage(ctx, runId) {
     }
   };
 
-  const jobs = jobsSection(ctx, runId);
+  const jobs = jobsSection(ctx, runId, params);
   const events = eventsSection(ctx, runId);
   const agents = agentsSection(ctx, runId);
   const failures = failuresSection(ctx, runId, (error) => jobs.filterError(error));
@@ -1090,7 +1156,22 @@ function lastEventText(j) {
   return eventSentence({ kind: ev, agent: j.agent ?? '?', attempt: j.attempts, data: null, message: null }).text;
 }
 
-function jobsSection(ctx, runId) {
+const JOB_SORTS = ['index', 'duration', 'attempts', 'started', 'finished'];
+
+/**
+ * A jobs search as the API takes it: `key=value` looks in inputs, `out.key=value` in outputs.
+ * Null for an empty box, { error } for one the API would refuse.
+ */
+function parseJobSearch(text) {
+  const t = text.trim();
+  if (!t) return null;
+  const m = /^(out\.)?([A-Za-z0-9_-]+)=(.*)$/s.exec(t);
+  if (!m) return { error: 'Search as key=value (a key of the input) or out.key=value (of the output); a key is letters, digits, _ and -.' };
+  return { param: m[1] ? 'output' : 'input', value: `${m[2]}:${m[3]}` };
+}
+
+/** The jobs table: filters, a payload search and a sort (both kept in the address), paged on the server. */
+function jobsSection(ctx, runId, params) {
   const tbody = h('tbody');
   const more = h('button', { type: 'button', hidden: true }, 'Load more jobs');
   const statusSel = h('select', { id: 'filter-status', name: 'status' },
@@ -1098,8 +1179,18 @@ function jobsSection(ctx, runId) {
   const agentIn = h('input', { id: 'filter-agent', type: 'number', min: 0, inputmode: 'numeric' });
   const attemptIn = h('input', { id: 'filter-attempt', type: 'number', min: 0, inputmode: 'numeric' });
   const errorIn = h('input', { id: 'filter-error', type: 'text', placeholder: 'exact message' });
+  const searchIn = h('input', {
+    id: 'jobs-search', type: 'search', value: params?.get('q') ?? '', autocomplete: 'off', spellcheck: 'false',
+    placeholder: 'key=value or out.key=value', 'aria-describedby': 'jobs-search-note',
+  });
+  const searchNote = h('span', { id: 'jobs-search-note', class: 'sub', 'aria-live': 'polite' });
   const summary = h('p', { class: 'sub', 'aria-live': 'polite' });
-  let next = null;
+  const asked = params?.get('sort');
+  const sorter = sortableHeaders([['Index', 'index'], ['Status', null], ['Agent', null], ['Attempts', 'attempts'],
+    ['Duration', 'duration'], ['Started', 'started'], ['Finished', 'finished'], ['Last event', null], ['Error', null]],
+  { key: JOB_SORTS.includes(asked) ? asked : 'index', dir: params?.get('order') === 'desc' ? 'desc' : 'asc' },
+  () => { keepInAddress(); apply(); });
+  let next = null; // where the next page starts: { param: 'after' | 'cursor', value }
   let loading = 0;
 
   const row = (j) => h('tr', { dataset: { jobIndex: j.index } },
@@ -1108,31 +1199,54 @@ function jobsSection(ctx, runId) {
     h('td', { class: 'num' }, j.agent ?? '—'),
     h('td', { class: 'num' }, j.attempts),
     h('td', { class: 'num' }, fmtDur(j.duration_ms)),
+    h('td', { class: 'num' }, timeEl(j.started_ms)),
+    h('td', { class: 'num' }, timeEl(j.finished_ms)),
     h('td', { class: 'clip', title: j.last_event ?? '' }, lastEventText(j)),
     h('td', { class: 'clip error-text', title: j.error ?? '' }, j.error ?? ''));
 
-  const query = () => {
+  // The sort and the search live in the address, so that a reload or a link keeps them.
+  const keepInAddress = () => {
+    const p = new URLSearchParams();
+    const { key, dir } = sorter.sort;
+    if (key !== 'index') p.set('sort', key);
+    if (dir !== 'asc') p.set('order', dir);
+    if (searchIn.value.trim()) p.set('q', searchIn.value.trim());
+    const qs = p.toString();
+    history.replaceState(null, '', `${runHref(runId)}${qs ? `?${qs}` : ''}`);
+  };
+
+  const query = (search) => {
     const q = new URLSearchParams({ limit: PAGE });
     if (statusSel.value) q.set('status', statusSel.value);
     if (agentIn.value !== '') q.set('agent', agentIn.value);
     if (attemptIn.value !== '') q.set('attempt', attemptIn.value);
     if (errorIn.value) q.set('error', errorIn.value);
+    if (search) q.set(search.param, search.value);
+    const { key, dir } = sorter.sort;
+    if (key !== 'index') q.set('sort', key);
+    if (dir !== 'asc') q.set('order', dir);
     return q;
   };
 
   const load = async (reset) => {
-    const q = query();
-    if (!reset && next) q.set('after', next);
+    const search = parseJobSearch(searchIn.value);
+    searchNote.textContent = search?.error ?? '';
+    searchIn.setAttribute('aria-invalid', String(Boolean(search?.error)));
+    if (search?.error) return; // the rows shown stay until the search reads right
+    const q = query(search);
+    if (!reset && next) q.set(next.param, next.value);
     const ticket = ++loading;
     const res = await api(`/runs/${enc(runId)}/jobs?${q}`);
     if (!ctx.alive || ticket !== loading) return; // a newer filter won
     if (reset) tbody.replaceChildren();
     tbody.append(...res.jobs.map(row));
-    next = res.next;
+    // Index order pages with `next`; a sort by another column with `cursor`.
+    const key = 'cursor' in res ? res.cursor : res.next;
+    next = key == null ? null : { param: 'cursor' in res ? 'cursor' : 'after', value: key };
     more.hidden = next == null;
     summary.textContent = tbody.rows.length
       ? `Showing ${tbody.rows.length} job${tbody.rows.length === 1 ? '' : 's'}${next ? '; more on request' : ''}.`
-      : 'No jobs match these filters.';
+      : `No jobs match these ${search ? 'filters and search' : 'filters'}.`;
   };
   const apply = () => load(true).catch((e) => report(ctx, e));
   more.onclick = () => load(false).catch((e) => report(ctx, e));
@@ -1145,6 +1259,13 @@ function jobsSection(ctx, runId) {
     h('button', { type: 'submit' }, 'Filter'),
     h('button', { type: 'button', class: 'link', onclick: () => { form.reset(); apply(); } }, 'Clear'));
   statusSel.onchange = apply;
+  // A search runs once typing pauses, or at once on Enter.
+  let typing = null;
+  const search = () => { clearTimeout(typing); keepInAddress(); apply(); };
+  searchIn.oninput = () => { clearTimeout(typing); typing = setTimeout(search, 300); };
+  ctx.on(() => clearTimeout(typing));
+  const searchForm = h('form', { class: 'filters', role: 'search', onsubmit: (e) => { e.preventDefault(); search(); } },
+    h('label', { for: 'jobs-search' }, 'Search'), searchIn, searchNote);
 
   return {
     load,
@@ -1164,9 +1285,9 @@ function jobsSection(ctx, runId) {
       form.scrollIntoView({ block: 'start' });
     },
     el: h('section', { class: 'panel', 'aria-labelledby': 'jobs-title' },
-      h('h2', { id: 'jobs-title' }, 'Jobs'), form, summary,
-      h('div', { class: 'scroll-y' }, table('Jobs of this run, by index',
-        ['Index', 'Status', 'Agent', 'Attempts', 'Duration', 'Last event', 'Error'], tbody, 'jobs-table')),
+      h('h2', { id: 'jobs-title' }, 'Jobs'), form, searchForm, summary,
+      h('div', { class: 'scroll-y' }, table('Jobs of this run, by index unless sorted by a column',
+        sorter.headers, tbody, 'jobs-table')),
       more),
   };
 }
@@ -1293,14 +1414,28 @@ function agentsSection(ctx, runId) {
     h('td', null, timeEl(a.started_ms)),
     h('td', null, timeEl(a.seen_ms)),
     h('td', { class: 'wrap error-text' }, a.error ?? ''));
+  // Sorted in the page: a run's agents come in one answer.
+  const AGENT_KEYS = { index: 'index', status: 'status', succeeded: 'succeeded', failed: 'failed', retrying: 'retrying' };
+  let agents = [];
+  const render = () => {
+    const { key, dir } = sorter.sort;
+    const sorted = agents.map((a, at) => ({ a, at }))
+      .sort((x, y) => compareKeys(x.a[AGENT_KEYS[key]], y.a[AGENT_KEYS[key]], dir) || x.at - y.at);
+    tbody.replaceChildren(...sorted.map((x) => row(x.a)));
+  };
+  const sorter = sortableHeaders([['Agent', 'index'], ['Status', 'status'], ['Succeeded', 'succeeded'], ['Failed', 'failed'],
+    ['Retrying', 'retrying'], ['Running', null], ['Started', null], ['Last heard', null], ['Error', null]],
+  { key: 'index', dir: 'asc' }, render);
   return {
     async load() {
       const res = await api(`/runs/${enc(runId)}/agents`);
-      if (ctx.alive) tbody.replaceChildren(...res.agents.map(row));
+      if (!ctx.alive) return;
+      agents = res.agents;
+      render();
     },
     el: h('section', { class: 'panel', 'aria-labelledby': 'agents-title' },
       h('h2', { id: 'agents-title' }, 'Agents'),
-      table('Agents of this run', ['Agent', 'Status', 'Succeeded', 'Failed', 'Retrying', 'Running', 'Started', 'Last heard', 'Error'], tbody, 'agents-table')),
+      table('Agents of this run', sorter.headers, tbody, 'agents-table')),
   };
 }
 

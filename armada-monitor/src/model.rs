@@ -538,6 +538,165 @@ pub struct JobFilter {
     pub attempts: Option<u32>,
     /// Only jobs that failed with exactly this message.
     pub error: Option<String>,
+    /// Only jobs an attempt of which was given an input with this key and value.
+    pub input: Option<PayloadMatch>,
+    /// Only jobs that sent an output with this key and value.
+    pub output: Option<PayloadMatch>,
+}
+
+/// A top-level key of a job's input or output and the value it must hold: a string equal
+/// to it, or a number or boolean whose JSON text is it (`3` matches `{"n": 3}` and
+/// `{"n": "3"}`). Objects, arrays and `null` match nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadMatch {
+    key: String,
+    value: String,
+}
+
+impl PayloadMatch {
+    /// Checks the key: letters, digits, `_` and `-`, so that it names a key in every
+    /// database's JSON path syntax alike.
+    pub fn new(key: &str, value: &str) -> Result<Self, String> {
+        let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        if key.is_empty() || !key.chars().all(word) {
+            return Err(format!(
+                "the key `{key}` is not one a search takes: use letters, digits, `_` and `-`"
+            ));
+        }
+        Ok(Self {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        })
+    }
+
+    /// Reads `KEY:VALUE` (the value may hold more colons).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (key, value) = text
+            .split_once(':')
+            .ok_or_else(|| "it is not KEY:VALUE".to_owned())?;
+        Self::new(key, value)
+    }
+
+    /// The key searched.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The value it must hold.
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+}
+
+/// A column a run's jobs list can be ordered by besides the index, which pages with `after`
+/// ([`crate::Store::jobs_by_index`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobSort {
+    /// How long the latest finished attempt took.
+    Duration,
+    /// Attempts started.
+    Attempts,
+    /// When the latest attempt started.
+    Started,
+    /// When the job ended.
+    Finished,
+}
+
+text_enum!(JobSort {
+    Duration => "duration", Attempts => "attempts", Started => "started", Finished => "finished",
+});
+
+impl JobSort {
+    /// This column's value of `job`, as a cursor holds it.
+    pub fn value_of(self, job: &Job) -> Option<SortValue> {
+        match self {
+            Self::Duration => job.duration_ms.map(SortValue::Float),
+            Self::Attempts => Some(SortValue::Int(i64::from(job.attempts))),
+            Self::Started => job.started_ms.map(|at| SortValue::Int(at as i64)),
+            Self::Finished => job.finished_ms.map(|at| SortValue::Int(at as i64)),
+        }
+    }
+}
+
+/// Which way a list is ordered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SortOrder {
+    /// Smallest first.
+    #[default]
+    Asc,
+    /// Largest first.
+    Desc,
+}
+
+text_enum!(SortOrder { Asc => "asc", Desc => "desc" });
+
+/// A value of a [`JobSort`] column.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SortValue {
+    /// Attempts and times.
+    Int(i64),
+    /// Durations.
+    Float(f64),
+}
+
+/// Where a sorted jobs list goes on: after a job with a row, by its column's value (`None`
+/// for NULL) and index, or, once rows ran out, after the job without a row at `index`.
+/// Shown as `VALUE:INDEX`, `null:INDEX` or `rowless:INDEX`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum JobCursor {
+    /// After a job with a row.
+    Row {
+        /// Its value of the sorted column.
+        value: Option<SortValue>,
+        /// Its index, which orders equal values.
+        index: u64,
+    },
+    /// After a job without a row: those come after every row, by index.
+    Rowless {
+        /// Its index.
+        index: u64,
+    },
+}
+
+impl JobCursor {
+    /// Reads a cursor of a list sorted by `sort`, as [`JobCursor`]'s `Display` wrote it.
+    pub fn parse(text: &str, sort: JobSort) -> Option<Self> {
+        let (value, index) = text.rsplit_once(':')?;
+        let index = index.parse().ok()?;
+        Some(match value {
+            "rowless" => Self::Rowless { index },
+            "null" => Self::Row { value: None, index },
+            _ if sort == JobSort::Duration => Self::Row {
+                value: Some(SortValue::Float(
+                    value.parse().ok().filter(|v: &f64| v.is_finite())?,
+                )),
+                index,
+            },
+            _ => Self::Row {
+                value: Some(SortValue::Int(value.parse().ok()?)),
+                index,
+            },
+        })
+    }
+}
+
+impl std::fmt::Display for JobCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A float's `Display` is the shortest text that reads back as the same float, so
+        // the next page starts exactly after it.
+        match self {
+            Self::Row {
+                value: Some(SortValue::Int(value)),
+                index,
+            } => write!(f, "{value}:{index}"),
+            Self::Row {
+                value: Some(SortValue::Float(value)),
+                index,
+            } => write!(f, "{value}:{index}"),
+            Self::Row { value: None, index } => write!(f, "null:{index}"),
+            Self::Rowless { index } => write!(f, "rowless:{index}"),
+        }
+    }
 }
 
 /// Filters of a run's events list.
@@ -553,11 +712,12 @@ pub struct EventFilter {
 
 /// A page of a list, and where the next one starts.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Page<T> {
+pub struct Page<T, K = u64> {
     /// The items of this page, at most as many as the page size asked for.
     pub items: Vec<T>,
-    /// The key to pass as `after` for the next page, if there is one.
-    pub next: Option<u64>,
+    /// The key to pass back (as `after`, or `cursor` for a sorted jobs list) for the next
+    /// page, if there is one.
+    pub next: Option<K>,
 }
 
 /// Top-level fields of outputs, counted.

@@ -460,6 +460,116 @@ async fn rest_serves_runs_jobs_events_outputs_and_files() {
 }
 
 /// Reads a subscriber's messages until it has seen `events` distinct events of the run.
+/// The indexes of a jobs page.
+fn indexes(page: &Value) -> Vec<u64> {
+    page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["index"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn jobs_are_sorted_searched_and_paged_by_cursor() {
+    let service = Service::start().await;
+    let run = service.register(6).await;
+    let mut events = Vec::new();
+    // Job 4 runs and job 5 has no row; the others end after these durations.
+    for (job, kind, duration_ms) in [
+        (0, "product", Some(30.0)),
+        (1, "slow", Some(10.0)),
+        (2, "product", Some(20.0)),
+        (3, "product", None),
+        (4, "slow", None),
+    ] {
+        let mut started = job_event(&run, EventKind::JobStarted, 0, job);
+        let input = json!({ "kind": kind, "n": job }).to_string();
+        started.input = Some(
+            serde_json::value::RawValue::from_string(input)
+                .unwrap()
+                .into(),
+        );
+        events.push(started);
+        let mut ended = match (job, duration_ms) {
+            (3, _) => job_event(&run, EventKind::JobFailed, 0, job),
+            (_, Some(_)) => job_event(&run, EventKind::JobSucceeded, 0, job),
+            _ => continue,
+        };
+        if let (Some(data), Some(duration_ms)) = (&mut ended.data, duration_ms) {
+            data["duration_ms"] = json!(duration_ms);
+        }
+        events.push(ended);
+    }
+    assert_eq!(service.post("/events", &batch(&run, events)).await.0, 200);
+    let jobs = format!("/runs/{}/jobs", run.id);
+
+    // Sorted by a column, pages go on from `cursor`; rows with no value, then jobs without a
+    // row, come last.
+    let mut seen = Vec::new();
+    let mut query = "sort=duration&limit=2".to_owned();
+    loop {
+        let (status, page) = service.get(&format!("{jobs}?{query}")).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(page.get("next").is_none(), "{page}");
+        seen.extend(indexes(&page));
+        match page["cursor"].as_str() {
+            Some(cursor) => query = format!("sort=duration&limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, [3, 1, 2, 0, 4, 5]);
+    let (_, page) = service.get(&format!("{jobs}?sort=duration&limit=2")).await;
+    assert_eq!(page["cursor"], "10:1");
+    let (_, page) = service
+        .get(&format!("{jobs}?sort=duration&order=desc&status=succeeded"))
+        .await;
+    assert_eq!(indexes(&page), [0, 2, 1]);
+    assert!(page["cursor"].is_null());
+    // By index, down, pages go on from `after` as they always did.
+    let (_, page) = service.get(&format!("{jobs}?order=desc&limit=2")).await;
+    assert_eq!((indexes(&page), &page["next"]), (vec![5, 4], &json!("4")));
+    let (_, page) = service
+        .get(&format!("{jobs}?sort=index&order=desc&limit=2&after=4"))
+        .await;
+    assert_eq!(indexes(&page), [3, 2]);
+
+    // Searches by input and output, with a filter and a sort.
+    let (_, page) = service.get(&format!("{jobs}?input=kind:product")).await;
+    assert_eq!(indexes(&page), [0, 2, 3]);
+    let (_, page) = service
+        .get(&format!(
+            "{jobs}?input=kind:product&status=succeeded&sort=duration&order=desc"
+        ))
+        .await;
+    assert_eq!(indexes(&page), [0, 2]);
+    let (_, page) = service.get(&format!("{jobs}?input=n:4")).await;
+    assert_eq!(indexes(&page), [4]);
+    let (_, page) = service
+        .get(&format!("{jobs}?output=job:1&input=kind:slow"))
+        .await;
+    assert_eq!(indexes(&page), [1]);
+
+    // Bad parameters are named, with what they take.
+    for (query, says) in [
+        ("sort=name", "`sort=name`"),
+        ("sort=name", "index, duration, attempts, started, finished"),
+        ("order=up", "asc or desc"),
+        ("sort=duration&cursor=abc", "`cursor=abc`"),
+        ("sort=attempts&cursor=1.5:3", "`cursor=1.5:3`"),
+        ("cursor=10:1", "`after`"),
+        ("sort=started&after=3", "`cursor`"),
+        ("input=a.b:1", "`input=a.b:1`"),
+        ("input=kind", "KEY:VALUE"),
+        ("output=:x", "`output=:x`"),
+    ] {
+        let (status, body) = service.get(&format!("{jobs}?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains(says), "{query}: {error}");
+    }
+}
+
 async fn collect_events(mut socket: WebSocket, events: u64) -> (BTreeSet<u64>, u64, u64) {
     let mut seen = BTreeSet::new();
     let mut duplicates = 0;

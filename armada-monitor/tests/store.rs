@@ -9,7 +9,8 @@
 use armada_core::wire::{Attachment, Event, EventBatch, EventJob, EventKind, WIRE_VERSION};
 use armada_core::{JobId, RunId};
 use armada_monitor::model::{
-    EventFilter, Finish, FinishedJob, Job, JobFilter, JobState, NewRun, RunState,
+    EventFilter, Finish, FinishedJob, Job, JobCursor, JobFilter, JobSort, JobState, NewRun,
+    PayloadMatch, RunState, SortOrder,
 };
 use armada_monitor::{Error, Store};
 use serde_json::json;
@@ -877,6 +878,8 @@ conformance!(
     events_past_the_job_count_make_no_job,
     the_timeline_counts_jobs_per_bucket_and_durations,
     a_started_event_keeps_the_job_input_with_secrets_hidden,
+    jobs_are_sorted_by_a_column_and_keyset_paged,
+    jobs_are_searched_by_input_and_output,
 );
 
 /// A job's state as a page shows it: (index, status, attempts).
@@ -1432,4 +1435,337 @@ async fn a_started_event_keeps_the_job_input_with_secrets_hidden(store: Store) {
         data["input"],
         json!({ "name": "Ada", "api_token": "***", "pages": [1, 2] })
     );
+}
+
+/// The indexes of every job `filter` lists sorted by `sort` in `order` (`None`: by index),
+/// read in pages of `limit`, each page's cursor checked to read back as written.
+async fn every_sorted_page(
+    store: &Store,
+    run: &NewRun,
+    filter: &JobFilter,
+    sort: Option<JobSort>,
+    order: SortOrder,
+    limit: u32,
+) -> Vec<u64> {
+    let mut indexes = Vec::new();
+    let (mut after, mut cursor) = (None, None);
+    loop {
+        let (items, more) = match sort {
+            None => {
+                let page = store
+                    .jobs_by_index(&run.id, filter, order, after, limit)
+                    .await
+                    .unwrap();
+                after = page.next;
+                (page.items, page.next.is_some())
+            }
+            Some(sort) => {
+                let page = store
+                    .sorted_jobs(&run.id, filter, sort, order, cursor, limit)
+                    .await
+                    .unwrap();
+                if let Some(next) = page.next {
+                    assert_eq!(JobCursor::parse(&next.to_string(), sort), Some(next));
+                }
+                cursor = page.next;
+                (page.items, page.next.is_some())
+            }
+        };
+        assert!(items.len() <= limit as usize);
+        indexes.extend(items.iter().map(|job| job.index));
+        if !more {
+            return indexes;
+        }
+    }
+}
+
+/// Job `job` of `run` on agent 0: attempt `attempt` started at `started_ms` and, with a
+/// duration, ended as `end` that much later; its input is `input`.
+fn attempt(
+    run: &NewRun,
+    (job, attempt): (u64, u32),
+    started_ms: u64,
+    end: Option<(EventKind, f64, serde_json::Value)>,
+    input: &serde_json::Value,
+) -> Vec<Event> {
+    let started = Event {
+        at_ms: started_ms,
+        input: Some(
+            serde_json::value::RawValue::from_string(input.to_string())
+                .unwrap()
+                .into(),
+        ),
+        ..event(run, EventKind::JobStarted, 0, job, attempt)
+    };
+    let mut events = vec![started];
+    if let Some((kind, duration_ms, data)) = end {
+        events.push(Event {
+            at_ms: started_ms + duration_ms as u64,
+            data: Some(data),
+            message: Some("ended".into()),
+            ..event(run, kind, 0, job, attempt)
+        });
+    }
+    events
+}
+
+/// Rows sort by their column, NULLs last, equal values by index, then the jobs without a row
+/// by index; page after page of two, in both orders, with filters.
+async fn jobs_are_sorted_by_a_column_and_keyset_paged(store: Store) {
+    let run = new_run(&store, 10).await;
+    let ended =
+        |kind, duration_ms: f64| Some((kind, duration_ms, json!({ "duration_ms": duration_ms })));
+    let none = json!({});
+    let mut events = Vec::new();
+    // (job, started, end): 7 succeeds on its second attempt; 5 and 8 run; 0, 3, 6 and 9 have
+    // no row.
+    for (job, started_ms, end) in [
+        (1, 3_000, ended(EventKind::JobSucceeded, 30.0)),
+        (2, 2_000, ended(EventKind::JobFailed, 10.0)),
+        (4, 4_000, ended(EventKind::JobSucceeded, 30.0)),
+        (5, 5_000, None),
+        (8, 2_000, None),
+    ] {
+        events.extend(attempt(&run, (job, 1), started_ms, end, &none));
+    }
+    events.extend(attempt(&run, (7, 1), 5_500, None, &none));
+    events.extend(attempt(
+        &run,
+        (7, 2),
+        6_000,
+        ended(EventKind::JobSucceeded, 20.0),
+        &none,
+    ));
+    store.ingest(&batch(&run, events)).await.unwrap();
+
+    let all = JobFilter::default();
+    let (asc, desc) = (SortOrder::Asc, SortOrder::Desc);
+    for (sort, order, expected) in [
+        (None, asc, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]),
+        (None, desc, [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]),
+        (Some(JobSort::Duration), asc, [2, 7, 1, 4, 5, 8, 0, 3, 6, 9]),
+        (
+            Some(JobSort::Duration),
+            desc,
+            [1, 4, 7, 2, 5, 8, 0, 3, 6, 9],
+        ),
+        (Some(JobSort::Attempts), asc, [1, 2, 4, 5, 8, 7, 0, 3, 6, 9]),
+        (
+            Some(JobSort::Attempts),
+            desc,
+            [7, 1, 2, 4, 5, 8, 0, 3, 6, 9],
+        ),
+        (Some(JobSort::Started), asc, [2, 8, 1, 4, 5, 7, 0, 3, 6, 9]),
+        (Some(JobSort::Started), desc, [7, 5, 4, 1, 2, 8, 0, 3, 6, 9]),
+        (Some(JobSort::Finished), asc, [2, 1, 4, 7, 5, 8, 0, 3, 6, 9]),
+        (
+            Some(JobSort::Finished),
+            desc,
+            [7, 4, 1, 2, 5, 8, 0, 3, 6, 9],
+        ),
+    ] {
+        for limit in [2, 3, 50] {
+            let listed = every_sorted_page(&store, &run, &all, sort, order, limit).await;
+            assert_eq!(listed, expected, "{sort:?} {order:?}, pages of {limit}");
+        }
+    }
+    // The cursor names the last job's value and index, or, past the rows, its index alone.
+    let page = store
+        .sorted_jobs(&run.id, &all, JobSort::Duration, asc, None, 2)
+        .await
+        .unwrap();
+    assert_eq!(page.next.unwrap().to_string(), "20:7");
+    let past_rows = JobCursor::Row {
+        value: None,
+        index: 8,
+    };
+    let page = store
+        .sorted_jobs(&run.id, &all, JobSort::Duration, asc, Some(past_rows), 3)
+        .await
+        .unwrap();
+    assert_eq!(page.next.unwrap().to_string(), "rowless:6");
+
+    // Filters combine with every sort.
+    let filtered = |states: Vec<JobState>, attempts| JobFilter {
+        states,
+        attempts,
+        ..JobFilter::default()
+    };
+    for (filter, sort, order, expected) in [
+        (
+            filtered(vec![JobState::Succeeded], None),
+            Some(JobSort::Duration),
+            asc,
+            vec![7, 1, 4],
+        ),
+        (
+            filtered(vec![JobState::Running, JobState::Queued], None),
+            Some(JobSort::Started),
+            desc,
+            vec![5, 8, 0, 3, 6, 9],
+        ),
+        (
+            filtered(Vec::new(), Some(1)),
+            Some(JobSort::Finished),
+            desc,
+            vec![4, 1, 2, 5, 8],
+        ),
+        (
+            filtered(vec![JobState::Queued], None),
+            None,
+            desc,
+            vec![9, 6, 3, 0],
+        ),
+        (
+            filtered(vec![JobState::Succeeded, JobState::Failed], None),
+            None,
+            desc,
+            vec![7, 4, 2, 1],
+        ),
+    ] {
+        let listed = every_sorted_page(&store, &run, &filter, sort, order, 2).await;
+        assert_eq!(listed, expected, "{filter:?} {sort:?} {order:?}");
+    }
+
+    // Down from the last index, the first queued jobs are found below a thousand ended ones.
+    let run = new_run(&store, 1_200).await;
+    let mut events = Vec::new();
+    for job in 100..1_200 {
+        events.extend(lifecycle(&run, 0, job, EventKind::JobSucceeded, 1.0));
+    }
+    store.ingest(&batch(&run, events)).await.unwrap();
+    let queued = JobFilter {
+        states: vec![JobState::Queued],
+        ..JobFilter::default()
+    };
+    let page = store
+        .jobs_by_index(&run.id, &queued, desc, None, 5)
+        .await
+        .unwrap();
+    let indexes: Vec<u64> = page.items.iter().map(|job| job.index).collect();
+    assert_eq!((indexes, page.next), (vec![99, 98, 97, 96, 95], Some(95)));
+    let page = store
+        .jobs_by_index(&run.id, &queued, desc, Some(3), 5)
+        .await
+        .unwrap();
+    let indexes: Vec<u64> = page.items.iter().map(|job| job.index).collect();
+    assert_eq!((indexes, page.next), (vec![2, 1, 0], None));
+    let page = store
+        .sorted_jobs(
+            &run.id,
+            &all,
+            JobSort::Duration,
+            desc,
+            Some(JobCursor::Rowless { index: 97 }),
+            5,
+        )
+        .await
+        .unwrap();
+    let indexes: Vec<u64> = page.items.iter().map(|job| job.index).collect();
+    assert_eq!((indexes, page.next), (vec![98, 99], None));
+}
+
+/// Jobs are found by a top-level key of their input or output and its value, strings as they
+/// are and numbers and booleans by their JSON text; a job without a row never is.
+async fn jobs_are_searched_by_input_and_output(store: Store) {
+    let run = new_run(&store, 6).await;
+    let succeeded = |duration_ms: f64, output: serde_json::Value| {
+        Some((
+            EventKind::JobSucceeded,
+            duration_ms,
+            json!({ "duration_ms": duration_ms, "output": output }),
+        ))
+    };
+    let failed = Some((EventKind::JobFailed, 10.0, json!({ "duration_ms": 10.0 })));
+    let mut events = Vec::new();
+    for (job, input, end) in [
+        (
+            0,
+            json!({ "kind": "product", "n": 3 }),
+            succeeded(50.0, json!({ "title": "a", "price": 9.5 })),
+        ),
+        (
+            1,
+            json!({ "kind": "slow", "n": "3", "my-key": "x y:z" }),
+            succeeded(20.0, json!({ "title": "b", "price": 3 })),
+        ),
+        (
+            2,
+            json!({ "kind": "product", "n": 4, "nested": { "n": 3 } }),
+            failed,
+        ),
+        (
+            3,
+            json!({ "kind": "product", "flag": true, "none": null }),
+            None,
+        ),
+    ] {
+        events.extend(attempt(&run, (job, 1), 2_000 + job * 100, end, &input));
+    }
+    events.push(with(
+        event(&run, EventKind::Output, 0, 3, 1),
+        None,
+        Some(json!({ "title": "partial" })),
+    ));
+    store.ingest(&batch(&run, events)).await.unwrap();
+
+    let search = |input: Option<(&str, &str)>, output: Option<(&str, &str)>| JobFilter {
+        input: input.map(|(key, value)| PayloadMatch::new(key, value).unwrap()),
+        output: output.map(|(key, value)| PayloadMatch::new(key, value).unwrap()),
+        ..JobFilter::default()
+    };
+    for (filter, expected) in [
+        (search(Some(("kind", "product")), None), vec![0, 2, 3]),
+        (search(Some(("n", "3")), None), vec![0, 1]),
+        (search(Some(("flag", "true")), None), vec![3]),
+        (search(Some(("my-key", "x y:z")), None), vec![1]),
+        (search(Some(("kind", "Product")), None), vec![]),
+        // Nested objects, `null` and keys below the top level match nothing.
+        (search(Some(("nested", "{\"n\":3}")), None), vec![]),
+        (search(Some(("none", "null")), None), vec![]),
+        (search(None, Some(("title", "b"))), vec![1]),
+        (search(None, Some(("price", "9.5"))), vec![0]),
+        (search(None, Some(("price", "3"))), vec![1]),
+        (search(None, Some(("title", "partial"))), vec![3]),
+        (
+            search(Some(("kind", "product")), Some(("title", "a"))),
+            vec![0],
+        ),
+        (search(Some(("kind", "slow")), Some(("title", "a"))), vec![]),
+    ] {
+        let listed = every_sorted_page(&store, &run, &filter, None, SortOrder::Asc, 2).await;
+        assert_eq!(listed, expected, "{filter:?}");
+    }
+    // With a state filter and a sort, in pages of one; by index down.
+    let ended = JobFilter {
+        states: vec![JobState::Succeeded, JobState::Failed],
+        ..search(Some(("kind", "product")), None)
+    };
+    let listed = every_sorted_page(
+        &store,
+        &run,
+        &ended,
+        Some(JobSort::Duration),
+        SortOrder::Desc,
+        1,
+    )
+    .await;
+    assert_eq!(listed, [0, 2]);
+    let product = search(Some(("kind", "product")), None);
+    let listed = every_sorted_page(&store, &run, &product, None, SortOrder::Desc, 1).await;
+    assert_eq!(listed, [3, 2, 0]);
+    let listed = every_sorted_page(
+        &store,
+        &run,
+        &product,
+        Some(JobSort::Duration),
+        SortOrder::Asc,
+        2,
+    )
+    .await;
+    assert_eq!(listed, [2, 0, 3]);
+    // Keys that no JSON path syntax shares are refused before any SQL.
+    assert!(PayloadMatch::new("a.b", "1").is_err());
+    assert!(PayloadMatch::new("a\"", "1").is_err());
+    assert!(PayloadMatch::parse("kind").is_err());
 }

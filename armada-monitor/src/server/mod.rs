@@ -23,7 +23,9 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::model::{EventFilter, Finish, JobFilter, JobState, NewRun};
+use crate::model::{
+    EventFilter, Finish, JobCursor, JobFilter, JobSort, JobState, NewRun, PayloadMatch, SortOrder,
+};
 use crate::{Error, Monitor, Result};
 
 pub use launch::{LaunchBody, form_parts, launch_form};
@@ -536,8 +538,75 @@ struct JobsQuery {
     agent: Option<u32>,
     attempt: Option<u32>,
     error: Option<String>,
+    input: Option<String>,
+    output: Option<String>,
+    sort: Option<String>,
+    order: Option<String>,
     limit: Option<u32>,
     after: Option<String>,
+    cursor: Option<String>,
+}
+
+impl JobsQuery {
+    fn filter(&self) -> Result<JobFilter> {
+        let states = self
+            .status
+            .iter()
+            .flat_map(|status| status.split(','))
+            .filter(|status| !status.is_empty())
+            .map(|status| {
+                JobState::parse(status).ok_or_else(|| {
+                    let known: Vec<_> = JobState::ALL.iter().map(|state| state.as_str()).collect();
+                    Error::Invalid(format!(
+                        "`status={status}` is not a job status; use one of: {}",
+                        known.join(", ")
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(JobFilter {
+            states,
+            agent: self.agent,
+            attempts: self.attempt,
+            error: self.error.clone(),
+            input: payload_match("input", self.input.as_deref())?,
+            output: payload_match("output", self.output.as_deref())?,
+        })
+    }
+
+    /// The column asked for (`None`: the index) and the order.
+    fn order(&self) -> Result<(Option<JobSort>, SortOrder)> {
+        let sort = match self.sort.as_deref() {
+            None | Some("index") => None,
+            Some(sort) => Some(JobSort::parse(sort).ok_or_else(|| {
+                let known: Vec<_> = JobSort::ALL.iter().map(|sort| sort.as_str()).collect();
+                Error::Invalid(format!(
+                    "`sort={sort}` is not a column jobs are sorted by; use one of: index, {}",
+                    known.join(", ")
+                ))
+            })?),
+        };
+        let order = match self.order.as_deref() {
+            None => SortOrder::Asc,
+            Some(order) => SortOrder::parse(order).ok_or_else(|| {
+                Error::Invalid(format!("`order={order}` is not an order; use asc or desc"))
+            })?,
+        };
+        Ok((sort, order))
+    }
+}
+
+/// A payload search `KEY:VALUE` given as `param`.
+fn payload_match(param: &str, text: Option<&str>) -> Result<Option<PayloadMatch>> {
+    text.map(|text| {
+        PayloadMatch::parse(text).map_err(|why| {
+            Error::Invalid(format!(
+                "`{param}={text}` is not a search: {why}; use {param}=KEY:VALUE, KEY made of \
+                 letters, digits, `_` and `-`"
+            ))
+        })
+    })
+    .transpose()
 }
 
 async fn list_jobs(
@@ -545,36 +614,51 @@ async fn list_jobs(
     Path(id): Path<String>,
     Params(query): Params<JobsQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let states = query
-        .status
-        .iter()
-        .flat_map(|status| status.split(','))
-        .filter(|status| !status.is_empty())
-        .map(|status| {
-            JobState::parse(status).ok_or_else(|| {
-                let known: Vec<_> = JobState::ALL.iter().map(|state| state.as_str()).collect();
+    let filter = query.filter()?;
+    let store = state.monitor.store();
+    let limit = limit(query.limit);
+    let (sort, order) = query.order()?;
+    let Some(sort) = sort else {
+        if query.cursor.is_some() {
+            return Err(Error::Invalid(
+                "`cursor` continues a list sorted by another column; sorted by index, pass \
+                 back `next` as `after`"
+                    .into(),
+            )
+            .into());
+        }
+        let after = numeric_cursor(query.after.as_deref())?;
+        let page = store
+            .jobs_by_index(&id, &filter, order, after, limit)
+            .await?;
+        let next = page.next.map(|next| next.to_string());
+        return Ok(Json(json!({ "jobs": page.items, "next": next })));
+    };
+    if query.after.is_some() {
+        return Err(Error::Invalid(format!(
+            "`after` pages the list by index; sorted by {}, pass back `cursor`",
+            sort.as_str()
+        ))
+        .into());
+    }
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(|text| {
+            JobCursor::parse(text, sort).ok_or_else(|| {
                 Error::Invalid(format!(
-                    "`status={status}` is not a job status; use one of: {}",
-                    known.join(", ")
+                    "`cursor={text}` is not a cursor of a list sorted by {}: pass back the \
+                     `cursor` value the list gave",
+                    sort.as_str()
                 ))
             })
         })
-        .collect::<Result<Vec<_>>>()?;
-    let filter = JobFilter {
-        states,
-        agent: query.agent,
-        attempts: query.attempt,
-        error: query.error,
-    };
-    let after = numeric_cursor(query.after.as_deref())?;
-    let page = state
-        .monitor
-        .store()
-        .jobs(&id, &filter, after, limit(query.limit))
+        .transpose()?;
+    let page = store
+        .sorted_jobs(&id, &filter, sort, order, cursor, limit)
         .await?;
-    Ok(Json(
-        json!({ "jobs": page.items, "next": page.next.map(|next| next.to_string()) }),
-    ))
+    let cursor = page.next.map(|next| next.to_string());
+    Ok(Json(json!({ "jobs": page.items, "cursor": cursor })))
 }
 
 async fn get_job(

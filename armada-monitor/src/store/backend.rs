@@ -10,7 +10,7 @@ use std::future::Future;
 use armada_core::RunId;
 
 use super::ingest::{Decoded, Seen};
-use super::query::{AgentJobs, Measure};
+use super::query::{AgentJobs, Keyset, Measure, Span};
 use crate::Result;
 use crate::model::{
     Agent, AttachmentInfo, Event, EventFilter, FailureGroup, Finish, Job, JobFilter, JobState,
@@ -66,21 +66,21 @@ pub(super) trait StoreBackend: Send + Sync {
     /// Whether a run of this id is stored.
     fn run_exists(&self, run_id: &str) -> impl Future<Output = Result<bool>> + Send;
 
-    /// The run's job rows matching `filter`, by index after `after` and before `before`.
+    /// The first `rows` of the run's job rows matching `filter`, as `keyset` orders them
+    /// from where it starts ([`super::query::jobs_sql`]).
     fn jobs(
         &self,
         run_id: &str,
         filter: &JobFilter,
-        after: Option<u64>,
-        before: Option<u64>,
+        keyset: &Keyset,
         rows: i64,
     ) -> impl Future<Output = Result<Vec<Job>>> + Send;
 
-    /// The first `rows` indexes from `from` on that have a job row, in order.
+    /// The first `rows` indexes of `span` that have a job row, in its order.
     fn job_indexes(
         &self,
         run_id: &str,
-        from: u64,
+        span: Span,
         rows: i64,
     ) -> impl Future<Output = Result<Vec<u64>>> + Send;
 

@@ -132,7 +132,7 @@ impl Store {
     }
 
     /// Registers a run with every job queued: one row whatever its job count, since a job's
-    /// row is written by the first event about it ([`Rowless`]). A run id that exists is
+    /// row is written by the first event about it (`Rowless`). A run id that exists is
     /// refused, in the same statement that inserts it: two runs never merge under one id.
     pub async fn register_run(&self, run: &NewRun, created_ms: u64) -> Result<()> {
         validate_run_id(&run.id)?;
@@ -308,12 +308,15 @@ impl Rowless {
         }
     }
 
-    /// Whether `filter` lists jobs without a row: those have no agent, error or attempt.
+    /// Whether `filter` lists jobs without a row: those have no agent, error, attempt, input
+    /// or output.
     pub(super) fn listed_by(&self, filter: &JobFilter) -> bool {
         (filter.states.is_empty() || filter.states.contains(&self.state))
             && filter.agent.is_none()
             && filter.error.is_none()
             && filter.attempts.is_none_or(|attempts| attempts == 0)
+            && filter.input.is_none()
+            && filter.output.is_none()
     }
 }
 
@@ -390,6 +393,7 @@ fn redact_by_name(value: Value) -> Value {
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Param<'a> {
     Int(Option<i64>),
+    Float(Option<f64>),
     Text(Option<&'a str>),
 }
 

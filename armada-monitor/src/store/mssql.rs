@@ -22,9 +22,10 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 use super::backend::StoreBackend;
 use super::ingest::{self, Decoded, Seen};
 use super::query::{
-    self, AGENT_COLUMNS, AgentJobs, EVENT_COLUMNS, JOB_COLUMNS, Measure, OUTPUT_COLUMNS,
-    RUN_COLUMNS, agent_from_row, agent_jobs_from_row, attachment_from_row, event_from_row,
-    failure_from_row, job_from_row, output_from_row, rowless_from_row, run_from_row,
+    self, AGENT_COLUMNS, AgentJobs, Dialect, EVENT_COLUMNS, JOB_COLUMNS, Keyset, Measure,
+    OUTPUT_COLUMNS, RUN_COLUMNS, Span, agent_from_row, agent_jobs_from_row, attachment_from_row,
+    event_from_row, failure_from_row, job_from_row, output_from_row, rowless_from_row,
+    run_from_row,
 };
 use super::{Columns, Param, Rowless, Sql, schema, values_sql};
 use crate::model::{
@@ -302,6 +303,7 @@ fn bound<'a>(sql: impl Into<Cow<'a, str>>, params: Vec<Param<'a>>) -> Query<'a> 
     for param in params {
         match param {
             Param::Int(value) => query.bind(value),
+            Param::Float(value) => query.bind(value),
             Param::Text(value) => query.bind(value),
         }
     }
@@ -1008,23 +1010,17 @@ impl StoreBackend for MssqlStore {
         &self,
         run_id: &str,
         filter: &JobFilter,
-        after: Option<u64>,
-        before: Option<u64>,
+        keyset: &Keyset,
         rows: i64,
     ) -> Result<Vec<Job>> {
         let sql = Sql::new(&format!("SELECT {JOB_COLUMNS} FROM armada_jobs"), MARK);
-        let mut sql = query::jobs_sql(sql, run_id, filter, after, before);
+        let mut sql = query::jobs_sql(sql, Dialect::SqlServer, run_id, filter, keyset);
         limit(&mut sql, rows);
         self.fetch(sql, "listing jobs", job_from_row).await
     }
 
-    async fn job_indexes(&self, run_id: &str, from: u64, rows: i64) -> Result<Vec<u64>> {
-        let mut sql = Sql::new(
-            "SELECT idx FROM armada_jobs WHERE run_id = @P1 AND idx >= @P2 ORDER BY idx",
-            MARK,
-        );
-        sql.bind(Param::Text(Some(run_id)));
-        sql.bind(Param::Int(Some(from as i64)));
+    async fn job_indexes(&self, run_id: &str, span: Span, rows: i64) -> Result<Vec<u64>> {
+        let mut sql = query::job_indexes_sql(Sql::new("", MARK), run_id, span);
         limit(&mut sql, rows);
         self.fetch(sql, "listing jobs", |row| row.u64("idx")).await
     }

@@ -15,8 +15,8 @@ use serde_json::Value;
 use super::{Backend, Columns, Param, Rowless, Sql, Store};
 use crate::model::{
     Agent, AttachmentInfo, Counts, DurationHistogram, Event, EventFilter, FailureGroup, Job,
-    JobFilter, JobState, Output, Page, Percentiles, Run, RunState, RunStats, Timeline,
-    TimelineBucket, coverage,
+    JobCursor, JobFilter, JobSort, JobState, Output, Page, Percentiles, Run, RunState, RunStats,
+    SortOrder, SortValue, Timeline, TimelineBucket, coverage,
 };
 use crate::{Error, Result};
 
@@ -94,63 +94,128 @@ impl Store {
         after: Option<u64>,
         limit: u32,
     ) -> Result<Page<Job>> {
+        self.jobs_by_index(run_id, filter, SortOrder::Asc, after, limit)
+            .await
+    }
+
+    /// A run's jobs by index in `order`, past the job index `after`: rows and jobs without one
+    /// alike.
+    pub async fn jobs_by_index(
+        &self,
+        run_id: &str,
+        filter: &JobFilter,
+        order: SortOrder,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Page<Job>> {
         let rowless = Rowless::of(&self.stored_run(run_id).await?)?;
         let limit = limit.clamp(1, MAX_PAGE);
         let rows = limit as usize + 1;
+        let span = Span::past(after, order);
         let items = if rowless.listed_by(filter) {
-            self.jobs_with_rowless(run_id, &rowless, filter, after, rows)
+            self.jobs_with_rowless(run_id, &rowless, Some(filter), span, rows)
                 .await?
         } else {
-            dispatch!(self, jobs(run_id, filter, after, None, rows as i64))?
+            dispatch!(
+                self,
+                jobs(run_id, filter, &Keyset::Index(span), rows as i64)
+            )?
         };
-        Ok(page(items, limit, |job| job.index))
+        Ok(page(items, limit, |_, job| job.index))
     }
 
-    /// The first `wanted` jobs after `after` that `filter` lists, where `filter` lists jobs
-    /// without a row too. Each step reads the next chunk of indexes that have a row: every
-    /// other index below the chunk's end is a job without one, and the rows `filter` lists
-    /// below that end come from one more read of at most the jobs still wanted; the two are
-    /// merged in index order. When `filter` lists every row, the first step finds every job
-    /// it needs, reading O(`wanted`); when it leaves rows out (`queued`, past thousands of
-    /// ended jobs), chunks double up to [`MAX_INDEX_CHUNK`] indexes a step until enough jobs
-    /// are found or the run's jobs end.
+    /// A run's jobs ordered by `sort` in `order` (NULLs last either way, equal values by
+    /// index), then those without a row by index, which have no value in any of these
+    /// columns; from `cursor` on. The rows are the run's, read in the column's order with the
+    /// page's row limit (a top-N sort: no index orders them, as one more index per column
+    /// would slow every batch's writes).
+    pub async fn sorted_jobs(
+        &self,
+        run_id: &str,
+        filter: &JobFilter,
+        sort: JobSort,
+        order: SortOrder,
+        cursor: Option<JobCursor>,
+        limit: u32,
+    ) -> Result<Page<Job, JobCursor>> {
+        let rowless = Rowless::of(&self.stored_run(run_id).await?)?;
+        let limit = limit.clamp(1, MAX_PAGE);
+        let wanted = limit as usize + 1;
+        let (mut items, rowless_after) = match cursor {
+            Some(JobCursor::Rowless { index }) => (Vec::new(), Some(index)),
+            cursor => {
+                let after = match cursor {
+                    Some(JobCursor::Row { value, index }) => Some((value, index)),
+                    _ => None,
+                };
+                let keyset = Keyset::Sorted { sort, order, after };
+                let rows = dispatch!(self, jobs(run_id, filter, &keyset, wanted as i64))?;
+                (rows, None)
+            }
+        };
+        let with_rows = items.len();
+        if with_rows < wanted && rowless.listed_by(filter) {
+            let span = Span::past(rowless_after, SortOrder::Asc);
+            let more = wanted - with_rows;
+            items.extend(
+                self.jobs_with_rowless(run_id, &rowless, None, span, more)
+                    .await?,
+            );
+        }
+        Ok(page(items, limit, |at, job| {
+            if at < with_rows {
+                JobCursor::Row {
+                    value: sort.value_of(job),
+                    index: job.index,
+                }
+            } else {
+                JobCursor::Rowless { index: job.index }
+            }
+        }))
+    }
+
+    /// The first `wanted` jobs of `span` that `filter` lists, where `filter` lists jobs
+    /// without a row too (`None`: only those are wanted). Each step reads the next chunk of
+    /// indexes that have a row: every other index of the span up to the chunk's end is a job
+    /// without one, and the rows `filter` lists up to that end come from one more read of at
+    /// most the jobs still wanted; the two are merged in the span's order. When `filter` lists
+    /// every row, the first step finds every job it needs, reading O(`wanted`); when it leaves
+    /// rows out (`queued`, past thousands of ended jobs), chunks double up to
+    /// [`MAX_INDEX_CHUNK`] indexes a step until enough jobs are found or the run's jobs end.
     async fn jobs_with_rowless(
         &self,
         run_id: &str,
         rowless: &Rowless,
-        filter: &JobFilter,
-        after: Option<u64>,
+        filter: Option<&JobFilter>,
+        span: Span,
         wanted: usize,
     ) -> Result<Vec<Job>> {
         let mut items = Vec::with_capacity(wanted);
-        let mut from = after.map_or(0, |after| after.saturating_add(1));
+        let mut span = span.within(rowless.jobs);
         let mut chunk = wanted;
-        while items.len() < wanted && from < rowless.jobs {
-            let with_rows = dispatch!(self, job_indexes(run_id, from, chunk as i64))?;
-            // Every row below `until` is in `with_rows`.
-            let until = match with_rows.last() {
-                Some(&last) if with_rows.len() == chunk => last.saturating_add(1).min(rowless.jobs),
-                _ => rowless.jobs,
+        while items.len() < wanted && !span.is_empty() {
+            let with_rows = dispatch!(self, job_indexes(run_id, span, chunk as i64))?;
+            // Every row of `step` is in `with_rows`.
+            let step = match with_rows.last() {
+                Some(&last) if with_rows.len() == chunk => span.through(last),
+                _ => span,
             };
-            let missing = wanted - items.len();
-            let listed = dispatch!(
-                self,
-                jobs(
-                    run_id,
-                    filter,
-                    from.checked_sub(1),
-                    Some(until),
-                    missing as i64
-                )
-            )?;
+            let listed = match filter {
+                Some(filter) => {
+                    let missing = (wanted - items.len()) as i64;
+                    dispatch!(self, jobs(run_id, filter, &Keyset::Index(step), missing))?
+                }
+                None => Vec::new(),
+            };
             merge(
                 &mut items,
                 listed,
-                gaps(from, until, &with_rows),
+                step.gaps(&with_rows),
                 rowless,
                 wanted,
+                step.descending,
             );
-            from = until;
+            span = span.beyond(step);
             chunk = (chunk * 2).min(MAX_INDEX_CHUNK.max(wanted));
         }
         Ok(items)
@@ -196,7 +261,7 @@ impl Store {
             self,
             events(run_id, filter, after, false, i64::from(limit) + 1)
         )?;
-        Ok(page(items, limit, |event| event.seq))
+        Ok(page(items, limit, |_, event| event.seq))
     }
 
     /// A run's `count` newest events, oldest first.
@@ -275,7 +340,7 @@ impl Store {
         let limit = limit.clamp(1, MAX_PAGE * 4);
         let after = after.unwrap_or(0);
         let items = dispatch!(self, outputs(run_id, after, i64::from(limit) + 1))?;
-        Ok(page(items, limit, |output| output.seq))
+        Ok(page(items, limit, |_, output| output.seq))
     }
 
     /// What the comparison of two runs shows for one of them.
@@ -405,11 +470,16 @@ impl Store {
     }
 }
 
-/// `rows` (at most `limit + 1`, the extra one telling that there is a next page) as a page.
-fn page<T>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> u64) -> Page<T> {
+/// `rows` (at most `limit + 1`, the extra one telling that there is a next page) as a page;
+/// `key` gives the next page's key from the last item and its position.
+fn page<T, K>(mut items: Vec<T>, limit: u32, key: impl Fn(usize, &T) -> K) -> Page<T, K> {
     let more = items.len() > limit as usize;
     items.truncate(limit as usize);
-    let next = if more { items.last().map(&key) } else { None };
+    let next = if more {
+        items.last().map(|last| key(items.len() - 1, last))
+    } else {
+        None
+    };
     Page { items, next }
 }
 
@@ -464,22 +534,23 @@ fn add_ended_without_row(buckets: &mut [TimelineBucket], counts: &Counts) {
     }
 }
 
-/// Appends `rows` and the jobs without a row at `gaps`, in index order, until `items`
-/// holds `wanted` jobs. `rows` are the first rows a filter lists from where `gaps` starts,
-/// at most as many as `items` lacks: every job of the merged order that `items` can still
-/// take is then among them or `gaps`.
+/// Appends `rows` and the jobs without a row at `gaps`, in index order (`descending`: from
+/// the highest), until `items` holds `wanted` jobs. `rows` are the first rows a filter lists
+/// from where `gaps` starts, at most as many as `items` lacks: every job of the merged order
+/// that `items` can still take is then among them or `gaps`.
 fn merge(
     items: &mut Vec<Job>,
     rows: Vec<Job>,
     gaps: impl Iterator<Item = u64>,
     rowless: &Rowless,
     wanted: usize,
+    descending: bool,
 ) {
     let mut rows = rows.into_iter().peekable();
     let mut gaps = gaps.peekable();
     while items.len() < wanted {
         let gap_first = match (rows.peek(), gaps.peek()) {
-            (Some(row), Some(&gap)) => gap < row.index,
+            (Some(row), Some(&gap)) => (gap < row.index) != descending,
             (Some(_), None) => false,
             (None, Some(_)) => true,
             (None, None) => break,
@@ -506,24 +577,262 @@ fn gaps(from: u64, until: u64, rows: &[u64]) -> impl Iterator<Item = u64> + '_ {
         })
 }
 
+/// The indexes in `from..until` that are not in `rows`, from the highest down (`rows` sorted
+/// from the highest, within that range).
+fn gaps_down(from: u64, until: u64, rows: &[u64]) -> impl Iterator<Item = u64> + '_ {
+    let mut next = until;
+    rows.iter()
+        .map(|&row| Some(row))
+        .chain(std::iter::once(None))
+        .flat_map(move |row| {
+            let low = row.map_or(from, |row| row.saturating_add(1)).max(from);
+            let gap = (low..next.max(low)).rev();
+            next = next.min(row.map_or(from, |row| row.max(from)));
+            gap
+        })
+}
+
+/// A stored job index as the databases' signed integers hold it: indexes past them are in
+/// no run.
+fn int(index: u64) -> i64 {
+    i64::try_from(index).unwrap_or(i64::MAX)
+}
+
+/// Job indexes `from..until` (no end: `None`), walked up or, `descending`, down.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Span {
+    from: u64,
+    until: Option<u64>,
+    descending: bool,
+}
+
+impl Span {
+    /// The indexes past `after` in `order`: all of them without it.
+    fn past(after: Option<u64>, order: SortOrder) -> Self {
+        match order {
+            SortOrder::Asc => Self {
+                from: after.map_or(0, |after| after.saturating_add(1)),
+                until: None,
+                descending: false,
+            },
+            SortOrder::Desc => Self {
+                from: 0,
+                until: after,
+                descending: true,
+            },
+        }
+    }
+
+    /// The part below `jobs`, a run's job count.
+    fn within(self, jobs: u64) -> Self {
+        Self {
+            until: Some(self.until.map_or(jobs, |until| until.min(jobs))),
+            ..self
+        }
+    }
+
+    fn is_empty(self) -> bool {
+        self.until.is_some_and(|until| self.from >= until)
+    }
+
+    /// The part walked up to `index`, which is in it, and `index` itself.
+    fn through(self, index: u64) -> Self {
+        if self.descending {
+            Self {
+                from: index,
+                ..self
+            }
+        } else {
+            Self {
+                until: Some(index.saturating_add(1)),
+                ..self
+            }
+        }
+    }
+
+    /// The part walked after `step`, a part [`Span::through`] gave.
+    fn beyond(self, step: Self) -> Self {
+        if self.descending {
+            Self {
+                until: Some(step.from),
+                ..self
+            }
+        } else {
+            Self {
+                from: step.until.unwrap_or(u64::MAX),
+                ..self
+            }
+        }
+    }
+
+    /// Its indexes not in `rows` (which are in it, in its order), in its order. Bounded
+    /// ([`Span::within`]).
+    fn gaps<'a>(self, rows: &'a [u64]) -> Box<dyn Iterator<Item = u64> + Send + 'a> {
+        let until = self.until.unwrap_or(self.from);
+        if self.descending {
+            Box::new(gaps_down(self.from, until, rows))
+        } else {
+            Box::new(gaps(self.from, until, rows))
+        }
+    }
+
+    /// `AND` conditions keeping its indexes, and the `ORDER BY` walking them.
+    fn sql(self, sql: &mut Sql<'_>) -> &'static str {
+        sql.and("idx >= ?", Param::Int(Some(int(self.from))));
+        if let Some(until) = self.until {
+            sql.and("idx < ?", Param::Int(Some(int(until))));
+        }
+        if self.descending {
+            " ORDER BY idx DESC"
+        } else {
+            " ORDER BY idx"
+        }
+    }
+}
+
+/// Which of a run's job rows a read takes, in which order.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Keyset {
+    /// Those of a span of indexes, in its order.
+    Index(Span),
+    /// Ordered by a column, NULLs last, equal values by index; past a job's value and index.
+    Sorted {
+        sort: JobSort,
+        order: SortOrder,
+        after: Option<(Option<SortValue>, u64)>,
+    },
+}
+
+impl Keyset {
+    /// `AND` conditions keeping the rows past the key, and the `ORDER BY`.
+    fn sql(self, sql: &mut Sql<'_>) -> String {
+        let (sort, order, after) = match self {
+            Self::Index(span) => return span.sql(sql).to_owned(),
+            Self::Sorted { sort, order, after } => (sort, order, after),
+        };
+        let column = match sort {
+            JobSort::Duration => "duration_ms",
+            JobSort::Attempts => "attempts",
+            JobSort::Started => "started_ms",
+            JobSort::Finished => "finished_ms",
+        };
+        let (past, direction) = match order {
+            SortOrder::Asc => (">", "ASC"),
+            SortOrder::Desc => ("<", "DESC"),
+        };
+        match after {
+            Some((Some(value), index)) => {
+                let value = sql.bind(match value {
+                    SortValue::Int(value) => Param::Int(Some(value)),
+                    SortValue::Float(value) => Param::Float(Some(value)),
+                });
+                let index = sql.bind(Param::Int(Some(int(index))));
+                sql.push(&format!(
+                    " AND ({column} {past} {value} OR ({column} = {value} AND idx > {index}) \
+                     OR {column} IS NULL)"
+                ));
+            }
+            Some((None, index)) => {
+                sql.and(
+                    &format!("{column} IS NULL AND idx > ?"),
+                    Param::Int(Some(int(index))),
+                );
+            }
+            None => {}
+        }
+        // Spelled as a CASE, not `NULLS LAST`, which SQL Server lacks.
+        format!(" ORDER BY CASE WHEN {column} IS NULL THEN 1 ELSE 0 END, {column} {direction}, idx")
+    }
+}
+
+/// The SQL a backend speaks, where the JSON functions of payload searches differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dialect {
+    Sqlite,
+    Postgres,
+    #[cfg(feature = "mssql")]
+    SqlServer,
+}
+
+impl Dialect {
+    /// The text of the value at key `key` (a placeholder) of the JSON object in `column`, or
+    /// of its `input` object: a string as it is, a number or boolean as its JSON text, NULL
+    /// for anything else. The key is bound, never spliced: the JSON path is built in SQL.
+    fn json_text(self, column: &str, under: Option<&str>, key: &str) -> String {
+        match self {
+            Self::Sqlite => {
+                let under = under.map_or(String::new(), |under| format!("{under}."));
+                let path = format!("('$.{under}\"' || {key} || '\"')");
+                format!(
+                    "CASE json_type({column}, {path}) WHEN 'text' THEN {column} ->> {path} \
+                     WHEN 'integer' THEN {column} -> {path} WHEN 'real' THEN {column} -> {path} \
+                     WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' END"
+                )
+            }
+            Self::Postgres => {
+                let under = under.map_or(String::new(), |under| format!(" -> '{under}'"));
+                format!(
+                    "(SELECT CASE WHEN jsonb_typeof(v) IN ('string', 'number', 'boolean') \
+                     THEN v #>> '{{}}' END FROM (SELECT CAST({column} AS jsonb){under} \
+                     -> CAST({key} AS TEXT) AS v) AS payload)"
+                )
+            }
+            #[cfg(feature = "mssql")]
+            Self::SqlServer => {
+                let under = under.map_or(String::new(), |under| format!("{under}."));
+                format!("JSON_VALUE({column}, CONCAT(N'$.{under}\"', {key}, N'\"'))")
+            }
+        }
+    }
+}
+
+/// `AND EXISTS` conditions of the payload searches of `filter`, through the events of each
+/// job (`armada_events_by_job`); `run` is the run id's placeholder.
+fn payload_sql<'a>(sql: &mut Sql<'a>, dialect: Dialect, run: &str, filter: &'a JobFilter) {
+    // The input rides on each attempt's `job_started` event; outputs are stored under the
+    // number of the event that carried them.
+    let searches = [
+        (
+            filter.input.as_ref(),
+            "",
+            "payload_event.kind = 'job_started'",
+            "payload_event.data",
+            Some("input"),
+        ),
+        (
+            filter.output.as_ref(),
+            " JOIN armada_outputs payload_output ON payload_output.run_id = \
+             payload_event.run_id AND payload_output.seq = payload_event.seq",
+            "payload_event.kind IN ('output', 'job_succeeded')",
+            "payload_output.data",
+            None,
+        ),
+    ];
+    for (search, join, kinds, column, under) in searches {
+        let Some(search) = search else { continue };
+        let key = sql.bind(Param::Text(Some(search.key())));
+        let value = sql.bind(Param::Text(Some(search.value())));
+        let text = dialect.json_text(column, under, &key);
+        sql.push(&format!(
+            " AND EXISTS (SELECT 1 FROM armada_events payload_event{join} WHERE \
+             payload_event.run_id = {run} AND payload_event.job_idx = armada_jobs.idx AND \
+             {kinds} AND {text} = {value})"
+        ));
+    }
+}
+
 /// `WHERE` conditions of a run's jobs list after `run_id = <first parameter>`, and the
-/// `ORDER BY`; the caller adds its dialect's row limit.
+/// `ORDER BY` of `keyset`; the caller adds its dialect's row limit.
 pub(super) fn jobs_sql<'a>(
     mut sql: Sql<'a>,
+    dialect: Dialect,
     run_id: &'a str,
     filter: &'a JobFilter,
-    after: Option<u64>,
-    before: Option<u64>,
+    keyset: &Keyset,
 ) -> Sql<'a> {
     let run = sql.bind(Param::Text(Some(run_id)));
     sql.push(&format!(" WHERE run_id = {run}"));
-    sql.and(
-        "idx > ?",
-        Param::Int(Some(after.map_or(-1, |after| after as i64))),
-    );
-    if let Some(before) = before {
-        sql.and("idx < ?", Param::Int(Some(before as i64)));
-    }
+    let order_by = keyset.sql(&mut sql);
     if !filter.states.is_empty() {
         let marks: Vec<String> = filter
             .states
@@ -541,7 +850,18 @@ pub(super) fn jobs_sql<'a>(
     if let Some(error) = &filter.error {
         sql.and("error = ?", Param::Text(Some(error)));
     }
-    sql.push(" ORDER BY idx");
+    payload_sql(&mut sql, dialect, &run, filter);
+    sql.push(&order_by);
+    sql
+}
+
+/// The indexes of `span` that have a job row, in its order; the caller adds its dialect's
+/// row limit.
+pub(super) fn job_indexes_sql<'a>(mut sql: Sql<'a>, run_id: &'a str, span: Span) -> Sql<'a> {
+    let run = sql.bind(Param::Text(Some(run_id)));
+    sql.push(&format!("SELECT idx FROM armada_jobs WHERE run_id = {run}"));
+    let order_by = span.sql(&mut sql);
+    sql.push(order_by);
     sql
 }
 
@@ -782,7 +1102,17 @@ pub(super) const OUTPUT_COLUMNS: &str = "seq, job_idx, attempt, at_ms, data";
 
 #[cfg(test)]
 mod tests {
-    use super::gaps;
+    use super::{gaps, gaps_down};
+
+    #[test]
+    fn gaps_down_are_the_indexes_without_rows_from_the_highest() {
+        let gaps = |from, until, rows: &[u64]| gaps_down(from, until, rows).collect::<Vec<_>>();
+        assert_eq!(gaps(0, 6, &[]), [5, 4, 3, 2, 1, 0]);
+        assert_eq!(gaps(2, 9, &[8, 5, 3, 2]), [7, 6, 4]);
+        assert_eq!(gaps(0, 3, &[2, 1, 0]), [] as [u64; 0]);
+        assert_eq!(gaps(5, 5, &[]), [] as [u64; 0]);
+        assert_eq!(gaps(3, 6, &[9, 4]), [5, 3]);
+    }
 
     #[test]
     fn gaps_are_the_indexes_without_rows() {

@@ -12,9 +12,10 @@ use sqlx::{Any, AnyPool, AssertSqlSafe, Row};
 use super::backend::StoreBackend;
 use super::ingest::{self, Decoded, Seen};
 use super::query::{
-    self, AGENT_COLUMNS, AgentJobs, EVENT_COLUMNS, JOB_COLUMNS, Measure, OUTPUT_COLUMNS,
-    RUN_COLUMNS, agent_from_row, agent_jobs_from_row, attachment_from_row, event_from_row,
-    failure_from_row, job_from_row, output_from_row, rowless_from_row, run_from_row,
+    self, AGENT_COLUMNS, AgentJobs, Dialect, EVENT_COLUMNS, JOB_COLUMNS, Keyset, Measure,
+    OUTPUT_COLUMNS, RUN_COLUMNS, Span, agent_from_row, agent_jobs_from_row, attachment_from_row,
+    event_from_row, failure_from_row, job_from_row, output_from_row, rowless_from_row,
+    run_from_row,
 };
 use super::{Columns, Param, Rowless, Sql, schema, values_sql};
 use crate::model::{
@@ -53,6 +54,15 @@ impl SqlStore {
             "?".to_owned()
         } else {
             format!("${number}")
+        }
+    }
+
+    /// The database's own SQL, where the two differ (JSON).
+    fn dialect(&self) -> Dialect {
+        if self.writer.is_some() {
+            Dialect::Sqlite
+        } else {
+            Dialect::Postgres
         }
     }
 
@@ -98,6 +108,7 @@ fn bound<'q>(sql: Sql<'q>) -> Query<'q, Any, AnyArguments> {
     for param in sql.params {
         query = match param {
             Param::Int(value) => query.bind(value),
+            Param::Float(value) => query.bind(value),
             Param::Text(value) => query.bind(value),
         };
     }
@@ -699,25 +710,20 @@ impl StoreBackend for SqlStore {
         &self,
         run_id: &str,
         filter: &JobFilter,
-        after: Option<u64>,
-        before: Option<u64>,
+        keyset: &Keyset,
         rows: i64,
     ) -> Result<Vec<Job>> {
         let sql = Sql::new(&format!("SELECT {JOB_COLUMNS} FROM armada_jobs"), "$");
-        let mut sql = query::jobs_sql(sql, run_id, filter, after, before);
+        let mut sql = query::jobs_sql(sql, self.dialect(), run_id, filter, keyset);
         let limit = sql.bind(Param::Int(Some(rows)));
         sql.push(&format!(" LIMIT {limit}"));
         self.fetch(sql, "listing jobs", job_from_row).await
     }
 
-    async fn job_indexes(&self, run_id: &str, from: u64, rows: i64) -> Result<Vec<u64>> {
-        let mut sql = Sql::new(
-            "SELECT idx FROM armada_jobs WHERE run_id = $1 AND idx >= $2 ORDER BY idx LIMIT $3",
-            "$",
-        );
-        sql.bind(Param::Text(Some(run_id)));
-        sql.bind(Param::Int(Some(from as i64)));
-        sql.bind(Param::Int(Some(rows)));
+    async fn job_indexes(&self, run_id: &str, span: Span, rows: i64) -> Result<Vec<u64>> {
+        let mut sql = query::job_indexes_sql(Sql::new("", "$"), run_id, span);
+        let limit = sql.bind(Param::Int(Some(rows)));
+        sql.push(&format!(" LIMIT {limit}"));
         self.fetch(sql, "listing jobs", |row| row.u64("idx")).await
     }
 

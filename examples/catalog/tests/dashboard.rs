@@ -453,6 +453,103 @@ async fn the_dashboard_follows_launches_and_compares_runs_live() {
     assert_no_raw_json_shown(&page).await;
     at_both_widths(&page, "failed-job").await;
 
+    // The jobs table sorted by a click on a header and searched by input, both kept in the
+    // address: the same jobs in the same order as the API gives them.
+    route(&page, &format!("#/runs/{first}"), "run").await;
+    let table = "JSON.stringify(Array.from(document.querySelectorAll('#jobs-table tr[data-job-index]')).map(r => Number(r.dataset.jobIndex)))";
+    let api_order = |query: &str| {
+        format!(
+            "fetch('/api/v1/runs/{first}/jobs?{query}').then(r => r.json()).then(b => JSON.stringify(b.jobs.map(j => j.index)))"
+        )
+    };
+    let durations = eval(
+        &page,
+        &format!("fetch('/api/v1/runs/{first}/jobs?sort=duration').then(r => r.json()).then(b => b.jobs.map(j => j.duration_ms))"),
+    )
+    .await;
+    let durations: Vec<f64> = serde_json::from_value(durations).unwrap();
+    assert_eq!(durations.len(), 7, "{durations:?}");
+    assert!(durations.is_sorted(), "{durations:?}");
+    let by_duration = eval(&page, &api_order("sort=duration")).await;
+    eval(
+        &page,
+        "document.querySelector('#jobs-table th[data-sort=\"duration\"] button').click(); true",
+    )
+    .await;
+    wait_for(
+        &page,
+        &format!("{table} === {by_duration}"),
+        "the jobs sorted by duration",
+    )
+    .await;
+    let shown = eval(
+        &page,
+        "[document.querySelector('#jobs-table th[data-sort=\"duration\"]').getAttribute('aria-sort'), location.hash]",
+    )
+    .await;
+    assert_eq!(shown[0], "ascending", "{shown}");
+    assert!(
+        shown[1].as_str().unwrap().ends_with("?sort=duration"),
+        "{shown}"
+    );
+    let search = |text: &str| {
+        format!(
+            "(() => {{ const box = document.getElementById('jobs-search'); box.value = '{text}'; \
+             box.form.requestSubmit(); return true; }})()"
+        )
+    };
+    eval(&page, &search("kind")).await;
+    wait_for(
+        &page,
+        "document.getElementById('jobs-search-note').textContent.includes('key=value')",
+        "the malformed search's message",
+    )
+    .await;
+    eval(&page, &search("kind=slow")).await;
+    let slow = eval(&page, &api_order("sort=duration&input=kind:slow")).await;
+    let mut indexes: Vec<u64> = serde_json::from_str(slow.as_str().unwrap()).unwrap();
+    indexes.sort_unstable();
+    assert_eq!(indexes, [1, 3, 5]);
+    wait_for(
+        &page,
+        &format!("{table} === {slow}"),
+        "the slow jobs by duration",
+    )
+    .await;
+    assert_eq!(
+        eval(
+            &page,
+            "document.getElementById('jobs-search-note').textContent"
+        )
+        .await,
+        ""
+    );
+    let hash = eval(&page, "location.hash").await;
+    assert!(
+        hash.as_str()
+            .unwrap()
+            .ends_with("?sort=duration&q=kind%3Dslow"),
+        "{hash}"
+    );
+    // Opened from an address, the page sorts and searches as it says.
+    route(
+        &page,
+        &format!("#/runs/{first}?sort=duration&order=desc&q=kind%3Dslow"),
+        "run",
+    )
+    .await;
+    let slow_down = eval(
+        &page,
+        &api_order("sort=duration&order=desc&input=kind:slow"),
+    )
+    .await;
+    assert_eq!(eval(&page, table).await, slow_down);
+    assert_eq!(
+        eval(&page, "document.getElementById('jobs-search').value").await,
+        "kind=slow"
+    );
+    screenshot(&page, "jobs-sorted-searched").await;
+
     // A second run from the Launch page, then the two side by side.
     let second = launch_from_form(&page, 2, &[]).await;
     assert_ne!(first, second);
