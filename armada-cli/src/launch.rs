@@ -258,18 +258,12 @@ impl Session {
     fn later(&self, args: &LaunchArgs, project: &Path, run_id: &RunId) -> Option<Later> {
         match &self.monitor {
             MonitorLink::Local(_) => {
+                // Both absolute, so that the command runs as printed from any folder: a
+                // binary started by `cargo run` is on no `PATH`.
                 let program = std::env::current_exe()
-                    .ok()
-                    .and_then(|path| Some(path.file_name()?.to_string_lossy().into_owned()))
-                    .unwrap_or_else(|| "orchestrate".to_owned());
-                // Absolute, so that the command works from any folder.
-                let project = std::fs::canonicalize(project).unwrap_or_else(|_| project.into());
-                let project = project.display().to_string();
-                let project = if project.contains(char::is_whitespace) {
-                    format!("'{project}'")
-                } else {
-                    project
-                };
+                    .map_or_else(|_| "orchestrate".to_owned(), |path| shell_word(&path));
+                let project =
+                    shell_word(&std::fs::canonicalize(project).unwrap_or_else(|_| project.into()));
                 let mut command = format!("{program} serve --project {project}");
                 if args.monitor.url.is_some() {
                     command.push_str(&format!(" --monitor {}", redact_url(&self.monitor_url)));
@@ -456,5 +450,15 @@ fn tune_name(tune: &Tune) -> String {
         Tune::Local => "local".to_owned(),
         Tune::Distant => "distant".to_owned(),
         Tune::Path(path) => path.display().to_string(),
+    }
+}
+
+/// A path as one word of a shell command: quoted when it holds a space.
+fn shell_word(path: &Path) -> String {
+    let path = path.display().to_string();
+    if path.contains(char::is_whitespace) {
+        format!("'{path}'")
+    } else {
+        path
     }
 }

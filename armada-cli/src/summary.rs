@@ -108,10 +108,16 @@ impl Summary {
         for (status, count) in &self.by_status {
             let _ = writeln!(out, "  {:<14}{count}", status.as_str());
         }
+        let progress = &report.progress;
+        let lost = match progress.redeliveries {
+            0 => String::new(),
+            1 => ", 1 lost with its agent".to_owned(),
+            lost => format!(", {lost} lost with their agents"),
+        };
         let _ = writeln!(
             out,
-            "  {:<14}{} ({} retries)",
-            "attempts", self.attempts, report.progress.retries
+            "  {:<14}{} ({} retries{lost})",
+            "attempts", self.attempts, progress.retries
         );
     }
 
@@ -264,6 +270,7 @@ mod tests {
                 failed: 1,
                 terminal: 40,
                 retries: 0,
+                redeliveries: 0,
                 status: RunStatus::Canceled,
             },
             elapsed: Duration::from_secs(3),

@@ -656,6 +656,7 @@ async fn record_result_is_idempotent_per_job_index() {
         failed: 0,
         terminal: 1,
         retries: 0,
+        redeliveries: 0,
         status: RunStatus::Running,
     };
     assert_eq!(store.progress(&run).await.unwrap(), progress);
@@ -692,6 +693,7 @@ async fn record_result_is_idempotent_per_job_index() {
             failed: 1,
             terminal: 2,
             retries: 2,
+            redeliveries: 0,
             status: RunStatus::Running,
         }
     );

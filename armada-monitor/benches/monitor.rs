@@ -5,7 +5,11 @@
 //!   and the HTTP route call) while four WebSocket dashboards are subscribed to the run,
 //!   against a plain multi-row `INSERT` of the same rows, one transaction per batch;
 //! - a page of 50 jobs from a run of 100,000 jobs, over HTTP and straight from the store,
-//!   against the plain indexed `SELECT`.
+//!   against the plain indexed `SELECT`;
+//! - the first page of that run sorted by duration, and a search of its inputs for one job,
+//!   over HTTP, against the plain `SELECT … ORDER BY … LIMIT` and `EXISTS` on the events that
+//!   a person would write (neither has an index of its own: a top-N sort, and a walk of the
+//!   run's jobs through the events' job index).
 //!
 //! SQLite always; PostgreSQL with the `postgres` feature (`ARMADA_POSTGRES_URL`, default the
 //! local `test` database). Run by `cargo xtask bench`.
@@ -27,6 +31,8 @@ const EVENTS: u64 = 100_000;
 const PER_BATCH: u64 = 1_000;
 const PAGE_JOBS: u64 = 100_000;
 const PAGE_SAMPLES: usize = 200;
+/// Samples of the sorted page and of the search, which read the whole run.
+const SCAN_SAMPLES: usize = 20;
 
 /// Ends a measured run and deletes it, as a dashboard's user would (a running run is kept).
 async fn end_and_delete(monitor: &Monitor, run_id: &str) {
@@ -324,11 +330,101 @@ async fn measure(name: &str, url: &str) -> Vec<String> {
     lines.push(format!(
         "| {name} | register a run of 100,000 jobs | {register_secs:.2} s | | |"
     ));
+    lines.extend(
+        sorted_and_searched(name, &served, &pool, &big.id, url.starts_with("sqlite:")).await,
+    );
     end_and_delete(&monitor, &big.id).await;
     pool.close().await;
     monitor.close();
     served.stop().await.unwrap();
     lines
+}
+
+/// The first page of the run sorted by duration, longest first, and a search of its inputs
+/// for one job (`id`, a number), over HTTP, each next to the plain query.
+async fn sorted_and_searched(
+    name: &str,
+    served: &Served,
+    pool: &sqlx::AnyPool,
+    run_id: &str,
+    sqlite: bool,
+) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let request = http.get(format!("{}/api/v1/runs/{run_id}/jobs?{path}", served.url()));
+        async move {
+            let started = Instant::now();
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            let body: serde_json::Value =
+                serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+            (
+                started.elapsed(),
+                body["jobs"].as_array().map_or(0, Vec::len),
+            )
+        }
+    };
+    let input_id = if sqlite {
+        "json_extract(e.data, '$.input.id')"
+    } else {
+        "(e.data::jsonb) -> 'input' ->> 'id'"
+    };
+    let plain_search = format!(
+        "SELECT j.* FROM armada_jobs j WHERE j.run_id = $1 AND EXISTS (SELECT 1 FROM \
+         armada_events e WHERE e.run_id = j.run_id AND e.job_idx = j.idx AND e.kind = \
+         'job_started' AND {input_id} = $2) ORDER BY j.idx LIMIT 51"
+    );
+    let (mut sorted, mut plain_sorted, mut searched, mut plain_searched) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for sample in 0..SCAN_SAMPLES {
+        let (took, found) = get("sort=duration&order=desc&limit=50".into()).await;
+        assert_eq!(found, 50);
+        sorted.push(took);
+        let started = Instant::now();
+        let rows = sqlx::query(
+            "SELECT * FROM armada_jobs WHERE run_id = $1 ORDER BY duration_ms DESC, idx LIMIT 51",
+        )
+        .bind(run_id)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        plain_sorted.push(started.elapsed());
+        assert_eq!(rows.len(), 51);
+        // Spread over the run: a search walks the jobs up to the one it finds.
+        let wanted = (sample as u64 * 4_999 + 2_500) % PAGE_JOBS;
+        let (took, found) = get(format!("input=id:{wanted}&limit=50")).await;
+        assert_eq!(found, 1);
+        searched.push(took);
+        let started = Instant::now();
+        let query = sqlx::query(AssertSqlSafe(plain_search.clone())).bind(run_id);
+        let query = if sqlite {
+            query.bind(wanted as i64)
+        } else {
+            query.bind(wanted.to_string())
+        };
+        let rows = query.fetch_all(pool).await.unwrap();
+        plain_searched.push(started.elapsed());
+        assert_eq!(rows.len(), 1);
+    }
+    let line = |what: &str, armada: Vec<Duration>, plain: Vec<Duration>| {
+        let ((p50, p99), (plain_p50, plain_p99)) = (quantiles(armada), quantiles(plain));
+        format!(
+            "| {name} | {what}, over HTTP | p50 {p50:.2} ms, p99 {p99:.2} ms | p50 {plain_p50:.2} ms, p99 {plain_p99:.2} ms | {:.2} |",
+            plain_p50 / p50
+        )
+    };
+    vec![
+        line(
+            "first page of 100,000 jobs by duration, longest first",
+            sorted,
+            plain_sorted,
+        ),
+        line(
+            "search of 100,000 jobs' inputs for one job",
+            searched,
+            plain_searched,
+        ),
+    ]
 }
 
 /// Every job of the page run ends, one in ten failed, in batches of 1,000 events.

@@ -293,6 +293,48 @@ pub fn http_get(address: &str, path: &str) -> HttpAnswer {
     }
 }
 
+/// How a job's second attempt started, as a launch's dashboard API shows it.
+#[derive(Debug)]
+pub struct RetryStart {
+    /// From the end of the retry's delay (counted from the `retrying` event of attempt 1) to
+    /// the `job_started` event of attempt 2, in the agents' clock.
+    pub late_ms: i64,
+    /// The run's queued jobs just after that start: what the retry went ahead of.
+    pub queued: u64,
+}
+
+/// Waits up to `limit` for job `job` of run `run_id` to start its second attempt, reading
+/// its events from the dashboard at `address`.
+pub fn retry_start(address: &str, run_id: &str, job: u64, limit: Duration) -> RetryStart {
+    let deadline = Instant::now() + limit;
+    let events_path = format!("/api/v1/runs/{run_id}/jobs/{job}/events?limit=100");
+    loop {
+        let answer = http_get(address, &events_path).json();
+        let events = answer["events"].as_array().cloned().unwrap_or_default();
+        let find = |kind: &str, attempt: u32| {
+            events
+                .iter()
+                .find(|event| event["kind"] == kind && event["attempt"] == attempt)
+        };
+        if let (Some(retrying), Some(second)) = (find("retrying", 1), find("job_started", 2)) {
+            let run = http_get(address, &format!("/api/v1/runs/{run_id}")).json();
+            let at = |event: &Value| event["at_ms"].as_i64().expect("an event time");
+            let delay = retrying["data"]["delay_ms"]
+                .as_i64()
+                .expect("a retry delay");
+            return RetryStart {
+                late_ms: at(second) - (at(retrying) + delay),
+                queued: run["counts"]["queued"].as_u64().expect("a queued count"),
+            };
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job} started no second attempt within {limit:?}: {events:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Echoes a child's stderr as it comes, and keeps it.
 fn echo(stderr: impl Read + Send + 'static) -> JoinHandle<String> {
     std::thread::spawn(move || {

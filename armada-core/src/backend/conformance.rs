@@ -288,7 +288,7 @@ pub mod config_store {
         );
     }
 
-    /// Redeliveries are counted per job, from 1.
+    /// Redeliveries are counted per job, from 1, and for the run.
     pub async fn redeliveries_are_counted_per_job<B: ConfigStoreBackend>(store: &B) {
         let run = new_run(store, 2).await;
         for expected in 1..=3 {
@@ -305,6 +305,8 @@ pub mod config_store {
                 .expect("count_redelivery"),
             1
         );
+        let progress = store.progress(&run).await.expect("progress");
+        assert_eq!(progress.redeliveries, 4);
     }
 
     /// A cancel flags a running run; an ended run keeps its status whatever comes after.

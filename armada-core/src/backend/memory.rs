@@ -402,6 +402,7 @@ impl ConfigStoreBackend for MemoryStore {
                 failed: 0,
                 terminal: 0,
                 retries: 0,
+                redeliveries: 0,
                 status: RunStatus::Running,
             },
         };
@@ -486,6 +487,7 @@ impl ConfigStoreBackend for MemoryStore {
 
     async fn count_redelivery(&self, run: &RunId, index: JobIndex) -> Result<u32> {
         self.with_state(run, |state| {
+            state.progress.redeliveries += 1;
             let count = state.redeliveries.entry(index).or_default();
             *count += 1;
             *count

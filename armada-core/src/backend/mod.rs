@@ -96,6 +96,9 @@ pub struct RunProgress {
     pub terminal: u64,
     /// Retries scheduled so far.
     pub retries: u64,
+    /// Attempts lost with their agents: deliveries of a job again after its agent died.
+    #[serde(default)]
+    pub redeliveries: u64,
     /// Where the run stands; the store sets it to completed when it records the last result.
     pub status: RunStatus,
 }

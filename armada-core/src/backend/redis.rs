@@ -282,6 +282,7 @@ impl ConfigStoreBackend for RedisStore {
                 ("failed", "0".to_owned()),
                 ("terminal", "0".to_owned()),
                 ("retries", "0".to_owned()),
+                ("redeliveries", "0".to_owned()),
             ])
             .ignore()
             .cmd("EXPIRE")
@@ -383,7 +384,12 @@ impl ConfigStoreBackend for RedisStore {
             .arg(KEY_TTL.as_secs())
             .ignore();
         let (count,): (u32,) = self.pipeline(&pipe).await?;
-        Ok(count)
+        // The run's count, unless its state is gone (the run ended): the job's count above is
+        // what numbers its attempts.
+        match self.update_state(run, "incr", "redeliveries", "").await {
+            Ok(()) | Err(Error::RunNotFound(_)) => Ok(count),
+            Err(error) => Err(error),
+        }
     }
 
     async fn progress(&self, run: &RunId) -> Result<RunProgress> {
@@ -404,6 +410,7 @@ impl ConfigStoreBackend for RedisStore {
             failed: number("failed"),
             terminal: number("terminal"),
             retries: number("retries"),
+            redeliveries: number("redeliveries"),
             status,
         })
     }

@@ -282,6 +282,39 @@ fn launch_in(dir: &Path, args: &[&str]) -> Launch {
 }
 
 #[test]
+fn a_retry_starts_on_time_ahead_of_two_thousand_queued_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = ProjectCopy::of(project());
+    // Job 3 fails its first attempt on purpose; its retry waits 500 ms, while 2,000 jobs of
+    // 10 ms on 2 agents take seconds.
+    copy.edit_template(|template| {
+        template["run_message"]["retry_backoff_secs"] = serde_json::json!(0.5);
+        template["default_job_message"]["work_ms"] = serde_json::json!(10);
+    });
+    let results = dir.path().join("r.jsonl");
+    let mut command = command(&["launch", "--agents", "2", "--jobs", "2000"], copy.path());
+    command
+        .arg("--monitor")
+        .arg(format!("sqlite:{}", dir.path().join("m.sqlite").display()))
+        .arg("--output")
+        .arg(&results);
+    let launch = Launch::start(command, &results);
+    let dashboard = launch.dashboard().unwrap().to_owned();
+    let retry = binary::retry_start(
+        &dashboard,
+        launch.run_id(),
+        3,
+        std::time::Duration::from_secs(60),
+    );
+    // The acceptance's bound; `cargo xtask bench` measures the lateness itself.
+    assert!(retry.late_ms < 2_000, "{retry:?}");
+    assert!(retry.queued >= 1_000, "{retry:?}");
+    let finished = launch.finish(std::time::Duration::from_secs(120));
+    assert_eq!(finished.status.code(), Some(0), "{}", finished.stdout);
+    assert_eq!(finished.results.len(), 2_000);
+}
+
+#[test]
 fn a_hundred_million_jobs_start_at_once_and_memory_does_not_grow_with_them() {
     let dir = tempfile::tempdir().unwrap();
     let launch = launch_in(dir.path(), &["--agents", "2", "--jobs", "100000000"]);
@@ -403,6 +436,72 @@ fn a_launch_says_where_its_run_lives_and_keeps_its_dashboard_while_a_tab_is_open
         "{}",
         finished.stdout
     );
+    // The command it gave serves the run, with what its charts draw (on a free port, as
+    // tests run side by side).
+    let served = ServedLater::start(command);
+    let run = binary::http_get(&served.address, &format!("/api/v1/runs/{run_id}")).json();
+    assert_eq!(
+        (&run["status"], &run["name"]),
+        (
+            &serde_json::json!("completed"),
+            &serde_json::json!("smoke run")
+        ),
+        "{run}"
+    );
+    let timeline =
+        binary::http_get(&served.address, &format!("/api/v1/runs/{run_id}/timeline")).json();
+    let buckets = timeline["buckets"].as_array().unwrap();
+    let succeeded: u64 = buckets
+        .iter()
+        .map(|bucket| bucket["succeeded"].as_u64().unwrap())
+        .sum();
+    assert_eq!(succeeded, 20, "{timeline}");
+    let bars: u64 = timeline["durations"]["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|count| count.as_u64().unwrap())
+        .sum();
+    assert_eq!(bars, 20, "{timeline}");
+}
+
+/// The `serve` command a launch printed, run on a free port; stopped when dropped.
+struct ServedLater {
+    child: std::process::Child,
+    address: String,
+}
+
+impl ServedLater {
+    fn start(command: &str) -> Self {
+        use std::io::BufRead;
+
+        let mut words = command.split_whitespace();
+        let program = words.next().unwrap();
+        let mut child = binary::command(program)
+            .args(words)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .trim_end_matches('/')
+            .to_owned();
+        Self { child, address }
+    }
+}
+
+impl Drop for ServedLater {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
