@@ -382,7 +382,8 @@ async fn sorted_and_searched(
         sorted.push(took);
         let started = Instant::now();
         let rows = sqlx::query(
-            "SELECT * FROM armada_jobs WHERE run_id = $1 ORDER BY duration_ms DESC, idx LIMIT 51",
+            "SELECT * FROM armada_jobs WHERE run_id = $1 ORDER BY duration_ms DESC NULLS LAST, idx \
+             LIMIT 51",
         )
         .bind(run_id)
         .fetch_all(pool)

@@ -856,7 +856,8 @@ fn monitor_targets(output: &str) -> Vec<String> {
                     &format!("{rate:.0} events/s"),
                 ));
             }
-        } else if what.contains("over HTTP") {
+        } else if what.starts_with("page of") && what.contains("over HTTP") {
+            // A keyset page; sorted pages and searches read the whole run and have no target.
             let p99 = armada
                 .split_once("p99")
                 .and_then(|(_, rest)| number(rest.trim_end_matches(" ms")));

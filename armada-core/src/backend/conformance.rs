@@ -438,6 +438,27 @@ pub mod job_queue {
             .collect()
     }
 
+    /// A run of `count` jobs published, and a consumer of it taking `prefetch` at a time.
+    async fn published<Q: JobQueueBackend>(
+        queue: &Q,
+        count: u64,
+        prefetch: u16,
+    ) -> (RunId, Q::Consumer) {
+        let run = RunId::new();
+        queue
+            .publish(&run, jobs(&run, count).into())
+            .await
+            .expect("publish");
+        let consumer = queue.consume(&run, prefetch).await.expect("consume");
+        (run, consumer)
+    }
+
+    /// Closes the consumer and deletes the run's queues.
+    async fn close_and_delete<Q: JobQueueBackend>(queue: &Q, run: &RunId, consumer: Q::Consumer) {
+        consumer.close().await;
+        queue.delete(run).await.expect("delete");
+    }
+
     async fn next<C: QueueConsumer>(consumer: &mut C) -> C::Delivery {
         tokio::time::timeout(ARRIVES, consumer.next())
             .await
@@ -471,24 +492,17 @@ pub mod job_queue {
         seen.sort_by_key(|message| message.index);
         assert_eq!(seen, published);
         nothing_comes(&mut consumer, "every job was acked").await;
-        consumer.close().await;
-        queue.delete(&run).await.expect("delete");
+        close_and_delete(queue, &run, consumer).await;
     }
 
     /// No more than `prefetch` deliveries are unsettled at once.
     pub async fn prefetch_bounds_unsettled_deliveries<Q: JobQueueBackend>(queue: &Q) {
-        let run = RunId::new();
-        queue
-            .publish(&run, jobs(&run, 3).into())
-            .await
-            .expect("publish");
-        let mut consumer = queue.consume(&run, 1).await.expect("consume");
+        let (run, mut consumer) = published(queue, 3, 1).await;
         let first = next(&mut consumer).await;
         nothing_comes(&mut consumer, "prefetch 1 and one delivery unsettled").await;
         first.ack().await.expect("ack");
         next(&mut consumer).await.ack().await.expect("ack");
-        consumer.close().await;
-        queue.delete(&run).await.expect("delete");
+        close_and_delete(queue, &run, consumer).await;
     }
 
     /// A consumer that stopped taking still settles what it holds, and what it settles lets
@@ -553,12 +567,7 @@ pub mod job_queue {
     /// A retry comes back as the attempt it names, after its delay; a retry elsewhere comes
     /// back at once as the same attempt, its identity retry counted.
     pub async fn retries_come_back_as_told<Q: JobQueueBackend>(queue: &Q) {
-        let run = RunId::new();
-        queue
-            .publish(&run, jobs(&run, 1).into())
-            .await
-            .expect("publish");
-        let mut consumer = queue.consume(&run, 1).await.expect("consume");
+        let (run, mut consumer) = published(queue, 1, 1).await;
         let first = next(&mut consumer).await;
         let delay = Duration::from_millis(800);
         let retried_at = std::time::Instant::now();
@@ -580,19 +589,13 @@ pub mod job_queue {
             (2, 1)
         );
         third.ack().await.expect("ack");
-        consumer.close().await;
-        queue.delete(&run).await.expect("delete");
+        close_and_delete(queue, &run, consumer).await;
     }
 
     /// A retry whose delay ended is taken before jobs never tried, and the jobs that waited
     /// behind it come as never tried.
     pub async fn due_retries_come_before_fresh_jobs<Q: JobQueueBackend>(queue: &Q) {
-        let run = RunId::new();
-        queue
-            .publish(&run, jobs(&run, 4).into())
-            .await
-            .expect("publish");
-        let mut consumer = queue.consume(&run, 1).await.expect("consume");
+        let (run, mut consumer) = published(queue, 4, 1).await;
         let first = next(&mut consumer).await;
         assert_eq!(first.message().index, 0);
         let delay = Duration::from_millis(300);
@@ -619,19 +622,13 @@ pub mod job_queue {
             fresh.ack().await.expect("ack");
         }
         nothing_comes(&mut consumer, "every job was acked").await;
-        consumer.close().await;
-        queue.delete(&run).await.expect("delete");
+        close_and_delete(queue, &run, consumer).await;
     }
 
     /// A wait for the next delivery that is dropped unfinished loses nothing (the agent races
     /// `next` against its other checks): every job still comes, once.
     pub async fn a_dropped_wait_loses_no_job<Q: JobQueueBackend>(queue: &Q) {
-        let run = RunId::new();
-        queue
-            .publish(&run, jobs(&run, 3).into())
-            .await
-            .expect("publish");
-        let mut consumer = queue.consume(&run, 1).await.expect("consume");
+        let (run, mut consumer) = published(queue, 3, 1).await;
         let first = next(&mut consumer).await;
         first
             .retry(2, Duration::from_millis(100))
@@ -651,8 +648,7 @@ pub mod job_queue {
         seen.sort_unstable();
         assert_eq!(seen, [(0, 2), (1, 1), (2, 1)]);
         nothing_comes(&mut consumer, "every job was acked").await;
-        consumer.close().await;
-        queue.delete(&run).await.expect("delete");
+        close_and_delete(queue, &run, consumer).await;
     }
 
     /// A dead-lettered job leaves the queue and is kept with its reason.
@@ -684,8 +680,7 @@ pub mod job_queue {
             })
             .collect();
         assert_eq!(found, expected);
-        consumer.close().await;
-        queue.delete(&run).await.expect("delete");
+        close_and_delete(queue, &run, consumer).await;
     }
 
     /// Deleting a run's queue ends its consumers and drops its waiting jobs; other runs'

@@ -704,8 +704,8 @@ pub(super) enum Keyset {
 }
 
 impl Keyset {
-    /// `AND` conditions keeping the rows past the key, and the `ORDER BY`.
-    fn sql(self, sql: &mut Sql<'_>) -> String {
+    /// `AND` conditions keeping the rows past the key, and the `ORDER BY` in `dialect`.
+    fn sql(self, sql: &mut Sql<'_>, dialect: Dialect) -> String {
         let (sort, order, after) = match self {
             Self::Index(span) => return span.sql(sql).to_owned(),
             Self::Sorted { sort, order, after } => (sort, order, after),
@@ -740,8 +740,14 @@ impl Keyset {
             }
             None => {}
         }
-        // Spelled as a CASE, not `NULLS LAST`, which SQL Server lacks.
-        format!(" ORDER BY CASE WHEN {column} IS NULL THEN 1 ELSE 0 END, {column} {direction}, idx")
+        match dialect {
+            #[cfg(feature = "mssql")]
+            // SQL Server has no `NULLS LAST`.
+            Dialect::SqlServer => format!(
+                " ORDER BY CASE WHEN {column} IS NULL THEN 1 ELSE 0 END, {column} {direction}, idx"
+            ),
+            _ => format!(" ORDER BY {column} {direction} NULLS LAST, idx"),
+        }
     }
 }
 
@@ -832,7 +838,7 @@ pub(super) fn jobs_sql<'a>(
 ) -> Sql<'a> {
     let run = sql.bind(Param::Text(Some(run_id)));
     sql.push(&format!(" WHERE run_id = {run}"));
-    let order_by = keyset.sql(&mut sql);
+    let order_by = keyset.sql(&mut sql, dialect);
     if !filter.states.is_empty() {
         let marks: Vec<String> = filter
             .states
