@@ -293,6 +293,21 @@ pub fn http_get(address: &str, path: &str) -> HttpAnswer {
     }
 }
 
+/// The `http://` URL a server started with piped stdout announces on its first line, without
+/// a trailing slash.
+pub fn announced_url(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("the server's stdout is piped");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the server prints a line");
+    line.split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .trim_end_matches('/')
+        .to_owned()
+}
+
 /// How a job's second attempt started, as a launch's dashboard API shows it.
 #[derive(Debug)]
 pub struct RetryStart {

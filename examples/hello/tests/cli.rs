@@ -473,8 +473,6 @@ struct ServedLater {
 
 impl ServedLater {
     fn start(command: &str) -> Self {
-        use std::io::BufRead;
-
         let mut words = command.split_whitespace();
         let program = words.next().unwrap();
         let mut child = binary::command(program)
@@ -483,16 +481,8 @@ impl ServedLater {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let address = line
-            .split_whitespace()
-            .find_map(|word| word.strip_prefix("http://"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .trim_end_matches('/')
-            .to_owned();
+        let url = binary::announced_url(&mut child);
+        let address = url.trim_start_matches("http://").to_owned();
         Self { child, address }
     }
 }
